@@ -1,0 +1,1 @@
+"""Hosts: the managed machines, known by IP (their queue name) and hostname."""

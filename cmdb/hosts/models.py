@@ -1,0 +1,126 @@
+"""Host model."""
+
+import ipaddress
+
+from django.db import models
+from django.utils import timezone
+
+from cmdb.hosts.choices import AgentStatusChoices
+
+E_MALFORMED = "malformed IP address: {target!r}"
+E_UNKNOWN_IP = "unknown host {target} (not in the inventory: add it with `manage.py hosts add`)"
+E_UNKNOWN_NAME = "unknown host {target!r} (no host has that IP or hostname)"
+E_AMBIGUOUS = "hostname {target!r} matches {count} hosts ({ips}): name them by IP"
+
+
+class TargetError(ValueError):
+    """One or more targets could not be resolved; ``problems`` names each."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("; ".join(problems))
+
+
+def _looks_like_ip(target: str) -> bool:
+    # "10.0.3", "10.0.3.300" and "1.2.3.4.5" are typos of an IP, not hostnames: say malformed.
+    return bool(target) and all(c.isdigit() or c == "." for c in target)
+
+
+class HostQuerySet(models.QuerySet):
+    def resolve(self, targets: list[str]) -> list["Host"]:
+        """Return the hosts named by IP or hostname, in order, without duplicates.
+
+        Every target is checked before anything is returned, so a typo in the tenth target
+        stops the whole job rather than leaving it half-dispatched.
+        """
+        problems, wanted = [], []
+        for raw in targets:
+            target = raw.strip()
+            if _looks_like_ip(target):
+                try:
+                    wanted.append(("ip", str(ipaddress.IPv4Address(target)), raw))
+                except ValueError:
+                    problems.append(E_MALFORMED.format(target=raw))
+            elif target:
+                wanted.append(("hostname", target, raw))
+            else:
+                problems.append(E_MALFORMED.format(target=raw))
+        by_ip = {h.ip: h for h in self.filter(ip__in=[v for k, v, _ in wanted if k == "ip"])}
+        names = [v for k, v, _ in wanted if k == "hostname"]
+        by_name: dict[str, list[Host]] = {}
+        for host in self.filter(hostname__in=names).order_by("ip"):
+            by_name.setdefault(host.hostname, []).append(host)
+        hosts: dict[int, Host] = {}
+        for kind, value, raw in wanted:
+            if kind == "ip":
+                if value in by_ip:
+                    hosts.setdefault(by_ip[value].pk, by_ip[value])
+                else:
+                    problems.append(E_UNKNOWN_IP.format(target=value))
+                continue
+            matches = by_name.get(value, [])
+            if len(matches) == 1:
+                hosts.setdefault(matches[0].pk, matches[0])
+            elif not matches:
+                problems.append(E_UNKNOWN_NAME.format(target=raw))
+            else:
+                ips = ", ".join(h.ip for h in matches)
+                problems.append(E_AMBIGUOUS.format(target=raw, count=len(matches), ips=ips))
+        if problems:
+            raise TargetError(problems)
+        return list(hosts.values())
+
+    def register_agent(self, info: dict, create: bool = True) -> "Host | None":
+        """Record an agent's announcement; create the host if allowed. Returns the host."""
+        ip = str(ipaddress.IPv4Address(info["ip"]))
+        fields = {
+            "agent_status": AgentStatusChoices.ONLINE,
+            "agent_name": info.get("agent") or "",
+            "agent_pid": info.get("agent_pid"),
+            "last_seen": timezone.now(),
+        }
+        host = self.filter(ip=ip).first()
+        if host is None:
+            if not create:
+                return None
+            host, _ = self.get_or_create(ip=ip, defaults=fields)
+        # Several demo agents share one machine's hostname; an operator's name is kept.
+        if not host.hostname and info.get("hostname"):
+            fields["hostname"] = info["hostname"]
+        for name, value in fields.items():
+            setattr(host, name, value)
+        host.save(update_fields=list(fields))
+        return host
+
+
+class Host(models.Model):
+    ip = models.GenericIPAddressField(
+        "IP address",
+        protocol="IPv4",
+        unique=True,
+        help_text="The address the agent serves; also the name of its Celery queue.",
+    )
+    hostname = models.CharField("hostname", max_length=255, blank=True, db_index=True)
+    agent_status = models.CharField(
+        "agent status",
+        max_length=16,
+        choices=AgentStatusChoices.choices,
+        default=AgentStatusChoices.UNKNOWN,
+    )
+    agent_name = models.CharField(
+        "agent", max_length=255, blank=True, help_text="Celery node name of the host's agent."
+    )
+    agent_pid = models.PositiveIntegerField("agent pid", null=True, blank=True)
+    last_seen = models.DateTimeField(
+        "last seen", null=True, blank=True, help_text="Last registration or heartbeat."
+    )
+    created = models.DateTimeField("created", default=timezone.now, editable=False)
+
+    objects = HostQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["ip"]
+        verbose_name = "host"
+
+    def __str__(self):
+        return f"{self.ip} ({self.hostname})" if self.hostname else self.ip

@@ -1,0 +1,37 @@
+"""Admin for jobs: read-only records of what was run where."""
+
+from django.contrib import admin
+
+from cmdb.jobs.models import HostTask, Job
+
+
+class ReadOnlyMixin:
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+class HostTaskInline(ReadOnlyMixin, admin.TabularInline):
+    model = HostTask
+    extra = 0
+    fields = ("ip", "state", "exit_code", "duration", "stdout_head", "stderr_head",
+              "stdout_bytes", "stdout_truncated", "error", "task_id")
+    readonly_fields = fields
+
+
+@admin.register(Job)
+class JobAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    list_display = ("id", "command", "requested_by", "created", "dispatch_error")
+    search_fields = ("id", "command", "requested_by")
+    date_hierarchy = "created"
+    inlines = [HostTaskInline]
+
+
+@admin.register(HostTask)
+class HostTaskAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    list_display = ("task_id", "ip", "state", "exit_code", "duration", "started_at", "job")
+    list_filter = ("state",)
+    search_fields = ("task_id", "ip", "job__id")
+    list_select_related = ("job",)

@@ -1,0 +1,120 @@
+"""Job and HostTask models."""
+
+import uuid
+
+from django.db import models
+from django.utils import timezone
+
+from cmdb.jobs.choices import HostTaskStateChoices, JobKindChoices
+
+State = HostTaskStateChoices
+
+
+class Job(models.Model):
+    id = models.UUIDField("job id", primary_key=True, default=uuid.uuid4, editable=False)
+    kind = models.CharField(
+        "kind", max_length=16, choices=JobKindChoices.choices, default=JobKindChoices.COMMAND
+    )
+    command = models.TextField("command")
+    timeout = models.PositiveIntegerField(
+        "timeout", help_text="Seconds the command may run on each host before it is killed."
+    )
+    reach_timeout = models.PositiveIntegerField(
+        "reach timeout",
+        help_text="Seconds a host's agent has to pick the task up before it is unreachable.",
+    )
+    requested_by = models.CharField("requested by", max_length=150, blank=True)
+    created = models.DateTimeField("created", default=timezone.now, db_index=True)
+    dispatched_at = models.DateTimeField("dispatched", null=True, blank=True)
+    dispatch_error = models.TextField(
+        "dispatch error", blank=True, help_text="Why the job was not (fully) dispatched."
+    )
+
+    class Meta:
+        ordering = ["-created"]
+        verbose_name = "job"
+
+    def __str__(self):
+        return f"{self.id} {self.command[:60]}"
+
+    @property
+    def dispatched(self) -> bool:
+        return self.dispatched_at is not None and not self.dispatch_error
+
+
+E_UNKNOWN_ID = "no job or host task has the id {ident!r}"
+
+
+class HostTaskQuerySet(models.QuerySet):
+    def active(self):
+        return self.filter(state__in=State.active())
+
+    def for_id(self, ident: str) -> tuple["Job | None", list["HostTask"]]:
+        """The host tasks behind a job id or a per-host Celery task id (both are printed)."""
+        ident = ident.strip()
+        try:
+            job = Job.objects.filter(pk=uuid.UUID(ident)).first()
+        except ValueError:
+            job = None
+        if job is not None:
+            return job, list(self.filter(job=job).order_by("ip"))
+        task = self.select_related("job").filter(task_id=ident).first()
+        if task is None:
+            raise LookupError(E_UNKNOWN_ID.format(ident=ident))
+        return task.job, [task]
+
+
+class HostTask(models.Model):
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="host_tasks")
+    host = models.ForeignKey(
+        "hosts.Host", on_delete=models.SET_NULL, null=True, blank=True, related_name="tasks"
+    )
+    # The IP at dispatch time: history survives the host being removed or renumbered.
+    ip = models.GenericIPAddressField("IP address", protocol="IPv4")
+    task_id = models.CharField("Celery task id", max_length=36, unique=True)
+    state = models.CharField(
+        "state", max_length=16, choices=State.choices, default=State.PENDING, db_index=True
+    )
+    exit_code = models.IntegerField("exit code", null=True, blank=True)
+    stdout_head = models.TextField("stdout (head)", blank=True)
+    stdout_tail = models.TextField(
+        "stdout (tail)", blank=True, help_text="Set only when the middle was dropped."
+    )
+    stdout_bytes = models.BigIntegerField("stdout size", default=0)
+    stdout_truncated = models.BooleanField("stdout truncated", default=False)
+    stderr_head = models.TextField("stderr (head)", blank=True)
+    stderr_tail = models.TextField("stderr (tail)", blank=True)
+    stderr_bytes = models.BigIntegerField("stderr size", default=0)
+    stderr_truncated = models.BooleanField("stderr truncated", default=False)
+    agent = models.CharField("agent", max_length=255, blank=True)
+    agent_pid = models.PositiveIntegerField("agent pid", null=True, blank=True)
+    reach_deadline = models.DateTimeField(
+        "reach deadline", null=True, blank=True,
+        help_text="Unreachable if no agent has started it by then.",
+    )
+    started_at = models.DateTimeField("started", null=True, blank=True)
+    finished_at = models.DateTimeField("finished", null=True, blank=True)
+    duration = models.FloatField("duration (s)", null=True, blank=True)
+    error = models.TextField("error", blank=True)
+
+    objects = HostTaskQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["job", "ip"]
+        verbose_name = "host task"
+        indexes = [models.Index(fields=["state", "reach_deadline"], name="hosttask_sweep")]
+
+    def __str__(self):
+        return f"{self.ip} {self.state}"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.state in State.terminal()
+
+    def stream(self, name: str) -> dict:
+        return {
+            "head": getattr(self, f"{name}_head"),
+            "tail": getattr(self, f"{name}_tail"),
+            "bytes": getattr(self, f"{name}_bytes"),
+            "truncated": getattr(self, f"{name}_truncated"),
+        }

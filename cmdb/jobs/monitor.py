@@ -1,0 +1,213 @@
+"""The central worker's monitor: agent liveness from heartbeats, and the end of overdue tasks.
+
+Decision 4 of the design: every host task reaches a terminal state. A message nobody consumes
+waits in Redis forever and Celery's ``expires`` is only checked by a worker that receives it, so
+the server keeps its own deadlines here:
+
+- pending past its reach deadline            -> unreachable
+- running on an agent that stopped beating   -> lost (kill -9, power off, network gone)
+- running on an agent that restarted         -> lost (same node name, new pid)
+- running past timeout + grace with no word  -> lost (the backstop for everything else)
+"""
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from celery import bootsteps
+
+logger = logging.getLogger(__name__)
+
+E_UNREACHABLE = "no agent picked it up within {reach} s: is the agent for {ip} running?"
+E_LOST_SILENT = "agent {agent} stopped sending heartbeats {silence:.0f} s ago while it ran"
+E_LOST_RESTARTED = "agent {agent} restarted (pid {old} -> {new}) while it ran"
+E_LOST_OFFLINE = "agent {agent} shut down while it ran"
+E_LOST_OVERDUE = "no result {grace} s after its {timeout} s timeout"
+
+
+@dataclass
+class AgentSighting:
+    pid: int | None
+    at: float
+    offline: bool = False
+
+
+@dataclass
+class Liveness:
+    """What heartbeats say about each agent, by Celery node name. Pure: time is passed in."""
+
+    lost_after: float
+    started: float
+    agents: dict[str, AgentSighting] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def heard(self, agent: str, pid: int | None, at: float, offline: bool = False) -> None:
+        with self.lock:
+            self.agents[agent] = AgentSighting(pid, at, offline)
+
+    def online(self, now: float) -> set[str]:
+        with self.lock:
+            return {name for name, s in self.agents.items()
+                    if not s.offline and now - s.at <= self.lost_after}
+
+    def verdict(self, agent: str, pid: int | None, now: float) -> str | None:
+        """Why a task running on ``agent`` (main pid ``pid``) is lost, or None if it may live."""
+        with self.lock:
+            seen = self.agents.get(agent)
+        if seen is None:
+            # Never heard since this monitor started: give the agent a full window first.
+            silence = now - self.started
+            if silence > self.lost_after:
+                return E_LOST_SILENT.format(agent=agent, silence=silence)
+            return None
+        if pid and seen.pid and seen.pid != pid:
+            return E_LOST_RESTARTED.format(agent=agent, old=pid, new=seen.pid)
+        if seen.offline and now - seen.at > min(5.0, self.lost_after):
+            return E_LOST_OFFLINE.format(agent=agent)
+        if now - seen.at > self.lost_after:
+            return E_LOST_SILENT.format(agent=agent, silence=now - seen.at)
+        return None
+
+
+class Monitor:
+    """Listens to worker events and sweeps overdue host tasks; two daemon threads."""
+
+    #: Seconds between writes of an online host's last_seen (status changes write at once).
+    LAST_SEEN_EVERY = 30.0
+    #: Slack past a reach deadline, for a "started" notice still queued behind results.
+    REACH_SLACK = 2.0
+
+    def __init__(self, app, settings, clock=time.time):
+        self.app = app
+        self.cfg = settings
+        self.clock = clock
+        self.liveness = Liveness(settings["AGENT_LOST_AFTER"], clock())
+        self.stopping = threading.Event()
+        self.threads: list[threading.Thread] = []
+        self._receiver = None
+
+    # -- events ------------------------------------------------------------------------------
+    def on_event(self, event: dict) -> None:
+        kind = event.get("type", "")
+        if not kind.startswith("worker-"):
+            return
+        self.liveness.heard(
+            event.get("hostname", ""),
+            event.get("pid"),
+            self.clock(),
+            offline=(kind == "worker-offline"),
+        )
+
+    def listen(self) -> None:
+        handlers = {"*": self.on_event}
+        while not self.stopping.is_set():
+            try:
+                with self.app.connection_for_read() as conn:
+                    self._receiver = self.app.events.Receiver(conn, handlers=handlers)
+                    self._receiver.capture(limit=None, timeout=None, wakeup=False)
+            except Exception:
+                if self.stopping.is_set():
+                    break
+                logger.warning("event receiver failed; reconnecting", exc_info=True)
+                self.stopping.wait(2.0)
+
+    # -- sweeps ------------------------------------------------------------------------------
+    def sweep_forever(self) -> None:
+        while not self.stopping.wait(self.cfg["SWEEP_INTERVAL"]):
+            try:
+                self.sweep()
+            except Exception:
+                logger.exception("sweep failed")
+            finally:
+                from django.db import close_old_connections
+
+                close_old_connections()
+
+    def sweep(self) -> dict:
+        from django.utils import timezone
+
+        from cmdb.jobs import results
+        from cmdb.jobs.choices import HostTaskStateChoices as State
+        from cmdb.jobs.models import HostTask
+
+        now, now_dt = self.clock(), timezone.now()
+        counts = {"unreachable": 0, "lost": 0}
+        overdue = HostTask.objects.filter(
+            state=State.PENDING,
+            reach_deadline__lt=now_dt - timedelta(seconds=self.REACH_SLACK),
+        ).values_list("pk", "ip", "job__reach_timeout")
+        for pk, ip, reach in overdue:
+            counts["unreachable"] += results.conclude(
+                [pk], State.UNREACHABLE, E_UNREACHABLE.format(reach=reach, ip=ip),
+                only_from={State.PENDING},
+            )
+        running = HostTask.objects.filter(state=State.RUNNING).values_list(
+            "pk", "agent", "agent_pid", "started_at", "job__timeout"
+        )
+        grace = self.cfg["RESULT_GRACE"]
+        for pk, agent, pid, started_at, timeout in running:
+            reason = self.liveness.verdict(agent, pid, now)
+            if reason is None and started_at and (now_dt - started_at).total_seconds() > (
+                timeout + grace
+            ):
+                reason = E_LOST_OVERDUE.format(grace=grace, timeout=timeout)
+            if reason:
+                counts["lost"] += results.conclude(
+                    [pk], State.LOST, reason, only_from={State.RUNNING}
+                )
+        self.update_hosts(now, now_dt)
+        return counts
+
+    def update_hosts(self, now: float, now_dt) -> None:
+        from cmdb.hosts.choices import AgentStatusChoices as Status
+        from cmdb.hosts.models import Host
+
+        online = self.liveness.online(now)
+        hosts = Host.objects.filter(agent_name__in=online)
+        hosts.exclude(agent_status=Status.ONLINE).update(agent_status=Status.ONLINE, last_seen=now_dt)
+        hosts.filter(last_seen__lt=now_dt - timedelta(seconds=self.LAST_SEEN_EVERY)).update(
+            last_seen=now_dt
+        )
+        if now - self.liveness.started > self.liveness.lost_after:
+            Host.objects.filter(agent_status=Status.ONLINE).exclude(agent_name__in=online).filter(
+                last_seen__lt=now_dt - timedelta(seconds=self.liveness.lost_after)
+            ).update(agent_status=Status.OFFLINE)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> None:
+        for target, name in ((self.listen, "cmdb-events"), (self.sweep_forever, "cmdb-sweeper")):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self.threads.append(thread)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        if self._receiver is not None:
+            self._receiver.should_stop = True
+        for thread in self.threads:
+            thread.join(timeout=5)
+
+
+class MonitorStep(bootsteps.StartStopStep):
+    """Runs the Monitor inside the central worker (set CMDB_MONITOR=0 to leave it out)."""
+
+    requires = {"celery.worker.components:Pool"}
+
+    def __init__(self, worker, **kwargs):
+        import os
+
+        self.enabled = os.environ.get("CMDB_MONITOR", "1") != "0"
+        self.monitor = None
+
+    def start(self, worker):
+        from django.conf import settings
+
+        self.monitor = Monitor(worker.app, settings.CMDB)
+        self.monitor.start()
+        logger.info("fleet monitor started")
+
+    def stop(self, worker):
+        if self.monitor:
+            self.monitor.stop()

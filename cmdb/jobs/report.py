@@ -1,0 +1,94 @@
+"""How a job and its host tasks are shown on a terminal and as JSON (pure: no queries)."""
+
+from collections import Counter
+
+from cmdb.jobs.choices import HostTaskStateChoices as State
+from cmdb.jobs.models import HostTask, Job
+
+
+def _header(task: HostTask) -> str:
+    parts = [task.state]
+    if task.exit_code is not None:
+        parts.append(f"exit {task.exit_code}")
+    if task.duration is not None:
+        parts.append(f"{task.duration:.2f} s")
+    return f"from host {task.ip}  ({', '.join(parts)})"
+
+
+def _stream_text(task: HostTask, name: str) -> str:
+    s = task.stream(name)
+    if not s["truncated"]:
+        return s["head"]
+    hidden = s["bytes"] - len(s["head"].encode()) - len(s["tail"].encode())
+    marker = (
+        f"\n[... output truncated: {s['bytes']:,} bytes in all, {max(hidden, 0):,} "
+        f"bytes in the middle not kept ...]\n"
+    )
+    return s["head"] + marker + s["tail"]
+
+
+def _with_newline(text: str) -> str:
+    return text if not text or text.endswith("\n") else text + "\n"
+
+
+def format_task(task: HostTask) -> str:
+    lines = [_header(task) + "\n"]
+    if task.error:
+        lines.append(f"[{task.state}] {task.error}\n")
+    lines.append(_with_newline(_stream_text(task, "stdout")))
+    stderr = _stream_text(task, "stderr")
+    if stderr:
+        lines.append("[stderr]\n" + _with_newline(stderr))
+    return "".join(lines)
+
+
+def summary(tasks: list[HostTask]) -> str:
+    counts = Counter(t.state for t in tasks)
+    order = [s for s in State.values if counts[s]]
+    return ", ".join(f"{counts[s]} {s}" for s in order) or "no hosts"
+
+
+def format_job(job: Job | None, tasks: list[HostTask]) -> str:
+    out = []
+    if job is not None:
+        out.append(
+            f"job {job.id}: {job.command!r} on {len(tasks)} host(s): {summary(tasks)}\n"
+        )
+        if job.dispatch_error:
+            out.append(f"[not dispatched] {job.dispatch_error}\n")
+    out.extend(format_task(t) for t in tasks)
+    return "".join(out)
+
+
+def task_json(task: HostTask) -> dict:
+    return {
+        "task_id": task.task_id,
+        "host": task.ip,
+        "state": task.state,
+        "exit_code": task.exit_code,
+        "duration": task.duration,
+        "started_at": task.started_at.isoformat() if task.started_at else None,
+        "finished_at": task.finished_at.isoformat() if task.finished_at else None,
+        "agent": task.agent,
+        "error": task.error,
+        "stdout": task.stream("stdout"),
+        "stderr": task.stream("stderr"),
+    }
+
+
+def job_json(job: Job | None, tasks: list[HostTask]) -> dict:
+    return {
+        "job": None if job is None else {
+            "id": str(job.id),
+            "kind": job.kind,
+            "command": job.command,
+            "timeout": job.timeout,
+            "requested_by": job.requested_by,
+            "created": job.created.isoformat(),
+            "dispatch_error": job.dispatch_error,
+        },
+        "done": all(t.is_terminal for t in tasks),
+        "ok": bool(tasks) and all(t.state == State.OK for t in tasks),
+        "summary": dict(Counter(t.state for t in tasks)),
+        "hosts": [task_json(t) for t in tasks],
+    }

@@ -1,0 +1,131 @@
+"""Settings, all from the environment with documented defaults (see README "Settings")."""
+
+import os
+from pathlib import Path
+
+import dj_database_url
+
+from workers.config import celery_config
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+#: Where `make up` keeps the SQLite database, logs, pids and the embedded Redis' files.
+RUN_DIR = Path(os.environ.get("CMDB_RUN_DIR", BASE_DIR / ".run"))
+
+
+def _env_bool(name: str, default: bool) -> bool:
+    return os.environ.get(name, str(default)).strip().lower() in {"1", "true", "yes", "on"}
+
+
+# A fixed development key would be a secret in the repo; an unset key in production is refused.
+DEBUG = _env_bool("DJANGO_DEBUG", False)
+SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY") or "insecure-dev-key-set-DJANGO_SECRET_KEY"
+ALLOWED_HOSTS = [h for h in os.environ.get("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1").split(",")]
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_celery_results",
+    "cmdb.hosts",
+    "cmdb.jobs",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "cmdb.urls"
+WSGI_APPLICATION = "cmdb.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": dj_database_url.config(
+        env="DATABASE_URL",
+        default=f"sqlite:///{RUN_DIR / 'cmdb.sqlite3'}",
+        conn_max_age=int(os.environ.get("DATABASE_CONN_MAX_AGE", "60")),
+    )
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"]["OPTIONS"] = {
+        # The CLI, the web server and the central worker's threads all write: WAL lets readers
+        # go on during a write, IMMEDIATE takes the write lock up front (no upgrade deadlock),
+        # and the timeout waits for a lock instead of failing with "database is locked".
+        "timeout": 30,
+        "transaction_mode": "IMMEDIATE",
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+    # Tests run the central worker and the CLI as separate processes: they need a file.
+    if os.environ.get("CMDB_TEST_DATABASE"):
+        DATABASES["default"]["TEST"] = {"NAME": os.environ["CMDB_TEST_DATABASE"]}
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+STATIC_URL = "static/"
+STATIC_ROOT = RUN_DIR / "static"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": os.environ.get("CMDB_LOGLEVEL", "WARNING")},
+}
+
+# --- Celery (the central worker and the dispatcher) ------------------------------------------
+# Read by cmdb/celery.py with namespace "CELERY": broker_url becomes CELERY_BROKER_URL, etc.
+for _key, _value in {
+    **celery_config(),
+    # Every per-host task id gets a django-celery-results row, written by the central worker.
+    "result_backend": "django-db",
+    "result_extended": True,
+}.items():
+    globals()[f"CELERY_{_key.upper()}"] = _value
+
+# --- The fleet --------------------------------------------------------------------------------
+CMDB = {
+    #: Seconds a command may run on a host before its process group is killed.
+    "DEFAULT_TIMEOUT": int(os.environ.get("CMDB_DEFAULT_TIMEOUT", "300")),
+    "MAX_TIMEOUT": int(os.environ.get("CMDB_MAX_TIMEOUT", str(24 * 3600))),
+    #: Seconds a host's agent has to pick a task up before the host task is "unreachable".
+    "REACH_TIMEOUT": int(os.environ.get("CMDB_REACH_TIMEOUT", "60")),
+    #: Seconds without a heartbeat after which a running host task's agent is taken for dead.
+    "AGENT_LOST_AFTER": float(os.environ.get("CMDB_AGENT_LOST_AFTER", "15")),
+    #: Seconds past a command's own timeout before it is "lost" even if its agent looks alive.
+    "RESULT_GRACE": int(os.environ.get("CMDB_RESULT_GRACE", "60")),
+    #: How often the central worker's monitor looks for overdue host tasks.
+    "SWEEP_INTERVAL": float(os.environ.get("CMDB_SWEEP_INTERVAL", "2")),
+    #: Bytes of each stream's head and tail kept per host (the middle is counted, not kept).
+    "HEAD_BYTES": int(os.environ.get("CMDB_HEAD_BYTES", "65536")),
+    "TAIL_BYTES": int(os.environ.get("CMDB_TAIL_BYTES", "65536")),
+    #: A command whose output passes this many bytes on the host is killed (protects its disk).
+    "MAX_OUTPUT_BYTES": int(os.environ.get("CMDB_MAX_OUTPUT_BYTES", str(1 << 30))),
+    #: Accept hosts whose agents announce themselves (else: `manage.py hosts add` first).
+    "AUTO_REGISTER": _env_bool("CMDB_AUTO_REGISTER", True),
+}

@@ -1,0 +1,1 @@
+"""Fact collectors: one plugin per subject, pure Python, no Django (see issue 4)."""

