@@ -79,9 +79,6 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "transaction_mode": "IMMEDIATE",
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
-    # Tests run the central worker and the CLI as separate processes: they need a file.
-    if os.environ.get("CMDB_TEST_DATABASE"):
-        DATABASES["default"]["TEST"] = {"NAME": os.environ["CMDB_TEST_DATABASE"]}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 LANGUAGE_CODE = "en-us"

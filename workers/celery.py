@@ -4,7 +4,8 @@ from celery import Celery
 
 from workers.config import celery_config
 
-app = Celery("workers", include=["workers.tasks"])
+# fixups=[]: Celery would set Django up whenever DJANGO_SETTINGS_MODULE is in the environment.
+app = Celery("workers", include=["workers.tasks"], fixups=[])
 app.config_from_object(celery_config())
 app.conf.update(
     # Agents send results through link callbacks to the central worker, never to a backend.

@@ -193,19 +193,20 @@ def _kill_tree(proc: subprocess.Popen, grace: float) -> bool:
         return True  # it ended by itself just now, and was reaped: leave its children alone
     pgid = proc.pid  # start_new_session made the shell the leader of its own group
     # Until we reap the shell its pid, and so the group id, cannot be reused by anybody else.
-    # Descendants are collected first because the group alone misses ones that called setsid();
-    # a double-forked daemon whose parent already exited is out of reach without cgroups.
+    # The tree is collected before signalling: descendants that called setsid() are outside the
+    # group, and orphans still in the group are no longer descendants; both get the grace period.
+    # A double-forked daemon that also called setsid() is out of reach without cgroups.
     procs = []
     with contextlib.suppress(psutil.Error):
-        procs = _with_descendants([psutil.Process(proc.pid)])
+        procs = _tree(pgid, [psutil.Process(proc.pid)])
     _signal_all(pgid, procs, signal.SIGTERM)
     try:
         _wait_dead(procs, grace)
     finally:
         # In a finally: a second interrupt during the grace period must not leave survivors.
         # Survivors may have forked since, so collect again. Sent before the shell is reaped.
-        procs = _with_descendants([p for p in procs if _alive(p)])
-        pass
+        procs = _tree(pgid, [p for p in procs if _alive(p)])
+        _signal_all(pgid, procs, signal.SIGKILL)
     _wait_dead(procs, REAP_TIMEOUT)  # SIGKILL is asynchronous; report only once they are gone
     try:
         proc.wait(timeout=REAP_TIMEOUT)
@@ -214,12 +215,17 @@ def _kill_tree(proc: subprocess.Popen, grace: float) -> bool:
     return True
 
 
-def _with_descendants(procs: list[psutil.Process]) -> list[psutil.Process]:
-    found = list(procs)
-    for p in procs:
+def _tree(pgid: int, roots: list[psutil.Process]) -> list[psutil.Process]:
+    """`roots`, all their descendants and every member of process group `pgid`, each once."""
+    found = list(roots)
+    for p in roots:
         with contextlib.suppress(psutil.Error):
             found += p.children(recursive=True)
-    return found
+    for pid in psutil.pids():
+        with contextlib.suppress(OSError, psutil.Error):
+            if os.getpgid(pid) == pgid:
+                found.append(psutil.Process(pid))
+    return list(dict.fromkeys(found))
 
 
 def _signal_all(pgid: int, procs: list[psutil.Process], sig: int) -> None:

@@ -277,6 +277,16 @@ def test_timeout_kills_orphans_left_in_the_process_group(run, tmp_path):
     assert gone(pid), "the orphaned grandchild survived"
 
 
+def test_timeout_gives_orphans_in_the_group_their_grace_period(run, tmp_path):
+    # The orphan cleans up on SIGTERM. The shell dies at once, but the orphan must not be
+    # SIGKILLed before kill_grace has passed.
+    marker = tmp_path / "cleaned"
+    trap = f"trap 'sleep 0.3; echo cleaned > {marker}; exit 0' TERM"
+    result = run(f"( ({trap}; while :; do sleep 0.1; done) & ); sleep 300", timeout=1)
+    assert result.outcome == Outcome.TIMEOUT
+    assert marker.read_text() == "cleaned\n"
+
+
 def test_timeout_escalates_to_sigkill_when_sigterm_is_ignored(run, tmp_path):
     # An ignored signal stays ignored across fork and exec, so both sleeps ignore SIGTERM.
     pidfile = tmp_path / "pid"

@@ -1,0 +1,122 @@
+"""Shared fixtures: a real Redis, a file-backed test database, a central worker and agents.
+
+Nothing is mocked: the broker is a redis-server started here on a free loopback port, and the
+central worker and agents are the same processes `make up` starts (deploy.local.Fleet).
+"""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from deploy.local import ROOT, Fleet, wait_for
+
+AGENT_IPS = ["127.0.1.1", "127.0.1.2"]
+
+# Short deadlines so that unreachable and lost tasks end within seconds in tests.
+TEST_ENV = {
+    "CMDB_SWEEP_INTERVAL": "0.5",
+    "CMDB_AGENT_LOST_AFTER": "6",
+    "CMDB_RESULT_GRACE": "10",
+    "CMDB_LOGLEVEL": "INFO",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def run_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("run")
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(tmp_path_factory):
+    # The central worker and the CLI run in other processes: an in-memory test database
+    # would be invisible to them, so SQLite tests use a file.
+    from django.conf import settings
+
+    db = settings.DATABASES["default"]
+    if db["ENGINE"].endswith("sqlite3"):
+        db.setdefault("TEST", {})["NAME"] = str(tmp_path_factory.mktemp("db") / "test.sqlite3")
+
+
+@pytest.fixture(scope="session")
+def redis_url(run_dir):
+    """A real redis-server of the suite's own; its URL is set for every process started after."""
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    fleet = Fleet(run_dir / "redis", {"REDIS_URL": url})
+    fleet.start_redis()
+    os.environ["REDIS_URL"] = url
+    from cmdb.celery import app
+
+    # Settings were read before this fixture ran; point the server's app at this broker.
+    app.conf.broker_url = url
+    yield url
+    fleet.stop_all()
+
+
+def database_url() -> str:
+    from django.db import connection
+
+    s = connection.settings_dict
+    if s["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{s['NAME']}"
+    return f"postgres://{s['USER']}:{s['PASSWORD']}@{s['HOST']}:{s['PORT'] or 5432}/{s['NAME']}"
+
+
+@pytest.fixture(scope="session")
+def process_env(redis_url, django_db_setup, django_db_blocker) -> dict:
+    """Environment for every subprocess: the suite's broker and test database."""
+    with django_db_blocker.unblock():
+        url = database_url()
+    return {**TEST_ENV, "REDIS_URL": redis_url, "DATABASE_URL": url}
+
+
+def ping_nodes(app, names: list[str]) -> bool:
+    replies = app.control.ping(destination=names, timeout=1.0)
+    seen = {name for reply in replies for name in reply}
+    return set(names) <= seen
+
+
+@pytest.fixture(scope="session")
+def fleet(run_dir, process_env):
+    """The central worker and one agent per AGENT_IPS, up for the whole session."""
+    from cmdb.celery import app
+
+    fleet = Fleet(run_dir / "fleet", process_env)
+    fleet.start_central(name="central")
+    for ip in AGENT_IPS:
+        fleet.start_agent(ip)
+    nodes = [f"central@{socket.gethostname()}", *(f"agent@{ip}" for ip in AGENT_IPS)]
+    wait_for(lambda: ping_nodes(app, nodes), 90, f"{nodes} to answer pings", interval=0.5)
+    yield fleet
+    fleet.stop_all()
+
+
+@pytest.fixture
+def manage(process_env):
+    """Run `python manage.py ...` as a real process against the suite's broker and database."""
+
+    def run(*args: str, env: dict | None = None, timeout: float = 120):
+        started = time.monotonic()
+        proc = subprocess.run(
+            [sys.executable, str(ROOT / "manage.py"), *args],
+            cwd=ROOT,
+            env={**os.environ, **process_env, **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
+        proc.elapsed = time.monotonic() - started
+        return proc
+
+    return run

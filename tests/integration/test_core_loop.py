@@ -1,0 +1,303 @@
+"""The everyday loop through real Redis, a real central worker and real agent processes."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+from django_celery_results.models import TaskResult
+
+from cmdb.jobs.models import HostTask, Job
+from deploy.local import ROOT, stop_group, wait_for
+from tests.conftest import AGENT_IPS, free_port, ping_nodes
+from tests.factories import make_host
+
+pytestmark = [pytest.mark.fleet, pytest.mark.django_db(transaction=True)]
+
+ID_LINE = re.compile(r"^task id: ([0-9a-f-]{36})$", re.M)
+
+
+@pytest.fixture
+def hosts(fleet):
+    return [make_host(ip) for ip in AGENT_IPS]
+
+
+def dispatch(manage, command: str, *targets: str, extra=()) -> str:
+    out = manage("run", command, "--hosts", *targets, *extra)
+    assert out.returncode == 0, out.stderr
+    match = ID_LINE.search(out.stdout)
+    assert match, out.stdout
+    return match.group(1)
+
+
+def wait_job(manage, job_id: str, timeout: float = 60):
+    out = manage("check_task", job_id, "--wait", "--wait-timeout", str(timeout), "--json")
+    assert out.returncode in (0, 1), out.stderr
+    return json.loads(out.stdout), out.returncode
+
+
+def wait_state(task_id: str, states: set[str], timeout: float = 30) -> HostTask:
+    def reached():
+        task = HostTask.objects.get(task_id=task_id)
+        return task if task.state in states else None
+
+    return wait_for(reached, timeout, f"host task {task_id} to reach {states}", interval=0.2)
+
+
+def pid_gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def test_run_then_check_task_prints_each_hosts_output(manage, hosts):
+    out = manage("run", "df -h", "--hosts", *AGENT_IPS)
+    assert out.returncode == 0, out.stderr
+    job_id = ID_LINE.search(out.stdout).group(1)
+
+    check = manage("check_task", job_id, "--wait", "--wait-timeout", "60")
+
+    assert check.returncode == 0, check.stdout + check.stderr
+    for ip in AGENT_IPS:
+        assert re.search(rf"^from host {re.escape(ip)}  \(ok, exit 0, [\d.]+ s\)$", check.stdout, re.M)
+    assert check.stdout.count("Filesystem") == 2
+    # Every per-host task id has its django-celery-results row, and AsyncResult agrees.
+    from cmdb.celery import app
+
+    for task in HostTask.objects.filter(job_id=job_id):
+        assert TaskResult.objects.get(task_id=task.task_id).status == "SUCCESS"
+        result = app.AsyncResult(task.task_id)
+        assert result.state == "SUCCESS"
+        assert result.result["exit_code"] == 0
+
+
+def test_check_task_takes_a_per_host_task_id(manage, hosts):
+    job_id = dispatch(manage, "hostname", AGENT_IPS[0])
+    wait_job(manage, job_id)
+    task_id = HostTask.objects.get(job_id=job_id).task_id
+
+    out = manage("check_task", task_id, "--json")
+
+    data = json.loads(out.stdout)
+    assert out.returncode == 0
+    assert [h["task_id"] for h in data["hosts"]] == [task_id]
+    assert data["hosts"][0]["stdout"]["head"].strip()
+
+
+def test_nonzero_exit_is_a_failed_result_not_an_error(manage, hosts):
+    job_id = dispatch(manage, "echo out; echo oops >&2; exit 3", AGENT_IPS[0])
+
+    data, code = wait_job(manage, job_id)
+
+    host = data["hosts"][0]
+    assert code == 1
+    assert (host["state"], host["exit_code"]) == ("failed", 3)
+    assert host["stdout"]["head"] == "out\n"
+    assert host["stderr"]["head"] == "oops\n"
+
+
+def test_megabyte_output_keeps_head_tail_and_true_size(manage, hosts):
+    # 1,100,000 bytes: lines numbered so head and tail can be checked exactly.
+    script = "import sys\nfor i in range(100000): sys.stdout.write(f'{i:010d}\\n')"
+    command = f"{sys.executable} -c \"{script}\""
+    job_id = dispatch(manage, command, AGENT_IPS[0])
+
+    data, code = wait_job(manage, job_id)
+
+    out = data["hosts"][0]["stdout"]
+    expected = "".join(f"{i:010d}\n" for i in range(100000))
+    assert code == 0
+    assert out["bytes"] == len(expected) == 1_100_000
+    assert out["truncated"] is True
+    assert out["head"] == expected[:65536]
+    assert out["tail"] == expected[-65536:]
+    text = manage("check_task", job_id).stdout
+    assert "output truncated: 1,100,000 bytes in all" in text
+
+
+def test_hundred_megabyte_output_is_counted_not_kept(manage, hosts):
+    job_id = dispatch(manage, "head -c 100000000 /dev/zero | tr '\\0' a", AGENT_IPS[1])
+
+    data, code = wait_job(manage, job_id, timeout=120)
+
+    out = data["hosts"][0]["stdout"]
+    assert code == 0
+    assert out["bytes"] == 100_000_000
+    assert len(out["head"]) == len(out["tail"]) == 65536
+
+
+def test_bytes_that_are_not_utf8_are_replaced_not_fatal(manage, hosts):
+    job_id = dispatch(manage, r"printf 'caf\351 \377\376 ok\n'", AGENT_IPS[0])
+
+    data, code = wait_job(manage, job_id)
+
+    assert code == 0
+    assert data["hosts"][0]["stdout"]["head"] == "caf\ufffd \ufffd\ufffd ok\n"
+
+
+def test_timeout_kills_the_command_and_its_grandchildren(manage, hosts, tmp_path):
+    pidfile = tmp_path / "grandchild.pid"
+    command = f"sh -c 'sleep 300 & echo $! > {pidfile}; wait'"
+    job_id = dispatch(manage, command, AGENT_IPS[0], extra=["--timeout", "2"])
+
+    data, code = wait_job(manage, job_id)
+
+    host = data["hosts"][0]
+    assert code == 1
+    assert host["state"] == "timeout"
+    assert "timed out after 2" in host["error"]
+    assert pid_gone(int(pidfile.read_text()))
+    # The agent keeps serving after killing a command.
+    again = dispatch(manage, "echo still here", AGENT_IPS[0])
+    assert wait_job(manage, again)[0]["hosts"][0]["stdout"]["head"] == "still here\n"
+
+
+def test_cancel_stops_a_running_command_and_keeps_its_output(manage, hosts, tmp_path):
+    pidfile = tmp_path / "sleep.pid"
+    job_id = dispatch(manage, f"echo started; sleep 120 & echo $! > {pidfile}; wait",
+                      AGENT_IPS[1])
+    task = HostTask.objects.get(job_id=job_id)
+    wait_state(task.task_id, {"running"})
+    wait_for(pidfile.exists, 10, "the command to write its pid")
+
+    out = manage("cancel", job_id)
+
+    assert out.returncode == 0, out.stderr
+    assert "cancel sent to 1" in out.stdout
+    task = wait_state(task.task_id, {"cancelled"}, timeout=20)
+    assert task.stdout_head == "started\n"
+    assert pid_gone(int(pidfile.read_text()))
+    assert TaskResult.objects.get(task_id=task.task_id).status == "REVOKED"
+
+
+def test_cancel_of_a_task_no_agent_has_taken_ends_it_at_once(manage, fleet):
+    make_host("127.0.1.77", with_agent=False)
+    job_id = dispatch(manage, "echo never", "127.0.1.77")
+
+    out = manage("cancel", job_id)
+
+    assert out.returncode == 0
+    task = HostTask.objects.get(job_id=job_id)
+    assert task.state == "cancelled"
+    assert manage("cancel", job_id).stdout.startswith("nothing to cancel")
+
+
+def test_malformed_and_unknown_hosts_dispatch_nothing(manage, hosts):
+    out = manage("run", "uptime", "--hosts", AGENT_IPS[0], "10.0.3", "999.1.1.1", "127.0.9.9",
+                 "no-such-host")
+
+    assert out.returncode == 2
+    for text in ["malformed IP address: '10.0.3'", "malformed IP address: '999.1.1.1'",
+                 "unknown host 127.0.9.9", "unknown host 'no-such-host'"]:
+        assert text in out.stderr
+    assert not Job.objects.exists()
+
+
+def test_empty_command_is_refused(manage, hosts):
+    out = manage("run", "   ", "--hosts", AGENT_IPS[0])
+
+    assert out.returncode == 2
+    assert "the command is empty" in out.stderr
+    assert not Job.objects.exists()
+
+
+def test_broker_down_at_dispatch_is_a_quick_clear_error(manage, hosts):
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+
+    out = manage("run", "uptime", "--hosts", *AGENT_IPS, env={"REDIS_URL": dead})
+
+    assert out.returncode == 3, out.stdout + out.stderr
+    assert "broker unreachable" in out.stderr
+    assert out.elapsed < 30  # a hang check, not a speed test
+    job = Job.objects.get()
+    assert "broker unreachable" in job.dispatch_error
+    assert set(job.host_tasks.values_list("state", flat=True)) == {"error"}
+    assert manage("check_task", str(job.id)).returncode == 1
+
+
+def test_known_host_without_agent_ends_unreachable(manage, fleet):
+    make_host("127.0.1.99", with_agent=False)
+    job_id = dispatch(manage, "uptime", "127.0.1.99", extra=["--reach-timeout", "2"])
+
+    data, code = wait_job(manage, job_id, timeout=30)
+
+    host = data["hosts"][0]
+    assert code == 1
+    assert host["state"] == "unreachable"
+    assert "is the agent for 127.0.1.99 running?" in host["error"]
+    assert TaskResult.objects.get(task_id=host["task_id"]).status == "FAILURE"
+
+
+def test_agent_killed_mid_command_ends_lost(manage, fleet, tmp_path):
+    from cmdb.celery import app
+
+    ip = "127.0.1.50"
+    make_host(ip)
+    agent = fleet.start_agent(ip, concurrency=1)
+    wait_for(lambda: ping_nodes(app, [f"agent@{ip}"]), 60, "the doomed agent", interval=0.5)
+    pidfile = tmp_path / "cmd.pid"
+    job_id = dispatch(manage, f"echo $$ > {pidfile}; sleep 60", ip)
+    task = HostTask.objects.get(job_id=job_id)
+    wait_state(task.task_id, {"running"})
+
+    os.killpg(agent.pid, signal.SIGKILL)
+    agent.wait()
+
+    task = wait_state(task.task_id, {"lost"}, timeout=30)
+    assert "stopped sending heartbeats" in task.error
+    assert TaskResult.objects.get(task_id=task.task_id).status == "FAILURE"
+    # The command had its own session; kill it so it does not outlive the test.
+    stop_group(int(pidfile.read_text()), signal.SIGKILL, timeout=2)
+
+
+def test_message_for_another_host_is_refused_by_the_agent(fleet, hosts, tmp_path):
+    """A message re-targeted to another host's queue must not run there."""
+    from cmdb.celery import app
+    from workers import config
+
+    marker = tmp_path / "ran"
+    job = Job.objects.create(command=f"touch {marker}", timeout=5, reach_timeout=30)
+    task = HostTask.objects.create(job=job, host=hosts[0], ip=AGENT_IPS[0], task_id="t-" + "1" * 34)
+    spec = {"job": str(job.id), "host": AGENT_IPS[0], "command": job.command, "timeout": 5}
+
+    app.send_task(config.RUN_COMMAND, args=[spec], queue=AGENT_IPS[1], task_id=task.task_id,
+                  link=app.signature(config.STORE_RESULT, queue=config.central_queue()))
+
+    done = wait_state(task.task_id, {"error", "ok"})
+    assert done.state == "error"
+    assert "refused" in done.error
+    assert not marker.exists()
+
+
+def test_check_task_of_an_unknown_id_says_so(manage, fleet):
+    out = manage("check_task", "00000000-0000-0000-0000-000000000000")
+
+    assert out.returncode == 2
+    assert "no job or host task has the id" in out.stderr
+
+
+def test_run_prints_its_id_without_waiting_for_hosts(manage, fleet):
+    make_host("127.0.1.98", with_agent=False)
+
+    out = manage("run", "sleep 30", "--hosts", "127.0.1.98")
+
+    assert out.returncode == 0
+    assert ID_LINE.search(out.stdout)
+    assert HostTask.objects.get().state == "pending"
+
+
+def test_workers_package_imports_without_django():
+    # Make `import django` fail, as on a host where it is not installed (kombu tries it).
+    code = (
+        "import sys; sys.modules['django'] = None\n"
+        "import workers, workers.tasks, workers.__main__\n"
+        "workers.app.loader.import_default_modules()\n"
+        "assert not any(m.startswith('cmdb') for m in sys.modules), 'cmdb imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=60)
