@@ -50,7 +50,7 @@ def parse_default_route_interface(proc_net_route_text: str) -> str | None:
     return min(candidates)[2] if candidates else None
 
 
-def default_route_ipv4(route_path: str = ROUTE_PATH, if_addrs=None) -> str | None:
+def default_route_ipv4(route_path: str | os.PathLike = ROUTE_PATH, if_addrs=None) -> str | None:
     """Return the first IPv4 address of the default-route interface, or None if there is none.
 
     Reads the routing table from a file rather than "connecting" a UDP socket to learn the source

@@ -90,9 +90,7 @@ def test_default_route_that_is_not_up_is_ignored():
 
 def test_unreachable_default_route_is_ignored():
     # `ip route add unreachable default metric 4278198272` as some VPN kill switches install it.
-    text = "\n".join(
-        [HEADER, "*\t00000000\t00000000\t0201\t0\t0\t4278198272\t00000000\t0\t0\t0"]
-    )
+    text = "\n".join([HEADER, "*\t00000000\t00000000\t0201\t0\t0\t4278198272\t00000000\t0\t0\t0"])
     assert parse_default_route_interface(text) is None
 
 
@@ -102,7 +100,9 @@ def test_route_to_zero_destination_with_a_mask_is_not_default():
     assert parse_default_route_interface(text) is None
 
 
-@pytest.mark.parametrize("text", ["", "\n", "garbage\n", HEADER + "\n", "Iface\tFlags\neth0\t0003\n"])
+@pytest.mark.parametrize(
+    "text", ["", "\n", "garbage\n", HEADER + "\n", "Iface\tFlags\neth0\t0003\n"]
+)
 def test_empty_or_unexpected_text_gives_none(text):
     assert parse_default_route_interface(text) is None
 
@@ -175,7 +175,7 @@ def test_validate_ipv4_accepts_dotted_quads(value):
         "1.2.3.4/24",
         "::1",
         "localhost",
-        "١.٢.٣.٤",  # Arabic-Indic digits: str.isdigit() says yes
+        "\u0661.\u0662.\u0663.\u0664",  # Arabic-Indic digits: str.isdigit() says yes
     ],
 )
 def test_validate_ipv4_rejects_malformed(value):

@@ -163,7 +163,7 @@ def test_stdin_is_devnull_so_reading_it_does_not_hang(run):
 
 
 def test_cwd_and_env_are_passed_through(run, tmp_path):
-    result = run("pwd; echo \"$FOO\"", cwd=str(tmp_path), env={"FOO": "bar", "PATH": "/bin"})
+    result = run('pwd; echo "$FOO"', cwd=str(tmp_path), env={"FOO": "bar", "PATH": "/bin"})
     assert result.stdout.head == f"{tmp_path}\nbar\n"
 
 
@@ -346,7 +346,9 @@ def test_output_limit_kills_the_tree(run):
 
 
 def test_output_limit_counts_stdout_and_stderr_together(run):
-    result = run("head -c 60000 /dev/zero; head -c 60000 /dev/zero >&2; sleep 30", max_output_bytes=100_000)
+    result = run(
+        "head -c 60000 /dev/zero; head -c 60000 /dev/zero >&2; sleep 30", max_output_bytes=100_000
+    )
     assert result.outcome == Outcome.ERROR
     assert result.stdout.total_bytes == result.stderr.total_bytes == 60_000
 
