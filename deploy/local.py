@@ -8,6 +8,7 @@ same Fleet class, so the demo and the tests start processes the same way.
 """
 
 import argparse
+import contextlib
 import os
 import shutil
 import signal
@@ -95,15 +96,23 @@ class Fleet:
         url = urlparse(self.redis_url)
         data = self.run_dir / "redis"
         data.mkdir(parents=True, exist_ok=True)
-        proc = self.spawn("redis", [
-            find_redis_server(),
-            "--port", str(url.port or 6379),
-            "--bind", "127.0.0.1",
-            "--dir", str(data),
-            # A local demo broker: no snapshots on disk, no stale queues at the next start.
-            "--save", "",
-            "--appendonly", "no",
-        ])
+        proc = self.spawn(
+            "redis",
+            [
+                find_redis_server(),
+                "--port",
+                str(url.port or 6379),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(data),
+                # A local demo broker: no snapshots on disk, no stale queues at the next start.
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+        )
         client = redis.Redis.from_url(self.redis_url, socket_connect_timeout=1)
 
         def ping():
@@ -118,19 +127,45 @@ class Fleet:
         return proc
 
     def start_central(self, concurrency: int = 4, name: str = "central") -> subprocess.Popen:
-        return self.spawn(name, [
-            sys.executable, "-m", "celery", "-A", "cmdb", "worker",
-            "--queues", config.central_queue(self.env),
-            "--hostname", f"{name}@%h",
-            # Storing results is database I/O; threads share one process (and its monitor).
-            "--pool", "threads", "--concurrency", str(concurrency),
-            "--without-gossip", "--without-mingle", "--loglevel", "info",
-        ])
+        return self.spawn(
+            name,
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "cmdb",
+                "worker",
+                "--queues",
+                config.central_queue(self.env),
+                "--hostname",
+                f"{name}@%h",
+                # Storing results is database I/O; threads share one process (and its monitor).
+                "--pool",
+                "threads",
+                "--concurrency",
+                str(concurrency),
+                "--without-gossip",
+                "--without-mingle",
+                "--loglevel",
+                "info",
+            ],
+        )
 
     def start_agent(self, ip: str, concurrency: int = 2, extra_env: dict | None = None):
-        return self.spawn(f"agent-{ip}", [
-            sys.executable, "-m", "workers", "--ip", ip, "--concurrency", str(concurrency),
-        ], extra_env)
+        return self.spawn(
+            f"agent-{ip}",
+            [
+                sys.executable,
+                "-m",
+                "workers",
+                "--ip",
+                ip,
+                "--concurrency",
+                str(concurrency),
+            ],
+            extra_env,
+        )
 
     def stop(self, name: str, sig: int = signal.SIGTERM, timeout: float = 15.0) -> None:
         pidfile = self.pids / f"{name}.pid"
@@ -164,15 +199,11 @@ def stop_group(pid: int, sig: int = signal.SIGTERM, timeout: float = 15.0) -> No
         except ProcessLookupError:
             return
         # Reap it if it is our child, so it does not linger as a zombie.
-        try:
+        with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            pass
         time.sleep(0.1)
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 def _setup_django(fleet: Fleet):
@@ -243,7 +274,10 @@ def demo(fleet: Fleet) -> None:
     print(f'\n$ python manage.py run "df -h" --hosts {" ".join(targets)}')
     out = subprocess.run(
         [sys.executable, "manage.py", "run", "df -h", "--hosts", *targets],
-        cwd=ROOT, env=fleet.env, capture_output=True, text=True,
+        cwd=ROOT,
+        env=fleet.env,
+        capture_output=True,
+        text=True,
     )
     sys.stdout.write(out.stdout + out.stderr)
     if out.returncode != 0:
@@ -264,7 +298,9 @@ def demo(fleet: Fleet) -> None:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m deploy.local", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m deploy.local", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("action", choices=["up", "down", "status", "demo"])
     parser.add_argument("--hosts", nargs="+", default=DEMO_HOSTS, help="agent IPs (127.x)")
     args = parser.parse_args(argv)

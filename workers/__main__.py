@@ -36,11 +36,17 @@ def build_worker_argv(ip: str, concurrency: int, loglevel: str, extra: list[str]
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m workers", description=__doc__.split("\n")[0])
-    parser.add_argument("--ip", help="queue to consume (default: $CMDB_AGENT_IP, else the "
-                        "address of the default-route interface)")
-    parser.add_argument("--concurrency", type=int,
-                        default=int(os.environ.get("CMDB_AGENT_CONCURRENCY", "4")),
-                        help="commands run at once (default: $CMDB_AGENT_CONCURRENCY or 4)")
+    parser.add_argument(
+        "--ip",
+        help="queue to consume (default: $CMDB_AGENT_IP, else the "
+        "address of the default-route interface)",
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=int(os.environ.get("CMDB_AGENT_CONCURRENCY", "4")),
+        help="commands run at once (default: $CMDB_AGENT_CONCURRENCY or 4)",
+    )
     parser.add_argument("--loglevel", default=os.environ.get("CMDB_AGENT_LOGLEVEL", "info"))
     args, extra = parser.parse_known_args(argv)
     try:

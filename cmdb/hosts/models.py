@@ -33,41 +33,41 @@ class HostQuerySet(models.QuerySet):
         Every target is checked before anything is returned, so a typo in the tenth target
         stops the whole job rather than leaving it half-dispatched.
         """
-        problems, wanted = [], []
-        for raw in targets:
+        problems: dict[int, str] = {}
+        wanted = []
+        for index, raw in enumerate(targets):
             target = raw.strip()
             if _looks_like_ip(target):
                 try:
-                    wanted.append(("ip", str(ipaddress.IPv4Address(target)), raw))
+                    wanted.append((index, "ip", str(ipaddress.IPv4Address(target)), raw))
                 except ValueError:
-                    problems.append(E_MALFORMED.format(target=raw))
+                    problems[index] = E_MALFORMED.format(target=raw)
             elif target:
-                wanted.append(("hostname", target, raw))
+                wanted.append((index, "hostname", target, raw))
             else:
-                problems.append(E_MALFORMED.format(target=raw))
-        by_ip = {h.ip: h for h in self.filter(ip__in=[v for k, v, _ in wanted if k == "ip"])}
-        names = [v for k, v, _ in wanted if k == "hostname"]
+                problems[index] = E_MALFORMED.format(target=raw)
+        by_ip = {h.ip: h for h in self.filter(ip__in=[v for _, k, v, _ in wanted if k == "ip"])}
         by_name: dict[str, list[Host]] = {}
+        names = [v for _, k, v, _ in wanted if k == "hostname"]
         for host in self.filter(hostname__in=names).order_by("ip"):
             by_name.setdefault(host.hostname, []).append(host)
         hosts: dict[int, Host] = {}
-        for kind, value, raw in wanted:
+        for index, kind, value, raw in wanted:
             if kind == "ip":
-                if value in by_ip:
-                    hosts.setdefault(by_ip[value].pk, by_ip[value])
-                else:
-                    problems.append(E_UNKNOWN_IP.format(target=value))
-                continue
-            matches = by_name.get(value, [])
+                matches = [by_ip[value]] if value in by_ip else []
+                unknown = E_UNKNOWN_IP.format(target=value)
+            else:
+                matches = by_name.get(value, [])
+                unknown = E_UNKNOWN_NAME.format(target=raw)
             if len(matches) == 1:
                 hosts.setdefault(matches[0].pk, matches[0])
             elif not matches:
-                problems.append(E_UNKNOWN_NAME.format(target=raw))
+                problems[index] = unknown
             else:
                 ips = ", ".join(h.ip for h in matches)
-                problems.append(E_AMBIGUOUS.format(target=raw, count=len(matches), ips=ips))
+                problems[index] = E_AMBIGUOUS.format(target=raw, count=len(matches), ips=ips)
         if problems:
-            raise TargetError(problems)
+            raise TargetError([problems[i] for i in sorted(problems)])
         return list(hosts.values())
 
     def register_agent(self, info: dict, create: bool = True) -> "Host | None":

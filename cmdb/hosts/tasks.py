@@ -16,5 +16,8 @@ def register_agent(info: dict) -> None:
     """An agent started and announced the IP queue it consumes."""
     host = Host.objects.register_agent(info, create=settings.CMDB["AUTO_REGISTER"])
     if host is None:
-        logger.warning("agent %s on unknown host %s refused (CMDB_AUTO_REGISTER is off)",
-                       info.get("agent"), info.get("ip"))
+        logger.warning(
+            "agent %s on unknown host %s refused (CMDB_AUTO_REGISTER is off)",
+            info.get("agent"),
+            info.get("ip"),
+        )

@@ -16,8 +16,18 @@ class ReadOnlyMixin:
 class HostTaskInline(ReadOnlyMixin, admin.TabularInline):
     model = HostTask
     extra = 0
-    fields = ("ip", "state", "exit_code", "duration", "stdout_head", "stderr_head",
-              "stdout_bytes", "stdout_truncated", "error", "task_id")
+    fields = (
+        "ip",
+        "state",
+        "exit_code",
+        "duration",
+        "stdout_head",
+        "stderr_head",
+        "stdout_bytes",
+        "stdout_truncated",
+        "error",
+        "task_id",
+    )
     readonly_fields = fields
 
 

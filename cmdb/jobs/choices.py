@@ -21,8 +21,9 @@ class HostTaskStateChoices(models.TextChoices):
 
     @classmethod
     def terminal(cls) -> frozenset[str]:
-        return frozenset({cls.OK, cls.FAILED, cls.TIMEOUT, cls.CANCELLED, cls.UNREACHABLE,
-                          cls.LOST, cls.ERROR})
+        return frozenset(
+            {cls.OK, cls.FAILED, cls.TIMEOUT, cls.CANCELLED, cls.UNREACHABLE, cls.LOST, cls.ERROR}
+        )
 
     @classmethod
     def active(cls) -> frozenset[str]:

@@ -158,7 +158,9 @@ def publish(job: Job, tasks: list[HostTask], app: Celery) -> None:
         message = E_BROKER_DOWN.format(url=_redacted(app.conf.broker_url), exc=exc)
         unsent = [t.pk for t in tasks[sent:]]
         with transaction.atomic():
-            Job.objects.filter(pk=job.pk).update(dispatch_error=message, dispatched_at=timezone.now())
+            Job.objects.filter(pk=job.pk).update(
+                dispatch_error=message, dispatched_at=timezone.now()
+            )
             results.conclude(unsent, State.ERROR, E_NOT_DISPATCHED.format(reason=message))
         job.dispatch_error = message
         raise BrokerUnavailable(message, job) from exc

@@ -1,10 +1,10 @@
 """Why a host task failed without a result of its own; stored as Celery FAILURE results.
 
-    HostTaskFailure
-     ├── HostTaskTimeout      the command ran past its timeout and was killed
-     ├── HostTaskError        the agent could not run it (spawn failure, output limit, refusal)
-     ├── HostUnreachable      no agent picked it up before the job's reach deadline
-     └── HostTaskLost         the agent died or restarted while it ran, or it never reported
+HostTaskFailure
+ ├── HostTaskTimeout      the command ran past its timeout and was killed
+ ├── HostTaskError        the agent could not run it (spawn failure, output limit, refusal)
+ ├── HostUnreachable      no agent picked it up before the job's reach deadline
+ └── HostTaskLost         the agent died or restarted while it ran, or it never reported
 """
 
 

@@ -89,7 +89,9 @@ class HostTask(models.Model):
     agent = models.CharField("agent", max_length=255, blank=True)
     agent_pid = models.PositiveIntegerField("agent pid", null=True, blank=True)
     reach_deadline = models.DateTimeField(
-        "reach deadline", null=True, blank=True,
+        "reach deadline",
+        null=True,
+        blank=True,
         help_text="Unreachable if no agent has started it by then.",
     )
     started_at = models.DateTimeField("started", null=True, blank=True)

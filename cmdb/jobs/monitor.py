@@ -49,8 +49,11 @@ class Liveness:
 
     def online(self, now: float) -> set[str]:
         with self.lock:
-            return {name for name, s in self.agents.items()
-                    if not s.offline and now - s.at <= self.lost_after}
+            return {
+                name
+                for name, s in self.agents.items()
+                if not s.offline and now - s.at <= self.lost_after
+            }
 
     def verdict(self, agent: str, pid: int | None, now: float) -> str | None:
         """Why a task running on ``agent`` (main pid ``pid``) is lost, or None if it may live."""
@@ -140,7 +143,9 @@ class Monitor:
         ).values_list("pk", "ip", "job__reach_timeout")
         for pk, ip, reach in overdue:
             counts["unreachable"] += results.conclude(
-                [pk], State.UNREACHABLE, E_UNREACHABLE.format(reach=reach, ip=ip),
+                [pk],
+                State.UNREACHABLE,
+                E_UNREACHABLE.format(reach=reach, ip=ip),
                 only_from={State.PENDING},
             )
         running = HostTask.objects.filter(state=State.RUNNING).values_list(
@@ -149,8 +154,10 @@ class Monitor:
         grace = self.cfg["RESULT_GRACE"]
         for pk, agent, pid, started_at, timeout in running:
             reason = self.liveness.verdict(agent, pid, now)
-            if reason is None and started_at and (now_dt - started_at).total_seconds() > (
-                timeout + grace
+            if (
+                reason is None
+                and started_at
+                and (now_dt - started_at).total_seconds() > (timeout + grace)
             ):
                 reason = E_LOST_OVERDUE.format(grace=grace, timeout=timeout)
             if reason:
@@ -166,7 +173,9 @@ class Monitor:
 
         online = self.liveness.online(now)
         hosts = Host.objects.filter(agent_name__in=online)
-        hosts.exclude(agent_status=Status.ONLINE).update(agent_status=Status.ONLINE, last_seen=now_dt)
+        hosts.exclude(agent_status=Status.ONLINE).update(
+            agent_status=Status.ONLINE, last_seen=now_dt
+        )
         hosts.filter(last_seen__lt=now_dt - timedelta(seconds=self.LAST_SEEN_EVERY)).update(
             last_seen=now_dt
         )

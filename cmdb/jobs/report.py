@@ -51,9 +51,7 @@ def summary(tasks: list[HostTask]) -> str:
 def format_job(job: Job | None, tasks: list[HostTask]) -> str:
     out = []
     if job is not None:
-        out.append(
-            f"job {job.id}: {job.command!r} on {len(tasks)} host(s): {summary(tasks)}\n"
-        )
+        out.append(f"job {job.id}: {job.command!r} on {len(tasks)} host(s): {summary(tasks)}\n")
         if job.dispatch_error:
             out.append(f"[not dispatched] {job.dispatch_error}\n")
     out.extend(format_task(t) for t in tasks)
@@ -78,7 +76,9 @@ def task_json(task: HostTask) -> dict:
 
 def job_json(job: Job | None, tasks: list[HostTask]) -> dict:
     return {
-        "job": None if job is None else {
+        "job": None
+        if job is None
+        else {
             "id": str(job.id),
             "kind": job.kind,
             "command": job.command,

@@ -44,13 +44,21 @@ def _ts(epoch) -> datetime | None:
 
 def _celery_result(state: str, payload: dict, error: str) -> str:
     if state == State.CANCELLED:
-        exc = {"exc_type": "TaskRevokedError", "exc_module": "celery.exceptions",
-               "exc_message": [error or "cancelled"]}
+        exc = {
+            "exc_type": "TaskRevokedError",
+            "exc_module": "celery.exceptions",
+            "exc_message": [error or "cancelled"],
+        }
         return json.dumps(exc)
     if state in FAILURE_EXCEPTION:
         cls = FAILURE_EXCEPTION[state]
-        return json.dumps({"exc_type": cls.__name__, "exc_module": cls.__module__,
-                           "exc_message": [error or state]})
+        return json.dumps(
+            {
+                "exc_type": cls.__name__,
+                "exc_module": cls.__module__,
+                "exc_message": [error or state],
+            }
+        )
     return json.dumps(payload)
 
 

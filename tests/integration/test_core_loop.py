@@ -6,7 +6,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 
 import psutil
 import pytest
@@ -65,7 +64,9 @@ def test_run_then_check_task_prints_each_hosts_output(manage, hosts):
 
     assert check.returncode == 0, check.stdout + check.stderr
     for ip in AGENT_IPS:
-        assert re.search(rf"^from host {re.escape(ip)}  \(ok, exit 0, [\d.]+ s\)$", check.stdout, re.M)
+        assert re.search(
+            rf"^from host {re.escape(ip)}  \(ok, exit 0, [\d.]+ s\)$", check.stdout, re.M
+        )
     assert check.stdout.count("Filesystem") == 2
     # Every per-host task id has its django-celery-results row, and AsyncResult agrees.
     from cmdb.celery import app
@@ -105,7 +106,7 @@ def test_nonzero_exit_is_a_failed_result_not_an_error(manage, hosts):
 def test_megabyte_output_keeps_head_tail_and_true_size(manage, hosts):
     # 1,100,000 bytes: lines numbered so head and tail can be checked exactly.
     script = "import sys\nfor i in range(100000): sys.stdout.write(f'{i:010d}\\n')"
-    command = f"{sys.executable} -c \"{script}\""
+    command = f'{sys.executable} -c "{script}"'
     job_id = dispatch(manage, command, AGENT_IPS[0])
 
     data, code = wait_job(manage, job_id)
@@ -160,8 +161,7 @@ def test_timeout_kills_the_command_and_its_grandchildren(manage, hosts, tmp_path
 
 def test_cancel_stops_a_running_command_and_keeps_its_output(manage, hosts, tmp_path):
     pidfile = tmp_path / "sleep.pid"
-    job_id = dispatch(manage, f"echo started; sleep 120 & echo $! > {pidfile}; wait",
-                      AGENT_IPS[1])
+    job_id = dispatch(manage, f"echo started; sleep 120 & echo $! > {pidfile}; wait", AGENT_IPS[1])
     task = HostTask.objects.get(job_id=job_id)
     wait_state(task.task_id, {"running"})
     wait_for(pidfile.exists, 10, "the command to write its pid")
@@ -189,12 +189,17 @@ def test_cancel_of_a_task_no_agent_has_taken_ends_it_at_once(manage, fleet):
 
 
 def test_malformed_and_unknown_hosts_dispatch_nothing(manage, hosts):
-    out = manage("run", "uptime", "--hosts", AGENT_IPS[0], "10.0.3", "999.1.1.1", "127.0.9.9",
-                 "no-such-host")
+    out = manage(
+        "run", "uptime", "--hosts", AGENT_IPS[0], "10.0.3", "999.1.1.1", "127.0.9.9", "no-such-host"
+    )
 
     assert out.returncode == 2
-    for text in ["malformed IP address: '10.0.3'", "malformed IP address: '999.1.1.1'",
-                 "unknown host 127.0.9.9", "unknown host 'no-such-host'"]:
+    for text in [
+        "malformed IP address: '10.0.3'",
+        "malformed IP address: '999.1.1.1'",
+        "unknown host 127.0.9.9",
+        "unknown host 'no-such-host'",
+    ]:
         assert text in out.stderr
     assert not Job.objects.exists()
 
@@ -266,8 +271,13 @@ def test_message_for_another_host_is_refused_by_the_agent(fleet, hosts, tmp_path
     task = HostTask.objects.create(job=job, host=hosts[0], ip=AGENT_IPS[0], task_id="t-" + "1" * 34)
     spec = {"job": str(job.id), "host": AGENT_IPS[0], "command": job.command, "timeout": 5}
 
-    app.send_task(config.RUN_COMMAND, args=[spec], queue=AGENT_IPS[1], task_id=task.task_id,
-                  link=app.signature(config.STORE_RESULT, queue=config.central_queue()))
+    app.send_task(
+        config.RUN_COMMAND,
+        args=[spec],
+        queue=AGENT_IPS[1],
+        task_id=task.task_id,
+        link=app.signature(config.STORE_RESULT, queue=config.central_queue()),
+    )
 
     done = wait_state(task.task_id, {"error", "ok"})
     assert done.state == "error"

@@ -60,8 +60,12 @@ class Command(BaseCommand):
 
     def _remove(self, opts):
         ips = self._ips(opts["ips"])
-        unknown = sorted(set(ips) - set(Host.objects.filter(ip__in=ips).values_list("ip", flat=True)))
+        unknown = sorted(
+            set(ips) - set(Host.objects.filter(ip__in=ips).values_list("ip", flat=True))
+        )
         if unknown:
-            raise CommandError(f"unknown host(s): {', '.join(unknown)}; nothing removed", returncode=2)
-        count, _ = Host.objects.filter(ip__in=ips).delete()
+            raise CommandError(
+                f"unknown host(s): {', '.join(unknown)}; nothing removed", returncode=2
+            )
+        _count, _ = Host.objects.filter(ip__in=ips).delete()
         self.stdout.write(f"removed {len(ips)} host(s)")

@@ -20,6 +20,7 @@ class Command(BaseCommand):
             raise CommandError(str(exc), returncode=2) from None
         count = cancel(tasks, app)
         self.stdout.write(
-            f"cancel sent to {count} unfinished host task(s)" if count
+            f"cancel sent to {count} unfinished host task(s)"
+            if count
             else "nothing to cancel: every host task has finished"
         )

@@ -21,10 +21,15 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("id", help="job id (printed by run) or a per-host task id")
-        parser.add_argument("--wait", action="store_true",
-                            help="show progress until every host has finished")
-        parser.add_argument("--wait-timeout", type=float, default=None,
-                            help="give up waiting after this many seconds (exit 3)")
+        parser.add_argument(
+            "--wait", action="store_true", help="show progress until every host has finished"
+        )
+        parser.add_argument(
+            "--wait-timeout",
+            type=float,
+            default=None,
+            help="give up waiting after this many seconds (exit 3)",
+        )
         parser.add_argument("--json", action="store_true", help="machine-readable output")
 
     def handle(self, *args, **opts):

@@ -17,12 +17,25 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("command", help="shell command, run with /bin/sh -c on each host")
-        parser.add_argument("--hosts", nargs="+", required=True, metavar="HOST",
-                            help="IP addresses or hostnames of known hosts")
-        parser.add_argument("--timeout", type=int, default=None,
-                            help="seconds before the command is killed on a host")
-        parser.add_argument("--reach-timeout", type=int, default=None,
-                            help="seconds a host's agent has to pick the task up")
+        parser.add_argument(
+            "--hosts",
+            nargs="+",
+            required=True,
+            metavar="HOST",
+            help="IP addresses or hostnames of known hosts",
+        )
+        parser.add_argument(
+            "--timeout",
+            type=int,
+            default=None,
+            help="seconds before the command is killed on a host",
+        )
+        parser.add_argument(
+            "--reach-timeout",
+            type=int,
+            default=None,
+            help="seconds a host's agent has to pick the task up",
+        )
 
     def handle(self, *args, **opts):
         request = CommandRequest(
