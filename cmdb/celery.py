@@ -10,5 +10,7 @@ app = Celery("cmdb")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 
-# The central worker also watches agents' heartbeats and ends overdue host tasks.
+# The central worker also takes agents' results in batches, watches their heartbeats and ends
+# overdue host tasks.
+app.steps["consumer"].add("cmdb.jobs.intake:ResultIntake")
 app.steps["worker"].add("cmdb.jobs.monitor:MonitorStep")

@@ -5,7 +5,7 @@ import os
 #: The broker when REDIS_URL is unset: the Redis that `make up` starts on loopback.
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6389/0"
 
-#: The queue the central worker consumes: results, "started" notices and agent registrations.
+#: The queue the central worker consumes for everything but results (registrations, ...).
 DEFAULT_CENTRAL_QUEUE = "cmdb.central"
 
 # Task names are the contract between agents and the server; neither side imports the other's
@@ -26,6 +26,11 @@ def redis_url(environ=os.environ) -> str:
 
 def central_queue(environ=os.environ) -> str:
     return environ.get("CMDB_CENTRAL_QUEUE") or DEFAULT_CENTRAL_QUEUE
+
+
+def results_queue(environ=os.environ) -> str:
+    """Where agents send "started" notices and results: the central worker's batch intake."""
+    return environ.get("CMDB_RESULTS_QUEUE") or central_queue(environ) + ".results"
 
 
 def celery_config(environ=os.environ) -> dict:

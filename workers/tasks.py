@@ -93,7 +93,7 @@ def _execute(task, spec: dict, queue: str) -> dict:
         return _refusal(runner.Outcome.ERROR, E_WRONG_HOST.format(wanted=wanted, queue=queue))
     if _was_cancelled(task.request.id):
         return _refusal(runner.Outcome.CANCELLED, E_CANCELLED)
-    reply_queue = spec.get("reply_queue") or config.central_queue()
+    reply_queue = spec.get("reply_queue") or config.results_queue()
     task.app.send_task(
         config.TASK_STARTED,
         args=[

@@ -130,7 +130,7 @@ def _spec(job: Job, task: HostTask, reply_queue: str) -> dict:
 
 def publish(job: Job, tasks: list[HostTask], app: Celery) -> None:
     """Send one message per host task to its host's queue, over one broker connection."""
-    reply_queue = config.central_queue()
+    reply_queue = config.results_queue()
     store = app.signature(config.STORE_RESULT, options={"queue": reply_queue})
     sent = 0
     try:

@@ -1,6 +1,8 @@
 """Persisting what agents report, and the end states the server concludes on its own.
 
-Every change of a host task's state also writes its django-celery-results TaskResult, so
+Everything is written in batches: the central worker takes results off the broker hundreds at a
+time (cmdb.jobs.intake), and one batch is a handful of queries in one transaction. Every change
+of a host task's state also writes its django-celery-results TaskResult, so
 ``AsyncResult(task_id)`` on the server agrees with the CMDB.
 """
 
@@ -10,6 +12,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 
 from django.db import transaction
+from django.utils import timezone
 from django_celery_results.models import TaskResult
 
 from cmdb.jobs import exceptions
@@ -37,6 +40,20 @@ FAILURE_EXCEPTION = {
     State.LOST: exceptions.HostTaskLost,
 }
 
+#: Every HostTask field a report may change (bulk_update writes them all).
+REPORTED_FIELDS = [
+    "state", "exit_code", "agent", "agent_pid", "started_at", "finished_at", "duration", "error",
+    *(f"{s}_{part}" for s in ("stdout", "stderr") for part in ("head", "tail", "bytes", "truncated")),
+]  # fmt: skip
+
+TASK_RESULT_FIELDS = [
+    "status", "result", "traceback", "content_type", "content_encoding", "task_name",
+    "task_args", "task_kwargs", "worker", "date_started", "date_done",
+]  # fmt: skip
+
+#: Rows per UPDATE statement: bulk_update builds one CASE per field, SQLite caps the variables.
+BULK_BATCH = 200
+
 
 def _ts(epoch) -> datetime | None:
     return datetime.fromtimestamp(float(epoch), tz=UTC) if epoch is not None else None
@@ -44,36 +61,45 @@ def _ts(epoch) -> datetime | None:
 
 def _celery_result(state: str, payload: dict, error: str) -> str:
     if state == State.CANCELLED:
-        exc = {
-            "exc_type": "TaskRevokedError",
-            "exc_module": "celery.exceptions",
-            "exc_message": [error or "cancelled"],
-        }
-        return json.dumps(exc)
+        return json.dumps({"exc_type": "TaskRevokedError", "exc_module": "celery.exceptions",
+                           "exc_message": [error or "cancelled"]})  # fmt: skip
     if state in FAILURE_EXCEPTION:
         cls = FAILURE_EXCEPTION[state]
-        return json.dumps(
-            {
-                "exc_type": cls.__name__,
-                "exc_module": cls.__module__,
-                "exc_message": [error or state],
-            }
-        )
+        return json.dumps({"exc_type": cls.__name__, "exc_module": cls.__module__,
+                           "exc_message": [error or state]})  # fmt: skip
     return json.dumps(payload)
 
 
-def _store_task_result(task: HostTask, state: str, payload: dict, error: str, worker: str):
-    TaskResult.objects.store_result(
+def _task_result(task: HostTask, payload: dict, now: datetime) -> TaskResult:
+    return TaskResult(
+        task_id=task.task_id,
+        status=CELERY_STATE[task.state],
+        result=_celery_result(task.state, payload, task.error),
+        traceback=payload.get("traceback"),
         content_type="application/json",
         content_encoding="utf-8",
-        task_id=task.task_id,
-        result=_celery_result(state, payload, error),
-        status=CELERY_STATE[state],
-        traceback=payload.get("traceback"),
         task_name=config.RUN_COMMAND,
         task_args=json.dumps([{"job": str(task.job_id), "host": task.ip}]),
         task_kwargs="{}",
-        worker=worker or None,
+        worker=task.agent or None,
+        date_started=task.started_at,
+        date_done=now,
+    )
+
+
+def _write(changed: dict[str, tuple[HostTask, dict]]) -> None:
+    """Save changed host tasks and upsert their TaskResults: a few statements per batch."""
+    if not changed:
+        return
+    now = timezone.now()
+    tasks = [task for task, _ in changed.values()]
+    HostTask.objects.bulk_update(tasks, REPORTED_FIELDS, batch_size=BULK_BATCH)
+    TaskResult.objects.bulk_create(
+        [_task_result(task, payload, now) for task, payload in changed.values()],
+        batch_size=BULK_BATCH,
+        update_conflicts=True,
+        unique_fields=["task_id"],
+        update_fields=TASK_RESULT_FIELDS,
     )
 
 
@@ -87,57 +113,76 @@ def _stream_fields(prefix: str, stream: dict | None) -> dict:
     }
 
 
-def store_result(payload: dict) -> HostTask | None:
-    """Store an agent's result for one host task (the link callback of workers.run_command)."""
-    task_id = payload.get("task_id")
-    state = OUTCOME_STATE.get(payload.get("outcome"), State.ERROR)
-    with transaction.atomic():
-        task = HostTask.objects.select_for_update().filter(task_id=task_id).first()
-        if task is None:
-            # A result for a job deleted meanwhile, or a forged id: nothing to attach it to.
-            logger.warning("result for unknown host task %s from %s", task_id, payload.get("agent"))
-            return None
-        if task.is_terminal and task.state not in State.inferred() | {State.CANCELLED}:
-            logger.warning("duplicate result for %s ignored", task_id)
-            return task
-        # A real result beats what the server inferred (unreachable, lost) or a cancel that
-        # raced with the command finishing: it is what actually happened on the host.
-        fields = {
-            "state": state,
-            "exit_code": payload.get("exit_code"),
-            **_stream_fields("stdout", payload.get("stdout")),
-            **_stream_fields("stderr", payload.get("stderr")),
-            "agent": payload.get("agent") or task.agent,
-            "agent_pid": payload.get("agent_pid") or task.agent_pid,
-            "started_at": _ts(payload.get("started_at")) or task.started_at,
-            "finished_at": _ts(payload.get("finished_at")),
-            "duration": payload.get("duration"),
-            "error": payload.get("error") or "",
-        }
-        for name, value in fields.items():
-            setattr(task, name, value)
-        task.save(update_fields=list(fields))
-        _store_task_result(task, state, payload, task.error, task.agent)
-    return task
+def _apply_started(task: HostTask, info: dict) -> bool:
+    # Only from pending or an inferred end: a notice that arrives after the result (two
+    # messages, possibly in different batches) must not move a finished task backwards.
+    if task.state != State.PENDING and task.state not in State.inferred():
+        return False
+    task.state = State.RUNNING
+    task.started_at = _ts(info.get("started_at"))
+    task.agent = info.get("agent") or ""
+    task.agent_pid = info.get("agent_pid")
+    task.error = ""
+    return True
 
 
-def mark_started(info: dict) -> bool:
-    """Record that an agent began a host task; ignored once the task has a real end."""
-    started = _ts(info.get("started_at"))
+def _apply_result(task: HostTask, payload: dict) -> bool:
+    if task.is_terminal and task.state not in State.inferred() | {State.CANCELLED}:
+        logger.warning("duplicate result for %s ignored", task.task_id)
+        return False
+    # A real result beats what the server inferred (unreachable, lost) or a cancel that raced
+    # with the command finishing: it is what actually happened on the host.
+    fields = {
+        "state": OUTCOME_STATE.get(payload.get("outcome"), State.ERROR),
+        "exit_code": payload.get("exit_code"),
+        **_stream_fields("stdout", payload.get("stdout")),
+        **_stream_fields("stderr", payload.get("stderr")),
+        "agent": payload.get("agent") or task.agent,
+        "agent_pid": payload.get("agent_pid") or task.agent_pid,
+        "started_at": _ts(payload.get("started_at")) or task.started_at,
+        "finished_at": _ts(payload.get("finished_at")),
+        "duration": payload.get("duration"),
+        "error": payload.get("error") or "",
+    }
+    for name, value in fields.items():
+        setattr(task, name, value)
+    return True
+
+
+def store_batch(started: Iterable[dict], finished: Iterable[dict]) -> int:
+    """Apply "started" notices, then results, in one transaction; return host tasks changed."""
+    started, finished = list(started), list(finished)
+    ids = {item.get("task_id") for item in started + finished} - {None}
     with transaction.atomic():
-        updated = HostTask.objects.filter(
-            task_id=info.get("task_id"), state__in={State.PENDING} | State.inferred()
-        ).update(
-            state=State.RUNNING,
-            started_at=started,
-            agent=info.get("agent") or "",
-            agent_pid=info.get("agent_pid"),
-            error="",
-        )
-        if updated:
-            task = HostTask.objects.get(task_id=info["task_id"])
-            _store_task_result(task, State.RUNNING, {}, "", task.agent)
-    return bool(updated)
+        # select_for_update: on PostgreSQL two central workers must not interleave on a task
+        # (SQLite takes the write lock at BEGIN IMMEDIATE anyway).
+        rows = HostTask.objects.select_for_update().filter(task_id__in=ids)
+        tasks = {t.task_id: t for t in rows}
+        changed: dict[str, tuple[HostTask, dict]] = {}
+        for info in started:
+            task = tasks.get(info.get("task_id"))
+            if task is not None and _apply_started(task, info):
+                changed[task.task_id] = (task, {})
+        for payload in finished:
+            task = tasks.get(payload.get("task_id"))
+            if task is None:
+                # A result for a job deleted meanwhile, or a forged id: nothing to attach it to.
+                logger.warning("result for unknown host task %s from %s",
+                               payload.get("task_id"), payload.get("agent"))  # fmt: skip
+            elif _apply_result(task, payload):
+                changed[task.task_id] = (task, payload)
+        _write(changed)
+    return len(changed)
+
+
+def store_result(payload: dict) -> int:
+    """Store one agent result (the link callback of workers.run_command)."""
+    return store_batch([], [payload])
+
+
+def mark_started(info: dict) -> int:
+    """Record that an agent began a host task."""
+    return store_batch([info], [])
 
 
 def conclude(
@@ -151,17 +196,16 @@ def conclude(
     ``only_from`` guards against a race: a task that moved on meanwhile keeps its new state.
     """
     allowed = set(only_from) if only_from is not None else set(State.active())
-    ended = 0
     with transaction.atomic():
-        tasks = list(
-            HostTask.objects.select_for_update().filter(pk__in=list(task_pks), state__in=allowed)
+        tasks = HostTask.objects.select_for_update().filter(
+            pk__in=list(task_pks), state__in=allowed
         )
-        now = datetime.now(tz=UTC)
+        now = timezone.now()
+        changed = {}
         for task in tasks:
             task.state, task.error, task.finished_at = state, error, now
             if task.started_at:
                 task.duration = (now - task.started_at).total_seconds()
-            task.save(update_fields=["state", "error", "finished_at", "duration"])
-            _store_task_result(task, state, {}, error, task.agent)
-            ended += 1
-    return ended
+            changed[task.task_id] = (task, {})
+        _write(changed)
+    return len(changed)

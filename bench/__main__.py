@@ -1,0 +1,92 @@
+"""`make bench`: our whole path against the raw Celery floor, in one run, on this machine.
+
+Writes bench/out/results.md and bench/out/results.json; bench/out/ is not committed.
+"""
+
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bench.topology import BenchFleet, host_ips, wait_for_nodes
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "bench" / "out"
+SIZES = [int(n) for n in os.environ.get("BENCH_SIZES", "1,10,50,200,1000").split(",")]
+REPS = {1: 7, 10: 7, 50: 5, 200: 5, 1000: 3}
+PER_HOST_SIZES = [n for n in SIZES if n <= 10]
+
+
+def spread(values: list[float]) -> dict:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values),
+            "n": len(values)}
+
+
+def timed_process(argv: list[str], env: dict) -> float:
+    started = time.perf_counter()
+    subprocess.run(argv, cwd=ROOT, env=env, check=True, capture_output=True)
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    shutil.rmtree(OUT / "run", ignore_errors=True)
+    (OUT / "run").mkdir(parents=True)
+    shared, per_host = host_ips("3", max(SIZES)), host_ips("4", max(PER_HOST_SIZES or [0]))
+    fleet = BenchFleet(OUT / "run", shared, per_host)
+    os.environ.update({k: v for k, v in fleet.env.items()
+                       if k.startswith(("CMDB_", "REDIS_", "DATABASE_", "FLOOR_", "DJANGO_"))})
+    subprocess.run([sys.executable, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=fleet.env,
+                   check=True)
+    import django
+
+    django.setup()
+    from bench import measure
+    from bench.floor import app as floor_app
+    from cmdb.celery import app
+
+    measure.create_hosts(shared, "agent@shared")
+    for ip in per_host:
+        measure.create_hosts([ip], f"agent@{ip}")
+    try:
+        print(f"starting redis, central worker, agents and floor workers in {fleet.run_dir}")
+        nodes = fleet.start_everything()
+        wait_for_nodes([app, floor_app], nodes)
+        report = run_all(app, floor_app, fleet, shared, per_host, measure)
+    finally:
+        fleet.stop_all()
+    OUT.mkdir(exist_ok=True)
+    (OUT / "results.json").write_text(json.dumps(report, indent=2))
+    table = measure.markdown(report)
+    (OUT / "results.md").write_text(table)
+    print(table)
+    print(f"written: {OUT / 'results.json'}, {OUT / 'results.md'}")
+
+
+def run_all(app, floor_app, fleet, shared, per_host, measure) -> dict:
+    report = {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+              "fanout": {}, "fanout_per_host": {}}
+    measure.fanout_ours(app, shared[:10])  # warm both paths (imports, connections, pools)
+    measure.fanout_floor(floor_app, shared[:10])
+    for size in SIZES:
+        report["fanout"][str(size)] = measure.compare(
+            app, floor_app, shared[:size], REPS.get(size, 3), topology="one agent process")
+        print(f"fan-out {size}: {report['fanout'][str(size)]['ratio']:.2f}x the floor")
+    for size in PER_HOST_SIZES:
+        report["fanout_per_host"][str(size)] = measure.compare(
+            app, floor_app, per_host[:size], REPS.get(size, 3), topology="one agent per host")
+        print(f"fan-out {size} (agent per host): "
+              f"{report['fanout_per_host'][str(size)]['ratio']:.2f}x the floor")
+    report["cli"] = measure.cli_times(fleet.env, shared[: min(200, len(shared))], app)
+    report["store_rate"] = measure.store_rate(app, count=int(os.environ.get("BENCH_BURST", 5000)))
+    if per_host:
+        report["agent_memory"] = measure.agent_memory(app, fleet, per_host[0])
+    report["targets"] = measure.targets(report)
+    return report
+
+
+if __name__ == "__main__":
+    main()

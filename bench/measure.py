@@ -1,0 +1,211 @@
+"""The measurements; each returns plain data for results.json."""
+
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+
+import psutil
+from celery import group
+
+from bench.topology import ROOT
+from cmdb.hosts.models import Host
+from cmdb.jobs.choices import HostTaskStateChoices as State
+from cmdb.jobs.dispatch import CommandRequest, dispatch_command
+from cmdb.jobs.models import HostTask, Job
+from workers import config
+
+POLL = 0.01
+
+
+def spread(values: list[float]) -> dict:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values),
+            "runs": len(values)}
+
+
+def create_hosts(ips: list[str], agent: str) -> None:
+    Host.objects.bulk_create(
+        [Host(ip=ip, agent_name=agent, agent_status="online") for ip in ips],
+        ignore_conflicts=True,
+    )
+
+
+def wait_job(job: Job, timeout: float = 600) -> None:
+    terminal = State.terminal()
+    deadline = time.monotonic() + timeout
+    pending = HostTask.objects.filter(job=job).exclude(state__in=terminal)
+    while pending.exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"job {job.id} not finished after {timeout} s")
+        time.sleep(POLL)
+
+
+def fanout_ours(app, ips: list[str]) -> float:
+    started = time.perf_counter()
+    job = dispatch_command(CommandRequest("hostname", ips, timeout=120, reach_timeout=600), app)
+    wait_job(job)
+    elapsed = time.perf_counter() - started
+    bad = HostTask.objects.filter(job=job).exclude(state=State.OK).count()
+    if bad:
+        raise RuntimeError(f"{bad} host tasks of bench job {job.id} did not end ok")
+    return elapsed
+
+
+def fanout_floor(floor_app, ips: list[str]) -> float:
+    started = time.perf_counter()
+    result = group(floor_app.signature("bench.floor.hostname", queue=ip) for ip in ips)()
+    # interval: how often a result that finished before its subscription is looked up again.
+    result.get(timeout=600, interval=0.005)
+    elapsed = time.perf_counter() - started
+    result.forget()
+    return elapsed
+
+
+def compare(app, floor_app, ips: list[str], reps: int, topology: str) -> dict:
+    ours, floor = [], []
+    for rep in range(reps):
+        # Alternate who goes first, so a warming or noisy machine hurts both alike.
+        pair = [("floor", fanout_floor, floor_app), ("ours", fanout_ours, app)]
+        for name, run, target in pair if rep % 2 == 0 else reversed(pair):
+            (floor if name == "floor" else ours).append(run(target, ips))
+    o, f = spread(ours), spread(floor)
+    return {"hosts": len(ips), "topology": topology, "floor_s": f["median"], "ours_s": o["median"],
+            "ratio": o["median"] / f["median"], "floor": f, "ours": o}
+
+
+def cli_times(env: dict, ips: list[str], app, reps: int = 5) -> dict:
+    job = dispatch_command(CommandRequest("hostname", ips, timeout=120, reach_timeout=600), app)
+    wait_job(job)
+    manage = [sys.executable, str(ROOT / "manage.py")]
+    commands = {
+        "import_django": [sys.executable, "-c", "import django"],
+        "run": [*manage, "run", "hostname", "--hosts", ips[0]],
+        "check_task_json": [*manage, "check_task", str(job.id), "--json"],
+    }
+    times: dict[str, list[float]] = {name: [] for name in commands}
+    for _ in range(reps):
+        for name, argv in commands.items():
+            started = time.perf_counter()
+            subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, check=name != "check_task_json")
+            times[name].append(time.perf_counter() - started)
+    out = {name: spread(values) for name, values in times.items()}
+    base = out["import_django"]["median"]
+    out["run_ratio"] = out["run"]["median"] / base
+    out["check_task_ratio"] = out["check_task_json"]["median"] / base
+    out["check_task_hosts"] = len(ips)
+    return out
+
+
+def store_rate(app, count: int) -> dict:
+    """Publish ``count`` agent-shaped results at once; time until the central worker stored all."""
+    job = Job.objects.create(command="burst", timeout=60, reach_timeout=600)
+    tasks = HostTask.objects.bulk_create(
+        HostTask(job=job, ip=f"127.5.{i // 250}.{i % 250 + 1}", task_id=str(uuid.uuid4()))
+        for i in range(count)
+    )
+    now = time.time()
+    stream = {"head": "bench-host\n", "tail": "", "total_bytes": 11, "truncated": False}
+    empty = {"head": "", "tail": "", "total_bytes": 0, "truncated": False}
+    started = time.perf_counter()
+    with app.producer_or_acquire() as producer:
+        for t in tasks:
+            payload = {"task_id": t.task_id, "host": t.ip, "agent": "agent@burst", "agent_pid": 1,
+                       "outcome": "ok", "exit_code": 0, "stdout": stream, "stderr": empty,
+                       "started_at": now, "finished_at": now, "duration": 0.002, "error": "",
+                       "pid": 2}
+            app.send_task(config.STORE_RESULT, args=[payload], queue=config.central_queue(),
+                          producer=producer)
+    published = time.perf_counter() - started
+    wait_job(job)
+    elapsed = time.perf_counter() - started
+    return {"results": count, "seconds": elapsed, "per_second": count / elapsed,
+            "publish_seconds": published}
+
+
+def _agent_rss(root: psutil.Process) -> int:
+    """RSS of the agent and its pool children, not of the command (it has its own session)."""
+    total, sid = 0, psutil.Process(root.pid).pid
+    for proc in [root, *root.children(recursive=True)]:
+        try:
+            if proc.pid == root.pid or psutil.Process(proc.pid).ppid() == sid:
+                total += proc.memory_info().rss
+        except psutil.Error:
+            pass
+    return total
+
+
+def agent_memory(app, fleet, ip: str) -> dict:
+    agent = psutil.Process(fleet.processes[f"agent-{ip}"].pid)
+    fanout_ours(app, [ip])  # the pool child has run a command before the baseline
+    baseline = _agent_rss(agent)
+    peak = [baseline]
+    done = threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], _agent_rss(agent))
+            time.sleep(0.02)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    command = "head -c 100000000 /dev/zero | tr '\\0' a"
+    job = dispatch_command(CommandRequest(command, [ip], timeout=300, reach_timeout=600), app)
+    wait_job(job)
+    done.set()
+    sampler.join()
+    task = HostTask.objects.get(job=job)
+    mib = 1024 * 1024
+    return {"output_bytes": task.stdout_bytes, "baseline_mib": baseline / mib,
+            "peak_mib": peak[0] / mib, "growth_mib": (peak[0] - baseline) / mib}
+
+
+def targets(report: dict) -> dict:
+    fan = report["fanout"]
+    out = {}
+    if "200" in fan:
+        out["fanout_200_within_1.5x"] = fan["200"]["ratio"] <= 1.5
+    if "1000" in fan:
+        out["fanout_1000_within_3x"] = fan["1000"]["ratio"] <= 3.0
+    out["run_under_2x_import_django"] = report["cli"]["run_ratio"] < 2.0
+    out["store_2000_per_s"] = report["store_rate"]["per_second"] >= 2000
+    if "agent_memory" in report:
+        out["agent_growth_under_20mib"] = report["agent_memory"]["growth_mib"] < 20
+    return out
+
+
+def markdown(report: dict) -> str:
+    lines = ["| hosts | topology | floor s (min-max) | ours s (min-max) | ours/floor |",
+             "|---:|---|---|---|---:|"]
+    for section in ("fanout", "fanout_per_host"):
+        for size, row in report[section].items():
+            f, o = row["floor"], row["ours"]
+            lines.append(
+                f"| {size} | {row['topology']} | {f['median']:.3f} ({f['min']:.3f}-{f['max']:.3f}) "
+                f"| {o['median']:.3f} ({o['min']:.3f}-{o['max']:.3f}) | {row['ratio']:.2f} |"
+            )
+    cli = report["cli"]
+    lines += [
+        "",
+        "| process | median s (min-max) | / import django |",
+        "|---|---|---:|",
+    ]
+    for name, key in (("python -c 'import django'", "import_django"),
+                      ("manage.py run (prints its id)", "run"),
+                      (f"manage.py check_task --json ({cli['check_task_hosts']} hosts)",
+                       "check_task_json")):
+        s = cli[key]
+        ratio = s["median"] / cli["import_django"]["median"]
+        lines.append(f"| {name} | {s['median']:.3f} ({s['min']:.3f}-{s['max']:.3f}) | {ratio:.2f} |")
+    rate = report["store_rate"]
+    lines += ["", f"Central worker: {rate['results']} results stored in {rate['seconds']:.2f} s = "
+              f"**{rate['per_second']:.0f} results/s**."]
+    if "agent_memory" in report:
+        mem = report["agent_memory"]
+        lines.append(f"Agent memory with a {mem['output_bytes'] / 1e6:.0f} MB output: "
+                     f"{mem['baseline_mib']:.1f} MiB -> peak {mem['peak_mib']:.1f} MiB "
+                     f"(**+{mem['growth_mib']:.1f} MiB**).")
+    lines += ["", "Targets: " + ", ".join(f"{k}: {'met' if v else 'NOT met'}"
+                                         for k, v in report["targets"].items()), ""]
+    return "\n".join(lines)

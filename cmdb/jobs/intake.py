@@ -1,0 +1,105 @@
+"""The central worker's intake: agents' "started" notices and results, stored in batches.
+
+Agents send both as ordinary Celery task messages (the result is the link callback of
+workers.run_command) to the results queue. A Celery task per message costs a round of Celery
+overhead and a transaction each: a few hundred per second on SQLite. This consumer takes
+up to FLUSH_EVERY messages, or whatever arrived within FLUSH_INTERVAL, and stores them in one
+transaction (results.store_batch); messages are acknowledged only after the commit, so a
+central worker that dies mid-batch loses nothing (they are delivered again; storing is
+idempotent).
+"""
+
+import logging
+
+from celery import bootsteps
+from kombu import Consumer, Exchange, Queue
+
+from workers import config
+
+logger = logging.getLogger(__name__)
+
+FLUSH_EVERY = 500
+FLUSH_INTERVAL = 0.05
+#: Unacknowledged messages the broker hands over at once; more than one batch keeps it busy.
+PREFETCH = 2 * FLUSH_EVERY
+
+
+def results_queue_for(name: str) -> Queue:
+    # The same declaration Celery makes for a missing queue, so both sides agree on it.
+    return Queue(name, Exchange(name), routing_key=name)
+
+
+def split(messages) -> tuple[list[dict], list[dict], list]:
+    """Sort decoded task messages into started notices, results and ones we cannot use."""
+    started, finished, bad = [], [], []
+    for body, message in messages:
+        name = message.headers.get("task")
+        try:
+            args = body[0]
+            item = args[0]
+            if not isinstance(item, dict):
+                raise TypeError("first argument is not an object")
+        except (TypeError, IndexError, KeyError) as exc:
+            bad.append((message, exc))
+            continue
+        if name == config.TASK_STARTED:
+            started.append(item)
+        elif name == config.STORE_RESULT:
+            finished.append(item)
+        else:
+            bad.append((message, f"unexpected task {name!r}"))
+    return started, finished, bad
+
+
+class ResultIntake(bootsteps.ConsumerStep):
+    """Consumes config.results_queue() in batches inside the central worker."""
+
+    def __init__(self, parent, **kwargs):
+        self.buffer: list = []
+        self.flush_every = FLUSH_EVERY
+        super().__init__(parent, **kwargs)
+
+    def get_consumers(self, channel):
+        queue = results_queue_for(config.results_queue())
+        return [
+            Consumer(
+                channel,
+                queues=[queue],
+                callbacks=[self.on_message],
+                accept=["json"],
+                prefetch_count=PREFETCH,
+            )
+        ]
+
+    def start(self, c):
+        super().start(c)
+        c.timer.call_repeatedly(FLUSH_INTERVAL, self.flush)
+
+    def on_message(self, body, message):
+        self.buffer.append((body, message))
+        if len(self.buffer) >= self.flush_every:
+            self.flush()
+
+    def flush(self):
+        if not self.buffer:
+            return
+        from django.db import DatabaseError, close_old_connections
+
+        from cmdb.jobs import results
+
+        batch, self.buffer = self.buffer, []
+        started, finished, bad = split(batch)
+        for message, why in bad:
+            logger.error("dropping malformed message on the results queue: %s", why)
+        try:
+            results.store_batch(started, finished)
+        except DatabaseError:
+            # The database is down or locked for too long: give the messages back to the
+            # broker so that nothing an agent reported is lost.
+            logger.exception("could not store %d reports; requeued", len(batch))
+            close_old_connections()
+            for _, message in batch:
+                message.requeue()
+            return
+        for _, message in batch:
+            message.ack()
