@@ -115,7 +115,7 @@ def store_rate(app, count: int) -> dict:
                        "outcome": "ok", "exit_code": 0, "stdout": stream, "stderr": empty,
                        "started_at": now, "finished_at": now, "duration": 0.002, "error": "",
                        "pid": 2}
-            app.send_task(config.STORE_RESULT, args=[payload], queue=config.central_queue(),
+            app.send_task(config.STORE_RESULT, args=[payload], queue=config.results_queue(),
                           producer=producer)
     published = time.perf_counter() - started
     wait_job(job)

@@ -19,7 +19,7 @@ from workers import config
 logger = logging.getLogger(__name__)
 
 FLUSH_EVERY = 500
-FLUSH_INTERVAL = 0.05
+FLUSH_INTERVAL = 0.005
 #: Unacknowledged messages the broker hands over at once; more than one batch keeps it busy.
 PREFETCH = 2 * FLUSH_EVERY
 

@@ -11,7 +11,7 @@ import logging
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 from django_celery_results.models import TaskResult
 
@@ -51,7 +51,7 @@ TASK_RESULT_FIELDS = [
     "task_args", "task_kwargs", "worker", "date_started", "date_done",
 ]  # fmt: skip
 
-#: Rows per UPDATE statement: bulk_update builds one CASE per field, SQLite caps the variables.
+#: Rows per INSERT statement (SQLite caps the variables in one statement).
 BULK_BATCH = 200
 
 
@@ -87,13 +87,33 @@ def _task_result(task: HostTask, payload: dict, now: datetime) -> TaskResult:
     )
 
 
+def _update_many(tasks: list[HostTask], fields: list[str]) -> None:
+    """One prepared UPDATE run for every row (executemany).
+
+    Django's bulk_update builds a CASE expression per field and row: about 2 ms of Python per
+    row here, which capped the central worker at a few hundred results a second.
+    """
+    model_fields = [HostTask._meta.get_field(name) for name in fields]
+    qn = connection.ops.quote_name
+    sql = "UPDATE {} SET {} WHERE {} = %s".format(
+        qn(HostTask._meta.db_table),
+        ", ".join(f"{qn(f.column)} = %s" for f in model_fields),
+        qn(HostTask._meta.pk.column),
+    )
+    params = [
+        [f.get_db_prep_save(getattr(task, f.attname), connection) for f in model_fields] + [task.pk]
+        for task in tasks
+    ]
+    with connection.cursor() as cursor:
+        cursor.executemany(sql, params)
+
+
 def _write(changed: dict[str, tuple[HostTask, dict]]) -> None:
     """Save changed host tasks and upsert their TaskResults: a few statements per batch."""
     if not changed:
         return
     now = timezone.now()
-    tasks = [task for task, _ in changed.values()]
-    HostTask.objects.bulk_update(tasks, REPORTED_FIELDS, batch_size=BULK_BATCH)
+    _update_many([task for task, _ in changed.values()], REPORTED_FIELDS)
     TaskResult.objects.bulk_create(
         [_task_result(task, payload, now) for task, payload in changed.values()],
         batch_size=BULK_BATCH,
