@@ -22,8 +22,12 @@ PER_HOST_SIZES = [n for n in SIZES if n <= 10]
 
 
 def spread(values: list[float]) -> dict:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values),
-            "n": len(values)}
+    return {
+        "median": statistics.median(values),
+        "min": min(values),
+        "max": max(values),
+        "n": len(values),
+    }
 
 
 def timed_process(argv: list[str], env: dict) -> float:
@@ -37,10 +41,16 @@ def main() -> None:
     (OUT / "run").mkdir(parents=True)
     shared, per_host = host_ips("3", max(SIZES)), host_ips("4", max(PER_HOST_SIZES or [0]))
     fleet = BenchFleet(OUT / "run", shared, per_host)
-    os.environ.update({k: v for k, v in fleet.env.items()
-                       if k.startswith(("CMDB_", "REDIS_", "DATABASE_", "FLOOR_", "DJANGO_"))})
-    subprocess.run([sys.executable, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=fleet.env,
-                   check=True)
+    os.environ.update(
+        {
+            k: v
+            for k, v in fleet.env.items()
+            if k.startswith(("CMDB_", "REDIS_", "DATABASE_", "FLOOR_", "DJANGO_"))
+        }
+    )
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=fleet.env, check=True
+    )
     import django
 
     django.setup()
@@ -67,19 +77,26 @@ def main() -> None:
 
 
 def run_all(app, floor_app, fleet, shared, per_host, measure) -> dict:
-    report = {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
-              "fanout": {}, "fanout_per_host": {}}
+    report = {
+        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+        "fanout": {},
+        "fanout_per_host": {},
+    }
     measure.fanout_ours(app, shared[:10])  # warm both paths (imports, connections, pools)
     measure.fanout_floor(floor_app, shared[:10])
     for size in SIZES:
         report["fanout"][str(size)] = measure.compare(
-            app, floor_app, shared[:size], REPS.get(size, 3), topology="one agent process")
+            app, floor_app, shared[:size], REPS.get(size, 3), topology="one agent process"
+        )
         print(f"fan-out {size}: {report['fanout'][str(size)]['ratio']:.2f}x the floor")
     for size in PER_HOST_SIZES:
         report["fanout_per_host"][str(size)] = measure.compare(
-            app, floor_app, per_host[:size], REPS.get(size, 3), topology="one agent per host")
-        print(f"fan-out {size} (agent per host): "
-              f"{report['fanout_per_host'][str(size)]['ratio']:.2f}x the floor")
+            app, floor_app, per_host[:size], REPS.get(size, 3), topology="one agent per host"
+        )
+        print(
+            f"fan-out {size} (agent per host): "
+            f"{report['fanout_per_host'][str(size)]['ratio']:.2f}x the floor"
+        )
     report["cli"] = measure.cli_times(fleet.env, shared[: min(200, len(shared))], app)
     report["store_rate"] = measure.store_rate(app, count=int(os.environ.get("BENCH_BURST", 5000)))
     if per_host:

@@ -21,8 +21,12 @@ POLL = 0.01
 
 
 def spread(values: list[float]) -> dict:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values),
-            "runs": len(values)}
+    return {
+        "median": statistics.median(values),
+        "min": min(values),
+        "max": max(values),
+        "runs": len(values),
+    }
 
 
 def create_hosts(ips: list[str], agent: str) -> None:
@@ -71,8 +75,15 @@ def compare(app, floor_app, ips: list[str], reps: int, topology: str) -> dict:
         for name, run, target in pair if rep % 2 == 0 else reversed(pair):
             (floor if name == "floor" else ours).append(run(target, ips))
     o, f = spread(ours), spread(floor)
-    return {"hosts": len(ips), "topology": topology, "floor_s": f["median"], "ours_s": o["median"],
-            "ratio": o["median"] / f["median"], "floor": f, "ours": o}
+    return {
+        "hosts": len(ips),
+        "topology": topology,
+        "floor_s": f["median"],
+        "ours_s": o["median"],
+        "ratio": o["median"] / f["median"],
+        "floor": f,
+        "ours": o,
+    }
 
 
 def cli_times(env: dict, ips: list[str], app, reps: int = 5) -> dict:
@@ -88,7 +99,9 @@ def cli_times(env: dict, ips: list[str], app, reps: int = 5) -> dict:
     for _ in range(reps):
         for name, argv in commands.items():
             started = time.perf_counter()
-            subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, check=name != "check_task_json")
+            subprocess.run(
+                argv, cwd=ROOT, env=env, capture_output=True, check=name != "check_task_json"
+            )
             times[name].append(time.perf_counter() - started)
     out = {name: spread(values) for name, values in times.items()}
     base = out["import_django"]["median"]
@@ -109,19 +122,36 @@ def store_rate(app, count: int) -> dict:
     stream = {"head": "bench-host\n", "tail": "", "total_bytes": 11, "truncated": False}
     empty = {"head": "", "tail": "", "total_bytes": 0, "truncated": False}
     started = time.perf_counter()
-    with app.producer_or_acquire() as producer:
+    # Pipelined, as thousands of agents publishing at once would fill the queue.
+    with app.producer_or_acquire() as producer, producer.batch(max_size=500):
         for t in tasks:
-            payload = {"task_id": t.task_id, "host": t.ip, "agent": "agent@burst", "agent_pid": 1,
-                       "outcome": "ok", "exit_code": 0, "stdout": stream, "stderr": empty,
-                       "started_at": now, "finished_at": now, "duration": 0.002, "error": "",
-                       "pid": 2}
-            app.send_task(config.STORE_RESULT, args=[payload], queue=config.results_queue(),
-                          producer=producer)
+            payload = {
+                "task_id": t.task_id,
+                "host": t.ip,
+                "agent": "agent@burst",
+                "agent_pid": 1,
+                "outcome": "ok",
+                "exit_code": 0,
+                "stdout": stream,
+                "stderr": empty,
+                "started_at": now,
+                "finished_at": now,
+                "duration": 0.002,
+                "error": "",
+                "pid": 2,
+            }
+            app.send_task(
+                config.STORE_RESULT, args=[payload], queue=config.results_queue(), producer=producer
+            )
     published = time.perf_counter() - started
     wait_job(job)
     elapsed = time.perf_counter() - started
-    return {"results": count, "seconds": elapsed, "per_second": count / elapsed,
-            "publish_seconds": published}
+    return {
+        "results": count,
+        "seconds": elapsed,
+        "per_second": count / elapsed,
+        "publish_seconds": published,
+    }
 
 
 def _agent_rss(root: psutil.Process) -> int:
@@ -157,8 +187,12 @@ def agent_memory(app, fleet, ip: str) -> dict:
     sampler.join()
     task = HostTask.objects.get(job=job)
     mib = 1024 * 1024
-    return {"output_bytes": task.stdout_bytes, "baseline_mib": baseline / mib,
-            "peak_mib": peak[0] / mib, "growth_mib": (peak[0] - baseline) / mib}
+    return {
+        "output_bytes": task.stdout_bytes,
+        "baseline_mib": baseline / mib,
+        "peak_mib": peak[0] / mib,
+        "growth_mib": (peak[0] - baseline) / mib,
+    }
 
 
 def targets(report: dict) -> dict:
@@ -176,8 +210,10 @@ def targets(report: dict) -> dict:
 
 
 def markdown(report: dict) -> str:
-    lines = ["| hosts | topology | floor s (min-max) | ours s (min-max) | ours/floor |",
-             "|---:|---|---|---|---:|"]
+    lines = [
+        "| hosts | topology | floor s (min-max) | ours s (min-max) | ours/floor |",
+        "|---:|---|---|---|---:|",
+    ]
     for section in ("fanout", "fanout_per_host"):
         for size, row in report[section].items():
             f, o = row["floor"], row["ours"]
@@ -191,21 +227,33 @@ def markdown(report: dict) -> str:
         "| process | median s (min-max) | / import django |",
         "|---|---|---:|",
     ]
-    for name, key in (("python -c 'import django'", "import_django"),
-                      ("manage.py run (prints its id)", "run"),
-                      (f"manage.py check_task --json ({cli['check_task_hosts']} hosts)",
-                       "check_task_json")):
+    for name, key in (
+        ("python -c 'import django'", "import_django"),
+        ("manage.py run (prints its id)", "run"),
+        (f"manage.py check_task --json ({cli['check_task_hosts']} hosts)", "check_task_json"),
+    ):
         s = cli[key]
         ratio = s["median"] / cli["import_django"]["median"]
-        lines.append(f"| {name} | {s['median']:.3f} ({s['min']:.3f}-{s['max']:.3f}) | {ratio:.2f} |")
+        lines.append(
+            f"| {name} | {s['median']:.3f} ({s['min']:.3f}-{s['max']:.3f}) | {ratio:.2f} |"
+        )
     rate = report["store_rate"]
-    lines += ["", f"Central worker: {rate['results']} results stored in {rate['seconds']:.2f} s = "
-              f"**{rate['per_second']:.0f} results/s**."]
+    lines += [
+        "",
+        f"Central worker: {rate['results']} results stored in {rate['seconds']:.2f} s = "
+        f"**{rate['per_second']:.0f} results/s**.",
+    ]
     if "agent_memory" in report:
         mem = report["agent_memory"]
-        lines.append(f"Agent memory with a {mem['output_bytes'] / 1e6:.0f} MB output: "
-                     f"{mem['baseline_mib']:.1f} MiB -> peak {mem['peak_mib']:.1f} MiB "
-                     f"(**+{mem['growth_mib']:.1f} MiB**).")
-    lines += ["", "Targets: " + ", ".join(f"{k}: {'met' if v else 'NOT met'}"
-                                         for k, v in report["targets"].items()), ""]
+        lines.append(
+            f"Agent memory with a {mem['output_bytes'] / 1e6:.0f} MB output: "
+            f"{mem['baseline_mib']:.1f} MiB -> peak {mem['peak_mib']:.1f} MiB "
+            f"(**+{mem['growth_mib']:.1f} MiB**)."
+        )
+    lines += [
+        "",
+        "Targets: "
+        + ", ".join(f"{k}: {'met' if v else 'NOT met'}" for k, v in report["targets"].items()),
+        "",
+    ]
     return "\n".join(lines)

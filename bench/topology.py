@@ -1,4 +1,4 @@
-"""The processes a bench run needs: one Redis, our central worker and agents, the floor's workers."""
+"""The processes of a bench run: one Redis, our central worker and agents, the floor's workers."""
 
 import socket
 import sys
@@ -27,24 +27,44 @@ class BenchFleet(Fleet):
         self.port = free_port()
         self.broker = f"redis://127.0.0.1:{self.port}/0"
         self.floor_broker = f"redis://127.0.0.1:{self.port}/1"
-        super().__init__(run_dir, {
-            "REDIS_URL": self.broker,
-            "FLOOR_BROKER_URL": self.floor_broker,
-            "DATABASE_URL": f"sqlite:///{run_dir / 'bench.sqlite3'}",
-            "CMDB_LOGLEVEL": "WARNING",
-            # Bench hosts never get lost: keep the monitor out of the measurements' way.
-            "CMDB_AGENT_LOST_AFTER": "600",
-        })
+        super().__init__(
+            run_dir,
+            {
+                "REDIS_URL": self.broker,
+                "FLOOR_BROKER_URL": self.floor_broker,
+                "DATABASE_URL": f"sqlite:///{run_dir / 'bench.sqlite3'}",
+                "CMDB_LOGLEVEL": "WARNING",
+                # Bench hosts never get lost: keep the monitor out of the measurements' way.
+                "CMDB_AGENT_LOST_AFTER": "600",
+            },
+        )
         self.shared_ips = shared_ips
         self.per_host_ips = per_host_ips
 
     def celery(self, name: str, app: str, queues: list[str], node: str, concurrency: int):
-        return self.spawn(name, [
-            sys.executable, "-m", "celery", "-A", app, "worker",
-            "--queues", ",".join(queues), "--hostname", node,
-            "--concurrency", str(concurrency), "--loglevel", "WARNING",
-            "--without-gossip", "--without-mingle", "--optimization", "fair",
-        ])
+        return self.spawn(
+            name,
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                app,
+                "worker",
+                "--queues",
+                ",".join(queues),
+                "--hostname",
+                node,
+                "--concurrency",
+                str(concurrency),
+                "--loglevel",
+                "WARNING",
+                "--without-gossip",
+                "--without-mingle",
+                "--optimization",
+                "fair",
+            ],
+        )
 
     def start_everything(self) -> list[str]:
         self.start_redis()

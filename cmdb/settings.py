@@ -1,6 +1,7 @@
 """Settings, all from the environment with documented defaults (see README "Settings")."""
 
 import os
+import secrets
 from pathlib import Path
 
 import dj_database_url
@@ -17,9 +18,27 @@ def _env_bool(name: str, default: bool) -> bool:
     return os.environ.get(name, str(default)).strip().lower() in {"1", "true", "yes", "on"}
 
 
-# A fixed development key would be a secret in the repo; an unset key in production is refused.
+def _secret_key() -> str:
+    """$DJANGO_SECRET_KEY, else a random key made once and kept (mode 0600) in RUN_DIR.
+
+    A key in the repository would let anyone forge admin sessions; a key made per process
+    would log everyone out at each restart.
+    """
+    if os.environ.get("DJANGO_SECRET_KEY"):
+        return os.environ["DJANGO_SECRET_KEY"]
+    path = RUN_DIR / "secret_key"
+    try:
+        RUN_DIR.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_urlsafe(50))
+    return path.read_text().strip()
+
+
 DEBUG = _env_bool("DJANGO_DEBUG", False)
-SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY") or "insecure-dev-key-set-DJANGO_SECRET_KEY"
+SECRET_KEY = _secret_key()
 ALLOWED_HOSTS = [
     h for h in os.environ.get("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1").split(",")
 ]

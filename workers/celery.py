@@ -13,4 +13,12 @@ app.conf.update(
     task_ignore_result=True,
     worker_send_task_events=False,
     worker_disable_rate_limits=True,
+    # A result that cannot be published is lost (no backend, no errback): ride out a broker
+    # failover of a couple of minutes instead of Celery's default of about two seconds.
+    task_publish_retry_policy={
+        "max_retries": 40,
+        "interval_start": 0,
+        "interval_step": 1,
+        "interval_max": 5,
+    },
 )

@@ -19,6 +19,9 @@ REGISTER_AGENT = "cmdb.hosts.register_agent"
 #: missed the revoke broadcast (it was offline) still refuses the message when it comes back.
 CANCELLED_KEY = "cmdb:cancelled:{task_id}"
 
+#: Redis key an agent sets (NX) before running a task: a second delivery of it is refused.
+CLAIMED_KEY = "cmdb:claimed:{task_id}"
+
 
 def redis_url(environ=os.environ) -> str:
     return environ.get("REDIS_URL") or DEFAULT_REDIS_URL

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import psutil
@@ -74,6 +75,8 @@ def run_command(
     tail_bytes: int = 65536,
     max_output_bytes: int = 1 << 30,
     interrupts: tuple[type[BaseException], ...] = (),
+    cancelled: Callable[[], bool] | None = None,
+    cancel_every: float = 0.5,
     cwd: str | None = None,
     env: dict | None = None,
     spool_dir: str | None = None,
@@ -87,6 +90,8 @@ def run_command(
     `interrupts` are exceptions that mean "the operator cancelled" (Celery's
     SoftTimeLimitExceeded): the tree is killed and a CANCELLED result is returned. Any other
     exception raised while waiting also kills the tree, and is then re-raised.
+    `cancelled` is asked every `cancel_every` seconds while the command runs (the agent checks
+    the operator's cancel mark in Redis); True kills the tree and returns CANCELLED.
     `clock` drives the timeout and `duration`; `wallclock` gives `started_at`/`finished_at`.
     """
     if not isinstance(command, str) or not command.strip():
@@ -132,7 +137,9 @@ def run_command(
 
         error = ""
         try:
-            reason = _supervise(proc, spools, start + timeout, max_output_bytes, clock)
+            reason = _supervise(
+                proc, spools, start + timeout, max_output_bytes, clock, cancelled, cancel_every
+            )
         except interrupts:
             reason = Outcome.CANCELLED
         except BaseException:
@@ -167,12 +174,19 @@ def run_command(
         )
 
 
-def _supervise(proc, spools, deadline, max_output_bytes, clock) -> Outcome | None:
+def _supervise(
+    proc, spools, deadline, max_output_bytes, clock, cancelled=None, cancel_every=0.5
+) -> Outcome | None:
     """Wait for the shell in short polls; return None on exit, else why it must be killed."""
+    next_cancel_check = clock() + cancel_every
     while True:
         remaining = deadline - clock()
         if remaining <= 0:
             return Outcome.TIMEOUT
+        if cancelled is not None and clock() >= next_cancel_check:
+            next_cancel_check = clock() + cancel_every
+            if cancelled():
+                return Outcome.CANCELLED
         try:
             proc.wait(timeout=min(POLL_INTERVAL, remaining))
             return None

@@ -6,7 +6,6 @@ import socket
 import time
 import traceback
 
-import redis
 from celery.exceptions import SoftTimeLimitExceeded
 from celery.signals import worker_init, worker_process_init, worker_ready
 
@@ -21,13 +20,18 @@ MAX_CAPTURE_BYTES = 1 << 20
 
 E_WRONG_HOST = "message for host {wanted} reached the agent consuming {queue}; refused"
 E_CANCELLED = "cancelled before it started"
+E_DUPLICATE = "this task id already ran on this broker; a second delivery was refused"
+E_BACKSTOP = "killed by the agent's time limit backstop (the runner's own timeout did not fire)"
 E_BAD_SPEC = "malformed task: {reason}"
 E_INTERNAL = "agent error: {exc!r}"
 
 # The worker's main process id, recorded before the pool forks: the server compares it with the
 # pid in heartbeats to tell a restarted agent (whose running commands are lost) from a live one.
 _agent_pid = os.getpid()
-_redis = None
+_broker = None
+
+#: How long the run-once claim on a task id is kept (longer than any message can wait).
+CLAIM_TTL = 7 * 24 * 3600
 
 
 @worker_init.connect
@@ -38,26 +42,53 @@ def _remember_agent_pid(**_):
 
 @worker_process_init.connect
 def _reset_clients(**_):
-    # A client created before fork shares its socket with the parent; make one per child.
-    global _redis
-    _redis = None
+    # A connection made before fork shares its socket with the parent; make one per child.
+    global _broker
+    _broker = None
 
 
-def _redis_client():
-    global _redis
-    if _redis is None:
-        _redis = redis.Redis.from_url(app.conf.broker_url, socket_timeout=5)
-    return _redis
+def _redis():
+    """The broker's own Redis client (kombu's), so Sentinel and TLS URLs work as for Celery."""
+    global _broker
+    if _broker is None:
+        _broker = app.connection_for_write()
+    return _broker.default_channel.client
 
 
-def _was_cancelled(task_id: str) -> bool:
+def _claim(task_id: str) -> str | None:
+    """Check the operator's cancel mark and claim the task id; return why not to run, or None.
+
+    The claim makes a command run at most once even if Redis hands the message out again
+    (a restored unacknowledged message, a replayed one).
+    """
     try:
-        return bool(_redis_client().exists(config.CANCELLED_KEY.format(task_id=task_id)))
-    except redis.RedisError:
+        with _redis().pipeline(transaction=False) as pipe:
+            pipe.exists(config.CANCELLED_KEY.format(task_id=task_id))
+            pipe.set(config.CLAIMED_KEY.format(task_id=task_id), _agent_pid, nx=True, ex=CLAIM_TTL)
+            cancelled, claimed = pipe.execute()
+    except Exception:
         # The broker just delivered this message; if Redis is flaky now, running is the
         # behaviour the operator asked for.
-        logger.warning("could not check whether %s was cancelled", task_id, exc_info=True)
-        return False
+        logger.warning("could not check or claim %s", task_id, exc_info=True)
+        return None
+    if cancelled:
+        return E_CANCELLED
+    if not claimed:
+        return E_DUPLICATE
+    return None
+
+
+def _cancel_mark(task_id: str):
+    key = config.CANCELLED_KEY.format(task_id=task_id)
+
+    def cancelled() -> bool:
+        try:
+            return bool(_redis().exists(key))
+        except Exception:
+            logger.warning("could not check whether %s was cancelled", task_id, exc_info=True)
+            return False
+
+    return cancelled
 
 
 def _empty_stream() -> dict:
@@ -88,11 +119,15 @@ def _execute(task, spec: dict, queue: str) -> dict:
     if not isinstance(command, str) or not command.strip():
         return _refusal(runner.Outcome.ERROR, E_BAD_SPEC.format(reason="empty command"))
     wanted = spec.get("host")
-    if wanted != queue:
-        # A message re-targeted to another host's queue must not run here.
+    if not queue or wanted != queue:
+        # A message re-targeted to another host's queue (or run in-process) must not run here.
         return _refusal(runner.Outcome.ERROR, E_WRONG_HOST.format(wanted=wanted, queue=queue))
-    if _was_cancelled(task.request.id):
-        return _refusal(runner.Outcome.CANCELLED, E_CANCELLED)
+    refusal = _claim(task.request.id)
+    if refusal == E_DUPLICATE:
+        # The first delivery owns the host task: this copy must not touch its record.
+        return {**_refusal(runner.Outcome.ERROR, refusal), "duplicate": True}
+    if refusal:
+        return _refusal(runner.Outcome.CANCELLED, refusal)
     reply_queue = spec.get("reply_queue") or config.results_queue()
     task.app.send_task(
         config.TASK_STARTED,
@@ -107,18 +142,24 @@ def _execute(task, spec: dict, queue: str) -> dict:
         ],
         queue=reply_queue,
     )
+    cancelled = _cancel_mark(task.request.id)
     result = runner.run_command(
         command,
         timeout=float(spec["timeout"]),
         head_bytes=_capture_size(spec, "head_bytes"),
         tail_bytes=_capture_size(spec, "tail_bytes"),
         max_output_bytes=int(spec.get("max_output_bytes", 1 << 30)),
-        # Cancel arrives as revoke(terminate=True, signal="SIGUSR1"), which Celery turns into
-        # SoftTimeLimitExceeded here; the runner then kills the command's whole process group.
+        # Cancel is cooperative: the runner polls the operator's mark and kills the command's
+        # process group. (A SIGUSR1 from revoke(terminate=True) could land anywhere in Celery's
+        # own code, such as while it publishes the result.)
+        cancelled=cancelled,
+        # Only the soft time limit backstop raises this now: the runner's own timeout failed.
         interrupts=(SoftTimeLimitExceeded,),
         spool_dir=os.environ.get("CMDB_SPOOL_DIR") or None,
-    )
-    return result.to_dict()
+    ).to_dict()
+    if result["outcome"] == runner.Outcome.CANCELLED and not cancelled():
+        result.update(outcome=runner.Outcome.TIMEOUT, error=E_BACKSTOP)
+    return result
 
 
 @app.task(name=config.RUN_COMMAND, bind=True, ignore_result=True, acks_late=False)

@@ -14,7 +14,7 @@ from celery import Celery
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
-from kombu.exceptions import OperationalError
+from kombu.exceptions import KombuError
 
 from cmdb.hosts.models import Host, TargetError
 from cmdb.jobs import results
@@ -28,13 +28,31 @@ logger = logging.getLogger(__name__)
 E_EMPTY_COMMAND = "the command is empty"
 E_NO_TARGETS = "no target hosts given"
 E_TIMEOUT_RANGE = "timeout must be between 1 and {max} seconds, not {value}"
+E_REACH_RANGE = "reach timeout must be between 1 and {max} seconds, not {value}"
+
+#: Below Redis' visibility_timeout (1 h): a message an agent reserved but had not started by
+#: then would be handed out again (the agent's run-once claim would refuse it, but the first
+#: copy should simply never wait that long).
+MAX_REACH_TIMEOUT = 3000
 E_BROKER_DOWN = "broker unreachable at {url}: {exc} (the job was recorded but not dispatched)"
 E_NOT_DISPATCHED = "not dispatched: {reason}"
+E_PARTIAL = (
+    "sent to {sent} of {total} hosts, {maybe} more possibly sent (they end by their reach "
+    "deadline); then {reason}"
+)
 E_CANCELLED_PENDING = "cancelled before any agent started it"
 
 # Publishing retries briefly: a broker that refuses connections is reported in about a second,
 # one that black-holes them after broker_connection_timeout per attempt.
 RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.5, "interval_max": 1}
+
+#: Seconds the cancel mark is kept: longer than any message may wait in a queue.
+CANCEL_MARK_TTL = 7 * 24 * 3600
+
+#: Slack on Celery's ``expires``, which agents check against their own clocks: a host whose
+#: clock runs ahead must not drop messages the server still waits for. The server's reach
+#: deadline (and the cancel mark it sets on unreachable tasks) is what decides.
+EXPIRES_SLACK = timedelta(minutes=5)
 
 #: Messages per pipelined flush. When a flush fails its whole chunk and the rest are marked
 #: not dispatched (a connection that dies mid-pipeline may have delivered part of that chunk).
@@ -75,8 +93,8 @@ def _validate(request: CommandRequest) -> tuple[list[Host], int, int]:
     if not 1 <= timeout <= cfg["MAX_TIMEOUT"]:
         problems.append(E_TIMEOUT_RANGE.format(max=cfg["MAX_TIMEOUT"], value=timeout))
     reach = cfg["REACH_TIMEOUT"] if request.reach_timeout is None else request.reach_timeout
-    if not 1 <= reach <= cfg["MAX_TIMEOUT"]:
-        problems.append(E_TIMEOUT_RANGE.format(max=cfg["MAX_TIMEOUT"], value=reach))
+    if not 1 <= reach <= MAX_REACH_TIMEOUT:
+        problems.append(E_REACH_RANGE.format(max=MAX_REACH_TIMEOUT, value=reach))
     hosts = []
     if not request.targets:
         problems.append(E_NO_TARGETS)
@@ -91,10 +109,15 @@ def _validate(request: CommandRequest) -> tuple[list[Host], int, int]:
 
 
 def dispatch_command(request: CommandRequest, app: Celery) -> Job:
-    """Record a command job for the targets and publish it; return the job at once."""
+    """Record a command job for the targets and publish it; return the job at once.
+
+    Must not be called inside a transaction (durable=True refuses): publishing waits for the
+    rows to be committed, and the caller must see BrokerUnavailable itself, not have it raised
+    later from some outer commit.
+    """
     hosts, timeout, reach = _validate(request)
     now = timezone.now()
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         job = Job.objects.create(
             kind=JobKindChoices.COMMAND,
             command=request.command,
@@ -113,8 +136,8 @@ def dispatch_command(request: CommandRequest, app: Celery) -> Job:
             )
             for host in hosts
         )
-        # Publish only once the rows exist for everyone: a fast agent's result must find them.
-        transaction.on_commit(lambda: publish(job, tasks, app))
+    # Publish only once the rows are committed: a fast agent's result must find them.
+    publish(job, tasks, app)
     return job
 
 
@@ -143,9 +166,7 @@ def _send(app: Celery, producer, job: Job, task: HostTask, reply_queue: str, sto
         task_id=task.task_id,
         queue=task.ip,
         producer=producer,
-        # The agent drops a message it receives after the deadline; the server calls the host
-        # unreachable at the same moment.
-        expires=task.reach_deadline,
+        expires=task.reach_deadline + EXPIRES_SLACK,
         # Backstops behind the runner's own timeout: soft lets it kill the process group,
         # hard kills a stuck pool child.
         soft_time_limit=job.timeout + 30,
@@ -157,30 +178,42 @@ def _send(app: Celery, producer, job: Job, task: HostTask, reply_queue: str, sto
 
 
 def publish(job: Job, tasks: list[HostTask], app: Celery) -> None:
-    """Send one message per host task to its host's queue, over one broker connection."""
+    """Send one message per host task to its host's queue, over one broker connection.
+
+    A broker that cannot be reached before anything is sent fails the whole job as not
+    dispatched. A failure mid-way leaves the chunk whose delivery is uncertain pending (its
+    reach deadline settles it: a real result if it arrived, else unreachable) and marks the
+    chunks never sent, so nothing tempts the operator into running a command twice.
+    """
     reply_queue = config.results_queue()
     store = app.signature(config.STORE_RESULT, options={"queue": reply_queue})
-    sent = 0
+    sent = uncertain = 0
     try:
-        # One connection and, on Redis, one pipelined round trip per chunk (kombu's
-        # Producer.batch) instead of one per host. A chunk counts as sent once it is flushed.
         with app.producer_or_acquire() as producer:
+            producer.connection.ensure_connection(
+                max_retries=RETRY_POLICY["max_retries"], interval_start=0, interval_step=0.5,
+                interval_max=1,
+            )  # fmt: skip
+            # One pipelined round trip per chunk (kombu's Producer.batch), not one per host.
             for start in range(0, len(tasks), BATCH_SIZE):
                 chunk = tasks[start : start + BATCH_SIZE]
+                uncertain = len(chunk)
                 with producer.batch(max_size=len(chunk)):
                     for task in chunk:
                         _send(app, producer, job, task, reply_queue, store)
-                sent += len(chunk)
-    except (OperationalError, OSError, redis.RedisError) as exc:
-        message = E_BROKER_DOWN.format(url=_redacted(app.conf.broker_url), exc=exc)
-        unsent = [t.pk for t in tasks[sent:]]
+                sent, uncertain = sent + len(chunk), 0
+    except (KombuError, OSError, redis.RedisError) as exc:
+        reason = E_BROKER_DOWN.format(url=_redacted(app.conf.broker_url), exc=exc)
+        if sent or uncertain:
+            reason = E_PARTIAL.format(sent=sent, total=len(tasks), reason=reason, maybe=uncertain)
+        never_sent = [t.pk for t in tasks[sent + uncertain :]]
         with transaction.atomic():
             Job.objects.filter(pk=job.pk).update(
-                dispatch_error=message, dispatched_at=timezone.now()
+                dispatch_error=reason, dispatched_at=timezone.now()
             )
-            results.conclude(unsent, State.ERROR, E_NOT_DISPATCHED.format(reason=message))
-        job.dispatch_error = message
-        raise BrokerUnavailable(message, job) from exc
+            results.conclude(never_sent, State.ERROR, E_NOT_DISPATCHED.format(reason=reason))
+        job.dispatch_error = reason
+        raise BrokerUnavailable(reason, job) from exc
     job.dispatched_at = timezone.now()
     Job.objects.filter(pk=job.pk).update(dispatched_at=job.dispatched_at)
 
@@ -193,24 +226,32 @@ def _redacted(url: str) -> str:
     return f"{scheme}://***@{rest.rpartition('@')[2]}"
 
 
-def cancel(tasks: list[HostTask], app: Celery, ttl: int = 7 * 24 * 3600) -> int:
+def mark_cancelled(app: Celery, task_ids: list[str], ttl: int = CANCEL_MARK_TTL) -> None:
+    """Set the mark agents check before and while running a task: it will not run (on)."""
+    if not task_ids:
+        return
+    # kombu's own client for the broker URL, so Sentinel and TLS URLs work as they do for Celery.
+    with app.connection_for_write() as conn:
+        client = conn.default_channel.client
+        with client.pipeline(transaction=False) as pipe:
+            for task_id in task_ids:
+                pipe.set(config.CANCELLED_KEY.format(task_id=task_id), 1, ex=ttl)
+            pipe.execute()
+
+
+def cancel(tasks: list[HostTask], app: Celery) -> int:
     """Cancel the tasks that have not finished; return how many were asked to stop.
 
-    A pending task ends cancelled at once. A running one is interrupted on its agent (SIGUSR1
-    makes the runner kill the command's process group) and its agent reports the end.
+    A pending task ends cancelled at once. A running one is stopped by its agent, whose runner
+    polls the mark and kills the command's process group; the agent then reports the end.
     """
     active = [t for t in tasks if t.state in State.active()]
     if not active:
         return 0
     ids = [t.task_id for t in active]
-    # An agent offline now never hears the broadcast; this mark makes it refuse the message
-    # when it comes back before the message expires.
-    client = redis.Redis.from_url(app.conf.broker_url, socket_connect_timeout=4)
-    with client.pipeline(transaction=False) as pipe:
-        for task_id in ids:
-            pipe.set(config.CANCELLED_KEY.format(task_id=task_id), 1, ex=ttl)
-        pipe.execute()
-    app.control.revoke(ids, terminate=True, signal="SIGUSR1")
+    mark_cancelled(app, ids)
+    # Agents online now drop queued copies at once; one offline now refuses by the mark later.
+    app.control.revoke(ids)
     pending = [t.pk for t in active if t.state == State.PENDING]
     results.conclude(pending, State.CANCELLED, E_CANCELLED_PENDING, only_from={State.PENDING})
     return len(active)

@@ -83,17 +83,12 @@ class ResultIntake(bootsteps.ConsumerStep):
     def flush(self):
         if not self.buffer:
             return
-        from django.db import DatabaseError, close_old_connections
-
-        from cmdb.jobs import results
+        from django.db import InterfaceError, OperationalError, close_old_connections
 
         batch, self.buffer = self.buffer, []
-        started, finished, bad = split(batch)
-        for message, why in bad:
-            logger.error("dropping malformed message on the results queue: %s", why)
         try:
-            results.store_batch(started, finished)
-        except DatabaseError:
+            self.store(batch)
+        except (OperationalError, InterfaceError):
             # The database is down or locked for too long: give the messages back to the
             # broker so that nothing an agent reported is lost.
             logger.exception("could not store %d reports; requeued", len(batch))
@@ -101,5 +96,23 @@ class ResultIntake(bootsteps.ConsumerStep):
             for _, message in batch:
                 message.requeue()
             return
+        except Exception:
+            # Something in one message breaks the batch: store them one by one, so only that
+            # message is set aside and the intake keeps moving.
+            logger.exception("batch of %d failed; storing one by one", len(batch))
+            for item in batch:
+                try:
+                    self.store([item])
+                except Exception:
+                    logger.exception("dropping a report that cannot be stored")
         for _, message in batch:
             message.ack()
+
+    @staticmethod
+    def store(batch) -> None:
+        from cmdb.jobs import results
+
+        started, finished, bad = split(batch)
+        for _message, why in bad:
+            logger.error("dropping malformed message on the results queue: %s", why)
+        results.store_batch(started, finished)

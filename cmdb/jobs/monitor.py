@@ -42,10 +42,19 @@ class Liveness:
     started: float
     agents: dict[str, AgentSighting] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    #: When any worker (this central worker included) was last heard.
+    last_event: float | None = None
 
     def heard(self, agent: str, pid: int | None, at: float, offline: bool = False) -> None:
         with self.lock:
             self.agents[agent] = AgentSighting(pid, at, offline)
+            self.last_event = at
+
+    def deaf(self, now: float) -> bool:
+        """True when nothing at all was heard lately: our event connection is down, so the
+        silence of agents says nothing about them."""
+        last = self.last_event if self.last_event is not None else self.started
+        return now - last > self.lost_after
 
     def online(self, now: float) -> set[str]:
         with self.lock:
@@ -140,20 +149,33 @@ class Monitor:
         overdue = HostTask.objects.filter(
             state=State.PENDING,
             reach_deadline__lt=now_dt - timedelta(seconds=self.REACH_SLACK),
-        ).values_list("pk", "ip", "job__reach_timeout")
-        for pk, ip, reach in overdue:
-            counts["unreachable"] += results.conclude(
-                [pk],
+        ).values_list("pk", "job__reach_timeout")
+        overdue = dict(overdue)
+        if overdue:
+            ended = results.conclude(
+                overdue,
                 State.UNREACHABLE,
-                E_UNREACHABLE.format(reach=reach, ip=ip),
+                lambda t: E_UNREACHABLE.format(reach=overdue[t.pk], ip=t.ip),
                 only_from={State.PENDING},
             )
+            counts["unreachable"] = len(ended)
+            if ended:
+                # An agent that turns up late must not run what the server gave up on.
+                from cmdb.jobs.dispatch import mark_cancelled
+
+                mark_cancelled(self.app, ended)
         running = HostTask.objects.filter(state=State.RUNNING).values_list(
             "pk", "agent", "agent_pid", "started_at", "job__timeout"
         )
         grace = self.cfg["RESULT_GRACE"]
+        deaf = self.liveness.deaf(now)
+        if deaf:
+            logger.warning(
+                "no worker events heard for %.0f s: liveness verdicts suspended",
+                now - (self.liveness.last_event or self.liveness.started),
+            )
         for pk, agent, pid, started_at, timeout in running:
-            reason = self.liveness.verdict(agent, pid, now)
+            reason = None if deaf else self.liveness.verdict(agent, pid, now)
             if (
                 reason is None
                 and started_at
@@ -161,10 +183,11 @@ class Monitor:
             ):
                 reason = E_LOST_OVERDUE.format(grace=grace, timeout=timeout)
             if reason:
-                counts["lost"] += results.conclude(
-                    [pk], State.LOST, reason, only_from={State.RUNNING}
+                counts["lost"] += len(
+                    results.conclude([pk], State.LOST, reason, only_from={State.RUNNING})
                 )
-        self.update_hosts(now, now_dt)
+        if not deaf:
+            self.update_hosts(now, now_dt)
         return counts
 
     def update_hosts(self, now: float, now_dt) -> None:

@@ -8,7 +8,7 @@ of a host task's state also writes its django-celery-results TaskResult, so
 
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 
 from django.db import connection, transaction
@@ -43,7 +43,7 @@ FAILURE_EXCEPTION = {
 #: Every HostTask field a report may change (bulk_update writes them all).
 REPORTED_FIELDS = [
     "state", "exit_code", "agent", "agent_pid", "started_at", "finished_at", "duration", "error",
-    *(f"{s}_{part}" for s in ("stdout", "stderr") for part in ("head", "tail", "bytes", "truncated")),
+    *(f"{s}_{p}" for s in ("stdout", "stderr") for p in ("head", "tail", "bytes", "truncated")),
 ]  # fmt: skip
 
 TASK_RESULT_FIELDS = [
@@ -123,11 +123,16 @@ def _write(changed: dict[str, tuple[HostTask, dict]]) -> None:
     )
 
 
+def _text(value) -> str:
+    # Commands print NUL bytes (find -print0, /proc/*/environ); PostgreSQL text refuses them.
+    return str(value or "").replace("\x00", "\ufffd")
+
+
 def _stream_fields(prefix: str, stream: dict | None) -> dict:
     stream = stream or {}
     return {
-        f"{prefix}_head": stream.get("head", ""),
-        f"{prefix}_tail": stream.get("tail", ""),
+        f"{prefix}_head": _text(stream.get("head")),
+        f"{prefix}_tail": _text(stream.get("tail")),
         f"{prefix}_bytes": int(stream.get("total_bytes", 0)),
         f"{prefix}_truncated": bool(stream.get("truncated", False)),
     }
@@ -139,7 +144,8 @@ def _apply_started(task: HostTask, info: dict) -> bool:
     if task.state != State.PENDING and task.state not in State.inferred():
         return False
     task.state = State.RUNNING
-    task.started_at = _ts(info.get("started_at"))
+    # The server's clock, not the agent's: the overdue backstop must not depend on host clocks.
+    task.started_at = timezone.now()
     task.agent = info.get("agent") or ""
     task.agent_pid = info.get("agent_pid")
     task.error = ""
@@ -147,6 +153,10 @@ def _apply_started(task: HostTask, info: dict) -> bool:
 
 
 def _apply_result(task: HostTask, payload: dict) -> bool:
+    if payload.get("duplicate"):
+        # An agent refused a second delivery of this task id: the first one owns the record.
+        logger.warning("agent %s refused a duplicate of %s", payload.get("agent"), task.task_id)
+        return False
     if task.is_terminal and task.state not in State.inferred() | {State.CANCELLED}:
         logger.warning("duplicate result for %s ignored", task.task_id)
         return False
@@ -162,7 +172,7 @@ def _apply_result(task: HostTask, payload: dict) -> bool:
         "started_at": _ts(payload.get("started_at")) or task.started_at,
         "finished_at": _ts(payload.get("finished_at")),
         "duration": payload.get("duration"),
-        "error": payload.get("error") or "",
+        "error": _text(payload.get("error")),
     }
     for name, value in fields.items():
         setattr(task, name, value)
@@ -171,26 +181,32 @@ def _apply_result(task: HostTask, payload: dict) -> bool:
 
 def store_batch(started: Iterable[dict], finished: Iterable[dict]) -> int:
     """Apply "started" notices, then results, in one transaction; return host tasks changed."""
-    started, finished = list(started), list(finished)
-    ids = {item.get("task_id") for item in started + finished} - {None}
+    started = [i for i in started if isinstance(i, dict) and isinstance(i.get("task_id"), str)]
+    finished = [i for i in finished if isinstance(i, dict) and isinstance(i.get("task_id"), str)]
+    ids = {item["task_id"] for item in started + finished}
     with transaction.atomic():
         # select_for_update: on PostgreSQL two central workers must not interleave on a task
         # (SQLite takes the write lock at BEGIN IMMEDIATE anyway).
         rows = HostTask.objects.select_for_update().filter(task_id__in=ids)
         tasks = {t.task_id: t for t in rows}
         changed: dict[str, tuple[HostTask, dict]] = {}
-        for info in started:
-            task = tasks.get(info.get("task_id"))
-            if task is not None and _apply_started(task, info):
-                changed[task.task_id] = (task, {})
-        for payload in finished:
-            task = tasks.get(payload.get("task_id"))
-            if task is None:
-                # A result for a job deleted meanwhile, or a forged id: nothing to attach it to.
-                logger.warning("result for unknown host task %s from %s",
-                               payload.get("task_id"), payload.get("agent"))  # fmt: skip
-            elif _apply_result(task, payload):
-                changed[task.task_id] = (task, payload)
+        for apply, items in ((_apply_started, started), (_apply_result, finished)):
+            for item in items:
+                task = tasks.get(item["task_id"])
+                if task is None:
+                    # For a job deleted meanwhile, or a forged id: nothing to attach it to.
+                    logger.warning("report for unknown host task %s from %s",
+                                   item["task_id"], item.get("agent"))  # fmt: skip
+                    continue
+                try:
+                    applied = apply(task, item)
+                except (TypeError, ValueError, AttributeError, OverflowError):
+                    # One malformed report must not hold up the batch it arrived in.
+                    # (apply computes every field before it changes the task.)
+                    logger.exception("malformed report for %s dropped", task.task_id)
+                    continue
+                if applied:
+                    changed[task.task_id] = (task, item if apply is _apply_result else {})
         _write(changed)
     return len(changed)
 
@@ -208,12 +224,13 @@ def mark_started(info: dict) -> int:
 def conclude(
     task_pks: Iterable[int],
     state: str,
-    error: str,
+    error: str | Callable[[HostTask], str],
     only_from: Iterable[str] | None = None,
-) -> int:
+) -> list[str]:
     """End host tasks the server has judged (unreachable, lost, cancelled, not dispatched).
 
-    ``only_from`` guards against a race: a task that moved on meanwhile keeps its new state.
+    ``error`` is the reason, or a function of the task giving it. ``only_from`` guards against
+    a race: a task that moved on meanwhile keeps its new state. Returns the task ids ended.
     """
     allowed = set(only_from) if only_from is not None else set(State.active())
     with transaction.atomic():
@@ -223,9 +240,10 @@ def conclude(
         now = timezone.now()
         changed = {}
         for task in tasks:
-            task.state, task.error, task.finished_at = state, error, now
+            task.state, task.finished_at = state, now
+            task.error = error(task) if callable(error) else error
             if task.started_at:
                 task.duration = (now - task.started_at).total_seconds()
             changed[task.task_id] = (task, {})
         _write(changed)
-    return len(changed)
+    return list(changed)

@@ -46,3 +46,11 @@ def test_a_clean_shutdown_loses_running_tasks_after_a_short_grace():
 
     assert live.verdict("agent@a", 7, now=1007.0) is None
     assert live.verdict("agent@a", 7, now=1011.0) == "agent agent@a shut down while it ran"
+
+
+def test_a_monitor_that_hears_nobody_at_all_is_deaf_not_a_judge():
+    live = make(started=1000.0, lost_after=10.0)
+    assert live.deaf(1011.0)  # not even the central worker's own heartbeats came through
+
+    live.heard("central@x", pid=1, at=1011.0)
+    assert not live.deaf(1015.0)

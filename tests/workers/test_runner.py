@@ -388,3 +388,22 @@ def test_to_dict_is_json_friendly(run):
     assert data["stdout"] == {"head": "out\n", "tail": "", "total_bytes": 4, "truncated": False}
     assert data["stderr"] == result.stderr.to_dict()
     assert set(data) == set(RunResult.__dataclass_fields__)
+
+
+def test_cancel_check_stops_the_command_and_keeps_partial_output(tmp_path):
+    asked = []
+
+    def cancelled():
+        asked.append(1)
+        return len(asked) >= 2
+
+    started = time.monotonic()
+    result = run_command(
+        "echo partial; sleep 30", timeout=60, cancelled=cancelled, cancel_every=0.1,
+        spool_dir=str(tmp_path),
+    )  # fmt: skip
+
+    assert result.outcome == Outcome.CANCELLED
+    assert result.error == "cancelled by operator"
+    assert result.stdout.head == "partial\n"
+    assert time.monotonic() - started < 10
