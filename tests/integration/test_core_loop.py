@@ -6,6 +6,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 
 import psutil
 import pytest
@@ -236,6 +237,13 @@ def test_known_host_without_agent_ends_unreachable(manage, fleet):
     assert code == 1
     assert host["state"] == "unreachable"
     assert "is the agent for 127.0.1.99 running?" in host["error"]
+    # If the agent turns up late after all, it finds the task cancelled and does not run it.
+    from cmdb.celery import app
+    from workers import config
+
+    with app.connection_for_write() as conn:
+        key = config.CANCELLED_KEY.format(task_id=host["task_id"])
+        assert conn.default_channel.client.exists(key)
     assert TaskResult.objects.get(task_id=host["task_id"]).status == "FAILURE"
 
 
@@ -311,3 +319,84 @@ def test_workers_package_imports_without_django():
         "assert not any(m.startswith('cmdb') for m in sys.modules), 'cmdb imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=60)
+
+
+def _send_raw(app, task_id: str, ip: str, command: str, job: Job):
+    from workers import config
+
+    spec = {"job": str(job.id), "host": ip, "command": command, "timeout": 10}
+    app.send_task(
+        config.RUN_COMMAND,
+        args=[spec],
+        queue=ip,
+        task_id=task_id,
+        link=app.signature(config.STORE_RESULT, queue=config.results_queue()),
+    )
+
+
+def _claim_refusals(fleet) -> int:
+    return (fleet.logs / "central.log").read_text().count("refused a duplicate of dup-")
+
+
+def test_a_second_delivery_of_a_task_is_refused_and_changes_nothing(fleet, hosts, tmp_path):
+    from cmdb.celery import app
+
+    log = tmp_path / "runs"
+    job = Job.objects.create(command=f"echo ran >> {log}", timeout=10, reach_timeout=30)
+    task = HostTask.objects.create(
+        job=job, host=hosts[0], ip=AGENT_IPS[0], task_id="dup-" + "2" * 32
+    )
+    _send_raw(app, task.task_id, AGENT_IPS[0], job.command, job)
+    wait_state(task.task_id, {"ok"})
+
+    _send_raw(app, task.task_id, AGENT_IPS[0], job.command, job)  # a replay of the same id
+    # The agent answers the replay with a refusal, which the central worker logs and drops.
+    wait_for(lambda: _claim_refusals(fleet) > 0, 20, "the agent to refuse the replay")
+
+    assert log.read_text() == "ran\n"
+    assert HostTask.objects.get(pk=task.pk).state == "ok"
+
+
+def test_a_malformed_report_does_not_hold_up_the_others(fleet, hosts):
+    from cmdb.celery import app
+    from workers import config
+
+    job = Job.objects.create(command="x", timeout=10, reach_timeout=30)
+    good, bad = (
+        HostTask.objects.create(job=job, ip=ip, task_id=f"{n}-" + "3" * 32)
+        for n, ip in (("good", AGENT_IPS[0]), ("bad", AGENT_IPS[1]))
+    )
+    now = time.time()
+    stream = {"head": "nul\x00byte\n", "tail": "", "total_bytes": 9, "truncated": False}
+    reports = [
+        {"task_id": bad.task_id, "outcome": "ok", "started_at": "not a time", "stdout": 7},
+        {
+            "task_id": good.task_id,
+            "outcome": "ok",
+            "exit_code": 0,
+            "stdout": stream,
+            "started_at": now,
+            "finished_at": now,
+            "duration": 0.1,
+        },
+    ]
+    with app.producer_or_acquire() as producer:
+        for report in reports:
+            app.send_task(
+                config.STORE_RESULT, args=[report], queue=config.results_queue(), producer=producer
+            )
+
+    stored = wait_state(good.task_id, {"ok"})
+    assert stored.stdout_head == "nul\ufffdbyte\n"
+    assert HostTask.objects.get(pk=bad.pk).state == "pending"
+
+
+def test_dispatch_refuses_to_run_inside_a_transaction(fleet, hosts):
+    from django.db import transaction
+
+    from cmdb.celery import app
+    from cmdb.jobs.dispatch import CommandRequest, dispatch_command
+
+    with pytest.raises(RuntimeError), transaction.atomic():
+        dispatch_command(CommandRequest("true", [AGENT_IPS[0]]), app)
+    assert not Job.objects.exists()
