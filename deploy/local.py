@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlparse
 
+import psutil
 import redis
 
 from workers import config
@@ -88,7 +89,9 @@ class Fleet:
             start_new_session=True,
         )
         log.close()
-        (self.pids / f"{name}.pid").write_text(str(proc.pid))
+        # The start time too: after a reboot the pid may belong to somebody else.
+        created = psutil.Process(proc.pid).create_time()
+        (self.pids / f"{name}.pid").write_text(f"{proc.pid} {created}")
         self.processes[name] = proc
         return proc
 
@@ -171,8 +174,9 @@ class Fleet:
         pidfile = self.pids / f"{name}.pid"
         if not pidfile.exists():
             return
-        pid = int(pidfile.read_text())
-        stop_group(pid, sig, timeout)
+        pid = read_pidfile(pidfile)
+        if pid is not None:
+            stop_group(pid, sig, timeout)
         proc = self.processes.pop(name, None)
         if proc is not None:
             proc.poll()
@@ -184,6 +188,18 @@ class Fleet:
         for name in sorted(names, key=lambda n: n == "redis"):
             self.stop(name)
         return names
+
+
+def read_pidfile(pidfile: Path) -> int | None:
+    """The pid in a pid file, if that process is still the one we started."""
+    pid, _, created = pidfile.read_text().partition(" ")
+    try:
+        proc = psutil.Process(int(pid))
+        if created and abs(proc.create_time() - float(created)) > 1:
+            return None
+    except (psutil.Error, ValueError):
+        return None
+    return proc.pid
 
 
 def stop_group(pid: int, sig: int = signal.SIGTERM, timeout: float = 15.0) -> None:
@@ -242,12 +258,16 @@ def up(fleet: Fleet, hosts: list[str]) -> None:
     fleet.run_dir.mkdir(parents=True, exist_ok=True)
     if manage("migrate", "--no-input", "-v", "0", env=fleet.env) != 0:
         raise SystemExit("migrate failed")
+    _setup_django(fleet)
+    from cmdb.hosts.models import Host
+
+    # Rows left ONLINE by an earlier session must not pass for this session's agents.
+    Host.objects.filter(ip__in=hosts).update(agent_status="unknown")
     print("starting the central worker")
     fleet.start_central()
     for ip in hosts:
         print(f"starting agent on {ip}")
         fleet.start_agent(ip)
-    _setup_django(fleet)
     wait_for_agents(hosts)
     print(f"up: {len(hosts)} agents online; logs in {fleet.logs}; stop with `make down`")
 
@@ -259,13 +279,9 @@ def down(fleet: Fleet) -> None:
 
 def status(fleet: Fleet) -> None:
     for pidfile in sorted(fleet.pids.glob("*.pid")) if fleet.pids.exists() else []:
-        pid = int(pidfile.read_text())
-        try:
-            os.kill(pid, 0)
-            state = "running"
-        except ProcessLookupError:
-            state = "gone"
-        print(f"{pidfile.stem:<20} pid {pid:<8} {state}")
+        pid = read_pidfile(pidfile)
+        state = "running" if pid is not None else "gone"
+        print(f"{pidfile.stem:<20} pid {pidfile.read_text().split()[0]:<8} {state}")
 
 
 def demo(fleet: Fleet) -> None:
