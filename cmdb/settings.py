@@ -51,8 +51,10 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_celery_results",
+    "django_celery_beat",
     "cmdb.hosts",
     "cmdb.jobs",
+    "cmdb.assets",
 ]
 
 MIDDLEWARE = [
@@ -146,4 +148,17 @@ CMDB = {
     "MAX_OUTPUT_BYTES": int(os.environ.get("CMDB_MAX_OUTPUT_BYTES", str(1 << 30))),
     #: Accept hosts whose agents announce themselves (else: `manage.py hosts add` first).
     "AUTO_REGISTER": _env_bool("CMDB_AUTO_REGISTER", True),
+    #: Seconds between scheduled fact collections (the first value; then edit it in the admin).
+    "COLLECT_INTERVAL": int(os.environ.get("CMDB_COLLECT_INTERVAL", "3600")),
+    #: Collect facts from a host as soon as its agent announces itself.
+    "COLLECT_ON_START": _env_bool("CMDB_COLLECT_ON_START", True),
+    #: Collector plugins, name -> dotted path (agents import only paths under "collectors.").
+    "COLLECTORS": {
+        "system": "collectors.system.SystemCollector",
+        "cpu": "collectors.cpu.CpuCollector",
+        "memory": "collectors.memory.MemoryCollector",
+        "disks": "collectors.disks.DisksCollector",
+        "network": "collectors.network.NetworkCollector",
+        "hardware": "collectors.hardware.HardwareCollector",
+    },
 }

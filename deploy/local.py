@@ -155,6 +155,24 @@ class Fleet:
             ],
         )
 
+    def start_beat(self) -> subprocess.Popen:
+        # The schedule lives in the database (django-celery-beat): editable in the admin.
+        return self.spawn(
+            "beat",
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "cmdb",
+                "beat",
+                "--loglevel",
+                "info",
+                "--scheduler",
+                "django_celery_beat.schedulers:DatabaseScheduler",
+            ],
+        )
+
     def start_agent(self, ip: str, concurrency: int = 2, extra_env: dict | None = None):
         return self.spawn(
             f"agent-{ip}",
@@ -263,8 +281,9 @@ def up(fleet: Fleet, hosts: list[str]) -> None:
 
     # Rows left ONLINE by an earlier session must not pass for this session's agents.
     Host.objects.filter(ip__in=hosts).update(agent_status="unknown")
-    print("starting the central worker")
+    print("starting the central worker and beat")
     fleet.start_central()
+    fleet.start_beat()
     for ip in hosts:
         print(f"starting agent on {ip}")
         fleet.start_agent(ip)
@@ -301,12 +320,27 @@ def demo(fleet: Fleet) -> None:
     job_id = out.stdout.split("task id:")[1].split()[0]
     print(f"$ python manage.py check_task {job_id} --wait")
     code = manage("check_task", job_id, "--wait", "--wait-timeout", "120", env=fleet.env)
+    print(f"\n$ python manage.py collect --hosts {targets[0]}")
+    out = subprocess.run(
+        [sys.executable, "manage.py", "collect", "--hosts", targets[0]],
+        cwd=ROOT,
+        env=fleet.env,
+        capture_output=True,
+        text=True,
+    )
+    sys.stdout.write(out.stdout + out.stderr)
+    collect_id = out.stdout.split("task id:")[1].split()[0]
+    manage("check_task", collect_id, "--wait", "--wait-timeout", "120", env=fleet.env)
+    print(f"$ python manage.py facts {targets[0]}")
+    manage("facts", targets[0], env=fleet.env)
     print(
         "\nGo on with (inside the virtualenv: . .venv/bin/activate):\n"
         "  python manage.py hosts                          # the fleet and its agents\n"
         '  python manage.py run "uptime" --hosts 127.0.1.3 # prints a job id at once\n'
         "  python manage.py check_task ID --wait           # each host's result\n"
         "  python manage.py cancel ID                      # stop what has not finished\n"
+        "  python manage.py collect --where os=debian      # facts again, by stored facts\n"
+        "  python manage.py changes --since 1d             # what changed on the fleet\n"
         f"  logs: {fleet.logs}    stop everything: make down"
     )
     if code != 0:

@@ -11,6 +11,7 @@ DEFAULT_CENTRAL_QUEUE = "cmdb.central"
 # Task names are the contract between agents and the server; neither side imports the other's
 # task functions, so the names live here once.
 RUN_COMMAND = "workers.run_command"
+COLLECT_FACTS = "workers.collect_facts"
 STORE_RESULT = "cmdb.jobs.store_result"
 TASK_STARTED = "cmdb.jobs.task_started"
 REGISTER_AGENT = "cmdb.hosts.register_agent"

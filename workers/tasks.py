@@ -114,10 +114,8 @@ def _capture_size(spec: dict, key: str) -> int:
     return max(0, min(int(spec.get(key, 65536)), MAX_CAPTURE_BYTES))
 
 
-def _execute(task, spec: dict, queue: str) -> dict:
-    command = spec.get("command")
-    if not isinstance(command, str) or not command.strip():
-        return _refusal(runner.Outcome.ERROR, E_BAD_SPEC.format(reason="empty command"))
+def _guarded(task, spec: dict, queue: str, body) -> dict:
+    """The checks every host task passes before ``body(spec, cancelled)`` runs, then it."""
     wanted = spec.get("host")
     if not queue or wanted != queue:
         # A message re-targeted to another host's queue (or run in-process) must not run here.
@@ -128,23 +126,17 @@ def _execute(task, spec: dict, queue: str) -> dict:
         return {**_refusal(runner.Outcome.ERROR, refusal), "duplicate": True}
     if refusal:
         return _refusal(runner.Outcome.CANCELLED, refusal)
-    reply_queue = spec.get("reply_queue") or config.results_queue()
+    started = {"task_id": task.request.id, "host": queue, "agent": task.request.hostname,
+               "agent_pid": _agent_pid, "started_at": time.time()}  # fmt: skip
     task.app.send_task(
-        config.TASK_STARTED,
-        args=[
-            {
-                "task_id": task.request.id,
-                "host": queue,
-                "agent": task.request.hostname,
-                "agent_pid": _agent_pid,
-                "started_at": time.time(),
-            }
-        ],
-        queue=reply_queue,
+        config.TASK_STARTED, args=[started], queue=spec.get("reply_queue") or config.results_queue()
     )
-    cancelled = _cancel_mark(task.request.id)
+    return body(spec, _cancel_mark(task.request.id))
+
+
+def _run(spec: dict, cancelled) -> dict:
     result = runner.run_command(
-        command,
+        spec["command"],
         timeout=float(spec["timeout"]),
         head_bytes=_capture_size(spec, "head_bytes"),
         tail_bytes=_capture_size(spec, "tail_bytes"),
@@ -162,6 +154,44 @@ def _execute(task, spec: dict, queue: str) -> dict:
     return result
 
 
+def _collect(spec: dict, cancelled) -> dict:
+    # Imported here: an agent that never collects does not pay for the plugins.
+    import collectors
+
+    started, clock = time.time(), time.monotonic()
+    report = collectors.collect(spec.get("plugins") or None)
+    facts, errors = report.get("facts", {}), report.get("errors", {})
+    summary = f"collected {', '.join(sorted(facts)) or 'nothing'}\n"
+    stderr = "".join(f"{name}: {e.get('error')}\n" for name, e in sorted(errors.items()))
+    result = _refusal(runner.Outcome.OK if facts else runner.Outcome.ERROR,
+                      "" if facts else "every collector plugin failed")  # fmt: skip
+    text = runner.StreamCapture
+    result.update(
+        stdout=text(summary, "", len(summary.encode()), False).to_dict(),
+        stderr=text(stderr, "", len(stderr.encode()), False).to_dict(),
+        exit_code=0 if facts else None, started_at=started, finished_at=time.time(),
+        duration=time.monotonic() - clock, facts_report=report,
+    )  # fmt: skip
+    return result
+
+
+def _host_task(self, spec, body, name: str) -> dict:
+    """Run ``body`` for a host task; whatever happens, return a payload for the server."""
+    queue = (self.request.delivery_info or {}).get("routing_key") or ""
+    try:
+        if not isinstance(spec, dict):
+            raise TypeError("spec is not an object")
+        payload = _guarded(self, spec, queue, body)
+    except Exception as exc:
+        logger.exception("%s %s failed inside the agent", name, self.request.id)
+        payload = _refusal(runner.Outcome.ERROR, E_INTERNAL.format(exc=exc))
+        payload["traceback"] = traceback.format_exc(limit=20)
+    payload.update(
+        task_id=self.request.id, host=queue, agent=self.request.hostname, agent_pid=_agent_pid
+    )
+    return payload
+
+
 @app.task(name=config.RUN_COMMAND, bind=True, ignore_result=True, acks_late=False)
 def run_command(self, spec: dict) -> dict:
     """Run one shell command for one host task and return everything about how it ended.
@@ -169,22 +199,18 @@ def run_command(self, spec: dict) -> dict:
     The return value travels to the central worker as the first argument of the link callback
     the dispatcher attached, so it must be JSON and must exist even when things go wrong.
     """
-    queue = (self.request.delivery_info or {}).get("routing_key") or ""
-    try:
-        if not isinstance(spec, dict):
-            raise TypeError("spec is not an object")
-        payload = _execute(self, spec, queue)
-    except Exception as exc:
-        logger.exception("run_command %s failed inside the agent", self.request.id)
-        payload = _refusal(runner.Outcome.ERROR, E_INTERNAL.format(exc=exc))
-        payload["traceback"] = traceback.format_exc(limit=20)
-    payload.update(
-        task_id=self.request.id,
-        host=queue,
-        agent=self.request.hostname,
-        agent_pid=_agent_pid,
-    )
-    return payload
+    if isinstance(spec, dict) and not (isinstance(spec.get("command"), str)
+                                       and spec["command"].strip()):  # fmt: skip
+        payload = _refusal(runner.Outcome.ERROR, E_BAD_SPEC.format(reason="empty command"))
+        payload.update(task_id=self.request.id, agent=self.request.hostname)
+        return payload
+    return _host_task(self, spec, _run, "run_command")
+
+
+@app.task(name=config.COLLECT_FACTS, bind=True, ignore_result=True, acks_late=False)
+def collect_facts(self, spec: dict) -> dict:
+    """Collect this host's facts with the plugins the spec names (only ones under collectors.)."""
+    return _host_task(self, spec, _collect, "collect_facts")
 
 
 @worker_ready.connect

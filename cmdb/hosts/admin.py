@@ -1,14 +1,29 @@
-"""Admin for hosts."""
+"""Admin for hosts and groups."""
 
 from django.contrib import admin
 
-from cmdb.hosts.models import Host
+from cmdb.assets.admin import AssetInline, ChangeInline
+from cmdb.hosts.models import Host, HostGroup
 
 
 @admin.register(Host)
 class HostAdmin(admin.ModelAdmin):
-    list_display = ("ip", "hostname", "agent_status", "last_seen", "agent_name")
-    list_filter = ("agent_status",)
+    list_display = ("ip", "hostname", "agent_status", "os", "last_seen", "agent_name")
+    list_filter = ("agent_status", "groups", "facts__os")
     search_fields = ("ip", "hostname", "agent_name")
-    # Written by agents' registrations and heartbeats, not by people.
+    list_select_related = ("facts",)
+    # Written by agents' registrations, heartbeats and collections, not by people.
     readonly_fields = ("agent_status", "agent_name", "agent_pid", "last_seen", "created")
+    inlines = [AssetInline, ChangeInline]
+
+    @admin.display(description="OS", ordering="facts__os")
+    def os(self, host):
+        facts = getattr(host, "facts", None)
+        return f"{facts.os} {facts.os_version}".strip() if facts else "-"
+
+
+@admin.register(HostGroup)
+class HostGroupAdmin(admin.ModelAdmin):
+    list_display = ("name", "description")
+    search_fields = ("name",)
+    filter_horizontal = ("hosts",)

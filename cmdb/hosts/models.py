@@ -124,3 +124,18 @@ class Host(models.Model):
 
     def __str__(self):
         return f"{self.ip} ({self.hostname})" if self.hostname else self.ip
+
+
+class HostGroup(models.Model):
+    """A named set of hosts to target together (``--group web``)."""
+
+    name = models.SlugField("name", max_length=64, unique=True)
+    description = models.CharField("description", max_length=255, blank=True)
+    hosts = models.ManyToManyField(Host, related_name="groups", blank=True)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name = "host group"
+
+    def __str__(self):
+        return self.name

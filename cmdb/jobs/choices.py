@@ -6,6 +6,7 @@ from django.db import models
 
 class JobKindChoices(models.TextChoices):
     COMMAND = "command", "command"
+    COLLECT = "collect", "collect facts"
 
 
 class HostTaskStateChoices(models.TextChoices):

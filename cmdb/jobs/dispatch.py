@@ -6,7 +6,7 @@ that is down becomes BrokerUnavailable within seconds, with the job saying it wa
 
 import logging
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 import redis
@@ -16,7 +16,8 @@ from django.db import transaction
 from django.utils import timezone
 from kombu.exceptions import KombuError
 
-from cmdb.hosts.models import Host, TargetError
+from cmdb.assets.where import parse_all as parse_where
+from cmdb.hosts.models import Host, HostGroup, TargetError
 from cmdb.jobs import results
 from cmdb.jobs.choices import HostTaskStateChoices as State
 from cmdb.jobs.choices import JobKindChoices
@@ -26,7 +27,9 @@ from workers import config
 logger = logging.getLogger(__name__)
 
 E_EMPTY_COMMAND = "the command is empty"
-E_NO_TARGETS = "no target hosts given"
+E_NO_TARGETS = "no target hosts given (--hosts, --group or --where)"
+E_UNKNOWN_GROUP = "unknown group {name!r}"
+E_NO_MATCH = "no host matches the targets given"
 E_TIMEOUT_RANGE = "timeout must be between 1 and {max} seconds, not {value}"
 E_REACH_RANGE = "reach timeout must be between 1 and {max} seconds, not {value}"
 
@@ -77,17 +80,53 @@ class BrokerUnavailable(RuntimeError):
 
 @dataclass(frozen=True)
 class CommandRequest:
-    command: str
-    targets: list[str]
+    """What to run where. Targets are the union of ``targets`` (IPs or hostnames) and the
+    members of ``groups``, filtered by every ``where`` expression; with only ``where``, all
+    hosts are filtered."""
+
+    command: str = ""
+    targets: list[str] = field(default_factory=list)
     timeout: int | None = None
     reach_timeout: int | None = None
     requested_by: str = ""
+    kind: str = JobKindChoices.COMMAND
+    groups: list[str] = field(default_factory=list)
+    where: list[str] = field(default_factory=list)
+
+
+def _select_hosts(request: CommandRequest, problems: list[str]) -> list[Host]:
+    if not (request.targets or request.groups or request.where):
+        problems.append(E_NO_TARGETS)
+        return []
+    hosts: dict[int, Host] = {}
+    if request.targets:
+        try:
+            hosts.update((h.pk, h) for h in Host.objects.resolve(request.targets))
+        except TargetError as exc:
+            problems.extend(exc.problems)
+    if request.groups:
+        groups = {g.name: g for g in HostGroup.objects.filter(name__in=request.groups)}
+        problems.extend(E_UNKNOWN_GROUP.format(name=n) for n in request.groups if n not in groups)
+        for host in Host.objects.filter(groups__in=groups.values()):
+            hosts.setdefault(host.pk, host)
+    q, where_problems = parse_where(request.where)
+    problems.extend(where_problems)
+    if problems:
+        return []
+    if request.where:
+        base = Host.objects.all()
+        if request.targets or request.groups:
+            base = base.filter(pk__in=hosts)
+        hosts = {h.pk: h for h in base.filter(q).distinct()}
+    if not hosts:
+        problems.append(E_NO_MATCH)
+    return sorted(hosts.values(), key=lambda h: h.ip)
 
 
 def _validate(request: CommandRequest) -> tuple[list[Host], int, int]:
     cfg = settings.CMDB
     problems = []
-    if not request.command or not request.command.strip():
+    if request.kind == JobKindChoices.COMMAND and not (request.command or "").strip():
         problems.append(E_EMPTY_COMMAND)
     timeout = cfg["DEFAULT_TIMEOUT"] if request.timeout is None else request.timeout
     if not 1 <= timeout <= cfg["MAX_TIMEOUT"]:
@@ -95,14 +134,7 @@ def _validate(request: CommandRequest) -> tuple[list[Host], int, int]:
     reach = cfg["REACH_TIMEOUT"] if request.reach_timeout is None else request.reach_timeout
     if not 1 <= reach <= MAX_REACH_TIMEOUT:
         problems.append(E_REACH_RANGE.format(max=MAX_REACH_TIMEOUT, value=reach))
-    hosts = []
-    if not request.targets:
-        problems.append(E_NO_TARGETS)
-    else:
-        try:
-            hosts = Host.objects.resolve(request.targets)
-        except TargetError as exc:
-            problems.extend(exc.problems)
+    hosts = _select_hosts(request, problems)
     if problems:
         raise DispatchError(problems)
     return hosts, timeout, reach
@@ -119,8 +151,8 @@ def dispatch_command(request: CommandRequest, app: Celery) -> Job:
     now = timezone.now()
     with transaction.atomic(durable=True):
         job = Job.objects.create(
-            kind=JobKindChoices.COMMAND,
-            command=request.command,
+            kind=request.kind,
+            command=request.command if request.kind == JobKindChoices.COMMAND else request.kind,
             timeout=timeout,
             reach_timeout=reach,
             requested_by=request.requested_by,
@@ -141,8 +173,18 @@ def dispatch_command(request: CommandRequest, app: Celery) -> Job:
     return job
 
 
+#: The agent task for each job kind.
+AGENT_TASK = {
+    JobKindChoices.COMMAND: config.RUN_COMMAND,
+    JobKindChoices.COLLECT: config.COLLECT_FACTS,
+}
+
+
 def _spec(job: Job, task: HostTask, reply_queue: str) -> dict:
     cfg = settings.CMDB
+    if job.kind == JobKindChoices.COLLECT:
+        return {"job": str(job.pk), "host": task.ip, "reply_queue": reply_queue,
+                "timeout": job.timeout, "plugins": cfg["COLLECTORS"]}  # fmt: skip
     return {
         "job": str(job.pk),
         "host": task.ip,
@@ -157,7 +199,7 @@ def _spec(job: Job, task: HostTask, reply_queue: str) -> dict:
 
 def _send(app: Celery, producer, job: Job, task: HostTask, reply_queue: str, store) -> None:
     app.send_task(
-        config.RUN_COMMAND,
+        AGENT_TASK[job.kind],
         args=[_spec(job, task, reply_queue)],
         # What `celery events` and logs show; Celery's safe repr of every host's spec was a
         # tenth of the dispatch time.

@@ -208,7 +208,27 @@ def store_batch(started: Iterable[dict], finished: Iterable[dict]) -> int:
                 if applied:
                     changed[task.task_id] = (task, item if apply is _apply_result else {})
         _write(changed)
+        _store_facts([(task, p) for task, p in changed.values() if p.get("facts_report")])
     return len(changed)
+
+
+def _store_facts(collected: list[tuple[HostTask, dict]]) -> None:
+    """Asset rows and history for collect jobs' results (in the batch's transaction)."""
+    if not collected:
+        return
+    from cmdb.assets.store import store_report
+    from cmdb.hosts.models import Host
+
+    hosts = Host.objects.in_bulk([task.host_id for task, _ in collected if task.host_id])
+    for task, payload in collected:
+        host = hosts.get(task.host_id)
+        if host is None:
+            continue  # removed from the inventory meanwhile
+        try:
+            with transaction.atomic():  # a savepoint: one bad report spoils only itself
+                store_report(host, payload["facts_report"], job_id=task.job_id)
+        except (TypeError, ValueError, AttributeError, KeyError):
+            logger.exception("facts from %s could not be stored", task.ip)
 
 
 def store_result(payload: dict) -> int:

@@ -1,0 +1,1 @@
+"""Assets: what collectors report, normalised into rows with stable keys, and their history."""

@@ -1,0 +1,45 @@
+"""`manage.py groups [list|add NAME IP...|remove NAME [IP...]]`: named sets of hosts."""
+
+from django.core.management.base import BaseCommand, CommandError
+
+from cmdb.hosts.models import Host, HostGroup, TargetError
+
+
+class Command(BaseCommand):
+    help = "List host groups; add hosts to a group (made if new); remove hosts or a whole group."
+
+    def add_arguments(self, parser):
+        sub = parser.add_subparsers(dest="action")
+        sub.add_parser("list", help="groups and their hosts (the default)")
+        add = sub.add_parser("add", help="add hosts (IPs or hostnames) to a group")
+        add.add_argument("name")
+        add.add_argument("hosts", nargs="+")
+        remove = sub.add_parser("remove", help="remove hosts from a group, or the whole group")
+        remove.add_argument("name")
+        remove.add_argument("hosts", nargs="*")
+
+    def handle(self, *args, **opts):
+        action = opts.get("action") or "list"
+        if action == "list":
+            for group in HostGroup.objects.prefetch_related("hosts"):
+                ips = " ".join(h.ip for h in group.hosts.all())
+                self.stdout.write(f"{group.name:<20} {ips}")
+            return
+        try:
+            hosts = Host.objects.resolve(opts["hosts"]) if opts["hosts"] else []
+        except TargetError as exc:
+            raise CommandError(str(exc), returncode=2) from None
+        if action == "add":
+            group, _ = HostGroup.objects.get_or_create(name=opts["name"])
+            group.hosts.add(*hosts)
+            self.stdout.write(f"{group.name}: {group.hosts.count()} host(s)")
+            return
+        group = HostGroup.objects.filter(name=opts["name"]).first()
+        if group is None:
+            raise CommandError(f"unknown group {opts['name']!r}", returncode=2)
+        if hosts:
+            group.hosts.remove(*hosts)
+            self.stdout.write(f"{group.name}: {group.hosts.count()} host(s)")
+        else:
+            group.delete()
+            self.stdout.write(f"removed group {opts['name']}")

@@ -1,0 +1,69 @@
+"""What the `run` and `collect` commands share: target options, dispatch, exit codes."""
+
+import getpass
+
+from django.core.management.base import CommandError
+
+from cmdb.celery import app
+from cmdb.jobs.dispatch import BrokerUnavailable, CommandRequest, DispatchError, dispatch_command
+
+#: Exit codes scripts can rely on.
+EXIT_INVALID = 2
+EXIT_BROKER_DOWN = 3
+
+
+def add_target_arguments(parser) -> None:
+    parser.add_argument(
+        "--hosts",
+        nargs="+",
+        default=[],
+        metavar="HOST",
+        help="IP addresses or hostnames of known hosts",
+    )
+    parser.add_argument(
+        "--group",
+        dest="groups",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="every host of a named group (repeatable)",
+    )
+    parser.add_argument(
+        "--where",
+        action="append",
+        default=[],
+        metavar="EXPR",
+        help="filter on stored facts, e.g. os=debian or 'disk_free_pct<10' "
+        "(repeatable, ANDed; alone, filters every host)",
+    )
+    parser.add_argument(
+        "--timeout", type=int, default=None, help="seconds before the work is stopped on a host"
+    )
+    parser.add_argument(
+        "--reach-timeout",
+        type=int,
+        default=None,
+        help="seconds a host's agent has to pick the task up",
+    )
+
+
+def dispatch_from_options(command, opts: dict, kind: str, text: str = "") -> None:
+    request = CommandRequest(
+        command=text,
+        targets=opts["hosts"],
+        groups=opts["groups"],
+        where=opts["where"],
+        timeout=opts["timeout"],
+        reach_timeout=opts["reach_timeout"],
+        requested_by=f"cli:{getpass.getuser()}",
+        kind=kind,
+    )
+    try:
+        job = dispatch_command(request, app)
+    except DispatchError as exc:
+        raise CommandError(
+            "nothing dispatched:\n  " + "\n  ".join(exc.problems), returncode=EXIT_INVALID
+        ) from None
+    except BrokerUnavailable as exc:
+        raise CommandError(f"{exc}\njob id: {exc.job.id}", returncode=EXIT_BROKER_DOWN) from None
+    command.stdout.write(f"task id: {job.id}")
