@@ -86,8 +86,15 @@ def ping_nodes(app, names: list[str]) -> bool:
     return set(names) <= seen
 
 
+def startup_collections_done(count: int) -> bool:
+    from cmdb.jobs.models import HostTask
+
+    tasks = HostTask.objects.filter(job__requested_by__startswith="agent start")
+    return tasks.count() >= count and not tasks.filter(state__in=["pending", "running"]).exists()
+
+
 @pytest.fixture(scope="session")
-def fleet(run_dir, process_env):
+def fleet(run_dir, process_env, django_db_blocker):
     """The central worker and one agent per AGENT_IPS, up for the whole session."""
     from cmdb.celery import app
 
@@ -97,6 +104,15 @@ def fleet(run_dir, process_env):
         fleet.start_agent(ip)
     nodes = [f"central@{socket.gethostname()}", *(f"agent@{ip}" for ip in AGENT_IPS)]
     wait_for(lambda: ping_nodes(app, nodes), 90, f"{nodes} to answer pings", interval=0.5)
+    with django_db_blocker.unblock():
+        # Agents announce themselves and the server collects their facts: let that settle,
+        # then start the tests from an empty inventory.
+        wait_for(lambda: startup_collections_done(len(AGENT_IPS)), 90, "startup collections")
+        from cmdb.hosts.models import Host
+        from cmdb.jobs.models import Job
+
+        Job.objects.all().delete()
+        Host.objects.all().delete()
     yield fleet
     fleet.stop_all()
 

@@ -21,3 +21,18 @@ def register_agent(info: dict) -> None:
             info.get("agent"),
             info.get("ip"),
         )
+        return
+    if settings.CMDB["COLLECT_ON_START"]:
+        # A new or restarted agent: the CMDB learns what the host is (or became) at once.
+        from cmdb.celery import app
+        from cmdb.jobs.choices import JobKindChoices
+        from cmdb.jobs.dispatch import CommandRequest, dispatch_command
+
+        dispatch_command(
+            CommandRequest(
+                kind=JobKindChoices.COLLECT,
+                targets=[host.ip],
+                requested_by=f"agent start ({info.get('agent')})",
+            ),
+            app,
+        )
