@@ -1,0 +1,1 @@
+"""Web pages beyond the admin: the fleet dashboard and the live job page."""
