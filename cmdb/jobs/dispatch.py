@@ -63,11 +63,24 @@ BATCH_SIZE = 500
 
 
 class DispatchError(ValueError):
-    """The request is invalid; ``problems`` names each reason. Nothing was recorded."""
+    """The request is invalid; nothing was recorded.
 
-    def __init__(self, problems: list[str]):
-        self.problems = problems
-        super().__init__("; ".join(problems))
+    ``problems`` lists every reason in order; ``by_field`` groups them by the request field
+    they are about (command, timeout, reach_timeout, targets, groups, where), for the API.
+    """
+
+    def __init__(self, by_field: dict[str, list[str]]):
+        self.by_field = by_field
+        self.problems = [message for messages in by_field.values() for message in messages]
+        super().__init__("; ".join(self.problems))
+
+
+class Problems(dict):
+    """field -> messages, in the order found."""
+
+    def add(self, field_name: str, *messages: str) -> None:
+        if messages:
+            self.setdefault(field_name, []).extend(messages)
 
 
 class BrokerUnavailable(RuntimeError):
@@ -94,23 +107,24 @@ class CommandRequest:
     where: list[str] = field(default_factory=list)
 
 
-def _select_hosts(request: CommandRequest, problems: list[str]) -> list[Host]:
+def _select_hosts(request: CommandRequest, problems: Problems) -> list[Host]:
     if not (request.targets or request.groups or request.where):
-        problems.append(E_NO_TARGETS)
+        problems.add("targets", E_NO_TARGETS)
         return []
     hosts: dict[int, Host] = {}
     if request.targets:
         try:
             hosts.update((h.pk, h) for h in Host.objects.resolve(request.targets))
         except TargetError as exc:
-            problems.extend(exc.problems)
+            problems.add("targets", *exc.problems)
     if request.groups:
         groups = {g.name: g for g in HostGroup.objects.filter(name__in=request.groups)}
-        problems.extend(E_UNKNOWN_GROUP.format(name=n) for n in request.groups if n not in groups)
+        unknown = [E_UNKNOWN_GROUP.format(name=n) for n in request.groups if n not in groups]
+        problems.add("groups", *unknown)
         for host in Host.objects.filter(groups__in=groups.values()):
             hosts.setdefault(host.pk, host)
     q, where_problems = parse_where(request.where)
-    problems.extend(where_problems)
+    problems.add("where", *where_problems)
     if problems:
         return []
     if request.where:
@@ -119,21 +133,21 @@ def _select_hosts(request: CommandRequest, problems: list[str]) -> list[Host]:
             base = base.filter(pk__in=hosts)
         hosts = {h.pk: h for h in base.filter(q).distinct()}
     if not hosts:
-        problems.append(E_NO_MATCH)
+        problems.add("targets", E_NO_MATCH)
     return sorted(hosts.values(), key=lambda h: h.ip)
 
 
 def _validate(request: CommandRequest) -> tuple[list[Host], int, int]:
     cfg = settings.CMDB
-    problems = []
+    problems = Problems()
     if request.kind == JobKindChoices.COMMAND and not (request.command or "").strip():
-        problems.append(E_EMPTY_COMMAND)
+        problems.add("command", E_EMPTY_COMMAND)
     timeout = cfg["DEFAULT_TIMEOUT"] if request.timeout is None else request.timeout
     if not 1 <= timeout <= cfg["MAX_TIMEOUT"]:
-        problems.append(E_TIMEOUT_RANGE.format(max=cfg["MAX_TIMEOUT"], value=timeout))
+        problems.add("timeout", E_TIMEOUT_RANGE.format(max=cfg["MAX_TIMEOUT"], value=timeout))
     reach = cfg["REACH_TIMEOUT"] if request.reach_timeout is None else request.reach_timeout
     if not 1 <= reach <= MAX_REACH_TIMEOUT:
-        problems.append(E_REACH_RANGE.format(max=MAX_REACH_TIMEOUT, value=reach))
+        problems.add("reach_timeout", E_REACH_RANGE.format(max=MAX_REACH_TIMEOUT, value=reach))
     hosts = _select_hosts(request, problems)
     if problems:
         raise DispatchError(problems)

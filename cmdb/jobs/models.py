@@ -33,6 +33,12 @@ class Job(models.Model):
     class Meta:
         ordering = ["-created"]
         verbose_name = "job"
+        # Who may act on hosts, apart from who may read jobs (view_job).
+        permissions = [
+            ("run_command", "Can run commands on hosts"),
+            ("collect_facts", "Can collect facts from hosts"),
+            ("cancel_job", "Can cancel jobs"),
+        ]
 
     def __str__(self):
         return f"{self.id} {self.command[:60]}"

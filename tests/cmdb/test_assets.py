@@ -8,7 +8,7 @@ from cmdb.assets.models import Asset, Change, FactReport, HostFacts
 from cmdb.assets.store import store_report
 from cmdb.assets.where import parse
 from cmdb.hosts.models import Host
-from cmdb.jobs.dispatch import CommandRequest, DispatchError, _select_hosts
+from cmdb.jobs.dispatch import CommandRequest, DispatchError, Problems, _select_hosts
 from tests.factories import make_host
 
 pytestmark = pytest.mark.django_db
@@ -158,10 +158,10 @@ def test_where_narrows_explicit_targets_and_refuses_bad_expressions(host):
     store_report(host, report())
     store_report(other, report(**{"system.os_id": "centos"}))
 
-    assert _select_hosts(CommandRequest(where=["os=centos"]), []) == [other]
-    problems = []
+    assert _select_hosts(CommandRequest(where=["os=centos"]), Problems()) == [other]
+    problems = Problems()
     assert _select_hosts(CommandRequest(targets=["web1"], where=["os=centos"]), problems) == []
-    assert problems == ["no host matches the targets given"]
+    assert problems == {"targets": ["no host matches the targets given"]}
     with pytest.raises(DispatchError, match="unknown field 'colour'"):
         from cmdb.jobs.dispatch import _validate
 
