@@ -44,6 +44,8 @@ ALLOWED_HOSTS = [
 ]
 
 INSTALLED_APPS = [
+    # First, so that its admin templates (a dashboard link in the header) override the admin's.
+    "cmdb.web",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -61,7 +63,6 @@ INSTALLED_APPS = [
     "cmdb.jobs",
     "cmdb.assets",
     "cmdb.api",
-    "cmdb.web",
 ]
 
 MIDDLEWARE = [

@@ -25,6 +25,7 @@ from workers import config
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_HOSTS = ["127.0.1.1", "127.0.1.2", "127.0.1.3"]
+WEB_PORT = int(os.environ.get("CMDB_WEB_PORT", "8000"))
 
 
 def find_redis_server() -> str:
@@ -173,6 +174,24 @@ class Fleet:
             ],
         )
 
+    def start_web(self, port: int = 8000, workers: int = 2) -> subprocess.Popen:
+        # A real WSGI server; whitenoise serves the collected static files.
+        return self.spawn(
+            "web",
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "cmdb.wsgi:application",
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--workers",
+                str(workers),
+                "--timeout",
+                "60",
+            ],
+        )
+
     def start_agent(self, ip: str, concurrency: int = 2, extra_env: dict | None = None):
         return self.spawn(
             f"agent-{ip}",
@@ -276,19 +295,25 @@ def up(fleet: Fleet, hosts: list[str]) -> None:
     fleet.run_dir.mkdir(parents=True, exist_ok=True)
     if manage("migrate", "--no-input", "-v", "0", env=fleet.env) != 0:
         raise SystemExit("migrate failed")
+    if manage("collectstatic", "--no-input", "-v", "0", env=fleet.env) != 0:
+        raise SystemExit("collectstatic failed")
     _setup_django(fleet)
     from cmdb.hosts.models import Host
 
     # Rows left ONLINE by an earlier session must not pass for this session's agents.
     Host.objects.filter(ip__in=hosts).update(agent_status="unknown")
-    print("starting the central worker and beat")
+    print("starting the central worker, beat and the web server")
     fleet.start_central()
     fleet.start_beat()
+    fleet.start_web(WEB_PORT)
     for ip in hosts:
         print(f"starting agent on {ip}")
         fleet.start_agent(ip)
     wait_for_agents(hosts)
-    print(f"up: {len(hosts)} agents online; logs in {fleet.logs}; stop with `make down`")
+    print(
+        f"up: {len(hosts)} agents online; web at http://127.0.0.1:{WEB_PORT}/ (admin, "
+        f"/dashboard/, /api/docs/); logs in {fleet.logs}; stop with `make down`"
+    )
 
 
 def down(fleet: Fleet) -> None:

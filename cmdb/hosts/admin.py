@@ -4,6 +4,7 @@ from django.contrib import admin
 
 from cmdb.assets.admin import AssetInline, ChangeInline
 from cmdb.hosts.models import Host, HostGroup
+from cmdb.web import actions
 
 
 @admin.register(Host)
@@ -15,6 +16,13 @@ class HostAdmin(admin.ModelAdmin):
     # Written by agents' registrations, heartbeats and collections, not by people.
     readonly_fields = ("agent_status", "agent_name", "agent_pid", "last_seen", "created")
     inlines = [AssetInline, ChangeInline]
+    actions = [actions.run_command, actions.collect_facts]
+
+    def has_run_command_permission(self, request):
+        return request.user.has_perm("jobs.run_command")
+
+    def has_collect_facts_permission(self, request):
+        return request.user.has_perm("jobs.collect_facts")
 
     @admin.display(description="OS", ordering="facts__os")
     def os(self, host):

@@ -1,0 +1,84 @@
+"""The live job page and the fleet dashboard (staff only, server-rendered, no JavaScript)."""
+
+from collections import Counter
+
+from django.contrib import admin
+from django.contrib.admin.views.decorators import staff_member_required
+from django.contrib.auth.decorators import permission_required
+from django.db.models import Count, Q
+from django.shortcuts import get_object_or_404, render
+
+from cmdb.assets.models import HostFacts
+from cmdb.hosts.choices import AgentStatusChoices
+from cmdb.hosts.models import Host
+from cmdb.jobs import report
+from cmdb.jobs.choices import HostTaskStateChoices as State
+from cmdb.jobs.models import Job
+
+#: Seconds between reloads of a job page while any host has not finished.
+REFRESH_EVERY = 2
+
+
+@staff_member_required
+@permission_required("jobs.view_job", raise_exception=True)
+def job_detail(request, job_id):
+    job = get_object_or_404(Job, pk=job_id)
+    tasks = list(job.host_tasks.order_by("ip"))
+    done = all(t.is_terminal for t in tasks)
+    rows = [
+        {"task": t, "stdout": report._stream_text(t, "stdout"),
+         "stderr": report._stream_text(t, "stderr")}
+        for t in tasks
+    ]  # fmt: skip
+    return render(request, "web/job.html", {
+        **admin.site.each_context(request),
+        "title": f"Job {job.id}", "job": job, "rows": rows, "done": done,
+        "summary": report.summary(tasks), "refresh": None if done else REFRESH_EVERY,
+    })  # fmt: skip
+
+
+ROW = 26  # pixels per bar
+
+
+def bars(counts: dict[str, float], total: float | None = None, width: int = 300) -> dict:
+    """A horizontal bar chart: rows (label, value, bar width, y) and the SVG height."""
+    top = total or max(counts.values(), default=0) or 1
+    rows = [{"label": label, "value": value, "px": round(width * value / top), "y": ROW * i}
+            for i, (label, value) in enumerate(counts.items())]  # fmt: skip
+    return {"rows": rows, "height": ROW * max(len(rows), 1)}
+
+
+@staff_member_required
+def dashboard(request):
+    status = Counter(dict(Host.objects.values_list("agent_status").annotate(n=Count("id"))))
+    hosts = sum(status.values())
+    os_mix = Counter()
+    for os_id, version, n in HostFacts.objects.values_list("os", "os_version").annotate(
+        n=Count("id")
+    ):
+        os_mix[f"{os_id} {version}".strip() or "unknown"] += n
+    fullest = HostFacts.objects.filter(disk_free_pct__isnull=False).select_related("host")
+    fullest = fullest.order_by("disk_free_pct")[:10]
+    jobs = Job.objects.annotate(
+        total=Count("host_tasks"), ok=Count("host_tasks", filter=Q(host_tasks__state=State.OK))
+    ).order_by("-created")[:10]
+    fullest_rows = [
+        {
+            "host": f.host,
+            "free": f.disk_free_pct,
+            "y": ROW * i,
+            "px": round(3 * (100 - f.disk_free_pct)),
+        }
+        for i, f in enumerate(fullest)
+    ]
+    job_rows = [{"job": j, "px": round(200 * j.ok / j.total) if j.total else 0} for j in jobs]
+    context = {
+        **admin.site.each_context(request),
+        "title": "Fleet dashboard",
+        "hosts": hosts,
+        "status": bars({s.label: status.get(s.value, 0) for s in AgentStatusChoices}, hosts),
+        "os_mix": bars(dict(os_mix.most_common(10)), hosts, width=260),
+        "fullest": {"rows": fullest_rows, "height": ROW * max(len(fullest_rows), 1)},
+        "jobs": job_rows,
+    }
+    return render(request, "web/dashboard.html", context)

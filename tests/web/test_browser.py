@@ -1,0 +1,106 @@
+"""End to end in headless Chromium: log in, run a command on two hosts from the admin, see both
+outputs on the job page; open the dashboard. Screenshots go to test-output/."""
+
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from deploy.local import ROOT, Fleet, wait_for
+from tests.conftest import AGENT_IPS, free_port
+from tests.factories import make_host
+
+pytestmark = [pytest.mark.fleet, pytest.mark.django_db(transaction=True)]
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+OUTPUT = ROOT / "test-output"
+# No phoning home: this machine has no network beyond loopback.
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def web(run_dir, process_env, fleet):
+    """gunicorn serving the suite's database, with collected static files."""
+    web = Fleet(run_dir / "web", process_env)
+    subprocess.run([sys.executable, "manage.py", "collectstatic", "--no-input", "-v", "0"],
+                   cwd=ROOT, env=web.env, check=True)  # fmt: skip
+    port = free_port()
+    web.start_web(port, workers=2)
+    url = f"http://127.0.0.1:{port}"
+
+    def answers():
+        import urllib.request
+
+        try:
+            return urllib.request.urlopen(f"{url}/admin/login/", timeout=2).status == 200
+        except OSError:
+            return False
+
+    wait_for(answers, 60, "gunicorn to answer", interval=0.3)
+    yield url
+    web.stop_all()
+
+
+@pytest.fixture
+def browser():
+    if CHROMIUM is None:
+        pytest.fail("chromium is not installed (.ci/run installs Debian's chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def admin_user(fleet):
+    # Made before the browser starts: Playwright's sync API runs an event loop in this thread,
+    # and Django refuses database calls from there.
+    from django.contrib.auth.models import User
+
+    for ip in AGENT_IPS:
+        make_host(ip)
+    return User.objects.create_superuser("ops", "ops@example.invalid", "s3cret-for-tests")
+
+
+def test_run_a_command_from_the_admin_and_see_both_hosts(web, admin_user, browser):
+    OUTPUT.mkdir(exist_ok=True)
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(f"{web}/admin/login/")
+    page.fill("#id_username", "ops")
+    page.fill("#id_password", "s3cret-for-tests")
+    page.click("input[type=submit]")
+    page.goto(f"{web}/admin/hosts/host/")
+    for ip in AGENT_IPS:
+        page.locator("tr", has_text=ip).locator("input.action-select").check()
+    page.select_option("select[name=action]", "run_command")
+    page.click("button[name=index]")
+    page.fill("#id_command", "echo from-the-browser on $(hostname)")
+    page.click("#run-command")
+
+    page.wait_for_selector('#job-summary[data-done="true"]', timeout=60_000)
+    for ip in AGENT_IPS:
+        result = page.locator(f'.host-result[data-host="{ip}"]')
+        assert result.get_attribute("data-state") == "ok"
+        assert "from-the-browser on" in result.locator("pre.stdout").inner_text()
+    page.screenshot(path=str(OUTPUT / "job-page.png"), full_page=True)
+
+    # The same from the admin for facts, so the dashboard has something to chart.
+    page.goto(f"{web}/admin/hosts/host/")
+    page.locator("#action-toggle").check()
+    page.select_option("select[name=action]", "collect_facts")
+    page.click("button[name=index]")
+    page.wait_for_selector('#job-summary[data-done="true"]', timeout=60_000)
+    assert page.locator('.host-result[data-state="ok"]').count() == len(AGENT_IPS)
+
+    page.goto(f"{web}/dashboard/")
+    for chart in ("#chart-status", "#chart-os", "#chart-disks", "#chart-jobs"):
+        assert page.locator(chart).is_visible()
+    assert page.locator("#chart-disks svg g").count() == len(AGENT_IPS)
+    assert page.locator("#user-tools", has_text="Dashboard").is_visible()
+    assert "run_command" not in page.content()  # a page for people, not a debug dump
+    page.screenshot(path=str(OUTPUT / "dashboard.png"), full_page=True)
