@@ -101,6 +101,7 @@ def run_all(app, floor_app, fleet, shared, per_host, measure) -> dict:
     report["store_rate"] = measure.store_rate(app, count=int(os.environ.get("BENCH_BURST", 5000)))
     if per_host:
         report["agent_memory"] = measure.agent_memory(app, fleet, per_host[0])
+        report["collection"] = measure.collection_cost(app, per_host)
     report["targets"] = measure.targets(report)
     return report
 

@@ -195,6 +195,25 @@ def agent_memory(app, fleet, ip: str) -> dict:
     }
 
 
+def collection_cost(app, ips: list[str], reps: int = 3) -> dict:
+    """A fact collection on every host: agent-side time per host, end to end, report size."""
+    from cmdb.assets.models import FactReport
+    from cmdb.jobs.choices import JobKindChoices
+
+    per_host, whole, sizes = [], [], []
+    for _ in range(reps):
+        started = time.perf_counter()
+        job = dispatch_command(
+            CommandRequest(kind=JobKindChoices.COLLECT, targets=ips, reach_timeout=600), app
+        )
+        wait_job(job)
+        whole.append(time.perf_counter() - started)
+        per_host += list(HostTask.objects.filter(job=job).values_list("duration", flat=True))
+        sizes += list(FactReport.objects.filter(job=job).values_list("size_bytes", flat=True))
+    return {"hosts": len(ips), "agent_seconds_per_host": spread(per_host),
+            "job_seconds": spread(whole), "report_bytes": spread(sizes)}  # fmt: skip
+
+
 def targets(report: dict) -> dict:
     fan = report["fanout"]
     out = {}
