@@ -6,10 +6,8 @@ Writes bench/out/results.md and bench/out/results.json; bench/out/ is not commit
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from bench.topology import BenchFleet, host_ips, wait_for_nodes
@@ -19,21 +17,6 @@ OUT = ROOT / "bench" / "out"
 SIZES = [int(n) for n in os.environ.get("BENCH_SIZES", "1,10,50,200,1000").split(",")]
 REPS = {1: 7, 10: 7, 50: 5, 200: 5, 1000: 3}
 PER_HOST_SIZES = [n for n in SIZES if n <= 10]
-
-
-def spread(values: list[float]) -> dict:
-    return {
-        "median": statistics.median(values),
-        "min": min(values),
-        "max": max(values),
-        "n": len(values),
-    }
-
-
-def timed_process(argv: list[str], env: dict) -> float:
-    started = time.perf_counter()
-    subprocess.run(argv, cwd=ROOT, env=env, check=True, capture_output=True)
-    return time.perf_counter() - started
 
 
 def main() -> None:

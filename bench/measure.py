@@ -269,6 +269,13 @@ def markdown(report: dict) -> str:
             f"{mem['baseline_mib']:.1f} MiB -> peak {mem['peak_mib']:.1f} MiB "
             f"(**+{mem['growth_mib']:.1f} MiB**)."
         )
+    if "collection" in report:
+        col = report["collection"]
+        lines.append(
+            f"Fact collection: {col['agent_seconds_per_host']['median'] * 1000:.0f} ms per host on "
+            f"the agent, {col['job_seconds']['median']:.2f} s for a job on {col['hosts']} hosts "
+            f"end to end, reports of {col['report_bytes']['median'] / 1024:.1f} KiB."
+        )
     lines += [
         "",
         "Targets: "

@@ -1,10 +1,11 @@
 """The processes of a bench run: one Redis, our central worker and agents, the floor's workers."""
 
-import socket
-import sys
 from pathlib import Path
 
-from deploy.local import ROOT, Fleet, wait_for  # noqa: F401 (ROOT re-exported)
+from deploy.local import ROOT, Fleet, free_port, wait_for  # noqa: F401 (ROOT re-exported)
+
+#: Same scheduling for agents and the floor's workers.
+FAIR = ("--optimization", "fair")
 
 PER_HOST_MAX = 10
 
@@ -12,12 +13,6 @@ PER_HOST_MAX = 10
 def host_ips(prefix: str, count: int) -> list[str]:
     """127.<prefix>.x.y addresses: every one is a queue; none is ever contacted."""
     return [f"127.{prefix}.{i // 250}.{i % 250 + 1}" for i in range(count)]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class BenchFleet(Fleet):
@@ -36,49 +31,24 @@ class BenchFleet(Fleet):
                 "CMDB_LOGLEVEL": "WARNING",
                 # Bench hosts never get lost: keep the monitor out of the measurements' way.
                 "CMDB_AGENT_LOST_AFTER": "600",
-            # 1,010 queues register at start: collect on demand only (the bench measures it).
-            "CMDB_COLLECT_ON_START": "0",
+                # 1,010 queues register at start: collect on demand only (the bench measures it).
+                "CMDB_COLLECT_ON_START": "0",
             },
         )
         self.shared_ips = shared_ips
         self.per_host_ips = per_host_ips
-
-    def celery(self, name: str, app: str, queues: list[str], node: str, concurrency: int):
-        return self.spawn(
-            name,
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                app,
-                "worker",
-                "--queues",
-                ",".join(queues),
-                "--hostname",
-                node,
-                "--concurrency",
-                str(concurrency),
-                "--loglevel",
-                "WARNING",
-                "--without-gossip",
-                "--without-mingle",
-                "--optimization",
-                "fair",
-            ],
-        )
 
     def start_everything(self) -> list[str]:
         self.start_redis()
         self.start_central()
         nodes = []
         # One process for many hosts (the large sizes), same concurrency for both contenders.
-        self.celery("agent-shared", "workers", self.shared_ips, "agent@shared", 2)
-        self.celery("floor-shared", "bench.floor", self.shared_ips, "floor@shared", 2)
+        self.start_worker("agent-shared", "workers", self.shared_ips, "agent@shared", 2, *FAIR)
+        self.start_worker("floor-shared", "bench.floor", self.shared_ips, "floor@shared", 2, *FAIR)
         nodes += ["agent@shared", "floor@shared"]
         for ip in self.per_host_ips:
             self.start_agent(ip, concurrency=1)
-            self.celery(f"floor-{ip}", "bench.floor", [ip], f"floor@{ip}", 1)
+            self.start_worker(f"floor-{ip}", "bench.floor", [ip], f"floor@{ip}", 1, *FAIR)
             nodes += [f"agent@{ip}", f"floor@{ip}"]
         return nodes
 

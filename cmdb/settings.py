@@ -6,6 +6,7 @@ from pathlib import Path
 
 import dj_database_url
 
+from collectors import DEFAULT_PLUGINS
 from workers.config import celery_config
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -186,12 +187,5 @@ CMDB = {
     #: Collect facts from a host as soon as its agent announces itself.
     "COLLECT_ON_START": _env_bool("CMDB_COLLECT_ON_START", True),
     #: Collector plugins, name -> dotted path (agents import only paths under "collectors.").
-    "COLLECTORS": {
-        "system": "collectors.system.SystemCollector",
-        "cpu": "collectors.cpu.CpuCollector",
-        "memory": "collectors.memory.MemoryCollector",
-        "disks": "collectors.disks.DisksCollector",
-        "network": "collectors.network.NetworkCollector",
-        "hardware": "collectors.hardware.HardwareCollector",
-    },
+    "COLLECTORS": dict(DEFAULT_PLUGINS),
 }

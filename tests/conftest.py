@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from deploy.local import ROOT, Fleet, wait_for
+from deploy.local import ROOT, Fleet, free_port, wait_for
 
 AGENT_IPS = ["127.0.1.1", "127.0.1.2"]
 
@@ -24,12 +24,6 @@ TEST_ENV = {
     "CMDB_RESULT_GRACE": "10",
     "CMDB_LOGLEVEL": "INFO",
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

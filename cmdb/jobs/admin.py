@@ -1,6 +1,7 @@
 """Admin for jobs: read-only records of what was run where."""
 
 from django.contrib import admin
+from django.utils.html import format_html
 
 from cmdb.jobs.models import HostTask, Job
 
@@ -33,7 +34,13 @@ class HostTaskInline(ReadOnlyMixin, admin.TabularInline):
 
 @admin.register(Job)
 class JobAdmin(ReadOnlyMixin, admin.ModelAdmin):
-    list_display = ("id", "command", "requested_by", "created", "dispatch_error")
+    list_display = ("id", "kind", "command", "requested_by", "created", "results", "dispatch_error")
+    list_filter = ("kind", "created")
+
+    @admin.display(description="results")
+    def results(self, job):
+        return format_html('<a href="{}">live page</a>', job.get_absolute_url())
+
     search_fields = ("id", "command", "requested_by")
     date_hierarchy = "created"
     inlines = [HostTaskInline]

@@ -43,6 +43,12 @@ class Job(models.Model):
     def __str__(self):
         return f"{self.id} {self.command[:60]}"
 
+    def get_absolute_url(self):
+        # The live page: every host's output, monospaced, refreshing until all have finished.
+        from django.urls import reverse
+
+        return reverse("web:job", kwargs={"job_id": self.pk})
+
     @property
     def dispatched(self) -> bool:
         return self.dispatched_at is not None and not self.dispatch_error
