@@ -12,6 +12,8 @@ DEFAULT_CENTRAL_QUEUE = "cmdb.central"
 # task functions, so the names live here once.
 RUN_COMMAND = "workers.run_command"
 COLLECT_FACTS = "workers.collect_facts"
+PUSH_FILES = "workers.push_files"
+FETCH_FILE = "workers.fetch_file"
 STORE_RESULT = "cmdb.jobs.store_result"
 TASK_STARTED = "cmdb.jobs.task_started"
 REGISTER_AGENT = "cmdb.hosts.register_agent"

@@ -175,6 +175,45 @@ def _collect(spec: dict, cancelled) -> dict:
     return result
 
 
+def _transfer_result(outcome: dict, started: float, clock: float, **extra) -> dict:
+    """A push or fetch outcome as a host task payload: ok (verified, skipped, sent) or error."""
+    ok = outcome["outcome"] in ("verified", "skipped", "sent")
+    text = f"{outcome['outcome']}: {outcome.get('detail', '')}\n"
+    result = _refusal(runner.Outcome.OK if ok else runner.Outcome.ERROR,
+                      "" if ok else outcome.get("detail", "failed"))  # fmt: skip
+    result.update(
+        stdout=runner.StreamCapture(text, "", len(text.encode()), False).to_dict(),
+        exit_code=0 if ok else None, started_at=started, finished_at=time.time(),
+        duration=time.monotonic() - clock, transfer=outcome, **extra,
+    )  # fmt: skip
+    return result
+
+
+def _push(spec: dict, cancelled) -> dict:
+    # Imported here: an agent that never receives files does not load the module.
+    from workers import transfer
+
+    started, clock = time.time(), time.monotonic()
+    receive = transfer.receive_tree if spec.get("tree") else transfer.receive_file
+    kwargs = {"files": spec.get("files") or {}} if spec.get("tree") else {}
+    outcome = receive(
+        _redis(), spec["manifest"], spec["dest"], mode=spec.get("mode"), owner=spec.get("owner"),
+        root=os.environ.get("CMDB_AGENT_ROOT") or None, **kwargs,
+    )  # fmt: skip
+    return _transfer_result(outcome, started, clock)
+
+
+def _fetch(spec: dict, cancelled) -> dict:
+    from workers import transfer
+
+    started, clock = time.time(), time.monotonic()
+    outcome = transfer.send_file(
+        _redis(), spec["path"], root=os.environ.get("CMDB_AGENT_ROOT") or None
+    )
+    extra = {"fetch_manifest": outcome["manifest"]} if outcome.get("manifest") else {}
+    return _transfer_result(outcome, started, clock, **extra)
+
+
 def _host_task(self, spec, body, name: str) -> dict:
     """Run ``body`` for a host task; whatever happens, return a payload for the server."""
     queue = (self.request.delivery_info or {}).get("routing_key") or ""
@@ -211,6 +250,18 @@ def run_command(self, spec: dict) -> dict:
 def collect_facts(self, spec: dict) -> dict:
     """Collect this host's facts with the plugins the spec names (only ones under collectors.)."""
     return _host_task(self, spec, _collect, "collect_facts")
+
+
+@app.task(name=config.PUSH_FILES, bind=True, ignore_result=True, acks_late=False)
+def push_files(self, spec: dict) -> dict:
+    """Receive a pushed file or folder: verified by sha256, renamed into place atomically."""
+    return _host_task(self, spec, _push, "push_files")
+
+
+@app.task(name=config.FETCH_FILE, bind=True, ignore_result=True, acks_late=False)
+def fetch_file(self, spec: dict) -> dict:
+    """Send one of this host's files to the server, in chunks through the broker."""
+    return _host_task(self, spec, _fetch, "fetch_file")
 
 
 @worker_ready.connect

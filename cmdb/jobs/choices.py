@@ -7,6 +7,8 @@ from django.db import models
 class JobKindChoices(models.TextChoices):
     COMMAND = "command", "command"
     COLLECT = "collect", "collect facts"
+    PUSH = "push", "push files"
+    FETCH = "fetch", "fetch a file"
 
 
 class HostTaskStateChoices(models.TextChoices):

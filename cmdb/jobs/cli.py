@@ -47,8 +47,11 @@ def add_target_arguments(parser) -> None:
     )
 
 
-def dispatch_from_options(command, opts: dict, kind: str, text: str = "") -> None:
+def dispatch_from_options(
+    command, opts: dict, kind: str, text: str = "", params: dict | None = None
+) -> None:
     request = CommandRequest(
+        params=params or {},
         command=text,
         targets=opts["hosts"],
         groups=opts["groups"],

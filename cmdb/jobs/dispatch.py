@@ -30,6 +30,8 @@ E_EMPTY_COMMAND = "the command is empty"
 E_NO_TARGETS = "no target hosts given (--hosts, --group or --where)"
 E_UNKNOWN_GROUP = "unknown group {name!r}"
 E_NO_MATCH = "no host matches the targets given"
+E_BATCH = "batch must be a whole number of hosts, at least 1, not {value!r}"
+E_MAX_FAILURES = "max failures must be a whole number, at least 0, not {value!r}"
 E_TIMEOUT_RANGE = "timeout must be between 1 and {max} seconds, not {value}"
 E_REACH_RANGE = "reach timeout must be between 1 and {max} seconds, not {value}"
 
@@ -105,6 +107,8 @@ class CommandRequest:
     kind: str = JobKindChoices.COMMAND
     groups: list[str] = field(default_factory=list)
     where: list[str] = field(default_factory=list)
+    #: Kind-specific: "agent" (what the agent task gets), "batch", "max_failures", "to" ...
+    params: dict = field(default_factory=dict)
 
 
 def _select_hosts(request: CommandRequest, problems: Problems) -> list[Host]:
@@ -148,6 +152,12 @@ def _validate(request: CommandRequest) -> tuple[list[Host], int, int]:
     reach = cfg["REACH_TIMEOUT"] if request.reach_timeout is None else request.reach_timeout
     if not 1 <= reach <= MAX_REACH_TIMEOUT:
         problems.add("reach_timeout", E_REACH_RANGE.format(max=MAX_REACH_TIMEOUT, value=reach))
+    batch = request.params.get("batch")
+    if batch is not None and (not isinstance(batch, int) or batch < 1):
+        problems.add("batch", E_BATCH.format(value=batch))
+    max_failures = request.params.get("max_failures")
+    if max_failures is not None and (not isinstance(max_failures, int) or max_failures < 0):
+        problems.add("max_failures", E_MAX_FAILURES.format(value=max_failures))
     hosts = _select_hosts(request, problems)
     if problems:
         raise DispatchError(problems)
@@ -163,6 +173,9 @@ def dispatch_command(request: CommandRequest, app: Celery) -> Job:
     """
     hosts, timeout, reach = _validate(request)
     now = timezone.now()
+    # With a batch size, later batches wait unpublished (no reach deadline yet); the central
+    # worker sends each when the one before it has ended (cmdb.jobs.batches).
+    size = request.params.get("batch") or max(len(hosts), 1)
     with transaction.atomic(durable=True):
         job = Job.objects.create(
             kind=request.kind,
@@ -171,6 +184,7 @@ def dispatch_command(request: CommandRequest, app: Celery) -> Job:
             reach_timeout=reach,
             requested_by=request.requested_by,
             created=now,
+            params=request.params,
         )
         tasks = HostTask.objects.bulk_create(
             HostTask(
@@ -178,12 +192,13 @@ def dispatch_command(request: CommandRequest, app: Celery) -> Job:
                 host=host,
                 ip=host.ip,
                 task_id=str(uuid.uuid4()),
-                reach_deadline=now + timedelta(seconds=reach),
+                batch=i // size,
+                reach_deadline=now + timedelta(seconds=reach) if i < size else None,
             )
-            for host in hosts
+            for i, host in enumerate(hosts)
         )
     # Publish only once the rows are committed: a fast agent's result must find them.
-    publish(job, tasks, app)
+    publish(job, [t for t in tasks if t.batch == 0], app)
     return job
 
 
@@ -191,6 +206,8 @@ def dispatch_command(request: CommandRequest, app: Celery) -> Job:
 AGENT_TASK = {
     JobKindChoices.COMMAND: config.RUN_COMMAND,
     JobKindChoices.COLLECT: config.COLLECT_FACTS,
+    JobKindChoices.PUSH: config.PUSH_FILES,
+    JobKindChoices.FETCH: config.FETCH_FILE,
 }
 
 
@@ -199,6 +216,9 @@ def _spec(job: Job, task: HostTask, reply_queue: str) -> dict:
     if job.kind == JobKindChoices.COLLECT:
         return {"job": str(job.pk), "host": task.ip, "reply_queue": reply_queue,
                 "timeout": job.timeout, "plugins": cfg["COLLECTORS"]}  # fmt: skip
+    if job.kind in (JobKindChoices.PUSH, JobKindChoices.FETCH):
+        return {"job": str(job.pk), "host": task.ip, "reply_queue": reply_queue,
+                "timeout": job.timeout, **job.params.get("agent", {})}  # fmt: skip
     return {
         "job": str(job.pk),
         "host": task.ip,

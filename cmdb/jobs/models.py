@@ -29,6 +29,10 @@ class Job(models.Model):
     dispatch_error = models.TextField(
         "dispatch error", blank=True, help_text="Why the job was not (fully) dispatched."
     )
+    params = models.JSONField(
+        "parameters", default=dict, blank=True,
+        help_text="What the kind needs: push source and target, fetch path, batch size ...",
+    )  # fmt: skip
 
     class Meta:
         ordering = ["-created"]
@@ -105,6 +109,9 @@ class HostTask(models.Model):
         null=True,
         blank=True,
         help_text="Unreachable if no agent has started it by then.",
+    )
+    batch = models.PositiveIntegerField(
+        "batch", default=0, help_text="Deploys go batch by batch; later ones wait, unpublished."
     )
     started_at = models.DateTimeField("started", null=True, blank=True)
     finished_at = models.DateTimeField("finished", null=True, blank=True)

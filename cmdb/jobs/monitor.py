@@ -188,7 +188,18 @@ class Monitor:
                 )
         if not deaf:
             self.update_hosts(now, now_dt)
+        self.advance_batches()
         return counts
+
+    def advance_batches(self) -> None:
+        from cmdb.jobs import batches
+        from cmdb.jobs.dispatch import BrokerUnavailable
+
+        for job_id in batches.held_jobs():
+            try:
+                batches.advance(job_id, self.app)
+            except BrokerUnavailable:
+                logger.warning("next batch of job %s not sent: broker unreachable", job_id)
 
     def update_hosts(self, now: float, now_dt) -> None:
         from cmdb.hosts.choices import AgentStatusChoices as Status

@@ -209,7 +209,35 @@ def store_batch(started: Iterable[dict], finished: Iterable[dict]) -> int:
                     changed[task.task_id] = (task, item if apply is _apply_result else {})
         _write(changed)
         _store_facts([(task, p) for task, p in changed.values() if p.get("facts_report")])
+    # After the commit: a fetched file may be large, and the database must not wait for it.
+    _store_fetched([(task, p) for task, p in changed.values() if p.get("fetch_manifest")])
     return len(changed)
+
+
+def _store_fetched(fetched: list[tuple[HostTask, dict]]) -> None:
+    """Assemble files agents sent for fetch jobs into the job's folder, one folder per host."""
+    if not fetched:
+        return
+    from cmdb.celery import app
+    from cmdb.jobs.models import Job
+    from deploy.files import store_fetched
+
+    jobs = Job.objects.in_bulk({task.job_id for task, _ in fetched})
+    for task, payload in fetched:
+        params = jobs[task.job_id].params
+        try:
+            local = store_fetched(app, params["to"], task.ip, params["agent"]["path"],
+                                  payload["fetch_manifest"])  # fmt: skip
+        except Exception as exc:  # the host task must say why, whatever it was
+            logger.exception("fetched file from %s not stored", task.ip)
+            task.state, task.error = State.ERROR, f"not stored on the server: {exc}"
+        else:
+            sha = payload["fetch_manifest"].get("sha256", "")
+            task.stdout_head = (
+                f"fetched {payload['fetch_manifest'].get('size')} bytes, sha256 {sha} -> {local}\n"
+            )
+        with transaction.atomic():
+            _write({task.task_id: (task, payload)})
 
 
 def _store_facts(collected: list[tuple[HostTask, dict]]) -> None:

@@ -1,0 +1,58 @@
+"""Deploys in batches: send the next batch once the previous one has ended, or stop.
+
+A job dispatched with params {"batch": N, "max_failures": M} has its host tasks numbered by
+batch; only batch 0 is published at first. The central worker's monitor calls advance() on
+every sweep, so the next batch leaves at most one sweep interval after the last host of the
+previous one ended, whichever way it ended (result, timeout, unreachable, lost).
+"""
+
+from datetime import timedelta
+
+from django.db import transaction
+from django.utils import timezone
+
+from cmdb.jobs import results
+from cmdb.jobs.choices import HostTaskStateChoices as State
+from cmdb.jobs.models import HostTask, Job
+
+E_STOPPED = "not started: {failed} host(s) failed, more than the {limit} allowed (--max-failures)"
+
+
+def held_jobs() -> list:
+    """Jobs with host tasks still waiting for their batch."""
+    held = HostTask.objects.filter(
+        state=State.PENDING, reach_deadline__isnull=True, job__params__has_key="batch"
+    )
+    return list(held.values_list("job_id", flat=True).distinct())
+
+
+def advance(job_id, app) -> str:
+    """Publish the job's next batch, stop it, or leave it; returns which ("sent", ...)."""
+    from cmdb.jobs.dispatch import publish
+
+    with transaction.atomic():
+        job = Job.objects.select_for_update().get(pk=job_id)
+        tasks = list(HostTask.objects.select_for_update().filter(job=job))
+        held = [t for t in tasks if t.state == State.PENDING and t.reach_deadline is None]
+        released = [t for t in tasks if t not in held]
+        if not held or any(t.state in State.active() for t in released):
+            return "waiting"
+        failed = sum(t.state != State.OK for t in released)
+        limit = job.params.get("max_failures")
+        if limit is not None and failed > limit:
+            stop = [t.pk for t in held]
+            to_send = []
+        else:
+            stop = []
+            batch = min(t.batch for t in held)
+            to_send = [t for t in held if t.batch == batch]
+            deadline = timezone.now() + timedelta(seconds=job.reach_timeout)
+            HostTask.objects.filter(pk__in=[t.pk for t in to_send]).update(reach_deadline=deadline)
+            for task in to_send:
+                task.reach_deadline = deadline
+    if stop:
+        results.conclude(stop, State.CANCELLED, E_STOPPED.format(failed=failed, limit=limit),
+                         only_from={State.PENDING})  # fmt: skip
+        return "stopped"
+    publish(job, to_send, app)
+    return "sent"

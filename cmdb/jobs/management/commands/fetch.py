@@ -1,0 +1,25 @@
+"""`manage.py fetch PATH --hosts ... --to DIR`: copy a file from each host to DIR/<ip>/."""
+
+from pathlib import Path
+
+from django.core.management.base import BaseCommand, CommandError
+
+from cmdb.jobs.choices import JobKindChoices
+from cmdb.jobs.cli import EXIT_INVALID, add_target_arguments, dispatch_from_options
+
+
+class Command(BaseCommand):
+    help = "Fetch a file from each host into DIR/<host ip>/, verified by sha256."
+
+    def add_arguments(self, parser):
+        parser.add_argument("path", help="absolute path of the file on the hosts")
+        add_target_arguments(parser)
+        parser.add_argument("--to", required=True, help="local folder (one subfolder per host)")
+
+    def handle(self, *args, **opts):
+        if not opts["path"].startswith("/"):
+            raise CommandError(f"{opts['path']!r}: give an absolute path",
+                               returncode=EXIT_INVALID)  # fmt: skip
+        # The central worker writes the files: it needs the folder as an absolute path.
+        params = {"agent": {"path": opts["path"]}, "to": str(Path(opts["to"]).resolve())}
+        dispatch_from_options(self, opts, JobKindChoices.FETCH, params=params)

@@ -1,0 +1,72 @@
+"""The server's side of push and fetch: upload what is pushed, assemble what is fetched.
+
+Files travel as content-addressed chunks through the broker's Redis (workers.transfer says
+why); the agent task message carries only the manifest.
+"""
+
+import os
+import tempfile
+from pathlib import Path
+
+from workers import transfer
+
+E_NO_SOURCE = "nothing to push at {path} (no such file or folder)"
+E_BAD_MODE = "--mode {mode!r} is not an octal file mode such as 0644"
+
+
+def broker_client(app):
+    """kombu's Redis client for the broker, kept open by the caller's connection."""
+    conn = app.connection_for_write()
+    return conn, conn.default_channel.client
+
+
+def parse_mode(mode: str | None) -> int | None:
+    if mode is None:
+        return None
+    try:
+        value = int(mode, 8)
+    except ValueError:
+        raise ValueError(E_BAD_MODE.format(mode=mode)) from None
+    if not 0 <= value <= 0o7777:
+        raise ValueError(E_BAD_MODE.format(mode=mode))
+    return value
+
+
+def prepare_push(
+    app, source: str, dest: str, mode: str | None = None, owner: str | None = None
+) -> dict:
+    """Upload ``source`` (a file, or a folder as one archive); return the job's params."""
+    path = Path(source)
+    if not path.exists():
+        raise FileNotFoundError(E_NO_SOURCE.format(path=source))
+    agent = {"dest": dest, "mode": parse_mode(mode), "owner": owner, "tree": path.is_dir()}
+    conn, client = broker_client(app)
+    with conn:
+        if path.is_dir():
+            archive, files = transfer.pack_tree(str(path))
+            with archive:
+                agent["manifest"] = transfer.put_blob(client, archive)
+            agent["files"] = files
+        else:
+            with open(path, "rb") as f:
+                agent["manifest"] = transfer.put_blob(client, f)
+    return {"agent": agent, "source": str(path.resolve())}
+
+
+def store_fetched(app, to: str, ip: str, remote_path: str, manifest: dict) -> str:
+    """Write a fetched file to ``to/<ip>/<name>``, verified; return the local path."""
+    folder = Path(to) / ip
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / (os.path.basename(remote_path.rstrip("/")) or "file")
+    conn, client = broker_client(app)
+    with conn:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                transfer.get_blob(client, manifest, f)
+            os.replace(tmp, target)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        transfer.delete_blob(client, manifest)
+    return str(target)
