@@ -34,6 +34,7 @@ lint: venv
 
 bench: venv
 	$(PY) -m bench
+	$(PY) -m bench.push
 
 clean: down
 	rm -rf .run

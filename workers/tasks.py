@@ -208,8 +208,9 @@ def _fetch(spec: dict, cancelled) -> dict:
 
     started, clock = time.time(), time.monotonic()
     outcome = transfer.send_file(
-        _redis(), spec["path"], root=os.environ.get("CMDB_AGENT_ROOT") or None
-    )
+        _redis(), spec["path"], root=os.environ.get("CMDB_AGENT_ROOT") or None,
+        namespace=f"fetch-{spec.get('job')}-{spec.get('host')}",
+    )  # fmt: skip
     extra = {"fetch_manifest": outcome["manifest"]} if outcome.get("manifest") else {}
     return _transfer_result(outcome, started, clock, **extra)
 

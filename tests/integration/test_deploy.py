@@ -1,0 +1,207 @@
+"""Push and fetch through real agents, each with its own root folder on this one machine."""
+
+import hashlib
+import io
+import json
+import os
+import stat
+import tarfile
+
+import pytest
+
+from cmdb.jobs.models import HostTask
+from deploy.local import wait_for
+from tests.conftest import ping_nodes
+from tests.factories import make_host
+from tests.integration.test_core_loop import ID_LINE, wait_job
+
+pytestmark = [pytest.mark.fleet, pytest.mark.django_db(transaction=True)]
+
+IPS = ["127.0.1.61", "127.0.1.62", "127.0.1.63"]
+MB = 1 << 20
+
+
+@pytest.fixture(scope="module")
+def roots(fleet, tmp_path_factory, django_db_blocker):
+    """Three agents, each seeing its own folder as "/" for pushes and fetches."""
+    from cmdb.celery import app
+
+    base = tmp_path_factory.mktemp("roots")
+    roots = {ip: base / ip for ip in IPS}
+    for ip, root in roots.items():
+        root.mkdir()
+        fleet.start_agent(ip, concurrency=1, extra_env={"CMDB_AGENT_ROOT": str(root)})
+    nodes = [f"agent@{ip}" for ip in IPS]
+    wait_for(lambda: ping_nodes(app, nodes), 90, "the deploy agents", interval=0.5)
+    yield roots
+    for ip in IPS:
+        fleet.stop(f"agent-{ip}")
+
+
+@pytest.fixture
+def hosts(roots):
+    return [make_host(ip) for ip in IPS]
+
+
+def sha(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(MB), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def run_job(manage, *args, expect=(0,)) -> dict:
+    out = manage(*args)
+    assert out.returncode == 0, out.stderr
+    data, code = wait_job(manage, ID_LINE.search(out.stdout).group(1), timeout=180)
+    assert code in expect, json.dumps(data, indent=1)[:3000]
+    return data
+
+
+def outcomes(data) -> dict:
+    return {h["host"]: (h["state"], h["stdout"]["head"].split(":")[0]) for h in data["hosts"]}
+
+
+def test_a_50_mb_file_reaches_three_hosts_verified_then_a_rerun_is_skipped(
+    manage, hosts, roots, tmp_path
+):
+    source = tmp_path / "big.bin"
+    with open(source, "wb") as f:
+        for _ in range(50):
+            f.write(os.urandom(MB))
+
+    data = run_job(manage, "push", str(source), "/opt/app/big.bin", "--hosts", *IPS,
+                   "--mode", "0640")  # fmt: skip
+
+    assert outcomes(data) == {ip: ("ok", "verified") for ip in IPS}
+    for root in roots.values():
+        target = root / "opt/app/big.bin"
+        assert sha(target) == sha(source)
+        assert stat.S_IMODE(target.stat().st_mode) == 0o640
+    again = run_job(manage, "push", str(source), "/opt/app/big.bin", "--hosts", *IPS)
+    assert outcomes(again) == {ip: ("ok", "skipped") for ip in IPS}
+
+
+def test_a_corrupted_transfer_is_detected_and_the_old_file_kept(manage, hosts, roots, tmp_path):
+    from cmdb.celery import app
+    from deploy.files import broker_client
+    from workers import transfer
+
+    old, new = tmp_path / "v1.conf", tmp_path / "v2.conf"
+    old.write_bytes(b"version = 1\n" * 1000)
+    new.write_bytes(b"version = 2\n" * 300000)  # several chunks
+    run_job(manage, "push", str(old), "/etc/app/app.conf", "--hosts", IPS[0])
+    conn, client = broker_client(app)
+    with conn, open(new, "rb") as f:
+        manifest = transfer.put_blob(client, f)
+        client.set(f"cmdb:blob:{manifest['sha256']}:1", b"x" * manifest["chunk_size"])
+
+    # The same content is not uploaded again (content-addressed): the agent gets the bad chunk.
+    data = run_job(manage, "push", str(new), "/etc/app/app.conf", "--hosts", IPS[0], expect=(1,))
+
+    host = data["hosts"][0]
+    assert host["state"] == "error" and "checksum mismatch" in host["error"]
+    target = roots[IPS[0]] / "etc/app/app.conf"
+    assert target.read_bytes() == old.read_bytes()
+    assert sorted(p.name for p in target.parent.iterdir()) == ["app.conf"]  # no temp left
+
+
+def test_a_folder_travels_as_one_archive_and_reruns_are_skipped(manage, hosts, roots, tmp_path):
+    release = tmp_path / "release"
+    (release / "bin").mkdir(parents=True)
+    (release / "bin/app").write_text("#!/bin/sh\necho app\n")
+    (release / "README").write_text("release 42\n")
+
+    data = run_job(manage, "push", str(release), "/opt/app/releases/42", "--hosts", *IPS[:2])
+
+    assert outcomes(data) == {ip: ("ok", "verified") for ip in IPS[:2]}
+    for ip in IPS[:2]:
+        assert (roots[ip] / "opt/app/releases/42/bin/app").read_text() == "#!/bin/sh\necho app\n"
+    again = run_job(manage, "push", str(release), "/opt/app/releases/42", "--hosts", *IPS[:2])
+    assert outcomes(again) == {ip: ("ok", "skipped") for ip in IPS[:2]}
+
+
+def test_an_archive_with_dotdot_is_refused_and_nothing_is_written(fleet, hosts, roots):
+    from cmdb.celery import app
+    from cmdb.jobs.choices import JobKindChoices
+    from cmdb.jobs.dispatch import CommandRequest, dispatch_command
+    from deploy.files import broker_client
+    from workers import transfer
+
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w") as tar:
+        for name, body in (("ok.txt", b"fine\n"), ("../escaped.txt", b"evil\n")):
+            info = tarfile.TarInfo(name)
+            info.size = len(body)
+            tar.addfile(info, io.BytesIO(body))
+    archive.seek(0)
+    conn, client = broker_client(app)
+    with conn:
+        manifest = transfer.put_blob(client, archive)
+    agent = {"dest": "/srv/site", "tree": True, "files": {"ok.txt": "0" * 64},
+             "manifest": manifest, "mode": None, "owner": None}  # fmt: skip
+    job = dispatch_command(
+        CommandRequest(kind=JobKindChoices.PUSH, targets=[IPS[2]], params={"agent": agent}), app
+    )
+
+    task = wait_for(
+        lambda: HostTask.objects.filter(job=job, state__in=["ok", "error"]).first(), 60, "push"
+    )
+    assert task.state == "error" and "unsafe archive member" in task.error
+    root = roots[IPS[2]]
+    assert not (root / "srv").exists() and not (root / "escaped.txt").exists()
+    assert not (root.parent / "escaped.txt").exists()
+
+
+def test_batches_stop_once_too_many_hosts_failed(manage, hosts, roots, tmp_path):
+    source = tmp_path / "app.conf"
+    source.write_text("x = 1\n")
+    blocker = roots[IPS[0]] / "data"
+    blocker.write_text("a file where a folder should be\n")  # this host's push will fail
+    try:
+        data = run_job(manage, "push", str(source), "/data/app.conf", "--hosts", *IPS,
+                       "--batch", "1", "--max-failures", "0", expect=(1,))  # fmt: skip
+    finally:
+        blocker.unlink()
+
+    states = {h["host"]: (h["state"], h["error"]) for h in data["hosts"]}
+    assert states[IPS[0]][0] == "error"
+    for ip in IPS[1:]:
+        assert states[ip][0] == "cancelled"
+        assert "1 host(s) failed, more than the 0 allowed" in states[ip][1]
+        assert not (roots[ip] / "data/app.conf").exists()
+
+
+def test_batches_go_one_after_another(manage, hosts, roots, tmp_path):
+    source = tmp_path / "motd"
+    source.write_text("hello\n")
+
+    data = run_job(manage, "push", str(source), "/etc/motd", "--hosts", *IPS, "--batch", "2")
+
+    assert outcomes(data) == {ip: ("ok", "verified") for ip in IPS}
+    tasks = {t.ip: t for t in HostTask.objects.filter(job_id=data["job"]["id"])}
+    # The last batch started only after the first had ended.
+    assert tasks[IPS[2]].started_at >= max(tasks[ip].finished_at for ip in IPS[:2])
+
+
+def test_fetch_copies_each_hosts_file_into_its_own_folder(manage, hosts, roots, tmp_path):
+    for ip, root in roots.items():
+        (root / "var/log").mkdir(parents=True, exist_ok=True)
+        (root / "var/log/app.log").write_text(f"log of {ip}\n")
+    to = tmp_path / "logs"
+
+    data = run_job(manage, "fetch", "/var/log/app.log", "--hosts", *IPS, "--to", str(to))
+
+    assert {h["state"] for h in data["hosts"]} == {"ok"}
+    for ip in IPS:
+        assert (to / ip / "app.log").read_text() == f"log of {ip}\n"
+    # The same content on every host: each copy still arrives.
+    for root in roots.values():
+        (root / "var/log/same.log").write_text("identical everywhere\n")
+    same = run_job(manage, "fetch", "/var/log/same.log", "--hosts", *IPS, "--to", str(to))
+    assert {h["state"] for h in same["hosts"]} == {"ok"}
+    assert all((to / ip / "same.log").read_text() == "identical everywhere\n" for ip in IPS)
+    missing = run_job(manage, "fetch", "/var/log/nope.log", "--hosts", IPS[0], "--to", str(to),
+                      expect=(1,))  # fmt: skip
+    assert missing["hosts"][0]["state"] == "error"
