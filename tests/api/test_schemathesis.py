@@ -51,24 +51,12 @@ def api_server(fleet, process_env, tmp_path):
     """gunicorn serving the project on 127.0.0.1:<free port>, as `make up` does."""
     port = free_port()
     web = Fleet(tmp_path / "web", process_env)
-    argv = [
-        sys.executable,
-        "-m",
-        "gunicorn",
-        "cmdb.wsgi:application",
-        "--bind",
-        f"127.0.0.1:{port}",
-        "--workers",
-        "3",
-        "--timeout",
-        "30",
-    ]
-    proc = web.spawn("gunicorn", argv)
+    proc = web.start_web(port, workers=3)
     url = f"http://127.0.0.1:{port}"
 
     def answering() -> bool:
         if proc.poll() is not None:
-            raise RuntimeError((web.logs / "gunicorn.log").read_text())
+            raise RuntimeError((web.logs / "web.log").read_text())
         try:
             urllib.request.urlopen(f"{url}/api/", timeout=2)
         except urllib.error.HTTPError:
@@ -80,7 +68,7 @@ def api_server(fleet, process_env, tmp_path):
     wait_for(answering, 60, "gunicorn to answer", interval=0.2)
     yield url
     web.stop_all()
-    server_log = (web.logs / "gunicorn.log").read_text()
+    server_log = (web.logs / "web.log").read_text()
     assert "Traceback" not in server_log, server_log
 
 
