@@ -308,7 +308,10 @@ def up(fleet: Fleet, hosts: list[str]) -> None:
     fleet.start_web(WEB_PORT)
     for ip in hosts:
         print(f"starting agent on {ip}")
-        fleet.start_agent(ip)
+        # Demo hosts share this machine: each sees its own folder as "/" for push and fetch.
+        root = fleet.run_dir / "hosts" / ip
+        root.mkdir(parents=True, exist_ok=True)
+        fleet.start_agent(ip, extra_env={"CMDB_AGENT_ROOT": str(root)})
     wait_for_agents(hosts)
     print(
         f"up: {len(hosts)} agents online; web at http://127.0.0.1:{WEB_PORT}/ (admin, "
@@ -366,6 +369,10 @@ def demo(fleet: Fleet) -> None:
         "  python manage.py cancel ID                      # stop what has not finished\n"
         "  python manage.py collect --where os=debian      # facts again, by stored facts\n"
         "  python manage.py changes --since 1d             # what changed on the fleet\n"
+        "  python manage.py push README.md /etc/demo/README --hosts 127.0.1.1 127.0.1.2\n"
+        "                                                  # lands in .run/hosts/<ip>/etc/demo\n"
+        "  python manage.py fetch /etc/demo/README --hosts 127.0.1.1 --to /tmp/fetched\n"
+        f"  web: http://127.0.0.1:{WEB_PORT}/ after `python manage.py createsuperuser`\n"
         f"  logs: {fleet.logs}    stop everything: make down"
     )
     if code != 0:
