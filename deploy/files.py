@@ -70,3 +70,37 @@ def store_fetched(app, to: str, ip: str, remote_path: str, manifest: dict) -> st
                 os.unlink(tmp)
         transfer.delete_blob(client, manifest)
     return str(target)
+
+
+def release_finished_pushes(app) -> int:
+    """Delete the blobs of push jobs that have ended: Redis is a broker, not a file store.
+
+    A blob shared with a push still running (same content) is kept for that one, which
+    releases it when it ends. Returns how many blobs were deleted.
+    """
+    from cmdb.jobs.choices import HostTaskStateChoices as State
+    from cmdb.jobs.choices import JobKindChoices
+    from cmdb.jobs.models import Job
+
+    unreleased = Job.objects.filter(kind=JobKindChoices.PUSH).exclude(params__has_key="released")
+    running = set(
+        unreleased.filter(host_tasks__state__in=State.active()).values_list("pk", flat=True)
+    )
+    busy = {j.params["agent"]["manifest"]["sha256"] for j in unreleased if j.pk in running}
+    released = 0
+    quiet = int(os.environ.get("CMDB_BLOB_RELEASE_AFTER", "60"))
+    for job in unreleased.exclude(pk__in=running):
+        manifest = job.params.get("agent", {}).get("manifest")
+        if manifest and manifest["sha256"] not in busy:
+            conn, client = broker_client(app)
+            with conn:
+                meta = f"cmdb:{manifest.get('namespace', 'blob')}:{manifest['sha256']}:meta"
+                # A push being prepared now reuses (and refreshes) the same blob before its
+                # job exists: leave blobs touched within the last `quiet` seconds alone.
+                if client.ttl(meta) > transfer.BLOB_TTL - quiet:
+                    continue
+                transfer.delete_blob(client, manifest)
+            released += 1
+        job.params["released"] = True
+        Job.objects.filter(pk=job.pk).update(params=job.params)
+    return released

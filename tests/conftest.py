@@ -23,6 +23,7 @@ TEST_ENV = {
     "CMDB_AGENT_LOST_AFTER": "6",
     "CMDB_RESULT_GRACE": "10",
     "CMDB_LOGLEVEL": "INFO",
+    "CMDB_BLOB_RELEASE_AFTER": "1",
 }
 
 

@@ -189,6 +189,9 @@ class Monitor:
         if not deaf:
             self.update_hosts(now, now_dt)
         self.advance_batches()
+        from deploy.files import release_finished_pushes
+
+        release_finished_pushes(self.app)
         return counts
 
     def advance_batches(self) -> None:

@@ -81,6 +81,14 @@ def test_a_50_mb_file_reaches_three_hosts_verified_then_a_rerun_is_skipped(
         assert stat.S_IMODE(target.stat().st_mode) == 0o640
     again = run_job(manage, "push", str(source), "/opt/app/big.bin", "--hosts", *IPS)
     assert outcomes(again) == {ip: ("ok", "skipped") for ip in IPS}
+    # Once the pushes have ended, the central worker deletes the chunks from Redis.
+    from cmdb.celery import app
+    from deploy.files import broker_client
+
+    conn, client = broker_client(app)
+    with conn:
+        meta = f"cmdb:blob:{sha(source)}:meta"
+        wait_for(lambda: not client.exists(meta), 30, "the blob to be released")
 
 
 def test_a_corrupted_transfer_is_detected_and_the_old_file_kept(manage, hosts, roots, tmp_path):
