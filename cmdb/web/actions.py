@@ -1,5 +1,7 @@
 """Admin actions on hosts: run a command, collect facts. Both land on the live job page."""
 
+import tempfile
+
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.shortcuts import redirect
@@ -8,10 +10,11 @@ from django.template.response import TemplateResponse
 from cmdb.celery import app
 from cmdb.jobs.choices import JobKindChoices
 from cmdb.jobs.dispatch import BrokerUnavailable, CommandRequest, DispatchError, dispatch_command
-from cmdb.web.forms import RunCommandForm
+from cmdb.web.forms import PushFileForm, RunCommandForm
+from deploy.files import prepare_push
 
 
-def _dispatch(modeladmin, request, queryset, kind: str, command: str = "", timeout=None):
+def _dispatch(modeladmin, request, queryset, kind: str, command="", timeout=None, params=None):
     try:
         job = dispatch_command(
             CommandRequest(
@@ -20,6 +23,7 @@ def _dispatch(modeladmin, request, queryset, kind: str, command: str = "", timeo
                 targets=list(queryset.values_list("ip", flat=True)),
                 timeout=timeout,
                 requested_by=request.user.get_username(),
+                params=params or {},
             ),
             app,
         )
@@ -40,16 +44,39 @@ def run_command(modeladmin, request, queryset):
             modeladmin, request, queryset, JobKindChoices.COMMAND,
             form.cleaned_data["command"], form.cleaned_data["timeout"],
         )  # fmt: skip
-    return TemplateResponse(request, "web/run_command.html", {
-        **modeladmin.admin_site.each_context(request),
-        "title": "Run command",
-        "form": form,
-        "hosts": queryset,
-        "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
-        "opts": modeladmin.model._meta,
-    })  # fmt: skip
+    return _form_page(modeladmin, request, queryset, "web/run_command.html", "Run command",
+                      form, "run_command")  # fmt: skip
 
 
 @admin.action(description="Collect facts from selected hosts", permissions=["collect_facts"])
 def collect_facts(modeladmin, request, queryset):
     return _dispatch(modeladmin, request, queryset, JobKindChoices.COLLECT)
+
+
+def _form_page(modeladmin, request, queryset, template: str, title: str, form, action: str):
+    return TemplateResponse(request, template, {
+        **modeladmin.admin_site.each_context(request),
+        "title": title, "form": form, "hosts": queryset, "action": action,
+        "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME, "opts": modeladmin.model._meta,
+    })  # fmt: skip
+
+
+@admin.action(description="Push a file to selected hosts", permissions=["run_command"])
+def push_file(modeladmin, request, queryset):
+    """Pushing files is as powerful as running commands, so it takes the same permission."""
+    applying = "apply" in request.POST
+    form = PushFileForm(request.POST if applying else None, request.FILES if applying else None)
+    if not (applying and form.is_valid()):
+        return _form_page(modeladmin, request, queryset, "web/push_file.html", "Push a file",
+                          form, "push_file")  # fmt: skip
+    upload, data = form.cleaned_data["file"], form.cleaned_data
+    # Large uploads are already on disk; small ones are copied to one, as the push reads twice.
+    with tempfile.NamedTemporaryFile(suffix=f"-{upload.name}") as tmp:
+        for chunk in upload.chunks():
+            tmp.write(chunk)
+        tmp.flush()
+        params = prepare_push(app, tmp.name, data["dest"], data["mode"] or None)
+    for name in ("batch", "max_failures"):
+        if data[name] is not None:
+            params[name] = data[name]
+    return _dispatch(modeladmin, request, queryset, JobKindChoices.PUSH, params=params)

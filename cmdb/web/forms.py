@@ -20,3 +20,22 @@ class RunCommandForm(forms.Form):
         if value > settings.CMDB["MAX_TIMEOUT"]:
             raise forms.ValidationError(f"at most {settings.CMDB['MAX_TIMEOUT']} seconds")
         return value
+
+
+class PushFileForm(forms.Form):
+    file = forms.FileField(help_text="Sent once, in chunks; each host verifies its sha256.")
+    dest = forms.CharField(
+        label="target path", widget=forms.TextInput(attrs={"size": 60}),
+        help_text="Absolute path on the hosts; written beside it, then renamed into place.",
+    )  # fmt: skip
+    mode = forms.RegexField(regex=r"^0?[0-7]{3,4}$", required=False, help_text="e.g. 0644")
+    batch = forms.IntegerField(min_value=1, required=False, help_text="hosts at a time")
+    max_failures = forms.IntegerField(
+        min_value=0, required=False, help_text="stop once more hosts than this have failed"
+    )
+
+    def clean_dest(self):
+        value = self.cleaned_data["dest"]
+        if not value.startswith("/"):
+            raise forms.ValidationError("give an absolute path")
+        return value

@@ -67,7 +67,9 @@ def admin_user(fleet):
     return User.objects.create_superuser("ops", "ops@example.invalid", "s3cret-for-tests")
 
 
-def test_run_a_command_from_the_admin_and_see_both_hosts(web, admin_user, browser):
+def test_run_a_command_from_the_admin_and_see_both_hosts(web, admin_user, browser, tmp_path):
+    # Both session agents write to this one machine without a root folder: a fresh target.
+    pushed_to = tmp_path / "pushed"
     OUTPUT.mkdir(exist_ok=True)
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     page.goto(f"{web}/admin/login/")
@@ -96,6 +98,27 @@ def test_run_a_command_from_the_admin_and_see_both_hosts(web, admin_user, browse
     page.click("button[name=index]")
     page.wait_for_selector('#job-summary[data-done="true"]', timeout=60_000)
     assert page.locator('.host-result[data-state="ok"]').count() == len(AGENT_IPS)
+
+    # And a file, uploaded through the admin, verified on both hosts.
+    source = OUTPUT / "pushed-from-the-browser.txt"
+    source.write_text("pushed from the browser\n")
+    target = pushed_to / "pushed.txt"
+    page.goto(f"{web}/admin/hosts/host/")
+    page.locator("#action-toggle").check()
+    page.select_option("select[name=action]", "push_file")
+    page.click("button[name=index]")
+    page.set_input_files("#id_file", str(source))
+    page.fill("#id_dest", str(target))
+    page.fill("#id_mode", "0600")
+    page.click("#push-file")
+    page.wait_for_selector('#job-summary[data-done="true"]', timeout=60_000)
+    assert page.locator('.host-result[data-state="ok"]').count() == len(AGENT_IPS)
+    # Both agents share this machine's disk: one writes, the other finds it already equal.
+    results = sorted(
+        t.split(":")[0] for t in page.locator(".host-result pre.stdout").all_inner_texts()
+    )
+    assert results in (["skipped", "verified"], ["verified", "verified"])
+    assert target.read_text() == "pushed from the browser\n"
 
     page.goto(f"{web}/dashboard/")
     for chart in ("#chart-status", "#chart-os", "#chart-disks", "#chart-jobs"):
