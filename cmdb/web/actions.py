@@ -44,8 +44,7 @@ def run_command(modeladmin, request, queryset):
             modeladmin, request, queryset, JobKindChoices.COMMAND,
             form.cleaned_data["command"], form.cleaned_data["timeout"],
         )  # fmt: skip
-    return _form_page(modeladmin, request, queryset, "web/run_command.html", "Run command",
-                      form, "run_command")  # fmt: skip
+    return _form_page(modeladmin, request, queryset, "Run a command", "Run", form, "run_command")
 
 
 @admin.action(description="Collect facts from selected hosts", permissions=["collect_facts"])
@@ -53,10 +52,11 @@ def collect_facts(modeladmin, request, queryset):
     return _dispatch(modeladmin, request, queryset, JobKindChoices.COLLECT)
 
 
-def _form_page(modeladmin, request, queryset, template: str, title: str, form, action: str):
-    return TemplateResponse(request, template, {
+def _form_page(modeladmin, request, queryset, title: str, submit: str, form, action: str):
+    """The intermediate page of an action: its form, with the selected hosts carried along."""
+    return TemplateResponse(request, "web/host_action.html", {
         **modeladmin.admin_site.each_context(request),
-        "title": title, "form": form, "hosts": queryset, "action": action,
+        "title": title, "submit": submit, "form": form, "hosts": queryset, "action": action,
         "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME, "opts": modeladmin.model._meta,
     })  # fmt: skip
 
@@ -67,8 +67,7 @@ def push_file(modeladmin, request, queryset):
     applying = "apply" in request.POST
     form = PushFileForm(request.POST if applying else None, request.FILES if applying else None)
     if not (applying and form.is_valid()):
-        return _form_page(modeladmin, request, queryset, "web/push_file.html", "Push a file",
-                          form, "push_file")  # fmt: skip
+        return _form_page(modeladmin, request, queryset, "Push a file", "Push", form, "push_file")
     upload, data = form.cleaned_data["file"], form.cleaned_data
     # Large uploads are already on disk; small ones are copied to one, as the push reads twice.
     with tempfile.NamedTemporaryFile(suffix=f"-{upload.name}") as tmp:

@@ -82,7 +82,7 @@ def test_run_a_command_from_the_admin_and_see_both_hosts(web, admin_user, browse
     page.select_option("select[name=action]", "run_command")
     page.click("button[name=index]")
     page.fill("#id_command", "echo from-the-browser on $(hostname)")
-    page.click("#run-command")
+    page.click("#runcommand-submit")
 
     page.wait_for_selector('#job-summary[data-done="true"]', timeout=60_000)
     for ip in AGENT_IPS:
@@ -110,7 +110,7 @@ def test_run_a_command_from_the_admin_and_see_both_hosts(web, admin_user, browse
     page.set_input_files("#id_file", str(source))
     page.fill("#id_dest", str(target))
     page.fill("#id_mode", "0600")
-    page.click("#push-file")
+    page.click("#pushfile-submit")
     page.wait_for_selector('#job-summary[data-done="true"]', timeout=60_000)
     assert page.locator('.host-result[data-state="ok"]').count() == len(AGENT_IPS)
     # Both agents share this machine's disk: one writes, the other finds it already equal.
