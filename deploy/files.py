@@ -86,7 +86,14 @@ def release_finished_pushes(app) -> int:
     running = set(
         unreleased.filter(host_tasks__state__in=State.active()).values_list("pk", flat=True)
     )
-    busy = {j.params["agent"]["manifest"]["sha256"] for j in unreleased if j.pk in running}
+    manifests = {j.pk: j.params.get("agent", {}).get("manifest") for j in unreleased}
+    busy = {m["sha256"]: m for pk, m in manifests.items() if m and pk in running}
+    if busy:
+        # A long batched push must not outlive its chunks: keep them while it runs.
+        conn, client = broker_client(app)
+        with conn:
+            for manifest in busy.values():
+                transfer.keep_blob(client, manifest)
     released = 0
     quiet = int(os.environ.get("CMDB_BLOB_RELEASE_AFTER", "60"))
     for job in unreleased.exclude(pk__in=running):

@@ -183,6 +183,11 @@ def _refresh(client: redis.Redis, manifest: dict, ttl: int) -> bool:
     return all(pipe.execute())
 
 
+def keep_blob(client: redis.Redis, manifest: dict, ttl: int = BLOB_TTL) -> bool:
+    """Extend the life of a blob still in use; False when some of it is already gone."""
+    return _refresh(client, manifest, ttl)
+
+
 def _delete_keys(client: redis.Redis, keys: list[str]) -> None:
     if keys:
         client.unlink(*keys)  # UNLINK frees the memory in the background; DEL would block Redis

@@ -238,7 +238,13 @@ class JobRequestSerializer(serializers.Serializer):
     """The body of POST /api/jobs/. Targets are the union of ``hosts`` and the members of
     ``groups``, filtered by every ``where`` expression (alone, ``where`` filters all hosts)."""
 
-    kind = serializers.ChoiceField(choices=JobKindChoices.choices, default=JobKindChoices.COMMAND)
+    # Push and fetch move files: the CLI and the admin action do that (uploads), not JSON.
+    kind = serializers.ChoiceField(
+        choices=[
+            (k, JobKindChoices(k).label) for k in (JobKindChoices.COMMAND, JobKindChoices.COLLECT)
+        ],
+        default=JobKindChoices.COMMAND,
+    )
     command = serializers.CharField(
         required=False, allow_blank=True, default="", help_text="The shell command (kind command)."
     )

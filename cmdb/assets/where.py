@@ -4,6 +4,7 @@ Each expression becomes a Q on Host; several are ANDed. Unknown fields, operator
 not support, and values of the wrong type are errors naming the expression.
 """
 
+import math
 import re
 
 from django.db.models import Q
@@ -53,10 +54,12 @@ def parse(expr: str) -> Q:
         return ~q if op == "!=" else q
     try:
         number = kind(value)
-    except ValueError:
+        if not math.isfinite(number):
+            raise ValueError(value)
+        if field == "memory_gb":
+            number = int(number * 2**30)
+    except (ValueError, OverflowError):
         raise ValueError(E_NUMBER.format(expr=expr, field=field, value=value)) from None
-    if field == "memory_gb":
-        number = number * 2**30
     if op == "~":
         raise ValueError(E_NUMBER.format(expr=expr, field=field, value=value))
     if op in ("=", "!="):

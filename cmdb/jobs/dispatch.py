@@ -283,6 +283,13 @@ def publish(job: Job, tasks: list[HostTask], app: Celery) -> None:
         if sent or uncertain:
             reason = E_PARTIAL.format(sent=sent, total=len(tasks), reason=reason, maybe=uncertain)
         never_sent = [t.pk for t in tasks[sent + uncertain :]]
+        # Later batches must not go out by themselves once the broker is back: the operator
+        # was told this job was not (fully) dispatched.
+        never_sent += list(
+            HostTask.objects.filter(
+                job=job, state=State.PENDING, reach_deadline__isnull=True
+            ).values_list("pk", flat=True)
+        )
         with transaction.atomic():
             Job.objects.filter(pk=job.pk).update(
                 dispatch_error=reason, dispatched_at=timezone.now()

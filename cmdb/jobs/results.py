@@ -11,12 +11,12 @@ import logging
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 from django_celery_results.models import TaskResult
 
 from cmdb.jobs import exceptions
-from cmdb.jobs.choices import CELERY_STATE
+from cmdb.jobs.choices import CELERY_STATE, JobKindChoices
 from cmdb.jobs.choices import HostTaskStateChoices as State
 from cmdb.jobs.models import HostTask
 from workers import config
@@ -39,6 +39,8 @@ FAILURE_EXCEPTION = {
     State.UNREACHABLE: exceptions.HostUnreachable,
     State.LOST: exceptions.HostTaskLost,
 }
+
+E_FORGED_FETCH = "refused: the file was not sent where this host task asked for it"
 
 #: Every HostTask field a report may change (bulk_update writes them all).
 REPORTED_FIELDS = [
@@ -224,7 +226,17 @@ def _store_fetched(fetched: list[tuple[HostTask, dict]]) -> None:
 
     jobs = Job.objects.in_bulk({task.job_id for task, _ in fetched})
     for task, payload in fetched:
-        params = jobs[task.job_id].params
+        job = jobs[task.job_id]
+        params = job.params
+        namespace = (payload["fetch_manifest"] or {}).get("namespace")
+        if job.kind != JobKindChoices.FETCH or namespace != f"fetch-{job.pk}-{task.ip}":
+            # Only the blob this host was asked to send: a forged manifest naming a push's
+            # blob must not be copied (and then deleted) by the server.
+            logger.warning("fetch manifest from %s refused (namespace %r)", task.ip, namespace)
+            task.state, task.error = State.ERROR, E_FORGED_FETCH
+            with transaction.atomic():
+                _write({task.task_id: (task, payload)})
+            continue
         try:
             local = store_fetched(app, params["to"], task.ip, params["agent"]["path"],
                                   payload["fetch_manifest"])  # fmt: skip
@@ -255,7 +267,8 @@ def _store_facts(collected: list[tuple[HostTask, dict]]) -> None:
         try:
             with transaction.atomic():  # a savepoint: one bad report spoils only itself
                 store_report(host, payload["facts_report"], job_id=task.job_id)
-        except (TypeError, ValueError, AttributeError, KeyError):
+        except (TypeError, ValueError, AttributeError, KeyError, OverflowError, DatabaseError):
+            # The savepoint undid this report only; the host task still gets its result.
             logger.exception("facts from %s could not be stored", task.ip)
 
 

@@ -6,6 +6,8 @@ from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
+from kombu.exceptions import KombuError
+from redis.exceptions import RedisError
 
 from cmdb.celery import app
 from cmdb.jobs.choices import JobKindChoices
@@ -70,11 +72,15 @@ def push_file(modeladmin, request, queryset):
         return _form_page(modeladmin, request, queryset, "Push a file", "Push", form, "push_file")
     upload, data = form.cleaned_data["file"], form.cleaned_data
     # Large uploads are already on disk; small ones are copied to one, as the push reads twice.
-    with tempfile.NamedTemporaryFile(suffix=f"-{upload.name}") as tmp:
-        for chunk in upload.chunks():
-            tmp.write(chunk)
-        tmp.flush()
-        params = prepare_push(app, tmp.name, data["dest"], data["mode"] or None)
+    try:
+        with tempfile.NamedTemporaryFile(prefix="cmdb-push-") as tmp:
+            for chunk in upload.chunks():
+                tmp.write(chunk)
+            tmp.flush()
+            params = prepare_push(app, tmp.name, data["dest"], data["mode"] or None)
+    except (KombuError, RedisError, OSError) as exc:
+        modeladmin.message_user(request, f"nothing pushed: {exc}", messages.ERROR)
+        return None
     for name in ("batch", "max_failures"):
         if data[name] is not None:
             params[name] = data[name]

@@ -166,3 +166,9 @@ def test_where_narrows_explicit_targets_and_refuses_bad_expressions(host):
         from cmdb.jobs.dispatch import _validate
 
         _validate(CommandRequest(command="true", where=["colour=red"]))
+
+
+@pytest.mark.parametrize("expr", ["memory_gb>inf", "memory_gb>1e300", "disk_free_pct<nan"])
+def test_where_refuses_numbers_that_are_not_finite(expr):
+    with pytest.raises(ValueError, match="compares numbers"):
+        Host.objects.filter(parse(expr)).count()
