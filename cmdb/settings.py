@@ -188,4 +188,7 @@ CMDB = {
     "COLLECT_ON_START": _env_bool("CMDB_COLLECT_ON_START", True),
     #: Collector plugins, name -> dotted path (agents import only paths under "collectors.").
     "COLLECTORS": dict(DEFAULT_PLUGINS),
+    #: Where files fetched through the API or the admin go: <FETCH_DIR>/<job id>/<host ip>/.
+    #: The central worker writes them and the web serves them, so both must see this folder.
+    "FETCH_DIR": Path(os.environ.get("CMDB_FETCH_DIR", RUN_DIR / "fetched")),
 }

@@ -7,6 +7,7 @@ why); the agent task message carries only the manifest.
 import os
 import tempfile
 from pathlib import Path
+from typing import BinaryIO
 
 from workers import transfer
 
@@ -39,22 +40,51 @@ def prepare_push(
     path = Path(source)
     if not path.exists():
         raise FileNotFoundError(E_NO_SOURCE.format(path=source))
-    agent = {"dest": dest, "mode": parse_mode(mode), "owner": owner, "tree": path.is_dir()}
-    conn, client = broker_client(app)
-    with conn:
-        if path.is_dir():
-            archive, files = transfer.pack_tree(str(path))
-            with archive:
-                agent["manifest"] = transfer.put_blob(client, archive)
-            agent["files"] = files
-        else:
-            with open(path, "rb") as f:
-                agent["manifest"] = transfer.put_blob(client, f)
+    if path.is_dir():
+        archive, files = transfer.pack_tree(str(path))
+        with archive:
+            agent = _upload(app, archive, dest, mode, owner, files=files)
+    else:
+        with open(path, "rb") as f:
+            agent = _upload(app, f, dest, mode, owner)
     return {"agent": agent, "source": str(path.resolve())}
 
 
+def prepare_upload(
+    app,
+    upload: BinaryIO,
+    name: str,
+    dest: str,
+    mode: str | None = None,
+    owner: str | None = None,
+    archive: bool = False,
+) -> dict:
+    """Like prepare_push, for a file received over HTTP (binary, seekable: Django spools large
+    uploads to disk). ``archive``: it is a tar (any compression) of a folder to put at ``dest``;
+    it is checked and unpacked here, so that an unsafe one is refused before it is sent."""
+    if archive:
+        with tempfile.TemporaryDirectory(prefix="cmdb-upload-") as folder:
+            transfer.extract_checked(upload, folder)
+            params = prepare_push(app, folder, dest, mode, owner)
+    else:
+        params = {"agent": _upload(app, upload, dest, mode, owner)}
+    return {**params, "source": f"upload:{name}"}
+
+
+def _upload(app, fileobj: BinaryIO, dest, mode, owner, files: dict | None = None) -> dict:
+    """The agent's part of a push's params, once ``fileobj`` is in the broker's Redis."""
+    agent = {"dest": dest, "mode": parse_mode(mode), "owner": owner, "tree": files is not None}
+    if files is not None:
+        agent["files"] = files
+    conn, client = broker_client(app)
+    with conn:
+        agent["manifest"] = transfer.put_blob(client, fileobj)
+    return agent
+
+
 def store_fetched(app, to: str, ip: str, remote_path: str, manifest: dict) -> str:
-    """Write a fetched file to ``to/<ip>/<name>``, verified; return the local path."""
+    """Write a fetched file to ``to/<ip>/<name>``, verified (get_blob checks the sha256);
+    return the local path."""
     folder = Path(to) / ip
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / (os.path.basename(remote_path.rstrip("/")) or "file")

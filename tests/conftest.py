@@ -4,6 +4,7 @@ Nothing is mocked: the broker is a redis-server started here on a free loopback 
 central worker and agents are the same processes `make up` starts (deploy.local.Fleet).
 """
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -68,17 +69,41 @@ def database_url() -> str:
 
 
 @pytest.fixture(scope="session")
-def process_env(redis_url, django_db_setup, django_db_blocker) -> dict:
+def process_env(run_dir, redis_url, django_db_setup, django_db_blocker) -> dict:
     """Environment for every subprocess: the suite's broker and test database."""
+    from django.conf import settings
+
     with django_db_blocker.unblock():
         url = database_url()
-    return {**TEST_ENV, "REDIS_URL": redis_url, "DATABASE_URL": url}
+    # The central worker writes fetched files where the API (this process) serves them from.
+    settings.CMDB["FETCH_DIR"] = run_dir / "fetched"
+    return {**TEST_ENV, "REDIS_URL": redis_url, "DATABASE_URL": url,
+            "CMDB_FETCH_DIR": str(settings.CMDB["FETCH_DIR"])}  # fmt: skip
 
 
 def ping_nodes(app, names: list[str]) -> bool:
     replies = app.control.ping(destination=names, timeout=1.0)
     seen = {name for reply in replies for name in reply}
     return set(names) <= seen
+
+
+@contextlib.contextmanager
+def rooted_agents(fleet, ips: list[str], base: Path):
+    """Agents on ``ips``, each seeing its own folder under ``base`` as "/" for pushes and
+    fetches (one machine, several hosts that must not overwrite each other's files)."""
+    from cmdb.celery import app
+
+    roots = {ip: base / ip for ip in ips}
+    for ip, root in roots.items():
+        root.mkdir()
+        fleet.start_agent(ip, concurrency=1, extra_env={"CMDB_AGENT_ROOT": str(root)})
+    nodes = [f"agent@{ip}" for ip in ips]
+    wait_for(lambda: ping_nodes(app, nodes), 90, f"{nodes} to answer pings", interval=0.5)
+    try:
+        yield roots
+    finally:
+        for ip in ips:
+            fleet.stop(f"agent-{ip}")
 
 
 def startup_collections_done(count: int) -> bool:

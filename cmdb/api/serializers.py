@@ -9,6 +9,7 @@ from collections import Counter
 from django.conf import settings
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
+from rest_framework.reverse import reverse
 
 from cmdb.assets.models import Asset, Change, HostFacts
 from cmdb.hosts.models import Host, HostGroup
@@ -139,6 +140,12 @@ class StreamField(serializers.Field):
         return task.stream(self.stream)
 
 
+class FetchedFileSerializer(serializers.Serializer):
+    sha256 = serializers.CharField(help_text="Checked against the host's when it was stored.")
+    size = serializers.IntegerField()
+    download = serializers.URLField(help_text="GET it (it sends Repr-Digest: sha-256).")
+
+
 class HostTaskSerializer(serializers.ModelSerializer):
     url = serializers.HyperlinkedIdentityField(
         view_name="api:hosttask-detail", lookup_field="task_id"
@@ -156,6 +163,9 @@ class HostTaskSerializer(serializers.ModelSerializer):
     )
     stdout = StreamField("stdout")
     stderr = StreamField("stderr")
+    file = serializers.SerializerMethodField(
+        help_text="Fetch: the server's copy of this host's file; null until stored."
+    )
 
     class Meta:
         model = HostTask
@@ -175,8 +185,17 @@ class HostTaskSerializer(serializers.ModelSerializer):
             "error",
             "stdout",
             "stderr",
+            "file",
         ]
         read_only_fields = fields
+
+    @extend_schema_field(FetchedFileSerializer(allow_null=True))
+    def get_file(self, task: HostTask) -> dict | None:
+        if not task.fetched:
+            return None
+        url = reverse("api:hosttask-file", kwargs={"task_id": task.task_id},
+                      request=self.context.get("request"))  # fmt: skip
+        return {"sha256": task.fetched["sha256"], "size": task.fetched["size"], "download": url}
 
 
 def _summary(tasks: list[HostTask]) -> dict:
@@ -234,20 +253,10 @@ class SecondsField(serializers.IntegerField):
         self.min_value, self.max_value = 1, maximum
 
 
-class JobRequestSerializer(serializers.Serializer):
-    """The body of POST /api/jobs/. Targets are the union of ``hosts`` and the members of
+class TargetsSerializer(serializers.Serializer):
+    """What every dispatching request has. Targets are the union of ``hosts`` and the members of
     ``groups``, filtered by every ``where`` expression (alone, ``where`` filters all hosts)."""
 
-    # Push and fetch move files: the CLI and the admin action do that (uploads), not JSON.
-    kind = serializers.ChoiceField(
-        choices=[
-            (k, JobKindChoices(k).label) for k in (JobKindChoices.COMMAND, JobKindChoices.COLLECT)
-        ],
-        default=JobKindChoices.COMMAND,
-    )
-    command = serializers.CharField(
-        required=False, allow_blank=True, default="", help_text="The shell command (kind command)."
-    )
     hosts = serializers.ListField(
         child=serializers.CharField(allow_blank=True),
         required=False,
@@ -277,18 +286,108 @@ class JobRequestSerializer(serializers.Serializer):
             raise serializers.ValidationError({"hosts": [E_NO_TARGETS]})
         return attrs
 
-    def to_request(self, requested_by: str) -> CommandRequest:
+    def to_request(
+        self, requested_by: str, kind: str, command: str = "", params: dict | None = None
+    ) -> CommandRequest:
         data = self.validated_data
         return CommandRequest(
-            kind=data["kind"],
-            command=data["command"],
+            kind=kind,
+            command=command,
             targets=data["hosts"],
             groups=data["groups"],
             where=data["where"],
             timeout=data["timeout"],
             reach_timeout=data["reach_timeout"],
             requested_by=requested_by,
+            params=params or {},
         )
+
+
+class JobRequestSerializer(TargetsSerializer):
+    """The body of POST /api/jobs/: a command or a fact collection."""
+
+    # Push and fetch have their own endpoints: a push is an upload, not JSON.
+    kind = serializers.ChoiceField(
+        choices=[
+            (k, JobKindChoices(k).label) for k in (JobKindChoices.COMMAND, JobKindChoices.COLLECT)
+        ],
+        default=JobKindChoices.COMMAND,
+    )
+    command = serializers.CharField(
+        required=False, allow_blank=True, default="", help_text="The shell command (kind command)."
+    )
+
+    def to_request(self, requested_by: str) -> CommandRequest:  # type: ignore[override]
+        data = self.validated_data
+        return super().to_request(requested_by, data["kind"], data["command"])
+
+
+@extend_schema_field({"type": "string", "format": "binary"})
+class UploadField(serializers.FileField):
+    """A file in a multipart request (DRF's FileField documents a URL, as it reads back)."""
+
+
+@extend_schema_field({"type": "string", "pattern": "^/", "maxLength": 4096})
+class AbsolutePathField(serializers.CharField):
+    default_error_messages = {"relative": "give an absolute path (it starts with /)"}
+
+    def to_internal_value(self, data):
+        value = super().to_internal_value(data)
+        if not value.startswith("/") or "\x00" in value:
+            self.fail("relative")
+        return value
+
+
+class BatchFieldsMixin(serializers.Serializer):
+    batch = serializers.IntegerField(
+        required=False, min_value=1, help_text="Hosts at a time; the next batch starts when the "
+        "previous one has ended.",
+    )  # fmt: skip
+    max_failures = serializers.IntegerField(
+        required=False, min_value=0, help_text="Stop once more hosts than this have failed "
+        "(the rest end cancelled).",
+    )  # fmt: skip
+
+    def batch_params(self) -> dict:
+        return {k: self.validated_data[k] for k in ("batch", "max_failures")
+                if self.validated_data.get(k) is not None}  # fmt: skip
+
+
+class PushRequestSerializer(BatchFieldsMixin, TargetsSerializer):
+    """The body of POST /api/jobs/push/ (multipart/form-data): one file, sent to every target.
+
+    The upload is spooled to disk by the server, put once into the broker's Redis in chunks,
+    and each host verifies its sha256 before renaming it into place."""
+
+    file = UploadField(
+        allow_empty_file=True,
+        help_text="The file to put at dest; with archive=true, a tar (.tar, .tar.gz, .tar.bz2, "
+        ".tar.xz) of a folder.",
+    )
+    dest = AbsolutePathField(
+        max_length=4096, help_text="Absolute path on the hosts (the folder, for an archive)."
+    )
+    archive = serializers.BooleanField(
+        default=False,
+        help_text="Unpack the uploaded tar as the folder dest (checked first: no absolute paths, "
+        "'..', links out of it, devices).",
+    )
+    mode = serializers.RegexField(
+        r"^0?[0-7]{3,4}$", required=False, default=None, help_text="Octal mode, e.g. 0644."
+    )
+    owner = serializers.RegexField(
+        r"^[A-Za-z0-9_][A-Za-z0-9_.-]*(:[A-Za-z0-9_][A-Za-z0-9_.-]*)?$",
+        max_length=65,
+        required=False,
+        default=None,
+        help_text="user or user:group (applied where the agent runs as root).",
+    )
+
+
+class FetchRequestSerializer(TargetsSerializer):
+    """The body of POST /api/jobs/fetch/: copy one file from each target to the server."""
+
+    path = AbsolutePathField(max_length=4096, help_text="Absolute path of the file on the hosts.")
 
 
 def flat_errors(errors: dict) -> dict[str, list[str]]:
@@ -333,23 +432,43 @@ class JobDispatchedSerializer(serializers.ModelSerializer):
 
 
 # --- responses that are not resources (for the schema) -----------------------------------------
-class DispatchErrorsSerializer(serializers.Serializer):
-    """400: each field of the request that is wrong, with every reason."""
+def _messages(help_text: str = "") -> serializers.ListField:
+    return serializers.ListField(child=serializers.CharField(), required=False,
+                                 help_text=help_text or None)  # fmt: skip
 
-    kind = serializers.ListField(child=serializers.CharField(), required=False)
-    command = serializers.ListField(child=serializers.CharField(), required=False)
-    hosts = serializers.ListField(
-        child=serializers.CharField(),
-        required=False,
-        help_text="Unknown or malformed hosts, or none matched.",
-    )
-    groups = serializers.ListField(child=serializers.CharField(), required=False)
-    where = serializers.ListField(child=serializers.CharField(), required=False)
-    timeout = serializers.ListField(child=serializers.CharField(), required=False)
-    reach_timeout = serializers.ListField(child=serializers.CharField(), required=False)
-    non_field_errors = serializers.ListField(
-        child=serializers.CharField(), required=False, help_text="The body is not an object."
-    )
+
+class TargetErrorsSerializer(serializers.Serializer):
+    """400: each field of the request that is wrong, with every reason. Nothing was sent."""
+
+    hosts = _messages("Unknown or malformed hosts, or none matched.")
+    groups = _messages()
+    where = _messages()
+    timeout = _messages()
+    reach_timeout = _messages()
+    non_field_errors = _messages("The body is not an object.")
+
+
+class DispatchErrorsSerializer(TargetErrorsSerializer):
+    kind = _messages()
+    command = _messages()
+
+
+class PushErrorsSerializer(TargetErrorsSerializer):
+    file = _messages("Missing, or an archive that is unreadable or unsafe.")
+    dest = _messages()
+    archive = _messages()
+    mode = _messages()
+    owner = _messages()
+    batch = _messages()
+    max_failures = _messages()
+
+
+class FetchErrorsSerializer(TargetErrorsSerializer):
+    path = _messages()
+
+
+class DetailSerializer(serializers.Serializer):
+    detail = serializers.CharField()
 
 
 class BrokerDownSerializer(serializers.Serializer):

@@ -4,11 +4,18 @@ The exceptions are dispatch (POST /api/jobs/) and cancel, which hand over to
 ``cmdb.jobs.dispatch`` and turn its errors into 400 and 503 answers.
 """
 
+import base64
+import json
+import os
+from dataclasses import replace
+
 import redis
 from celery import states as celery_states
 from django.db.models import OuterRef, Prefetch, QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce
+from django.http import FileResponse
 from django_celery_results.models import TaskResult
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiExample,
     OpenApiResponse,
@@ -18,8 +25,10 @@ from drf_spectacular.utils import (
 from kombu.exceptions import KombuError
 from rest_framework import mixins, routers, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import APIException, ValidationError
+from rest_framework.exceptions import APIException, NotFound, ValidationError
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.permissions import IsAuthenticated
+from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
 
 from cmdb.api import filtersets, serializers
@@ -28,10 +37,40 @@ from cmdb.api.permissions import ActionPermissions, DispatchPermissions
 from cmdb.assets.models import Asset, Change
 from cmdb.celery import app as cmdb_celery_app
 from cmdb.hosts.models import Host, HostGroup
-from cmdb.jobs.dispatch import BrokerUnavailable, DispatchError, cancel, dispatch_command
+from cmdb.jobs.choices import JobKindChoices
+from cmdb.jobs.dispatch import (
+    BrokerUnavailable,
+    CommandRequest,
+    DispatchError,
+    cancel,
+    check_request,
+    dispatch_command,
+)
 from cmdb.jobs.models import HostTask, Job
+from deploy.files import prepare_upload
+from workers.transfer import TransferError
 
+E_UPLOAD_FAILED = "nothing pushed: the file could not be put in the broker: {exc}"
+E_NO_FILE = "this host task has no fetched file (a fetch job's, once stored; it is {state})"
+E_FILE_GONE = "the server's copy of this file was removed"
 E_CANCEL_BROKER_DOWN = "broker unreachable: {exc} (the cancel may not have reached the agents)"
+
+
+class Gone(APIException):
+    status_code = status.HTTP_410_GONE
+    default_detail = "gone"
+    default_code = "gone"
+
+
+class BinaryRenderer(BaseRenderer):
+    """Lets a client ask for application/octet-stream (a download); errors still read as JSON."""
+
+    media_type = "application/octet-stream"
+    format = "bin"
+    charset = None
+
+    def render(self, data, accepted_media_type=None, renderer_context=None):
+        return data if isinstance(data, bytes) else json.dumps(data).encode()
 
 
 class ServiceUnavailable(APIException):
@@ -147,6 +186,49 @@ class ChangeViewSet(ReadOnlyViewSet):
             ),
         },
     ),
+    push=extend_schema(
+        summary="Push a file, or a folder as a tar, to hosts (jobs.run_command)",
+        description="A multipart upload. The server spools it to disk, puts it once into the "
+        "broker's Redis in 1 MiB chunks, and each host writes it beside dest, checks its "
+        "sha256, and renames it into place: per host verified, skipped (already equal) or "
+        "failed (why). Answers 202 at once, as POST /api/jobs/ does.",
+        request={"multipart/form-data": serializers.PushRequestSerializer},
+        responses={
+            202: serializers.JobDispatchedSerializer,
+            400: OpenApiResponse(
+                serializers.PushErrorsSerializer,
+                "Nothing was sent: each wrong field with its reasons.",
+            ),
+            503: OpenApiResponse(
+                serializers.BrokerDownSerializer,
+                "The broker is unreachable: nothing was pushed.",
+            ),
+        },
+    ),
+    fetch=extend_schema(
+        summary="Fetch a file from each host to the server (jobs.run_command)",
+        description="Each host's copy is verified and kept on the server; a host task's `file` "
+        "then gives its sha256 and its download URL.",
+        request=serializers.FetchRequestSerializer,
+        examples=[
+            OpenApiExample(
+                "Fetch a log",
+                {"path": "/var/log/syslog", "hosts": ["127.0.1.1", "127.0.1.2"]},
+                request_only=True,
+            )
+        ],
+        responses={
+            202: serializers.JobDispatchedSerializer,
+            400: OpenApiResponse(
+                serializers.FetchErrorsSerializer,
+                "Nothing was dispatched: each wrong field with its reasons.",
+            ),
+            503: OpenApiResponse(
+                serializers.BrokerDownSerializer,
+                "The broker is unreachable: the job was recorded with its dispatch_error.",
+            ),
+        },
+    ),
     cancel=extend_schema(summary="Cancel the job's unfinished host tasks (jobs.cancel_job)"),
 )
 class JobViewSet(CancelMixin, mixins.CreateModelMixin, ReadOnlyViewSet):
@@ -157,17 +239,65 @@ class JobViewSet(CancelMixin, mixins.CreateModelMixin, ReadOnlyViewSet):
     filterset_class = filtersets.JobFilterSet
     permission_classes = [DispatchPermissions]
 
+    #: Pushing or fetching any file as the agent's user is as strong as running a command.
+    action_perms = {**CancelMixin.action_perms,
+                    "push": ["jobs.run_command"], "fetch": ["jobs.run_command"]}  # fmt: skip
+    request_serializers = {
+        "create": serializers.JobRequestSerializer,
+        "push": serializers.PushRequestSerializer,
+        "fetch": serializers.FetchRequestSerializer,
+    }
+
     def get_serializer_class(self):
-        if self.action == "create":
-            return serializers.JobRequestSerializer
-        return super().get_serializer_class()
+        return self.request_serializers.get(self.action) or super().get_serializer_class()
 
     def create(self, request, *args, **kwargs):
+        body = self._valid(request)
+        return self._dispatch(body.to_request(request.user.get_username()))
+
+    @action(detail=False, methods=["post"], parser_classes=[MultiPartParser, FormParser])
+    def push(self, request, *args, **kwargs):
+        body = self._valid(request)
+        data = body.validated_data
+        job_request = body.to_request(request.user.get_username(), JobKindChoices.PUSH)
+        # Targets first: an upload of hundreds of MB for a mistyped host would be for nothing.
+        self._checked(job_request)
+        upload = data["file"]
+        try:
+            params = prepare_upload(self.celery_app, upload, upload.name, data["dest"],
+                                    data["mode"], data["owner"], data["archive"])  # fmt: skip
+        except TransferError as exc:
+            raise ValidationError({"file": [str(exc)]}) from None
+        except (KombuError, OSError, redis.RedisError) as exc:
+            raise ServiceUnavailable(E_UPLOAD_FAILED.format(exc=exc)) from exc
+        finally:
+            upload.close()  # a large upload's spool file goes now, not at garbage collection
+        return self._dispatch(replace(job_request, params={**params, **body.batch_params()}))
+
+    @action(detail=False, methods=["post"])
+    def fetch(self, request, *args, **kwargs):
+        body = self._valid(request)
+        params = {"agent": {"path": body.validated_data["path"]}}
+        return self._dispatch(
+            body.to_request(request.user.get_username(), JobKindChoices.FETCH, params=params)
+        )
+
+    def _valid(self, request):
         body = self.get_serializer(data=request.data)
         if not body.is_valid():
             raise ValidationError(serializers.flat_errors(body.errors))
+        return body
+
+    @staticmethod
+    def _checked(job_request: CommandRequest) -> None:
         try:
-            job = dispatch_command(body.to_request(request.user.get_username()), self.celery_app)
+            check_request(job_request)
+        except DispatchError as exc:
+            raise ValidationError(serializers.dispatch_errors(exc.by_field)) from None
+
+    def _dispatch(self, job_request: CommandRequest) -> Response:
+        try:
+            job = dispatch_command(job_request, self.celery_app)
         except DispatchError as exc:
             raise ValidationError(serializers.dispatch_errors(exc.by_field)) from None
         except BrokerUnavailable as exc:
@@ -181,6 +311,20 @@ class JobViewSet(CancelMixin, mixins.CreateModelMixin, ReadOnlyViewSet):
 
 @extend_schema_view(
     cancel=extend_schema(summary="Cancel this host task if unfinished (jobs.cancel_job)"),
+    file=extend_schema(
+        summary="Download the file a fetch brought back from this host",
+        description="The bytes the host sent, checked against its sha256 when stored; the "
+        "Repr-Digest header (RFC 9530) carries that sha256 for the client to check.",
+        responses={
+            (200, "application/octet-stream"): OpenApiResponse(
+                OpenApiTypes.BINARY, "The file, as an attachment named <ip>-<name>."
+            ),
+            404: OpenApiResponse(
+                serializers.DetailSerializer, "No such host task, or it has no fetched file."
+            ),
+            410: OpenApiResponse(serializers.DetailSerializer, "The server's copy was removed."),
+        },
+    ),
 )
 class HostTaskViewSet(CancelMixin, ReadOnlyViewSet):
     queryset = with_celery_state(HostTask.objects.all())
@@ -192,3 +336,20 @@ class HostTaskViewSet(CancelMixin, ReadOnlyViewSet):
 
     def tasks_to_cancel(self, task: HostTask) -> list[HostTask]:
         return [task]
+
+    @action(detail=True, methods=["get"], renderer_classes=[JSONRenderer, BinaryRenderer])
+    def file(self, request, *args, **kwargs):
+        task = self.get_object()
+        if not task.fetched:
+            raise NotFound(E_NO_FILE.format(state=task.state))
+        try:
+            f = open(task.fetched["path"], "rb")  # noqa: SIM115 (FileResponse closes it)
+        except FileNotFoundError:
+            raise Gone(E_FILE_GONE) from None
+        name = f"{task.ip}-{os.path.basename(task.fetched['path'])}"
+        response = FileResponse(f, as_attachment=True, filename=name)
+        digest = base64.b64encode(bytes.fromhex(task.fetched["sha256"])).decode()
+        # RFC 9530: the client can check what it got against what the host had.
+        response["Repr-Digest"] = f"sha-256=:{digest}:"
+        response["ETag"] = f'"{task.fetched["sha256"]}"'
+        return response

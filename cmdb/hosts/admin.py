@@ -16,7 +16,7 @@ class HostAdmin(admin.ModelAdmin):
     # Written by agents' registrations, heartbeats and collections, not by people.
     readonly_fields = ("agent_status", "agent_name", "agent_pid", "last_seen", "created")
     inlines = [AssetInline, ChangeInline]
-    actions = [actions.run_command, actions.collect_facts, actions.push_file]
+    actions = [actions.run_command, actions.collect_facts, actions.push_file, actions.fetch_file]
 
     def has_run_command_permission(self, request):
         return request.user.has_perm("jobs.run_command")

@@ -164,6 +164,12 @@ def _validate(request: CommandRequest) -> tuple[list[Host], int, int]:
     return hosts, timeout, reach
 
 
+def check_request(request: CommandRequest) -> None:
+    """Raise the DispatchError dispatch_command would, recording nothing: for a caller with
+    costly work to do first (a push uploads its file; not for hosts that do not exist)."""
+    _validate(request)
+
+
 def dispatch_command(request: CommandRequest, app: Celery) -> Job:
     """Record a command job for the targets and publish it; return the job at once.
 

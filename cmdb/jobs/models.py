@@ -117,6 +117,12 @@ class HostTask(models.Model):
     finished_at = models.DateTimeField("finished", null=True, blank=True)
     duration = models.FloatField("duration (s)", null=True, blank=True)
     error = models.TextField("error", blank=True)
+    fetched = models.JSONField(
+        "fetched file",
+        null=True,
+        blank=True,
+        help_text="Fetch: the server's copy of this host's file (path, sha256, size).",
+    )
 
     objects = HostTaskQuerySet.as_manager()
 

@@ -71,6 +71,7 @@ def task_json(task: HostTask) -> dict:
         "error": task.error,
         "stdout": task.stream("stdout"),
         "stderr": task.stream("stderr"),
+        "file": task.fetched,
     }
 
 

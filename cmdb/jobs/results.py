@@ -11,6 +11,7 @@ import logging
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 
+from django.conf import settings
 from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 from django_celery_results.models import TaskResult
@@ -237,19 +238,22 @@ def _store_fetched(fetched: list[tuple[HostTask, dict]]) -> None:
             with transaction.atomic():
                 _write({task.task_id: (task, payload)})
             continue
+        # The CLI names a folder; the API and the admin leave it to FETCH_DIR/<job id>.
+        to = params.get("to") or str(settings.CMDB["FETCH_DIR"] / str(job.pk))
+        manifest = payload["fetch_manifest"]
         try:
-            local = store_fetched(app, params["to"], task.ip, params["agent"]["path"],
-                                  payload["fetch_manifest"])  # fmt: skip
+            local = store_fetched(app, to, task.ip, params["agent"]["path"], manifest)
         except Exception as exc:  # the host task must say why, whatever it was
             logger.exception("fetched file from %s not stored", task.ip)
             task.state, task.error = State.ERROR, f"not stored on the server: {exc}"
         else:
-            sha = payload["fetch_manifest"].get("sha256", "")
-            task.stdout_head = (
-                f"fetched {payload['fetch_manifest'].get('size')} bytes, sha256 {sha} -> {local}\n"
-            )
+            sha, size = manifest.get("sha256", ""), manifest.get("size")
+            task.stdout_head = f"fetched {size} bytes, sha256 {sha} -> {local}\n"
+            task.fetched = {"path": local, "sha256": sha, "size": size}
         with transaction.atomic():
             _write({task.task_id: (task, payload)})
+            if task.fetched:
+                HostTask.objects.filter(pk=task.pk).update(fetched=task.fetched)
 
 
 def _store_facts(collected: list[tuple[HostTask, dict]]) -> None:

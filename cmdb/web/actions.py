@@ -12,7 +12,7 @@ from redis.exceptions import RedisError
 from cmdb.celery import app
 from cmdb.jobs.choices import JobKindChoices
 from cmdb.jobs.dispatch import BrokerUnavailable, CommandRequest, DispatchError, dispatch_command
-from cmdb.web.forms import PushFileForm, RunCommandForm
+from cmdb.web.forms import FetchFileForm, PushFileForm, RunCommandForm
 from deploy.files import prepare_push
 
 
@@ -85,3 +85,15 @@ def push_file(modeladmin, request, queryset):
         if data[name] is not None:
             params[name] = data[name]
     return _dispatch(modeladmin, request, queryset, JobKindChoices.PUSH, params=params)
+
+
+@admin.action(description="Fetch a file from selected hosts", permissions=["run_command"])
+def fetch_file(modeladmin, request, queryset):
+    """Reading any file as the agent's user (keys, shadow) is as strong as running commands."""
+    form = FetchFileForm(request.POST if "apply" in request.POST else None)
+    if not ("apply" in request.POST and form.is_valid()):
+        return _form_page(
+            modeladmin, request, queryset, "Fetch a file", "Fetch", form, "fetch_file"
+        )
+    params = {"agent": {"path": form.cleaned_data["path"]}}  # kept under FETCH_DIR/<job id>/
+    return _dispatch(modeladmin, request, queryset, JobKindChoices.FETCH, params=params)

@@ -39,3 +39,17 @@ class PushFileForm(forms.Form):
         if not value.startswith("/"):
             raise forms.ValidationError("give an absolute path")
         return value
+
+
+class FetchFileForm(forms.Form):
+    path = forms.CharField(
+        widget=forms.TextInput(attrs={"size": 60, "autofocus": True}),
+        help_text="Absolute path of a file on each host; each copy is kept on the server, "
+        "verified by sha256, for download from the job page.",
+    )
+
+    def clean_path(self):
+        value = self.cleaned_data["path"]
+        if not value.startswith("/"):
+            raise forms.ValidationError("give an absolute path")
+        return value

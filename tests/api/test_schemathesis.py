@@ -40,6 +40,14 @@ database = "none"
 [[operations]]
 include-name = "POST /api/jobs/"
 generation.max-examples = {MAX_DISPATCH_EXAMPLES}
+
+[[operations]]
+include-name = "POST /api/jobs/push/"
+generation.max-examples = {MAX_DISPATCH_EXAMPLES}
+
+[[operations]]
+include-name = "POST /api/jobs/fetch/"
+generation.max-examples = {MAX_DISPATCH_EXAMPLES}
 """
 #: No 5xx; and what the schema documents is what comes back (bodies and content types).
 CHECKS = "not_a_server_error,response_schema_conformance,content_type_conformance"
@@ -129,7 +137,7 @@ def test_no_operation_answers_a_server_error(api_server, process_env, tmp_path):
     SUMMARY.parent.mkdir(exist_ok=True)
     SUMMARY.write_text(text)
     print(text)
-    assert len(codes) == 15, "every operation of the schema was exercised"
+    assert len(codes) == 18, "every operation of the schema was exercised"
     assert not [code for c in codes.values() for code in c if code >= 500]
 
 
@@ -151,7 +159,7 @@ def summary(codes: dict[str, Counter], stdout: str) -> str:
     lines = [
         f"schemathesis {schemathesis.__version__}: {len(codes)} operations, {total} requests",
         f"checks: {CHECKS}; phases: examples, coverage, fuzzing (max {MAX_EXAMPLES} "
-        f"examples, {MAX_DISPATCH_EXAMPLES} for POST /api/jobs/)",
+        f"examples, {MAX_DISPATCH_EXAMPLES} for each dispatching POST)",
     ]
     lines += [f"  {label}: {dict(sorted(c.items()))}" for label, c in sorted(codes.items())]
     lines += [line.strip() for line in stdout.splitlines() if "generated" in line or "Seed" in line]

@@ -11,7 +11,7 @@ import pytest
 
 from cmdb.jobs.models import HostTask
 from deploy.local import wait_for
-from tests.conftest import ping_nodes
+from tests.conftest import rooted_agents
 from tests.factories import make_host
 from tests.integration.test_core_loop import ID_LINE, wait_job
 
@@ -22,20 +22,9 @@ MB = 1 << 20
 
 
 @pytest.fixture(scope="module")
-def roots(fleet, tmp_path_factory, django_db_blocker):
-    """Three agents, each seeing its own folder as "/" for pushes and fetches."""
-    from cmdb.celery import app
-
-    base = tmp_path_factory.mktemp("roots")
-    roots = {ip: base / ip for ip in IPS}
-    for ip, root in roots.items():
-        root.mkdir()
-        fleet.start_agent(ip, concurrency=1, extra_env={"CMDB_AGENT_ROOT": str(root)})
-    nodes = [f"agent@{ip}" for ip in IPS]
-    wait_for(lambda: ping_nodes(app, nodes), 90, "the deploy agents", interval=0.5)
-    yield roots
-    for ip in IPS:
-        fleet.stop(f"agent-{ip}")
+def roots(fleet, tmp_path_factory):
+    with rooted_agents(fleet, IPS, tmp_path_factory.mktemp("roots")) as roots:
+        yield roots
 
 
 @pytest.fixture
@@ -204,6 +193,9 @@ def test_fetch_copies_each_hosts_file_into_its_own_folder(manage, hosts, roots, 
     assert {h["state"] for h in data["hosts"]} == {"ok"}
     for ip in IPS:
         assert (to / ip / "app.log").read_text() == f"log of {ip}\n"
+    files = {h["host"]: h["file"] for h in data["hosts"]}
+    assert files == {ip: {"path": str(to / ip / "app.log"), "size": len(f"log of {ip}\n"),
+                          "sha256": sha(to / ip / "app.log")} for ip in IPS}  # fmt: skip
     # The same content on every host: each copy still arrives.
     for root in roots.values():
         (root / "var/log/same.log").write_text("identical everywhere\n")

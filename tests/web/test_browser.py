@@ -4,6 +4,7 @@ outputs on the job page; open the dashboard. Screenshots go to test-output/."""
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -119,6 +120,20 @@ def test_run_a_command_from_the_admin_and_see_both_hosts(web, admin_user, browse
     )
     assert results in (["skipped", "verified"], ["verified", "verified"])
     assert target.read_text() == "pushed from the browser\n"
+
+    # Fetched back from both hosts: each copy is kept on the server, for download.
+    page.goto(f"{web}/admin/hosts/host/")
+    page.locator("#action-toggle").check()
+    page.select_option("select[name=action]", "fetch_file")
+    page.click("button[name=index]")
+    page.fill("#id_path", str(target))
+    page.click("#fetchfile-submit")
+    page.wait_for_selector('#job-summary[data-done="true"]', timeout=60_000)
+    assert page.locator('.host-result[data-state="ok"]').count() == len(AGENT_IPS)
+    with page.expect_download() as download:
+        page.locator(f'.host-result[data-host="{AGENT_IPS[0]}"] .fetched a').click()
+    assert download.value.suggested_filename == f"{AGENT_IPS[0]}-pushed.txt"
+    assert Path(download.value.path()).read_text() == "pushed from the browser\n"
 
     page.goto(f"{web}/dashboard/")
     for chart in ("#chart-status", "#chart-os", "#chart-disks", "#chart-jobs"):
