@@ -117,6 +117,7 @@ def main() -> None:
             os.sync()
             push_s = time.perf_counter() - started
         states = list(HostTask.objects.filter(job=job).values_list("state", flat=True))
+        api = api_push(fleet, run_dir, agents)
     finally:
         fleet.stop_all()
     mib = 1 << 20
@@ -127,6 +128,7 @@ def main() -> None:
         "push_mb_s_per_host": SIZE_MB / push_s, "push_mb_s_total": SIZE_MB * len(IPS) / push_s,
         "peak_rss_mib": {k: v / mib for k, v in mem.peak.items()},
         "growth_rss_mib": {k: (mem.peak[k] - mem.baseline[k]) / mib for k in roots},
+        "api": api,
     }  # fmt: skip
     OUT.mkdir(exist_ok=True)
     (OUT / "push.json").write_text(json.dumps(result, indent=2))
@@ -141,7 +143,68 @@ def main() -> None:
             f"  {name}: peak {result['peak_rss_mib'][name]:.0f} MiB "
             f"(+{result['growth_rss_mib'][name]:.1f} MiB)"
         )
+    print(
+        f"the same through the API (curl -F to gunicorn, another {SIZE_MB} MB file): "
+        f"{api['push_seconds']:.2f} s ({SIZE_MB / api['push_seconds']:.0f} MB/s per host; "
+        f"upload answered 202 in {api['upload_seconds']:.2f} s); states {api['states']}; "
+        f"web worker peak {api['peak_rss_mib']['web']:.0f} MiB "
+        f"(+{api['growth_rss_mib']['web']:.1f} MiB)"
+    )
     shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def api_push(fleet: Fleet, run_dir, agents: dict) -> dict:
+    """POST /api/jobs/push/ with curl (a streamed multipart upload) to gunicorn, as a script
+    would; the web worker's memory must not grow with the file."""
+    from django.contrib.auth.models import User
+    from rest_framework.authtoken.models import Token
+
+    from cmdb.jobs.models import HostTask, Job
+
+    source = run_dir / "payload-api.bin"
+    with open(source, "wb") as f:
+        for _ in range(SIZE_MB):
+            f.write(os.urandom(1 << 20))
+    user = User.objects.create_superuser("bench", "bench@example.invalid", "unused")
+    token = Token.objects.create(user=user).key
+    port = free_port()
+    web = fleet.start_web(port, workers=1)
+    url = f"http://127.0.0.1:{port}/api/jobs/push/"
+    wait_for(lambda: _answers(url), 60, "gunicorn", interval=0.2)
+    hosts = [arg for ip in IPS for arg in ("-F", f"hosts={ip}")]
+    with PeakRss({"web": web.pid}) as mem:
+        started = time.perf_counter()
+        answer = subprocess.run(
+            ["curl", "-sS", "--fail-with-body", "-H", f"Authorization: Token {token}",
+             "-F", f"file=@{source}", "-F", "dest=/opt/payload-api.bin", *hosts, url],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        upload_s = time.perf_counter() - started
+        job = Job.objects.get(pk=json.loads(answer.stdout)["id"])
+        pending = HostTask.objects.filter(job=job, state__in=["pending", "running"])
+        wait_for(lambda: not pending.exists(), 600, "the API push", interval=0.05)
+        os.sync()
+        push_s = time.perf_counter() - started
+    mib = 1 << 20
+    return {
+        "push_seconds": push_s, "upload_seconds": upload_s,
+        "states": list(HostTask.objects.filter(job=job).values_list("state", flat=True)),
+        "peak_rss_mib": {"web": mem.peak["web"] / mib},
+        "growth_rss_mib": {"web": (mem.peak["web"] - mem.baseline["web"]) / mib},
+    }  # fmt: skip
+
+
+def _answers(url: str) -> bool:
+    import urllib.error
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(url, timeout=2)
+    except urllib.error.HTTPError:
+        return True  # 401 or 405: the app answers
+    except OSError:
+        return False
+    return True
 
 
 if __name__ == "__main__":
