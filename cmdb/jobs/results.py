@@ -41,6 +41,8 @@ FAILURE_EXCEPTION = {
     State.LOST: exceptions.HostTaskLost,
 }
 
+#: The central worker's task that stores a fetched file (cmdb.jobs.tasks.store_fetched).
+STORE_FETCHED = "cmdb.jobs.store_fetched"
 E_FORGED_FETCH = "refused: the file was not sent where this host task asked for it"
 
 #: Every HostTask field a report may change (bulk_update writes them all).
@@ -177,6 +179,15 @@ def _apply_result(task: HostTask, payload: dict) -> bool:
         "duration": payload.get("duration"),
         "error": _text(payload.get("error")),
     }
+    manifest = payload.get("fetch_manifest")
+    if manifest and fields["state"] == State.OK:
+        # The host has sent its file; the task ends once the server has stored it
+        # (finish_fetch, off the intake: a large file must not hold up other results).
+        fields["state"] = State.RUNNING
+        fields["stdout_head"] = _text(
+            f"received {manifest.get('size')} bytes, sha256 {manifest.get('sha256')}; "
+            "storing on the server\n"
+        )
     for name, value in fields.items():
         setattr(task, name, value)
     return True
@@ -212,48 +223,63 @@ def store_batch(started: Iterable[dict], finished: Iterable[dict]) -> int:
                     changed[task.task_id] = (task, item if apply is _apply_result else {})
         _write(changed)
         _store_facts([(task, p) for task, p in changed.values() if p.get("facts_report")])
-    # After the commit: a fetched file may be large, and the database must not wait for it.
-    _store_fetched([(task, p) for task, p in changed.values() if p.get("fetch_manifest")])
+    # After the commit: the storing task must find the row as written here.
+    _hand_over_fetched([(t, p) for t, p in changed.values() if p.get("fetch_manifest")
+                        and t.state == State.RUNNING])  # fmt: skip
     return len(changed)
 
 
-def _store_fetched(fetched: list[tuple[HostTask, dict]]) -> None:
-    """Assemble files agents sent for fetch jobs into the job's folder, one folder per host."""
-    if not fetched:
-        return
+def _hand_over_fetched(fetched: list[tuple[HostTask, dict]]) -> None:
+    """Queue each received file for storing by the central worker's pool."""
+    from cmdb.celery import app  # the server's app by name: an agent's may be current here
+
+    for task, payload in fetched:
+        try:
+            app.send_task(STORE_FETCHED, args=[task.task_id, payload])
+        except Exception:  # the broker this payload just came from is gone: store it here
+            logger.exception("could not queue the storing of %s; storing it now", task.task_id)
+            finish_fetch(task.task_id, payload)
+
+
+def finish_fetch(task_id: str, payload: dict) -> None:
+    """Assemble the file a host sent for a fetch job into the job's folder (one folder per
+    host), verified, and end its host task: ok with its ``fetched`` record, or error."""
     from cmdb.celery import app
-    from cmdb.jobs.models import Job
     from deploy.files import store_fetched
 
-    jobs = Job.objects.in_bulk({task.job_id for task, _ in fetched})
-    for task, payload in fetched:
-        job = jobs[task.job_id]
-        params = job.params
-        namespace = (payload["fetch_manifest"] or {}).get("namespace")
-        if job.kind != JobKindChoices.FETCH or namespace != f"fetch-{job.pk}-{task.ip}":
-            # Only the blob this host was asked to send: a forged manifest naming a push's
-            # blob must not be copied (and then deleted) by the server.
-            logger.warning("fetch manifest from %s refused (namespace %r)", task.ip, namespace)
-            task.state, task.error = State.ERROR, E_FORGED_FETCH
-            with transaction.atomic():
-                _write({task.task_id: (task, payload)})
-            continue
+    task = HostTask.objects.select_related("job").filter(task_id=task_id).first()
+    # Running as store_batch left it, or ended "lost" meanwhile by the monitor (the file did
+    # arrive); not cancelled, not stored already.
+    if task is None or task.fetched or task.state not in State.inferred() | {State.RUNNING}:
+        logger.warning("fetched file for %s not stored: the host task is %s", task_id,
+                       task.state if task else "gone")  # fmt: skip
+        return
+    job, manifest = task.job, payload.get("fetch_manifest") or {}
+    if job.kind != JobKindChoices.FETCH or manifest.get("namespace") != f"fetch-{job.pk}-{task.ip}":
+        # Only the blob this host was asked to send: a forged manifest naming a push's blob
+        # must not be copied (and then deleted) by the server.
+        logger.warning("fetch manifest from %s refused (namespace %r)", task.ip,
+                       manifest.get("namespace"))  # fmt: skip
+        task.state, task.error = State.ERROR, E_FORGED_FETCH
+    else:
         # The CLI names a folder; the API and the admin leave it to FETCH_DIR/<job id>.
-        to = params.get("to") or str(settings.CMDB["FETCH_DIR"] / str(job.pk))
-        manifest = payload["fetch_manifest"]
+        to = job.params.get("to") or str(settings.CMDB["FETCH_DIR"] / str(job.pk))
         try:
-            local = store_fetched(app, to, task.ip, params["agent"]["path"], manifest)
+            local = store_fetched(app, to, task.ip, job.params["agent"]["path"], manifest)
         except Exception as exc:  # the host task must say why, whatever it was
+            if HostTask.objects.filter(pk=task.pk).exclude(fetched=None).exists():
+                return  # a second delivery of this result, after the first had stored it
             logger.exception("fetched file from %s not stored", task.ip)
             task.state, task.error = State.ERROR, f"not stored on the server: {exc}"
         else:
             sha, size = manifest.get("sha256", ""), manifest.get("size")
+            task.state = State.OK
             task.stdout_head = f"fetched {size} bytes, sha256 {sha} -> {local}\n"
             task.fetched = {"path": local, "sha256": sha, "size": size}
-        with transaction.atomic():
-            _write({task.task_id: (task, payload)})
-            if task.fetched:
-                HostTask.objects.filter(pk=task.pk).update(fetched=task.fetched)
+    with transaction.atomic():
+        _write({task.task_id: (task, payload)})
+        if task.fetched:
+            HostTask.objects.filter(pk=task.pk).update(fetched=task.fetched)
 
 
 def _store_facts(collected: list[tuple[HostTask, dict]]) -> None:

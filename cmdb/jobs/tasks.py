@@ -15,3 +15,10 @@ def store_result(payload: dict) -> None:
 @shared_task(name=config.TASK_STARTED, ignore_result=True)
 def task_started(info: dict) -> None:
     results.mark_started(info)
+
+
+@shared_task(name=results.STORE_FETCHED, ignore_result=True)
+def store_fetched(task_id: str, payload: dict) -> None:
+    """A file an agent sent for a fetch job: stored here, not in the intake, whose results
+    would otherwise wait for every byte of it."""
+    results.finish_fetch(task_id, payload)

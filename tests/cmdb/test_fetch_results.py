@@ -1,0 +1,94 @@
+"""Fetch results: the intake hands a received file over, the storing task ends the host task.
+
+A real redis-server (the suite's) holds the blobs; the storing runs here, in-process, as the
+central worker's pool would run it.
+"""
+
+import hashlib
+import io
+import uuid
+
+import pytest
+
+from cmdb.jobs import results
+from cmdb.jobs.choices import HostTaskStateChoices as State
+from cmdb.jobs.choices import JobKindChoices
+from cmdb.jobs.models import HostTask, Job
+from workers import transfer
+
+pytestmark = pytest.mark.django_db
+
+IP = "127.0.1.90"
+
+
+@pytest.fixture
+def broker(redis_url):
+    from cmdb.celery import app
+    from deploy.files import broker_client
+
+    conn, client = broker_client(app)
+    with conn:
+        yield client
+
+
+def fetch_task(kind: str = JobKindChoices.FETCH, state: str = State.RUNNING) -> HostTask:
+    job = Job.objects.create(kind=kind, command=kind, timeout=30, reach_timeout=30,
+                             params={"agent": {"path": "/var/log/app.log"}})  # fmt: skip
+    return HostTask.objects.create(job=job, ip=IP, task_id=str(uuid.uuid4()), state=state)
+
+
+def report(task: HostTask, manifest: dict) -> dict:
+    return {"task_id": task.task_id, "outcome": "ok", "exit_code": 0, "agent": f"agent@{IP}",
+            "fetch_manifest": manifest, "stdout": {"head": "sent"}}  # fmt: skip
+
+
+def test_a_received_file_leaves_the_task_running_until_it_is_stored(broker, settings, tmp_path):
+    settings.CMDB = {**settings.CMDB, "FETCH_DIR": tmp_path}
+    task = fetch_task()
+    content = b"line\n" * 1000
+    manifest = transfer.put_blob(broker, io.BytesIO(content), namespace=f"fetch-{task.job_id}-{IP}")
+    payload = report(task, manifest)
+
+    # As the intake stores it (the storing task is queued on the suite's broker, unconsumed).
+    assert results.store_batch([], [payload]) == 1
+
+    task.refresh_from_db()
+    assert task.state == State.RUNNING and task.fetched is None
+    assert task.stdout_head.startswith(f"received {len(content)} bytes")
+
+    results.finish_fetch(task.task_id, payload)  # what the central worker's pool runs
+
+    task.refresh_from_db()
+    stored = tmp_path / str(task.job_id) / IP / "app.log"
+    assert task.state == State.OK and stored.read_bytes() == content
+    assert task.fetched == {"path": str(stored), "size": len(content),
+                            "sha256": hashlib.sha256(content).hexdigest()}  # fmt: skip
+    assert not broker.exists(f"cmdb:{manifest['namespace']}:{manifest['sha256']}:meta")
+    # A second delivery of the same result changes nothing.
+    results.finish_fetch(task.task_id, payload)
+    task.refresh_from_db()
+    assert task.state == State.OK and task.fetched["path"] == str(stored)
+
+
+@pytest.mark.parametrize("kind", [JobKindChoices.FETCH, JobKindChoices.PUSH])
+def test_a_manifest_naming_another_blob_is_refused_and_the_blob_kept(broker, kind):
+    task = fetch_task(kind)
+    # A push's blob: a forged report must not make the server copy it, then delete it.
+    manifest = transfer.put_blob(broker, io.BytesIO(b"someone else's file"))
+
+    results.finish_fetch(task.task_id, report(task, manifest))
+
+    task.refresh_from_db()
+    assert task.state == State.ERROR and task.error == results.E_FORGED_FETCH
+    assert task.fetched is None
+    assert broker.exists(f"cmdb:blob:{manifest['sha256']}:meta")
+
+
+def test_a_cancelled_fetch_is_not_stored(broker):
+    task = fetch_task(state=State.CANCELLED)
+    manifest = transfer.put_blob(broker, io.BytesIO(b"late"), namespace=f"fetch-{task.job_id}-{IP}")
+
+    results.finish_fetch(task.task_id, report(task, manifest))
+
+    task.refresh_from_db()
+    assert task.state == State.CANCELLED and task.fetched is None
