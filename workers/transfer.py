@@ -336,6 +336,7 @@ def receive_file(client, manifest, dest, mode=None, owner=None, root=None) -> di
             return _failed(E_IS_DIR.format(path=target))
         if old and _equal(target, sha):
             _set_attrs(target, mode, ids)
+            _chown_tree(target, ids)
             return _done("skipped", DETAIL_SKIPPED, sha, size, owner)
         _make_parents(target.parent, created)
         fd, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.cmdb-")
@@ -372,6 +373,17 @@ def _set_attrs(path, mode, ids, old: os.stat_result | None = None, default: int 
         os.chown(path, *ids)
 
 
+def _chown_tree(top: Path | str, ids: tuple[int, int] | None) -> None:
+    """An owner asked for a folder is the owner of all it holds (links themselves, not their
+    targets), as `chown -R` would leave it; ``mode`` stays the top folder's alone, since the
+    archive carries each file's own."""
+    if not ids:
+        return
+    for dirpath, dirnames, filenames in os.walk(top, onerror=_raise):
+        for name in dirnames + filenames:
+            os.lchown(os.path.join(dirpath, name), *ids)
+
+
 def receive_tree(client, manifest, dest, files, mode=None, owner=None, root=None) -> dict:
     """Replace the folder ``dest`` with a verified, checked archive, or skip it when every file
     in ``files`` ({relpath: sha256}) is already there. Never raises for expected failures."""
@@ -386,6 +398,7 @@ def receive_tree(client, manifest, dest, files, mode=None, owner=None, root=None
         if old and all(not _unsafe_name(rel) and _equal(target / rel, digest)
                        for rel, digest in dict(files or {}).items()):  # fmt: skip
             _set_attrs(target, mode, ids)
+            _chown_tree(target, ids)
             return _done("skipped", DETAIL_SKIPPED, sha, size, owner)
         _make_parents(target.parent, created)
         with tempfile.TemporaryFile(dir=target.parent, prefix=f".{target.name}.cmdb-") as spool:
@@ -399,6 +412,7 @@ def receive_tree(client, manifest, dest, files, mode=None, owner=None, root=None
                 # The data filter is a second line of defence (3.11.7's has known bypasses).
                 tar.extractall(work, members=members, filter="data")
         _set_attrs(work, mode, ids, old, NEW_DIR_MODE)
+        _chown_tree(work, ids)
         if old:
             # Two renames, not atomic: dest is briefly absent. Linux's renameat2(RENAME_EXCHANGE)
             # would close the gap, but the stdlib has no binding for it.

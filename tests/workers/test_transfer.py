@@ -279,6 +279,28 @@ def test_owner_is_applied_when_root_and_unknown_owner_fails_untouched(client, tm
     assert target.read_bytes() == b"data"
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown needs root")
+def test_the_owner_of_a_folder_owns_everything_in_it(client, tmp_path):
+    source = make_tree(tmp_path / "release")
+    archive, files = pack_tree(str(source), spool_dir=str(tmp_path))
+    with archive:
+        manifest = put_blob(client, archive, chunk_size=SMALL)
+    dest = tmp_path / "host" / "srv" / "app"
+
+    outcome = receive_tree(client, manifest, str(dest), files, owner="nobody:nogroup")
+
+    assert outcome["outcome"] == "verified", outcome
+    owners = {(p.lstat().st_uid, p.lstat().st_gid) for p in [dest, *dest.rglob("*")]}
+    assert owners == {(65534, 65534)}
+    # The links themselves, not what they point to.
+    assert (dest / "current").is_symlink()
+    # A re-run that finds the files equal still applies the owner asked for.
+    os.lchown(dest / "conf" / "app.conf", 0, 0)
+    again = receive_tree(client, manifest, str(dest), files, owner="nobody:nogroup")
+    assert again["outcome"] == "skipped"
+    assert (dest / "conf" / "app.conf").stat().st_uid == 65534
+
+
 def test_parent_directories_are_created(client, tmp_path):
     manifest = upload(client, b"hello")
     target = tmp_path / "etc" / "app" / "conf.d" / "x.conf"
