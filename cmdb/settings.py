@@ -191,4 +191,6 @@ CMDB = {
     #: Where files fetched through the API or the admin go: <FETCH_DIR>/<job id>/<host ip>/.
     #: The central worker writes them and the web serves them, so both must see this folder.
     "FETCH_DIR": Path(os.environ.get("CMDB_FETCH_DIR", RUN_DIR / "fetched")),
+    #: Days the server keeps those copies (0: for ever); the central worker removes older ones.
+    "FETCH_KEEP_DAYS": float(os.environ.get("CMDB_FETCH_KEEP_DAYS", "7")),
 }

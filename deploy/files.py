@@ -4,8 +4,10 @@ Files travel as content-addressed chunks through the broker's Redis (workers.tra
 why); the agent task message carries only the manifest.
 """
 
+import contextlib
 import os
 import tempfile
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import BinaryIO
 
@@ -141,3 +143,31 @@ def release_finished_pushes(app) -> int:
         job.params["released"] = True
         Job.objects.filter(pk=job.pk).update(params=job.params)
     return released
+
+
+def remove_expired_fetches(fetch_dir: Path, keep_days: float, now: datetime) -> int:
+    """Delete the server's copies of files fetched more than ``keep_days`` ago; return how many.
+
+    Only under ``fetch_dir`` (the API's and the admin's): a CLI --to folder is the operator's.
+    The host task keeps its record, with when the copy went (its download then answers 410).
+    """
+    from cmdb.jobs.models import HostTask
+
+    if keep_days <= 0:
+        return 0
+    expired = HostTask.objects.filter(
+        fetched__path__startswith=f"{fetch_dir}{os.sep}",
+        finished_at__lt=now - timedelta(days=keep_days),
+    ).exclude(fetched__has_key="removed")
+    removed = 0
+    for task in expired.only("pk", "fetched"):
+        path = Path(task.fetched["path"])
+        path.unlink(missing_ok=True)
+        for folder in (path.parent, path.parent.parent):  # <ip>/, then <job id>/, once empty
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        HostTask.objects.filter(pk=task.pk).update(
+            fetched={**task.fetched, "removed": now.isoformat()}
+        )
+        removed += 1
+    return removed

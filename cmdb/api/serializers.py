@@ -144,6 +144,10 @@ class FetchedFileSerializer(serializers.Serializer):
     sha256 = serializers.CharField(help_text="Checked against the host's when it was stored.")
     size = serializers.IntegerField()
     download = serializers.URLField(help_text="GET it (it sends Repr-Digest: sha-256).")
+    removed = serializers.DateTimeField(
+        allow_null=True,
+        help_text="When the server's copy was removed (CMDB_FETCH_KEEP_DAYS); null while kept.",
+    )
 
 
 class HostTaskSerializer(serializers.ModelSerializer):
@@ -195,7 +199,8 @@ class HostTaskSerializer(serializers.ModelSerializer):
             return None
         url = reverse("api:hosttask-file", kwargs={"task_id": task.task_id},
                       request=self.context.get("request"))  # fmt: skip
-        return {"sha256": task.fetched["sha256"], "size": task.fetched["size"], "download": url}
+        return {"sha256": task.fetched["sha256"], "size": task.fetched["size"], "download": url,
+                "removed": task.fetched.get("removed")}  # fmt: skip
 
 
 def _summary(tasks: list[HostTask]) -> dict:

@@ -90,6 +90,8 @@ class Monitor:
     LAST_SEEN_EVERY = 30.0
     #: Slack past a reach deadline, for a "started" notice still queued behind results.
     REACH_SLACK = 2.0
+    #: Seconds between looks for fetched files past their keeping time.
+    EXPIRY_EVERY = 60.0
 
     def __init__(self, app, settings, clock=time.time):
         self.app = app
@@ -99,6 +101,7 @@ class Monitor:
         self.stopping = threading.Event()
         self.threads: list[threading.Thread] = []
         self._receiver = None
+        self.last_expiry = 0.0
 
     # -- events ------------------------------------------------------------------------------
     def on_event(self, event: dict) -> None:
@@ -189,9 +192,13 @@ class Monitor:
         if not deaf:
             self.update_hosts(now, now_dt)
         self.advance_batches()
-        from deploy.files import release_finished_pushes
+        from deploy.files import release_finished_pushes, remove_expired_fetches
 
         release_finished_pushes(self.app)
+        if now - self.last_expiry >= self.EXPIRY_EVERY:
+            self.last_expiry = now
+            cfg = self.cfg
+            remove_expired_fetches(cfg["FETCH_DIR"], cfg["FETCH_KEEP_DAYS"], now_dt)
         return counts
 
     def advance_batches(self) -> None:

@@ -6,14 +6,18 @@ central worker's pool would run it.
 
 import hashlib
 import io
+import os
 import uuid
+from datetime import timedelta
 
 import pytest
+from django.utils import timezone
 
 from cmdb.jobs import results
 from cmdb.jobs.choices import HostTaskStateChoices as State
 from cmdb.jobs.choices import JobKindChoices
 from cmdb.jobs.models import HostTask, Job
+from deploy.files import remove_expired_fetches
 from workers import transfer
 
 pytestmark = pytest.mark.django_db
@@ -92,3 +96,30 @@ def test_a_cancelled_fetch_is_not_stored(broker):
 
     task.refresh_from_db()
     assert task.state == State.CANCELLED and task.fetched is None
+
+
+def test_copies_past_their_keeping_time_are_removed_not_the_operators_own(tmp_path):
+    fetch_dir, elsewhere, now = tmp_path / "fetched", tmp_path / "logs", timezone.now()
+
+    def fetched(folder, days_ago: float) -> HostTask:
+        task = fetch_task(state=State.OK)
+        path = folder / str(task.job_id) / IP / "app.log"
+        path.parent.mkdir(parents=True)
+        path.write_text("log\n")
+        task.fetched = {"path": str(path), "sha256": "0" * 64, "size": 4}
+        task.finished_at = now - timedelta(days=days_ago)
+        task.save()
+        return task
+
+    old, recent, cli = fetched(fetch_dir, 8), fetched(fetch_dir, 6), fetched(elsewhere, 30)
+
+    assert remove_expired_fetches(fetch_dir, 7, now) == 1
+    assert remove_expired_fetches(fetch_dir, 7, now) == 0  # once
+
+    old.refresh_from_db()
+    assert old.fetched["removed"] == now.isoformat()
+    assert not (fetch_dir / str(old.job_id)).exists()  # its empty folders went too
+    for kept in (recent, cli):
+        kept.refresh_from_db()
+        assert "removed" not in kept.fetched and os.path.exists(kept.fetched["path"])
+    assert remove_expired_fetches(fetch_dir, 0, now + timedelta(days=99)) == 0  # 0: for ever
