@@ -133,12 +133,10 @@ def release_finished_pushes(app) -> int:
         if manifest and manifest["sha256"] not in busy:
             conn, client = broker_client(app)
             with conn:
-                meta = f"cmdb:{manifest.get('namespace', 'blob')}:{manifest['sha256']}:meta"
                 # A push being prepared now reuses (and refreshes) the same blob before its
                 # job exists: leave blobs touched within the last `quiet` seconds alone.
-                if client.ttl(meta) > transfer.BLOB_TTL - quiet:
+                if not transfer.release_blob(client, manifest, quiet):
                     continue
-                transfer.delete_blob(client, manifest)
             released += 1
         job.params["released"] = True
         Job.objects.filter(pk=job.pk).update(params=job.params)

@@ -221,6 +221,24 @@ def delete_blob(client: redis.Redis, manifest: dict) -> None:
     _delete_keys(client, _chunk_keys(manifest))
 
 
+#: Delete a blob (KEYS: meta, then chunks) unless its meta TTL exceeds ARGV[1], in one atomic
+#: step: put_blob refreshes the meta key first when it reuses a blob, so either the reuse sees
+#: the blob gone (and uploads it again) or the release sees it fresh (and keeps it).
+_RELEASE_SCRIPT = """
+if redis.call('TTL', KEYS[1]) > tonumber(ARGV[1]) then return 0 end
+for i = 1, #KEYS do redis.call('UNLINK', KEYS[i]) end
+return 1
+"""
+
+
+def release_blob(client: redis.Redis, manifest: dict, quiet: int, ttl: int = BLOB_TTL) -> bool:
+    """Delete a blob nobody has stored or reused within the last ``quiet`` seconds; True if
+    it was deleted (or already gone)."""
+    sha, _, _, namespace = _checked(manifest)
+    keys = [_key(namespace, sha, "meta"), *_chunk_keys(manifest)]
+    return bool(client.eval(_RELEASE_SCRIPT, len(keys), *keys, ttl - quiet))
+
+
 def sha256_file(path: str | os.PathLike) -> str:
     with open(path, "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()

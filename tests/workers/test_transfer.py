@@ -497,6 +497,26 @@ def test_send_file_for_fetch_and_missing_file_fails(client, tmp_path):
     assert "not a regular file" in send_file(client, "/pipe", root=str(root))["detail"]
 
 
+def test_a_blob_is_released_only_when_nobody_stored_or_reused_it_lately(client):
+    manifest = upload(client, os.urandom(3 * SMALL))
+    meta = chunk_key(manifest, "meta")
+
+    # Just stored (or just reused by a push being prepared): kept.
+    assert transfer.release_blob(client, manifest, quiet=60) is False
+    assert client.exists(meta) and client.exists(chunk_key(manifest, 2))
+
+    client.expire(meta, transfer.BLOB_TTL - 61)  # untouched for 61 s
+    assert transfer.release_blob(client, manifest, quiet=60) is True
+    assert client.keys("cmdb:*") == []
+
+    # A reuse that comes after the release finds the blob gone and uploads it again.
+    again = upload(client, b"other content" * 100)
+    client.expire(chunk_key(again, "meta"), 1)
+    assert transfer.release_blob(client, again, quiet=60) is True
+    assert upload(client, b"other content" * 100) == again
+    assert get_blob(client, again, io.BytesIO()) == len(b"other content" * 100)
+
+
 def test_memory_stays_bounded(client, tmp_path):
     source = tmp_path / "big"
     with open(source, "wb") as f:
