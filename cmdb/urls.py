@@ -10,3 +10,5 @@ urlpatterns = [
     path("api/", include("cmdb.api.urls")),
     path("", include("cmdb.web.urls")),
 ]
+
+handler404 = "cmdb.api.views.not_found"

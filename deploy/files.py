@@ -5,8 +5,12 @@ why); the agent task message carries only the manifest.
 """
 
 import contextlib
+import io
 import os
+import tarfile
 import tempfile
+import time
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import BinaryIO
@@ -169,3 +173,35 @@ def remove_expired_fetches(fetch_dir: Path, keep_days: float, now: datetime) -> 
         )
         removed += 1
     return removed
+
+
+def tar_stream(entries: list[tuple[str, str | bytes]], block: int = 1 << 20) -> Iterator[bytes]:
+    """A tar of (name in the archive, local path or the content itself) entries, made as it is
+    sent: headers and file blocks are yielded in turn, so that a web worker never holds more
+    than ``block`` bytes of it (tarfile.addfile would write each file whole into whatever it
+    is given)."""
+    for name, source in entries:
+        with _opened(source) as (f, size, mtime):
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime, info.mode = size, mtime, 0o644
+            yield info.tobuf(tarfile.PAX_FORMAT)
+            left = size
+            while left > 0:  # exactly the size in the header, even if the file grew
+                data = f.read(min(block, left))
+                if not data:
+                    raise OSError(f"{name} shrank while it was being sent")
+                left -= len(data)
+                yield data
+            if size % tarfile.BLOCKSIZE:
+                yield tarfile.NUL * (tarfile.BLOCKSIZE - size % tarfile.BLOCKSIZE)
+    yield tarfile.NUL * (2 * tarfile.BLOCKSIZE)  # the end-of-archive marker
+
+
+@contextlib.contextmanager
+def _opened(source: str | bytes):
+    if isinstance(source, bytes):
+        yield io.BytesIO(source), len(source), int(time.time())
+        return
+    with open(source, "rb") as f:
+        st = os.fstat(f.fileno())
+        yield f, st.st_size, int(st.st_mtime)

@@ -13,7 +13,8 @@ import redis
 from celery import states as celery_states
 from django.db.models import OuterRef, Prefetch, QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce
-from django.http import FileResponse
+from django.http import FileResponse, JsonResponse, StreamingHttpResponse
+from django.views.defaults import page_not_found
 from django_celery_results.models import TaskResult
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
@@ -47,11 +48,12 @@ from cmdb.jobs.dispatch import (
     dispatch_command,
 )
 from cmdb.jobs.models import HostTask, Job
-from deploy.files import prepare_upload
+from deploy.files import prepare_upload, tar_stream
 from workers.transfer import TransferError
 
 E_UPLOAD_FAILED = "nothing pushed: the file could not be put in the broker: {exc}"
 E_NO_FILE = "this host task has no fetched file (a fetch job's, once stored; it is {state})"
+E_NO_FILES = "this job has no fetched files on the server (a fetch job's, once stored)"
 E_FILE_GONE = "the server's copy of this file was removed"
 E_CANCEL_BROKER_DOWN = "broker unreachable: {exc} (the cancel may not have reached the agents)"
 
@@ -77,6 +79,14 @@ class ServiceUnavailable(APIException):
     status_code = status.HTTP_503_SERVICE_UNAVAILABLE
     default_detail = "service unavailable"
     default_code = "service_unavailable"
+
+
+def not_found(request, exception):
+    """handler404: under /api/, a URL that matches no route (an id of the wrong shape) is a
+    JSON 404 like every other API error, not Django's HTML page."""
+    if request.path.startswith("/api/"):
+        return JsonResponse({"detail": "Not found."}, status=status.HTTP_404_NOT_FOUND)
+    return page_not_found(request, exception)
 
 
 def with_celery_state(tasks: QuerySet) -> QuerySet:
@@ -229,6 +239,17 @@ class ChangeViewSet(ReadOnlyViewSet):
             ),
         },
     ),
+    files=extend_schema(
+        summary="Download every file a fetch job brought back, as one tar",
+        description="Members are <ip>/<name>, plus SHA256SUMS (`sha256sum -c SHA256SUMS` in "
+        "the unpacked folder checks each copy). Sent as it is read: no size limit.",
+        responses={
+            (200, "application/x-tar"): OpenApiResponse(OpenApiTypes.BINARY, "The tar."),
+            404: OpenApiResponse(
+                serializers.DetailSerializer, "No such job, or no fetched file is kept."
+            ),
+        },
+    ),
     cancel=extend_schema(summary="Cancel the job's unfinished host tasks (jobs.cancel_job)"),
 )
 class JobViewSet(CancelMixin, mixins.CreateModelMixin, ReadOnlyViewSet):
@@ -240,8 +261,10 @@ class JobViewSet(CancelMixin, mixins.CreateModelMixin, ReadOnlyViewSet):
     permission_classes = [DispatchPermissions]
 
     #: Pushing or fetching any file as the agent's user is as strong as running a command.
+    #: The files are the host tasks' output: reading them takes what reading those takes.
     action_perms = {**CancelMixin.action_perms,
-                    "push": ["jobs.run_command"], "fetch": ["jobs.run_command"]}  # fmt: skip
+                    "push": ["jobs.run_command"], "fetch": ["jobs.run_command"],
+                    "files": ["jobs.view_job", "jobs.view_hosttask"]}  # fmt: skip
     request_serializers = {
         "create": serializers.JobRequestSerializer,
         "push": serializers.PushRequestSerializer,
@@ -281,6 +304,24 @@ class JobViewSet(CancelMixin, mixins.CreateModelMixin, ReadOnlyViewSet):
         return self._dispatch(
             body.to_request(request.user.get_username(), JobKindChoices.FETCH, params=params)
         )
+
+    @action(detail=True, methods=["get"], renderer_classes=[JSONRenderer, BinaryRenderer])
+    def files(self, request, *args, **kwargs):
+        job = self.get_object()
+        kept = [t for t in job.host_tasks.all() if t.fetched and "removed" not in t.fetched]
+        kept = [t for t in kept if os.path.isfile(t.fetched["path"])]
+        if not kept:
+            raise NotFound(E_NO_FILES)
+        names = [f"{t.ip}/{os.path.basename(t.fetched['path'])}" for t in kept]
+        entries = [(name, t.fetched["path"]) for name, t in zip(names, kept, strict=True)]
+        # sha256sum -c SHA256SUMS, in the unpacked folder, checks every copy.
+        sums = "".join(f"{t.fetched['sha256']}  {n}\n" for n, t in zip(names, kept, strict=True))
+        response = StreamingHttpResponse(
+            tar_stream([*entries, ("SHA256SUMS", sums.encode())]),
+            content_type="application/x-tar",
+        )
+        response["Content-Disposition"] = f'attachment; filename="job-{job.pk}-files.tar"'
+        return response
 
     def _valid(self, request):
         body = self.get_serializer(data=request.data)

@@ -186,6 +186,12 @@ def test_push_and_fetch_need_the_run_command_permission(client_with, hosts):
     from rest_framework.test import APIClient
 
     assert APIClient().post("/api/jobs/fetch/", {}, "json").status_code == 401
+    # Reading what a fetch brought back takes the view permissions of jobs and host tasks.
+    job = Job.objects.create(kind="fetch", command="fetch", timeout=5, reach_timeout=5)
+    jobs_only = client_with("jobs.view_job")
+    assert jobs_only.get(f"/api/jobs/{job.pk}/files/").status_code == 403
+    assert collector.get(f"/api/jobs/{job.pk}/files/").status_code == 404
+    job.delete()
     assert not file_jobs()
 
 
@@ -208,6 +214,17 @@ def test_fetch_keeps_each_hosts_file_on_the_server_for_download(operator, hosts,
             response["Repr-Digest"] == f"sha-256=:{base64.b64encode(bytes.fromhex(sha)).decode()}:"
         )
         assert f'filename="{task["host"]}-app.log"' in response["Content-Disposition"]
+    # All of them at once: a tar of <ip>/<name> and SHA256SUMS, streamed.
+    response = operator.get(f"/api/jobs/{job['id']}/files/")
+    assert response.status_code == 200 and response["Content-Type"] == "application/x-tar"
+    with tarfile.open(fileobj=io.BytesIO(b"".join(response.streaming_content))) as tar:
+        members = {m.name: tar.extractfile(m).read() for m in tar.getmembers()}
+    assert set(members) == {f"{ip}/app.log" for ip in IPS} | {"SHA256SUMS"}
+    for ip, root in roots.items():
+        assert members[f"{ip}/app.log"] == (root / "var/log/app.log").read_bytes()
+    assert members["SHA256SUMS"].decode().splitlines() == [
+        f"{t['file']['sha256']}  {t['host']}/app.log" for t in job["tasks"]
+    ]
     # The copies live under FETCH_DIR/<job id>/<ip>/; once removed, the download says so.
     stored = HostTask.objects.get(task_id=job["tasks"][0]["task_id"]).fetched["path"]
     assert job["id"] in stored
@@ -231,3 +248,4 @@ def test_a_fetch_that_cannot_read_the_file_fails_and_has_nothing_to_download(
     response = operator.get(f"/api/host-tasks/{task['task_id']}/file/")
     assert response.status_code == 404
     assert "no fetched file" in response.json()["detail"]
+    assert operator.get(f"/api/jobs/{job['id']}/files/").status_code == 404

@@ -258,6 +258,10 @@ def test_jobs_and_host_tasks_filter(viewer, fleet_rows):
 def test_an_unknown_job_id_is_404(viewer):
     assert viewer.get("/api/jobs/00000000-0000-0000-0000-000000000000/").status_code == 404
     assert viewer.get("/api/jobs/not-a-uuid/").status_code == 404
+    # A path that matches no route at all is a JSON 404 too, under /api/ (not Django's page).
+    unrouted = viewer.get("/api/jobs/0.5/files/")
+    assert unrouted.status_code == 404 and unrouted.json() == {"detail": "Not found."}
+    assert viewer.get("/no-such-page/")["Content-Type"].startswith("text/html")
 
 
 # --- pagination and query counts -----------------------------------------------------------------

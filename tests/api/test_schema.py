@@ -29,6 +29,7 @@ OPERATIONS = {
     ("/api/jobs/{id}/cancel/", "post"),
     ("/api/jobs/push/", "post"),
     ("/api/jobs/fetch/", "post"),
+    ("/api/jobs/{id}/files/", "get"),
     ("/api/host-tasks/{task_id}/file/", "get"),
     ("/api/host-tasks/", "get"),
     ("/api/host-tasks/{task_id}/", "get"),

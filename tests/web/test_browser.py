@@ -134,6 +134,9 @@ def test_run_a_command_from_the_admin_and_see_both_hosts(web, admin_user, browse
         page.locator(f'.host-result[data-host="{AGENT_IPS[0]}"] .fetched a').click()
     assert download.value.suggested_filename == f"{AGENT_IPS[0]}-pushed.txt"
     assert Path(download.value.path()).read_text() == "pushed from the browser\n"
+    with page.expect_download() as everything:
+        page.click("#job-files")
+    assert everything.value.suggested_filename.endswith("-files.tar")
 
     page.goto(f"{web}/dashboard/")
     for chart in ("#chart-status", "#chart-os", "#chart-disks", "#chart-jobs"):
