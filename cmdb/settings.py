@@ -188,4 +188,9 @@ CMDB = {
     "COLLECT_ON_START": _env_bool("CMDB_COLLECT_ON_START", True),
     #: Collector plugins, name -> dotted path (agents import only paths under "collectors.").
     "COLLECTORS": dict(DEFAULT_PLUGINS),
+    #: The Ed25519 private key (PEM) that signs every message agents act on; agents are given
+    #: its public key, written beside it as "<path>.pub" (cmdb/jobs/signer.py).
+    "SIGNING_KEY": os.environ.get("CMDB_SIGNING_KEY") or str(RUN_DIR / "signing_key"),
+    #: Made on first use (0600) only at the default path; a configured one must exist.
+    "SIGNING_KEY_CREATE": not os.environ.get("CMDB_SIGNING_KEY"),
 }

@@ -6,6 +6,7 @@ from django.core.management.base import CommandError
 
 from cmdb.celery import app
 from cmdb.jobs.dispatch import BrokerUnavailable, CommandRequest, DispatchError, dispatch_command
+from cmdb.jobs.signer import SigningKeyError
 
 #: Exit codes scripts can rely on.
 EXIT_INVALID = 2
@@ -67,6 +68,8 @@ def dispatch_from_options(
         raise CommandError(
             "nothing dispatched:\n  " + "\n  ".join(exc.problems), returncode=EXIT_INVALID
         ) from None
+    except SigningKeyError as exc:
+        raise CommandError(f"nothing dispatched: {exc}", returncode=EXIT_INVALID) from None
     except BrokerUnavailable as exc:
         raise CommandError(f"{exc}\njob id: {exc.job.id}", returncode=EXIT_BROKER_DOWN) from None
     command.stdout.write(f"task id: {job.id}")
