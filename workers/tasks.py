@@ -39,7 +39,7 @@ CLAIM_TTL = 7 * 24 * 3600
 
 
 @worker_init.connect
-def _remember_agent_pid(sender=None, **_):
+def _agent_init(sender=None, **_):
     global _agent_pid
     _agent_pid = os.getpid()
     if getattr(getattr(sender, "app", app), "main", app.main) != app.main:
