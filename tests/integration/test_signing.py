@@ -146,3 +146,23 @@ def test_a_message_moved_to_another_hosts_queue_inside_redis_runs_nothing(hosts,
     assert f"claims queue '{elsewhere}', which this agent does not consume" in done.error
     time.sleep(0.5)
     assert not marker.exists()
+
+
+def test_a_server_without_its_configured_key_dispatches_nothing(manage, hosts, tmp_path):
+    out = manage("run", "true", "--hosts", AGENT_IPS[0],
+                 env={"CMDB_SIGNING_KEY": str(tmp_path / "missing")})  # fmt: skip
+
+    assert out.returncode == 2
+    assert "nothing dispatched: the signing key CMDB_SIGNING_KEY=" in out.stderr
+    assert "does not exist" in out.stderr
+    assert not Job.objects.exists()
+
+
+def test_signing_key_prints_the_public_key_agents_are_given(manage, fleet, signing_key):
+    from workers import signing
+
+    out = manage("signing_key", "--public")
+
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == signing.public_path(signing_key).read_text()
+    assert out.stdout.startswith("-----BEGIN PUBLIC KEY-----")
