@@ -166,3 +166,32 @@ def test_signing_key_prints_the_public_key_agents_are_given(manage, fleet, signi
     assert out.returncode == 0, out.stderr
     assert out.stdout == signing.public_path(signing_key).read_text()
     assert out.stdout.startswith("-----BEGIN PUBLIC KEY-----")
+
+
+@pytest.mark.parametrize(
+    ("task_name", "spec"),
+    [
+        ("workers.collect_facts", {"plugins": {"system": "collectors.system"}}),
+        ("workers.push_files", {"manifest": {}, "dest": "/tmp/cmdb-signing-test"}),
+        ("workers.fetch_file", {"path": "/etc/hostname"}),
+    ],
+    ids=["collect", "push", "fetch"],
+)
+def test_every_task_that_acts_on_a_host_checks_the_signature(hosts, task_name, spec):
+    from cmdb.celery import app
+    from workers import config
+
+    job = Job.objects.create(command=task_name, timeout=10, reach_timeout=30)
+    task = HostTask.objects.create(job=job, host=hosts[0], ip=AGENT_IPS[0],
+                                   task_id=str(uuid.uuid4()))  # fmt: skip
+    spec = {"job": str(job.id), "host": AGENT_IPS[0], "timeout": 10, **spec}
+    # Signed, but for another task: the agent checks against its own task's name.
+    headers = signed_headers(config.RUN_COMMAND, AGENT_IPS[0], task.task_id, spec)
+
+    store = app.signature(config.STORE_RESULT, queue=config.results_queue())
+    app.send_task(task_name, args=[spec], queue=AGENT_IPS[0], task_id=task.task_id,
+                  headers=headers, link=store)  # fmt: skip
+
+    done = wait_state(task.task_id, {"error", "ok"})
+    assert (done.state, done.error) == ("error", FORGED)
+    assert not claimed(task.task_id)
