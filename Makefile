@@ -35,6 +35,7 @@ lint: venv
 bench: venv
 	$(PY) -m bench
 	$(PY) -m bench.push
+	$(PY) -m bench.signing
 
 clean: down
 	rm -rf .run

@@ -193,4 +193,9 @@ CMDB = {
     "FETCH_DIR": Path(os.environ.get("CMDB_FETCH_DIR", RUN_DIR / "fetched")),
     #: Days the server keeps those copies (0: for ever); the central worker removes older ones.
     "FETCH_KEEP_DAYS": float(os.environ.get("CMDB_FETCH_KEEP_DAYS", "7")),
+    #: The Ed25519 private key (PEM) that signs every message agents act on; agents are given
+    #: its public key, written beside it as "<path>.pub" (cmdb/jobs/signer.py).
+    "SIGNING_KEY": os.environ.get("CMDB_SIGNING_KEY") or str(RUN_DIR / "signing_key"),
+    #: Made on first use (0600) only at the default path; a configured one must exist.
+    "SIGNING_KEY_CREATE": not os.environ.get("CMDB_SIGNING_KEY"),
 }

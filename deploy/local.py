@@ -22,7 +22,7 @@ from urllib.parse import urlparse
 import psutil
 import redis
 
-from workers import config
+from workers import config, signing
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_HOSTS = ["127.0.1.1", "127.0.1.2", "127.0.1.3"]
@@ -81,6 +81,24 @@ class Fleet:
     @property
     def redis_url(self) -> str:
         return config.redis_url(self.env)
+
+    def agent_pubkey(self) -> str:
+        """The public key file agents verify messages with ($CMDB_AGENT_PUBKEY).
+
+        By default the server's key, RUN_DIR/signing_key, made here if need be: the same file
+        the central worker and manage.py sign with (cmdb.jobs.signer), so agents need nothing
+        else. A configured $CMDB_SIGNING_KEY must exist already; its public key is beside it.
+        """
+        if self.env.get("CMDB_AGENT_PUBKEY"):
+            return self.env["CMDB_AGENT_PUBKEY"]
+        configured = self.env.get("CMDB_SIGNING_KEY")
+        private = Path(configured or self.run_dir / "signing_key")
+        if configured:
+            key = signing.load_private_key(private)
+            signing.write_public_key(key, signing.public_path(private))
+        else:
+            signing.generate_key_pair(private)
+        return str(signing.public_path(private))
 
     # -- processes ---------------------------------------------------------------------------
     def spawn(self, name: str, argv: list[str], extra_env: dict | None = None) -> subprocess.Popen:
@@ -142,12 +160,14 @@ class Fleet:
         self, name: str, app: str, queues: list[str], node: str, concurrency: int, *extra: str
     ) -> subprocess.Popen:
         """A Celery worker of ``app`` on ``queues``; gossip and mingle off as in a fleet."""
+        # Agents ("workers") verify what they run against the server's public key.
+        env = {"CMDB_AGENT_PUBKEY": self.agent_pubkey()} if app == "workers" else None
         return self.spawn(name, [
             sys.executable, "-m", "celery", "-A", app, "worker",
             "--queues", ",".join(queues), "--hostname", node,
             "--concurrency", str(concurrency), "--loglevel", "info",
             "--without-gossip", "--without-mingle", *extra,
-        ])  # fmt: skip
+        ], env)  # fmt: skip
 
     def start_central(self, concurrency: int = 4, name: str = "central") -> subprocess.Popen:
         # Storing results is database I/O; threads share one process (and its monitor).
@@ -204,7 +224,7 @@ class Fleet:
                 "--concurrency",
                 str(concurrency),
             ],
-            extra_env,
+            {"CMDB_AGENT_PUBKEY": self.agent_pubkey(), **(extra_env or {})},
         )
 
     def stop(self, name: str, sig: int = signal.SIGTERM, timeout: float = 15.0) -> None:

@@ -44,6 +44,25 @@ def django_db_modify_db_settings(tmp_path_factory):
         db.setdefault("TEST", {})["NAME"] = str(tmp_path_factory.mktemp("db") / "test.sqlite3")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def signing_key(tmp_path_factory) -> Path:
+    """The server's signing key for the whole suite (not the checkout's .run/signing_key).
+
+    Set for this process (in-process dispatch signs with it) and, through process_env, for
+    every process started after: the central worker and manage.py sign with it, agents get
+    its public key.
+    """
+    from django.conf import settings
+
+    from workers import signing
+
+    path = tmp_path_factory.mktemp("keys") / "signing_key"
+    signing.generate_key_pair(path)
+    os.environ["CMDB_SIGNING_KEY"] = str(path)
+    settings.CMDB.update(SIGNING_KEY=str(path), SIGNING_KEY_CREATE=False)
+    return path
+
+
 @pytest.fixture(scope="session")
 def redis_url(run_dir):
     """A real redis-server of the suite's own; its URL is set for every process started after."""
@@ -69,16 +88,24 @@ def database_url() -> str:
 
 
 @pytest.fixture(scope="session")
-def process_env(run_dir, redis_url, django_db_setup, django_db_blocker) -> dict:
-    """Environment for every subprocess: the suite's broker and test database."""
+def process_env(run_dir, redis_url, django_db_setup, django_db_blocker, signing_key) -> dict:
+    """Environment for every subprocess: the suite's broker, test database and signing keys."""
     from django.conf import settings
+
+    from workers import signing
 
     with django_db_blocker.unblock():
         url = database_url()
     # The central worker writes fetched files where the API (this process) serves them from.
     settings.CMDB["FETCH_DIR"] = run_dir / "fetched"
-    return {**TEST_ENV, "REDIS_URL": redis_url, "DATABASE_URL": url,
-            "CMDB_FETCH_DIR": str(settings.CMDB["FETCH_DIR"])}  # fmt: skip
+    return {
+        **TEST_ENV,
+        "REDIS_URL": redis_url,
+        "DATABASE_URL": url,
+        "CMDB_FETCH_DIR": str(settings.CMDB["FETCH_DIR"]),
+        "CMDB_SIGNING_KEY": str(signing_key),
+        "CMDB_AGENT_PUBKEY": str(signing.public_path(signing_key)),
+    }
 
 
 def ping_nodes(app, names: list[str]) -> bool:

@@ -17,3 +17,17 @@ def make_host(ip: str, hostname: str = "", with_agent: bool = True) -> Host:
         },
     )
     return host
+
+
+def signed_headers(task: str, ip: str, task_id: str, spec: dict, ttl: float = 60, key=None):
+    """The headers the server would put on a message for ``task`` on ``ip`` (its own key unless
+    ``key`` is given), valid for ``ttl`` seconds (negative: expired)."""
+    import math
+    import time
+
+    from cmdb.jobs import signer
+    from workers import signing
+
+    deadline = math.ceil(time.time() + ttl)
+    return {signing.HEADER: signing.sign(key or signer.private_key(), task, ip, task_id,
+                                         deadline, spec)}  # fmt: skip

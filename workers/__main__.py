@@ -1,6 +1,7 @@
 """Start the agent: find this host's IP, then run a Celery worker on exactly that queue.
 
-    python -m workers [--ip 10.0.3.55] [--concurrency 4] [--loglevel info]
+    python -m workers [--pubkey /etc/cmdb-agent/signing_key.pub] [--ip 10.0.3.55]
+                      [--concurrency 4] [--loglevel info]
 
 Equivalent to `celery -A workers worker -Q <ip>` with the options a large fleet needs.
 """
@@ -9,6 +10,7 @@ import argparse
 import os
 import sys
 
+from workers import signing
 from workers.identity import resolve_agent_ip
 
 
@@ -48,7 +50,24 @@ def main(argv: list[str] | None = None) -> int:
         help="commands run at once (default: $CMDB_AGENT_CONCURRENCY or 4)",
     )
     parser.add_argument("--loglevel", default=os.environ.get("CMDB_AGENT_LOGLEVEL", "info"))
+    parser.add_argument(
+        "--pubkey",
+        default=os.environ.get("CMDB_AGENT_PUBKEY"),
+        help="the server's public key (PEM), to verify every message with "
+        "(default: $CMDB_AGENT_PUBKEY; required)",
+    )
     args, extra = parser.parse_known_args(argv)
+    # No key, no agent: there is no unsigned mode to fall back to. An agent that ran unsigned
+    # messages would obey anyone who can write to the broker, and one that refused them all
+    # would only look alive; `make up` and the tests always provide the key.
+    if not args.pubkey:
+        parser.exit(2, f"agent: {signing.E_NO_PUBKEY}\n")
+    try:
+        signing.load_public_key(args.pubkey)
+    except signing.SigningKeyError as exc:
+        parser.exit(2, f"agent: {exc}\n")
+    # The worker and its pool children read it from the environment (workers.tasks).
+    os.environ["CMDB_AGENT_PUBKEY"] = os.path.abspath(args.pubkey)
     try:
         ip = resolve_agent_ip(args.ip)
     except (ValueError, RuntimeError) as exc:

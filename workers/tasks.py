@@ -9,7 +9,7 @@ import traceback
 from celery.exceptions import SoftTimeLimitExceeded
 from celery.signals import worker_init, worker_process_init, worker_ready
 
-from workers import config, runner
+from workers import config, runner, signing
 from workers.celery import app
 from workers.identity import validate_ipv4
 
@@ -19,6 +19,7 @@ logger = logging.getLogger(__name__)
 MAX_CAPTURE_BYTES = 1 << 20
 
 E_WRONG_HOST = "message for host {wanted} reached the agent consuming {queue}; refused"
+E_NOT_OUR_QUEUE = "message claims queue {queue!r}, which this agent does not consume; refused"
 E_CANCELLED = "cancelled before it started"
 E_DUPLICATE = "this task id already ran on this broker; a second delivery was refused"
 E_BACKSTOP = "killed by the agent's time limit backstop (the runner's own timeout did not fire)"
@@ -29,15 +30,36 @@ E_INTERNAL = "agent error: {exc!r}"
 # pid in heartbeats to tell a restarted agent (whose running commands are lost) from a live one.
 _agent_pid = os.getpid()
 _broker = None
+#: The server's public key; loaded before the pool forks (so children share it), else lazily.
+_public_key = None
 
-#: How long the run-once claim on a task id is kept (longer than any message can wait).
+#: How long the run-once claim on a task id is kept: far longer than a signed message is valid,
+#: so a message cannot be replayed once its claim has expired.
 CLAIM_TTL = 7 * 24 * 3600
 
 
 @worker_init.connect
-def _remember_agent_pid(**_):
+def _agent_init(sender=None, **_):
     global _agent_pid
     _agent_pid = os.getpid()
+    if getattr(getattr(sender, "app", app), "main", app.main) != app.main:
+        return
+    # `celery -A workers worker` too: an agent that could not check signatures would refuse
+    # every message, so it does not start at all (python -m workers says so before this).
+    try:
+        _server_key()
+    except signing.SigningKeyError as exc:
+        raise SystemExit(f"agent: {exc}") from None
+
+
+def _server_key():
+    """The server's public key ($CMDB_AGENT_PUBKEY); SigningKeyError when there is none."""
+    global _public_key
+    if _public_key is None:
+        _public_key = signing.agent_public_key()
+        if _public_key is None:
+            raise signing.SigningKeyError(signing.E_NO_PUBKEY)
+    return _public_key
 
 
 @worker_process_init.connect
@@ -114,8 +136,34 @@ def _capture_size(spec: dict, key: str) -> int:
     return max(0, min(int(spec.get(key, 65536)), MAX_CAPTURE_BYTES))
 
 
+def _unauthentic(task, spec: dict, queue: str) -> str | None:
+    """Why this message is not the server's, for this host, now; None when it is.
+
+    Rebuilt from what the agent itself knows: its task's registered name (not the message's),
+    the queue it consumed, the task id and the spec it is about to act on.
+    """
+    # delivery_info travels inside the message on Redis: whoever writes a message can name any
+    # queue there, so only a queue this agent consumes can be the one it received from.
+    if queue not in (task.app.amqp.queues.consume_from or {}):
+        return E_NOT_OUR_QUEUE.format(queue=queue)
+    try:
+        key = _server_key()
+    except signing.SigningKeyError as exc:
+        return signing.E_NO_KEY.format(reason=exc)
+    auth = getattr(task.request, signing.HEADER, None)
+    return signing.verify(key, auth, task.name, queue, task.request.id, spec)
+
+
 def _guarded(task, spec: dict, queue: str, body) -> dict:
-    """The checks every host task passes before ``body(spec, cancelled)`` runs, then it."""
+    """The checks every host task passes before ``body(spec, cancelled)`` runs, then it.
+
+    The signature comes first: an unsigned message must not even take the run-once claim on
+    a task id (which would make the server's genuine message with that id refused).
+    """
+    refusal = _unauthentic(task, spec, queue)
+    if refusal:
+        logger.warning("refused %s %s on %s: %s", task.name, task.request.id, queue, refusal)
+        return _refusal(runner.Outcome.ERROR, refusal)
     wanted = spec.get("host")
     if not queue or wanted != queue:
         # A message re-targeted to another host's queue (or run in-process) must not run here.

@@ -48,9 +48,11 @@ from cmdb.jobs.dispatch import (
     dispatch_command,
 )
 from cmdb.jobs.models import HostTask, Job
+from cmdb.jobs.signer import SigningKeyError
 from deploy.files import prepare_upload, tar_stream
 from workers.transfer import TransferError
 
+E_CANNOT_SIGN = "nothing dispatched: this server cannot sign messages for agents: {exc}"
 E_UPLOAD_FAILED = "nothing pushed: the file could not be put in the broker: {exc}"
 E_NO_FILE = "this host task has no fetched file (a fetch job's, once stored; it is {state})"
 E_NO_FILES = "this job has no fetched files on the server (a fetch job's, once stored)"
@@ -335,12 +337,17 @@ class JobViewSet(CancelMixin, mixins.CreateModelMixin, ReadOnlyViewSet):
             check_request(job_request)
         except DispatchError as exc:
             raise ValidationError(serializers.dispatch_errors(exc.by_field)) from None
+        except SigningKeyError as exc:
+            raise ServiceUnavailable(E_CANNOT_SIGN.format(exc=exc)) from None
 
     def _dispatch(self, job_request: CommandRequest) -> Response:
         try:
             job = dispatch_command(job_request, self.celery_app)
         except DispatchError as exc:
             raise ValidationError(serializers.dispatch_errors(exc.by_field)) from None
+        except SigningKeyError as exc:
+            # The server's own configuration, not the request: nothing was recorded or sent.
+            raise ServiceUnavailable(E_CANNOT_SIGN.format(exc=exc)) from None
         except BrokerUnavailable as exc:
             raise ServiceUnavailable({"detail": str(exc), "job": str(exc.job.pk)}) from exc
         answer = serializers.JobDispatchedSerializer(job, context=self.get_serializer_context())

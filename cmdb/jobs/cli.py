@@ -1,11 +1,13 @@
-"""What the `run` and `collect` commands share: target options, dispatch, exit codes."""
+"""What the dispatching commands share: target options, dispatch, exit codes."""
 
+import contextlib
 import getpass
 
 from django.core.management.base import CommandError
 
 from cmdb.celery import app
 from cmdb.jobs.dispatch import BrokerUnavailable, CommandRequest, DispatchError, dispatch_command
+from cmdb.jobs.signer import SigningKeyError
 
 #: Exit codes scripts can rely on.
 EXIT_INVALID = 2
@@ -47,10 +49,10 @@ def add_target_arguments(parser) -> None:
     )
 
 
-def dispatch_from_options(
-    command, opts: dict, kind: str, text: str = "", params: dict | None = None
-) -> None:
-    request = CommandRequest(
+def request_from_options(
+    opts: dict, kind: str, text: str = "", params: dict | None = None
+) -> CommandRequest:
+    return CommandRequest(
         params=params or {},
         command=text,
         targets=opts["hosts"],
@@ -61,12 +63,26 @@ def dispatch_from_options(
         requested_by=f"cli:{getpass.getuser()}",
         kind=kind,
     )
+
+
+@contextlib.contextmanager
+def refusals():
+    """Dispatch errors as the command's own: a message and an exit code scripts can rely on."""
     try:
-        job = dispatch_command(request, app)
+        yield
     except DispatchError as exc:
         raise CommandError(
             "nothing dispatched:\n  " + "\n  ".join(exc.problems), returncode=EXIT_INVALID
         ) from None
+    except SigningKeyError as exc:
+        raise CommandError(f"nothing dispatched: {exc}", returncode=EXIT_INVALID) from None
     except BrokerUnavailable as exc:
         raise CommandError(f"{exc}\njob id: {exc.job.id}", returncode=EXIT_BROKER_DOWN) from None
+
+
+def dispatch_from_options(
+    command, opts: dict, kind: str, text: str = "", params: dict | None = None
+) -> None:
+    with refusals():
+        job = dispatch_command(request_from_options(opts, kind, text, params), app)
     command.stdout.write(f"task id: {job.id}")

@@ -18,11 +18,11 @@ from kombu.exceptions import KombuError
 
 from cmdb.assets.where import parse_all as parse_where
 from cmdb.hosts.models import Host, HostGroup, TargetError
-from cmdb.jobs import results
+from cmdb.jobs import results, signer
 from cmdb.jobs.choices import HostTaskStateChoices as State
 from cmdb.jobs.choices import JobKindChoices
 from cmdb.jobs.models import HostTask, Job
-from workers import config
+from workers import config, signing
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +37,8 @@ E_REACH_RANGE = "reach timeout must be between 1 and {max} seconds, not {value}"
 
 #: Below Redis' visibility_timeout (1 h): a message an agent reserved but had not started by
 #: then would be handed out again (the agent's run-once claim would refuse it, but the first
-#: copy should simply never wait that long).
+#: copy should simply never wait that long). Also the longest a signed message is valid, so it
+#: must stay within workers.signing.MAX_VALIDITY (agents refuse deadlines further off).
 MAX_REACH_TIMEOUT = 3000
 E_BROKER_DOWN = "broker unreachable at {url}: {exc} (the job was recorded but not dispatched)"
 E_NOT_DISPATCHED = "not dispatched: {reason}"
@@ -54,10 +55,10 @@ RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.5, "in
 #: Seconds the cancel mark is kept: longer than any message may wait in a queue.
 CANCEL_MARK_TTL = 7 * 24 * 3600
 
-#: Slack on Celery's ``expires``, which agents check against their own clocks: a host whose
-#: clock runs ahead must not drop messages the server still waits for. The server's reach
-#: deadline (and the cancel mark it sets on unreachable tasks) is what decides.
-EXPIRES_SLACK = timedelta(minutes=5)
+#: Slack on Celery's ``expires`` and on the signed deadline, which agents check against their own
+#: clocks: a host whose clock runs ahead must not drop messages the server still waits for. The
+#: server's reach deadline (and the cancel mark it sets on unreachable tasks) is what decides.
+EXPIRES_SLACK = timedelta(seconds=signing.CLOCK_SLACK)
 
 #: Messages per pipelined flush. When a flush fails its whole chunk and the rest are marked
 #: not dispatched (a connection that dies mid-pipeline may have delivered part of that chunk).
@@ -166,8 +167,10 @@ def _validate(request: CommandRequest) -> tuple[list[Host], int, int]:
 
 def check_request(request: CommandRequest) -> None:
     """Raise the DispatchError dispatch_command would, recording nothing: for a caller with
-    costly work to do first (a push uploads its file; not for hosts that do not exist)."""
+    costly work to do first (a push uploads its file; not for hosts that do not exist).
+    SigningKeyError when this server cannot sign what it would send."""
     _validate(request)
+    signer.private_key()
 
 
 def dispatch_command(request: CommandRequest, app: Celery) -> Job:
@@ -178,6 +181,8 @@ def dispatch_command(request: CommandRequest, app: Celery) -> Job:
     later from some outer commit.
     """
     hosts, timeout, reach = _validate(request)
+    # A server that cannot sign must say so before it records a job no agent would run.
+    signer.private_key()
     now = timezone.now()
     # With a batch size, later batches wait unpublished (no reach deadline yet); the central
     # worker sends each when the one before it has ended (cmdb.jobs.batches).
@@ -238,9 +243,13 @@ def _spec(job: Job, task: HostTask, reply_queue: str) -> dict:
 
 
 def _send(app: Celery, producer, job: Job, task: HostTask, reply_queue: str, store) -> None:
+    name, spec = AGENT_TASK[job.kind], _spec(job, task, reply_queue)
     app.send_task(
-        AGENT_TASK[job.kind],
-        args=[_spec(job, task, reply_queue)],
+        name,
+        args=[spec],
+        # The agent runs it only if this verifies for its own queue, this id and this spec, and
+        # only until the reach deadline (plus clock slack): workers/signing.py.
+        headers=signer.auth_header(name, task.ip, task.task_id, task.reach_deadline, spec),
         # What `celery events` and logs show; Celery's safe repr of every host's spec was a
         # tenth of the dispatch time.
         argsrepr=f"[job {job.pk} on {task.ip}]",

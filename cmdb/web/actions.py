@@ -12,6 +12,7 @@ from redis.exceptions import RedisError
 from cmdb.celery import app
 from cmdb.jobs.choices import JobKindChoices
 from cmdb.jobs.dispatch import BrokerUnavailable, CommandRequest, DispatchError, dispatch_command
+from cmdb.jobs.signer import SigningKeyError
 from cmdb.web.forms import FetchFileForm, PushFileForm, RunCommandForm
 from deploy.files import prepare_push
 
@@ -31,6 +32,9 @@ def _dispatch(modeladmin, request, queryset, kind: str, command="", timeout=None
         )
     except DispatchError as exc:
         modeladmin.message_user(request, "; ".join(exc.problems), messages.ERROR)
+        return None
+    except SigningKeyError as exc:
+        modeladmin.message_user(request, f"nothing dispatched: {exc}", messages.ERROR)
         return None
     except BrokerUnavailable as exc:
         modeladmin.message_user(request, str(exc), messages.ERROR)

@@ -249,3 +249,25 @@ def test_a_fetch_that_cannot_read_the_file_fails_and_has_nothing_to_download(
     assert response.status_code == 404
     assert "no fetched file" in response.json()["detail"]
     assert operator.get(f"/api/jobs/{job['id']}/files/").status_code == 404
+
+
+def test_a_server_that_cannot_sign_answers_503_and_uploads_nothing(
+    operator, settings, tmp_path, redis_url
+):
+    make_host(IPS[0])
+    missing = tmp_path / "no-such-key"
+    settings.CMDB = {**settings.CMDB, "SIGNING_KEY": str(missing), "SIGNING_KEY_CREATE": False}
+    upload = io.BytesIO(b"x" * 1000)
+    upload.name = "x.conf"
+    blobs = blob_count()
+
+    for response in (
+        operator.post("/api/jobs/push/", {"file": upload, "dest": "/etc/x.conf", "hosts": IPS[:1]},
+                      format="multipart"),
+        operator.post("/api/jobs/fetch/", {"path": "/etc/x.conf", "hosts": IPS[:1]}, "json"),
+        operator.post("/api/jobs/", {"command": "true", "hosts": IPS[:1]}, "json"),
+    ):  # fmt: skip
+        assert response.status_code == 503, response.content
+        assert f"CMDB_SIGNING_KEY={missing} does not exist" in response.json()["detail"]
+    assert blob_count() == blobs
+    assert not Job.objects.filter(host_tasks__ip=IPS[0]).exists()

@@ -15,7 +15,7 @@ from django_celery_results.models import TaskResult
 from cmdb.jobs.models import HostTask, Job
 from deploy.local import ROOT, stop_group, wait_for
 from tests.conftest import AGENT_IPS, free_port, ping_nodes
-from tests.factories import make_host
+from tests.factories import make_host, signed_headers
 
 pytestmark = [pytest.mark.fleet, pytest.mark.django_db(transaction=True)]
 
@@ -270,7 +270,8 @@ def test_agent_killed_mid_command_ends_lost(manage, fleet, tmp_path):
 
 
 def test_message_for_another_host_is_refused_by_the_agent(fleet, hosts, tmp_path):
-    """A message re-targeted to another host's queue must not run there."""
+    """A message validly signed for one host, re-targeted to another host's queue, must not
+    run there: the signature binds it to the queue it was signed for."""
     from cmdb.celery import app
     from workers import config
 
@@ -284,12 +285,13 @@ def test_message_for_another_host_is_refused_by_the_agent(fleet, hosts, tmp_path
         args=[spec],
         queue=AGENT_IPS[1],
         task_id=task.task_id,
+        headers=signed_headers(config.RUN_COMMAND, AGENT_IPS[0], task.task_id, spec),
         link=app.signature(config.STORE_RESULT, queue=config.central_queue()),
     )
 
     done = wait_state(task.task_id, {"error", "ok"})
     assert done.state == "error"
-    assert "refused" in done.error
+    assert done.error == "signature invalid: message not signed by the server; refused"
     assert not marker.exists()
 
 
@@ -330,6 +332,7 @@ def _send_raw(app, task_id: str, ip: str, command: str, job: Job):
         args=[spec],
         queue=ip,
         task_id=task_id,
+        headers=signed_headers(config.RUN_COMMAND, ip, task_id, spec),
         link=app.signature(config.STORE_RESULT, queue=config.results_queue()),
     )
 

@@ -4,7 +4,14 @@ from django.core.management.base import BaseCommand, CommandError
 
 from cmdb.celery import app
 from cmdb.jobs.choices import JobKindChoices
-from cmdb.jobs.cli import EXIT_INVALID, add_target_arguments, dispatch_from_options
+from cmdb.jobs.cli import (
+    EXIT_INVALID,
+    add_target_arguments,
+    dispatch_from_options,
+    refusals,
+    request_from_options,
+)
+from cmdb.jobs.dispatch import check_request
 from deploy.files import prepare_push
 
 
@@ -35,11 +42,13 @@ class Command(BaseCommand):
         if not opts["dest"].startswith("/"):
             raise CommandError(f"{opts['dest']!r}: the target must be an absolute path",
                                returncode=EXIT_INVALID)  # fmt: skip
+        batching = {n: opts[n] for n in ("batch", "max_failures") if opts[n] is not None}
+        # Targets, batching and the signing key first: a large upload for a mistyped host
+        # would be for nothing.
+        with refusals():
+            check_request(request_from_options(opts, JobKindChoices.PUSH, params=batching))
         try:
             params = prepare_push(app, opts["source"], opts["dest"], opts["mode"], opts["owner"])
         except (FileNotFoundError, ValueError) as exc:
             raise CommandError(str(exc), returncode=EXIT_INVALID) from None
-        for name in ("batch", "max_failures"):
-            if opts[name] is not None:
-                params[name] = opts[name]
-        dispatch_from_options(self, opts, JobKindChoices.PUSH, params=params)
+        dispatch_from_options(self, opts, JobKindChoices.PUSH, params={**params, **batching})
