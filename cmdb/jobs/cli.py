@@ -3,11 +3,23 @@
 import contextlib
 import getpass
 
-from django.core.management.base import CommandError
+from django.core.management.base import BaseCommand, CommandError
 
 from cmdb.celery import app
 from cmdb.jobs.dispatch import BrokerUnavailable, CommandRequest, DispatchError, dispatch_command
 from cmdb.jobs.signer import SigningKeyError
+
+
+class FleetCommand(BaseCommand):
+    """Base of the project's commands, which operators run in loops and scripts.
+
+    Django's system checks, run before every command by default, import every URLconf and
+    with it the API's schema tooling: a third of a second on each call (`run` took 0.96 s
+    with them, 0.60 s without). They belong to `manage.py check`, which the tests run.
+    """
+
+    requires_system_checks = []
+
 
 #: Exit codes scripts can rely on.
 EXIT_INVALID = 2

@@ -3,11 +3,12 @@
 import re
 from datetime import timedelta
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 from django.utils import timezone
 
 from cmdb.assets.models import Change
 from cmdb.hosts.models import Host, TargetError
+from cmdb.jobs.cli import FleetCommand
 
 SINCE = re.compile(r"^(\d+)([smhdw])$")
 UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -20,7 +21,7 @@ def parse_since(value: str) -> timedelta:
     return timedelta(**{UNITS[match.group(2)]: int(match.group(1))})
 
 
-class Command(BaseCommand):
+class Command(FleetCommand):
     help = "Print the change history of one host or all, newest first."
 
     def add_arguments(self, parser):

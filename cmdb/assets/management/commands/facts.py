@@ -2,10 +2,11 @@
 
 import json
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from cmdb.assets.models import Asset, HostFacts
 from cmdb.hosts.models import Host, TargetError
+from cmdb.jobs.cli import FleetCommand
 
 
 def _size(value) -> str:
@@ -45,7 +46,7 @@ def describe(asset: Asset) -> str:
             return known or "(nothing readable on this host)"
 
 
-class Command(BaseCommand):
+class Command(FleetCommand):
     help = "Print the current facts of a host (by IP or hostname)."
 
     def add_arguments(self, parser):

@@ -1,11 +1,12 @@
 """`manage.py groups [list|add NAME IP...|remove NAME [IP...]]`: named sets of hosts."""
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from cmdb.hosts.models import Host, HostGroup, TargetError
+from cmdb.jobs.cli import FleetCommand
 
 
-class Command(BaseCommand):
+class Command(FleetCommand):
     help = "List host groups; add hosts to a group (made if new); remove hosts or a whole group."
 
     def add_arguments(self, parser):

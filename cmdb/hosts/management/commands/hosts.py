@@ -2,13 +2,14 @@
 
 import ipaddress
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 from django.db import IntegrityError
 
 from cmdb.hosts.models import Host
+from cmdb.jobs.cli import FleetCommand
 
 
-class Command(BaseCommand):
+class Command(FleetCommand):
     help = "List, add or remove managed hosts."
 
     def add_arguments(self, parser):

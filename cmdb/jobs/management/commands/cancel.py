@@ -1,13 +1,14 @@
 """`manage.py cancel ID`: stop what has not finished of a job or one host task."""
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from cmdb.celery import app
+from cmdb.jobs.cli import FleetCommand
 from cmdb.jobs.dispatch import cancel
 from cmdb.jobs.models import HostTask
 
 
-class Command(BaseCommand):
+class Command(FleetCommand):
     help = "Cancel the unfinished host tasks of a job (or one host task)."
 
     def add_arguments(self, parser):

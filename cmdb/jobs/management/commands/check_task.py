@@ -4,16 +4,17 @@ import json
 import sys
 import time
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from cmdb.jobs import report
 from cmdb.jobs.choices import HostTaskStateChoices as State
+from cmdb.jobs.cli import FleetCommand
 from cmdb.jobs.models import HostTask
 
 EXIT_OK, EXIT_NOT_OK, EXIT_UNKNOWN, EXIT_UNFINISHED = 0, 1, 2, 3
 
 
-class Command(BaseCommand):
+class Command(FleetCommand):
     help = (
         "Show a job (or one host task) by id. Exit code: 0 every host ok, 1 finished with "
         "failures, 2 unknown id, 3 not finished yet."

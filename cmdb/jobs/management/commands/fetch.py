@@ -2,13 +2,13 @@
 
 from pathlib import Path
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from cmdb.jobs.choices import JobKindChoices
-from cmdb.jobs.cli import EXIT_INVALID, add_target_arguments, dispatch_from_options
+from cmdb.jobs.cli import EXIT_INVALID, FleetCommand, add_target_arguments, dispatch_from_options
 
 
-class Command(BaseCommand):
+class Command(FleetCommand):
     help = "Fetch a file from each host into DIR/<host ip>/, verified by sha256."
 
     def add_arguments(self, parser):

@@ -1,11 +1,12 @@
 """`manage.py push SRC DEST --hosts ...`: put a file or a folder on hosts, verified by sha256."""
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from cmdb.celery import app
 from cmdb.jobs.choices import JobKindChoices
 from cmdb.jobs.cli import (
     EXIT_INVALID,
+    FleetCommand,
     add_target_arguments,
     dispatch_from_options,
     refusals,
@@ -15,7 +16,7 @@ from cmdb.jobs.dispatch import check_request
 from deploy.files import prepare_push
 
 
-class Command(BaseCommand):
+class Command(FleetCommand):
     help = (
         "Push a file (or a folder, as one archive unpacked on the host) to DEST on each host. "
         "Per host: verified (sha256), skipped (already equal) or failed (why)."

@@ -1,12 +1,10 @@
 """`manage.py run "df -h" --hosts 10.0.3.55 web1`: dispatch a command, print the job id at once."""
 
-from django.core.management.base import BaseCommand
-
 from cmdb.jobs.choices import JobKindChoices
-from cmdb.jobs.cli import add_target_arguments, dispatch_from_options
+from cmdb.jobs.cli import FleetCommand, add_target_arguments, dispatch_from_options
 
 
-class Command(BaseCommand):
+class Command(FleetCommand):
     help = "Run a shell command on hosts; prints the job id at once (read it with check_task)."
 
     def add_arguments(self, parser):

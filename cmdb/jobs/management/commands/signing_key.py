@@ -1,12 +1,13 @@
 """`manage.py signing_key [--public | --create]`: the key that signs what agents run."""
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from cmdb.jobs import signer
+from cmdb.jobs.cli import FleetCommand
 from workers import signing
 
 
-class Command(BaseCommand):
+class Command(FleetCommand):
     help = (
         "Show where the server's Ed25519 signing key and its public key are (made at the default "
         "path on first use). Give agents the public key: --pubkey or $CMDB_AGENT_PUBKEY."
