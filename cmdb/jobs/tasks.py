@@ -17,7 +17,9 @@ def task_started(info: dict) -> None:
     results.mark_started(info)
 
 
-@shared_task(name=results.STORE_FETCHED, ignore_result=True)
+# acks_late: a central worker that dies while storing gets the message back (finish_fetch
+# does nothing twice), instead of leaving the host task to be called lost.
+@shared_task(name=results.STORE_FETCHED, ignore_result=True, acks_late=True)
 def store_fetched(task_id: str, payload: dict) -> None:
     """A file an agent sent for a fetch job: stored here, not in the intake, whose results
     would otherwise wait for every byte of it."""
