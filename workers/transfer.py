@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import math
 import os
 import posixpath
@@ -34,6 +35,8 @@ from typing import TYPE_CHECKING, BinaryIO
 
 if TYPE_CHECKING:
     import redis
+
+logger = logging.getLogger(__name__)
 
 CHUNK_SIZE = 1 << 20
 BLOB_TTL = 6 * 3600
@@ -354,7 +357,6 @@ def receive_file(client, manifest, dest, mode=None, owner=None, root=None) -> di
             return _failed(E_IS_DIR.format(path=target))
         if old and _equal(target, sha):
             _set_attrs(target, mode, ids)
-            _chown_tree(target, ids)
             return _done("skipped", DETAIL_SKIPPED, sha, size, owner)
         _make_parents(target.parent, created)
         fd, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.cmdb-")
@@ -392,14 +394,24 @@ def _set_attrs(path, mode, ids, old: os.stat_result | None = None, default: int 
 
 
 def _chown_tree(top: Path | str, ids: tuple[int, int] | None) -> None:
-    """An owner asked for a folder is the owner of all it holds (links themselves, not their
-    targets), as `chown -R` would leave it; ``mode`` stays the top folder's alone, since the
-    archive carries each file's own."""
+    """An owner asked for a folder owns all it holds, as `chown -R` would leave it (``mode``
+    stays the top folder's alone: the archive carries each file's own). The top folder itself
+    is left to the caller, to be done last.
+
+    Root is chowning a tree its new owner may already own (a re-run): so no path is followed.
+    os.fwalk opens each folder relative to its parent and checks it is the one it listed, and
+    each entry is chowned relative to that open folder without following links; a file with
+    other hard links (perhaps to /etc/shadow) is left alone.
+    """
     if not ids:
         return
-    for dirpath, dirnames, filenames in os.walk(top, onerror=_raise):
+    for _, dirnames, filenames, dirfd in os.fwalk(top, follow_symlinks=False):
         for name in dirnames + filenames:
-            os.lchown(os.path.join(dirpath, name), *ids)
+            st = os.stat(name, dir_fd=dirfd, follow_symlinks=False)
+            if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
+                logger.warning("owner not set on %s/%s: it has other hard links", top, name)
+                continue
+            os.chown(name, *ids, dir_fd=dirfd, follow_symlinks=False)
 
 
 def receive_tree(client, manifest, dest, files, mode=None, owner=None, root=None) -> dict:
@@ -415,8 +427,8 @@ def receive_tree(client, manifest, dest, files, mode=None, owner=None, root=None
             return _failed(E_NOT_DIR.format(path=target))
         if old and all(not _unsafe_name(rel) and _equal(target / rel, digest)
                        for rel, digest in dict(files or {}).items()):  # fmt: skip
-            _set_attrs(target, mode, ids)
             _chown_tree(target, ids)
+            _set_attrs(target, mode, ids)
             return _done("skipped", DETAIL_SKIPPED, sha, size, owner)
         _make_parents(target.parent, created)
         with tempfile.TemporaryFile(dir=target.parent, prefix=f".{target.name}.cmdb-") as spool:
@@ -429,8 +441,10 @@ def receive_tree(client, manifest, dest, files, mode=None, owner=None, root=None
                 work = tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.cmdb-")
                 # The data filter is a second line of defence (3.11.7's has known bypasses).
                 tar.extractall(work, members=members, filter="data")
-        _set_attrs(work, mode, ids, old, NEW_DIR_MODE)
+        # Contents first, while the work folder is still root's (0700): the owner cannot swap
+        # anything inside it before it is done.
         _chown_tree(work, ids)
+        _set_attrs(work, mode, ids, old, NEW_DIR_MODE)
         if old:
             # Two renames, not atomic: dest is briefly absent. Linux's renameat2(RENAME_EXCHANGE)
             # would close the gap, but the stdlib has no binding for it.

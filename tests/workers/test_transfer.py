@@ -274,6 +274,12 @@ def test_owner_is_applied_when_root_and_unknown_owner_fails_untouched(client, tm
     assert outcome["outcome"] == "verified", outcome
     assert (target.stat().st_uid, target.stat().st_gid) == (65534, 65534)
 
+    # A re-run that finds it equal sets the owner again, and says skipped.
+    os.chown(target, 0, 0)
+    again = receive_file(client, manifest, str(target), owner="nobody:nogroup")
+    assert again["outcome"] == "skipped", again
+    assert target.stat().st_uid == 65534
+
     outcome = receive_file(client, upload(client, b"other"), str(target), owner="no-such-user")
     assert outcome["outcome"] == "failed" and "no-such-user" in outcome["detail"]
     assert target.read_bytes() == b"data"
@@ -299,6 +305,16 @@ def test_the_owner_of_a_folder_owns_everything_in_it(client, tmp_path):
     again = receive_tree(client, manifest, str(dest), files, owner="nobody:nogroup")
     assert again["outcome"] == "skipped"
     assert (dest / "conf" / "app.conf").stat().st_uid == 65534
+    # The owner may have put links to files outside in the meantime: never followed.
+    outside = tmp_path / "shadow"
+    outside.write_text("secret")
+    os.link(outside, dest / "hard")
+    (dest / "soft").symlink_to(outside)
+    assert (
+        receive_tree(client, manifest, str(dest), files, owner="nobody:nogroup")["outcome"]
+        == "skipped"
+    )
+    assert outside.stat().st_uid == 0
 
 
 def test_parent_directories_are_created(client, tmp_path):
