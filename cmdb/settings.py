@@ -191,6 +191,9 @@ CMDB = {
     #: Where files fetched through the API or the admin go: <FETCH_DIR>/<job id>/<host ip>/.
     #: The central worker writes them and the web serves them, so both must see this folder.
     "FETCH_DIR": Path(os.environ.get("CMDB_FETCH_DIR", RUN_DIR / "fetched")),
+    #: Largest file (or unpacked archive) the API and the admin take for a push: it is held
+    #: in the broker's Redis, whose memory the whole fleet depends on, until the push ends.
+    "MAX_UPLOAD_BYTES": int(os.environ.get("CMDB_MAX_UPLOAD_BYTES", str(4 << 30))),
     #: Days the server keeps those copies (0: for ever); the central worker removes older ones.
     "FETCH_KEEP_DAYS": float(os.environ.get("CMDB_FETCH_KEEP_DAYS", "7")),
     #: The Ed25519 private key (PEM) that signs every message agents act on; agents are given

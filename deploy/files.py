@@ -64,13 +64,14 @@ def prepare_upload(
     mode: str | None = None,
     owner: str | None = None,
     archive: bool = False,
+    max_bytes: int = 1 << 40,
 ) -> dict:
     """Like prepare_push, for a file received over HTTP (binary, seekable: Django spools large
     uploads to disk). ``archive``: it is a tar (any compression) of a folder to put at ``dest``;
     it is checked and unpacked here, so that an unsafe one is refused before it is sent."""
     if archive:
         with tempfile.TemporaryDirectory(prefix="cmdb-upload-") as folder:
-            transfer.extract_checked(upload, folder)
+            transfer.extract_checked(upload, folder, max_bytes=max_bytes)
             params = prepare_push(app, folder, dest, mode, owner)
     else:
         params = {"agent": _upload(app, upload, dest, mode, owner)}

@@ -195,7 +195,9 @@ class Fleet:
         )
 
     def start_web(self, port: int = 8000, workers: int = 2) -> subprocess.Popen:
-        # A real WSGI server; whitenoise serves the collected static files.
+        # A real WSGI server; whitenoise serves the collected static files. Threaded workers:
+        # a sync worker cannot tell the arbiter it is alive while it serves one request, so
+        # --timeout would kill a large upload or download part way.
         return self.spawn(
             "web",
             [
@@ -207,6 +209,10 @@ class Fleet:
                 f"127.0.0.1:{port}",
                 "--workers",
                 str(workers),
+                "--worker-class",
+                "gthread",
+                "--threads",
+                "4",
                 "--timeout",
                 "60",
             ],

@@ -18,9 +18,11 @@ Exceptions (the message is the human reason)::
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import logging
+import lzma
 import math
 import os
 import posixpath
@@ -30,6 +32,7 @@ import shutil
 import stat
 import tarfile
 import tempfile
+import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -63,6 +66,8 @@ E_UNKNOWN_OWNER = "unknown user or group in owner {owner!r}"
 E_ATTRS = "content replaced and verified, but setting its mode or owner failed: {reason}"
 E_NOT_ROOT = "owner left unchanged (the agent does not run as root)"
 E_BAD_ARCHIVE = "not a readable tar archive: {reason}"
+E_TOO_BIG = ("the archive unpacks to {size} bytes in {count} members; at most {max_bytes} "
+             "bytes and {max_count} members")  # fmt: skip
 E_UNSAFE_MEMBER = "unsafe archive member {name!r}: {reason}"
 R_ABSOLUTE = "absolute path"
 R_DOTDOT = "'..' component"
@@ -227,8 +232,12 @@ def delete_blob(client: redis.Redis, manifest: dict) -> None:
 #: Delete a blob (KEYS: meta, then chunks) unless its meta TTL exceeds ARGV[1], in one atomic
 #: step: put_blob refreshes the meta key first when it reuses a blob, so either the reuse sees
 #: the blob gone (and uploads it again) or the release sees it fresh (and keeps it).
+#: A blob whose meta key is gone is not touched: a new upload of the same content writes its
+#: chunks before its meta key, and leftover chunks of an old one expire by themselves.
 _RELEASE_SCRIPT = """
-if redis.call('TTL', KEYS[1]) > tonumber(ARGV[1]) then return 0 end
+local ttl = redis.call('TTL', KEYS[1])
+if ttl == -2 then return 1 end
+if ttl > tonumber(ARGV[1]) then return 0 end
 for i = 1, #KEYS do redis.call('UNLINK', KEYS[i]) end
 return 1
 """
@@ -493,18 +502,32 @@ def send_file(
     return {"outcome": "sent", "manifest": manifest, "detail": DETAIL_SENT.format(**manifest)}
 
 
-def extract_checked(fileobj: BinaryIO, folder: str) -> None:
+def extract_checked(
+    fileobj: BinaryIO, folder: str, max_bytes: int = 1 << 40, max_members: int = 100_000
+) -> None:
     """Extract a tar archive (plain, gzip, bzip2 or xz) into the empty ``folder``, after the
     member checks receive_tree makes: for a folder uploaded as an archive, refused before it is
-    sent anywhere rather than by every host."""
+    sent anywhere rather than by every host. A small compressed archive can unpack to
+    terabytes: its members' total size and count are checked against the limits first."""
     try:
         with tarfile.open(fileobj=fileobj, mode="r:*") as tar:
             members = tar.getmembers()
             if problem := _unsafe_member(members):
                 raise UnsafePath(E_UNSAFE_MEMBER.format(name=problem[0], reason=problem[1]))
+            total = sum(m.size for m in members if m.isreg())
+            if total > max_bytes or len(members) > max_members:
+                raise TransferError(
+                    E_TOO_BIG.format(size=total, count=len(members), max_bytes=max_bytes,
+                                     max_count=max_members)
+                )  # fmt: skip
             tar.extractall(folder, members=members, filter="data")
-    except tarfile.TarError as exc:
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise  # the server's disk, not the archive
+        # Truncated or corrupt compressed data (gzip's and bz2's errors are OSErrors too).
         raise TransferError(E_BAD_ARCHIVE.format(reason=exc)) from None
+    except (tarfile.TarError, EOFError, lzma.LZMAError, zlib.error) as exc:
+        raise TransferError(E_BAD_ARCHIVE.format(reason=exc or type(exc).__name__)) from None
 
 
 def _unsafe_name(name: str) -> bool:

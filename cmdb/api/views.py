@@ -11,6 +11,7 @@ from dataclasses import replace
 
 import redis
 from celery import states as celery_states
+from django.conf import settings
 from django.db.models import OuterRef, Prefetch, QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce
 from django.http import FileResponse, JsonResponse, StreamingHttpResponse
@@ -53,6 +54,9 @@ from deploy.files import prepare_upload, tar_stream
 from workers.transfer import TransferError
 
 E_CANNOT_SIGN = "nothing dispatched: this server cannot sign messages for agents: {exc}"
+E_TOO_LARGE = "nothing pushed: the file is larger than CMDB_MAX_UPLOAD_BYTES ({limit} bytes)"
+#: Room for the multipart framing and the other fields around the file.
+MULTIPART_SLACK = 1 << 20
 E_UPLOAD_FAILED = "nothing pushed: the file could not be put in the broker: {exc}"
 E_NO_FILE = "this host task has no fetched file (a fetch job's, once stored; it is {state})"
 E_NO_FILES = "this job has no fetched files on the server (a fetch job's, once stored)"
@@ -75,6 +79,17 @@ class BinaryRenderer(BaseRenderer):
 
     def render(self, data, accepted_media_type=None, renderer_context=None):
         return data if isinstance(data, bytes) else json.dumps(data).encode()
+
+
+class PayloadTooLarge(APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_detail = "request too large"
+    default_code = "too_large"
+
+
+class TarRenderer(BinaryRenderer):
+    media_type = "application/x-tar"
+    format = "tar"
 
 
 class ServiceUnavailable(APIException):
@@ -211,6 +226,10 @@ class ChangeViewSet(ReadOnlyViewSet):
                 serializers.PushErrorsSerializer,
                 "Nothing was sent: each wrong field with its reasons.",
             ),
+            413: OpenApiResponse(
+                serializers.DetailSerializer,
+                "Larger than CMDB_MAX_UPLOAD_BYTES (the file, or the archive unpacked).",
+            ),
             503: OpenApiResponse(
                 serializers.BrokerDownSerializer,
                 "The broker is unreachable: nothing was pushed.",
@@ -244,7 +263,7 @@ class ChangeViewSet(ReadOnlyViewSet):
     files=extend_schema(
         summary="Download every file a fetch job brought back, as one tar",
         description="Members are <ip>/<name>, plus SHA256SUMS (`sha256sum -c SHA256SUMS` in "
-        "the unpacked folder checks each copy). Sent as it is read: no size limit.",
+        "the unpacked folder checks each copy). Made as it is sent, in 1 MiB pieces.",
         responses={
             (200, "application/x-tar"): OpenApiResponse(OpenApiTypes.BINARY, "The tar."),
             404: OpenApiResponse(
@@ -282,15 +301,23 @@ class JobViewSet(CancelMixin, mixins.CreateModelMixin, ReadOnlyViewSet):
 
     @action(detail=False, methods=["post"], parser_classes=[MultiPartParser, FormParser])
     def push(self, request, *args, **kwargs):
+        limit = settings.CMDB["MAX_UPLOAD_BYTES"]
+        # Before the body is read (and spooled to disk), when the client said how big it is.
+        if int(request.META.get("CONTENT_LENGTH") or 0) > limit + MULTIPART_SLACK:
+            raise PayloadTooLarge(E_TOO_LARGE.format(limit=limit))
         body = self._valid(request)
         data = body.validated_data
+        if data["file"].size > limit:
+            raise PayloadTooLarge(E_TOO_LARGE.format(limit=limit))
         job_request = body.to_request(request.user.get_username(), JobKindChoices.PUSH)
         # Targets first: an upload of hundreds of MB for a mistyped host would be for nothing.
         self._checked(job_request)
         upload = data["file"]
         try:
-            params = prepare_upload(self.celery_app, upload, upload.name, data["dest"],
-                                    data["mode"], data["owner"], data["archive"])  # fmt: skip
+            params = prepare_upload(
+                self.celery_app, upload, upload.name, data["dest"], data["mode"], data["owner"],
+                archive=data["archive"], max_bytes=limit,
+            )  # fmt: skip
         except TransferError as exc:
             raise ValidationError({"file": [str(exc)]}) from None
         except (KombuError, OSError, redis.RedisError) as exc:
@@ -307,7 +334,7 @@ class JobViewSet(CancelMixin, mixins.CreateModelMixin, ReadOnlyViewSet):
             body.to_request(request.user.get_username(), JobKindChoices.FETCH, params=params)
         )
 
-    @action(detail=True, methods=["get"], renderer_classes=[JSONRenderer, BinaryRenderer])
+    @action(detail=True, methods=["get"], renderer_classes=[JSONRenderer, TarRenderer])
     def files(self, request, *args, **kwargs):
         job = self.get_object()
         kept = [t for t in job.host_tasks.all() if t.fetched and "removed" not in t.fetched]

@@ -215,7 +215,7 @@ def test_fetch_keeps_each_hosts_file_on_the_server_for_download(operator, hosts,
         )
         assert f'filename="{task["host"]}-app.log"' in response["Content-Disposition"]
     # All of them at once: a tar of <ip>/<name> and SHA256SUMS, streamed.
-    response = operator.get(f"/api/jobs/{job['id']}/files/")
+    response = operator.get(f"/api/jobs/{job['id']}/files/", HTTP_ACCEPT="application/x-tar")
     assert response.status_code == 200 and response["Content-Type"] == "application/x-tar"
     with tarfile.open(fileobj=io.BytesIO(b"".join(response.streaming_content))) as tar:
         members = {m.name: tar.extractfile(m).read() for m in tar.getmembers()}
@@ -271,3 +271,25 @@ def test_a_server_that_cannot_sign_answers_503_and_uploads_nothing(
         assert f"CMDB_SIGNING_KEY={missing} does not exist" in response.json()["detail"]
     assert blob_count() == blobs
     assert not Job.objects.filter(host_tasks__ip=IPS[0]).exists()
+
+
+def test_an_upload_over_the_limit_is_413_and_a_damaged_archive_400(operator, settings, redis_url):
+    make_host(IPS[0])
+    settings.CMDB = {**settings.CMDB, "MAX_UPLOAD_BYTES": 10_000}
+    big = io.BytesIO(b"x" * 10_001)
+    big.name = "big.bin"
+    blobs = blob_count()
+
+    too_big = operator.post("/api/jobs/push/", {"file": big, "dest": "/x", "hosts": IPS[:1]},
+                            format="multipart")  # fmt: skip
+    assert too_big.status_code == 413
+    assert "CMDB_MAX_UPLOAD_BYTES (10000 bytes)" in too_big.json()["detail"]
+    bomb = tar_gz({"zeros": b"\0" * 100_000})  # small upload, too big unpacked
+    errors = push(operator, 400, file=bomb, dest="/srv/x", archive="true", hosts=IPS[:1])
+    assert "unpacks to 100000 bytes" in errors["file"][0]
+    truncated = io.BytesIO(tar_gz({"a": os.urandom(5000)}).getvalue()[:-100])
+    truncated.name = "cut.tar.gz"
+    errors = push(operator, 400, file=truncated, dest="/srv/x", archive="true", hosts=IPS[:1])
+    assert errors["file"][0].startswith("not a readable tar archive")
+    assert blob_count() == blobs
+    assert not file_jobs()
