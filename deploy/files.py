@@ -5,12 +5,14 @@ why); the agent task message carries only the manifest.
 """
 
 import contextlib
+import errno
 import io
 import os
+import stat
 import tarfile
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import BinaryIO
@@ -176,15 +178,55 @@ def remove_expired_fetches(fetch_dir: Path, keep_days: float, now: datetime) -> 
     return removed
 
 
-def tar_stream(entries: list[tuple[str, str | bytes]], block: int = 1 << 20) -> Iterator[bytes]:
-    """A tar of (name in the archive, local path or the content itself) entries, made as it is
-    sent: headers and file blocks are yielded in turn, so that a web worker never holds more
-    than ``block`` bytes of it (tarfile.addfile would write each file whole into whatever it
-    is given)."""
+class NotServed(Exception):
+    """A fetched copy the web will not serve; the message says why."""
+
+
+E_NOT_IN_FETCH_DIR = ("this copy was written to a folder given to the CLI (--to), which the web "
+                      "does not serve; only copies under CMDB_FETCH_DIR are")  # fmt: skip
+E_CHANGED_ON_SERVER = "the server's copy is no longer the file that was fetched; not served"
+
+
+def open_fetched(fetched: dict, fetch_dir: Path) -> BinaryIO:
+    """The server's copy of a fetched file, opened for sending, or NotServed / FileNotFoundError.
+
+    Only under ``fetch_dir``, which this project alone writes: a CLI's --to folder may be
+    shared, and a link put there could make the web send any file it can read (its own keys).
+    The last component is opened without following a link, and must still be the regular file
+    of the recorded size.
+    """
+    path = fetched.get("path") or ""
+    if "removed" in fetched:
+        raise FileNotFoundError(path)
+    folder = os.path.realpath(os.path.dirname(path))
+    if not folder.startswith(os.path.realpath(fetch_dir) + os.sep):
+        raise NotServed(E_NOT_IN_FETCH_DIR)
+    try:
+        fd = os.open(os.path.join(folder, os.path.basename(path)), os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise NotServed(E_CHANGED_ON_SERVER) from None
+        raise
+    f = os.fdopen(fd, "rb")
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_size != fetched.get("size"):
+        f.close()
+        raise NotServed(E_CHANGED_ON_SERVER)
+    return f
+
+
+def tar_stream(entries: Iterable[tuple[str, BinaryIO | bytes]], block: int = 1 << 20):
+    """A tar of (name in the archive, open binary file or the content itself) entries, made as
+    it is sent: headers and file blocks are yielded in turn, so that a web worker never holds
+    more than ``block`` bytes of it (tarfile.addfile would write each file whole into whatever
+    it is given). Entries are taken one at a time, so a lazy iterable opens one file at once;
+    each file is closed once sent."""
     for name, source in entries:
-        with _opened(source) as (f, size, mtime):
+        f = io.BytesIO(source) if isinstance(source, bytes) else source
+        with f:
+            size = len(source) if isinstance(source, bytes) else os.fstat(f.fileno()).st_size
             info = tarfile.TarInfo(name)
-            info.size, info.mtime, info.mode = size, mtime, 0o644
+            info.size, info.mtime, info.mode = size, int(time.time()), 0o644
             yield info.tobuf(tarfile.PAX_FORMAT)
             left = size
             while left > 0:  # exactly the size in the header, even if the file grew
@@ -196,13 +238,3 @@ def tar_stream(entries: list[tuple[str, str | bytes]], block: int = 1 << 20) -> 
             if size % tarfile.BLOCKSIZE:
                 yield tarfile.NUL * (tarfile.BLOCKSIZE - size % tarfile.BLOCKSIZE)
     yield tarfile.NUL * (2 * tarfile.BLOCKSIZE)  # the end-of-archive marker
-
-
-@contextlib.contextmanager
-def _opened(source: str | bytes):
-    if isinstance(source, bytes):
-        yield io.BytesIO(source), len(source), int(time.time())
-        return
-    with open(source, "rb") as f:
-        st = os.fstat(f.fileno())
-        yield f, st.st_size, int(st.st_mtime)

@@ -6,6 +6,7 @@ The exceptions are dispatch (POST /api/jobs/) and cancel, which hand over to
 
 import base64
 import json
+import logging
 import os
 from dataclasses import replace
 
@@ -50,8 +51,10 @@ from cmdb.jobs.dispatch import (
 )
 from cmdb.jobs.models import HostTask, Job
 from cmdb.jobs.signer import SigningKeyError
-from deploy.files import prepare_upload, tar_stream
+from deploy.files import NotServed, open_fetched, prepare_upload, tar_stream
 from workers.transfer import TransferError
+
+logger = logging.getLogger(__name__)
 
 E_CANNOT_SIGN = "nothing dispatched: this server cannot sign messages for agents: {exc}"
 E_TOO_LARGE = "nothing pushed: the file is larger than CMDB_MAX_UPLOAD_BYTES ({limit} bytes)"
@@ -337,20 +340,30 @@ class JobViewSet(CancelMixin, mixins.CreateModelMixin, ReadOnlyViewSet):
     @action(detail=True, methods=["get"], renderer_classes=[JSONRenderer, TarRenderer])
     def files(self, request, *args, **kwargs):
         job = self.get_object()
-        kept = [t for t in job.host_tasks.all() if t.fetched and "removed" not in t.fetched]
-        kept = [t for t in kept if os.path.isfile(t.fetched["path"])]
+        kept = [t for t in job.host_tasks.all() if t.fetched and "path" in t.fetched
+                and "removed" not in t.fetched]  # fmt: skip
         if not kept:
             raise NotFound(E_NO_FILES)
-        names = [f"{t.ip}/{os.path.basename(t.fetched['path'])}" for t in kept]
-        entries = [(name, t.fetched["path"]) for name, t in zip(names, kept, strict=True)]
-        # sha256sum -c SHA256SUMS, in the unpacked folder, checks every copy.
-        sums = "".join(f"{t.fetched['sha256']}  {n}\n" for n, t in zip(names, kept, strict=True))
-        response = StreamingHttpResponse(
-            tar_stream([*entries, ("SHA256SUMS", sums.encode())]),
-            content_type="application/x-tar",
-        )
+        response = StreamingHttpResponse(tar_stream(self._fetched_files(kept)),
+                                         content_type="application/x-tar")  # fmt: skip
         response["Content-Disposition"] = f'attachment; filename="job-{job.pk}-files.tar"'
         return response
+
+    @staticmethod
+    def _fetched_files(tasks: list[HostTask]):
+        """(name, open file) per host, opened one at a time as the tar is sent, then
+        SHA256SUMS of those sent (`sha256sum -c SHA256SUMS` in the unpacked folder)."""
+        sums = []
+        for task in tasks:
+            name = f"{task.ip}/{os.path.basename(task.fetched['path'])}"
+            try:
+                f = open_fetched(task.fetched, settings.CMDB["FETCH_DIR"])
+            except (NotServed, OSError) as exc:  # removed or changed since: left out
+                logger.warning("%s not put in the tar: %s", name, exc)
+                continue
+            sums.append(f"{task.fetched['sha256']}  {name}\n")
+            yield name, f
+        yield "SHA256SUMS", "".join(sums).encode()
 
     def _valid(self, request):
         body = self.get_serializer(data=request.data)
@@ -415,12 +428,14 @@ class HostTaskViewSet(CancelMixin, ReadOnlyViewSet):
     @action(detail=True, methods=["get"], renderer_classes=[JSONRenderer, BinaryRenderer])
     def file(self, request, *args, **kwargs):
         task = self.get_object()
-        if not task.fetched:
+        if not task.fetched or "path" not in task.fetched:
             raise NotFound(E_NO_FILE.format(state=task.state))
         try:
-            f = open(task.fetched["path"], "rb")  # noqa: SIM115 (FileResponse closes it)
+            f = open_fetched(task.fetched, settings.CMDB["FETCH_DIR"])
         except FileNotFoundError:
             raise Gone(E_FILE_GONE) from None
+        except NotServed as exc:
+            raise NotFound(str(exc)) from None
         name = f"{task.ip}-{os.path.basename(task.fetched['path'])}"
         response = FileResponse(f, as_attachment=True, filename=name)
         digest = base64.b64encode(bytes.fromhex(task.fetched["sha256"])).decode()
