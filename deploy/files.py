@@ -161,6 +161,8 @@ def remove_expired_fetches(fetch_dir: Path, keep_days: float, now: datetime) -> 
     if keep_days <= 0:
         return 0
     expired = HostTask.objects.filter(
+        job__kind="fetch",  # narrows the scan before the JSON lookups
+        fetched__isnull=False,
         fetched__path__startswith=f"{fetch_dir}{os.sep}",
         finished_at__lt=now - timedelta(days=keep_days),
     ).exclude(fetched__has_key="removed")

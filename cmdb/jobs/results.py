@@ -10,6 +10,7 @@ import json
 import logging
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
+from pathlib import Path
 
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
@@ -184,6 +185,9 @@ def _apply_result(task: HostTask, payload: dict) -> bool:
         # The host has sent its file; the task ends once the server has stored it
         # (finish_fetch, off the intake: a large file must not hold up other results).
         fields["state"] = State.RUNNING
+        # The server's clock from now: the monitor's overdue backstop then gives the storing
+        # a whole timeout + grace, whatever the host's clock says.
+        fields["started_at"] = timezone.now()
         fields["stdout_head"] = _text(
             f"received {manifest.get('size')} bytes, sha256 {manifest.get('sha256')}; "
             "storing on the server\n"
@@ -248,14 +252,17 @@ def finish_fetch(task_id: str, payload: dict) -> None:
     from deploy.files import store_fetched
 
     task = HostTask.objects.select_related("job").filter(task_id=task_id).first()
+    manifest = payload.get("fetch_manifest") or {}
     # Running as store_batch left it, or ended "lost" meanwhile by the monitor (the file did
     # arrive); not cancelled, not stored already.
     if task is None or task.fetched or task.state not in State.inferred() | {State.RUNNING}:
         logger.warning("fetched file for %s not stored: the host task is %s", task_id,
                        task.state if task else "gone")  # fmt: skip
+        if task and task.state == State.CANCELLED and _own_blob(task, manifest):
+            _delete_blob(manifest)  # nobody will collect it: Redis is not a file store
         return
-    job, manifest = task.job, payload.get("fetch_manifest") or {}
-    if job.kind != JobKindChoices.FETCH or manifest.get("namespace") != f"fetch-{job.pk}-{task.ip}":
+    job = task.job
+    if not _own_blob(task, manifest):
         # Only the blob this host was asked to send: a forged manifest naming a push's blob
         # must not be copied (and then deleted) by the server.
         logger.warning("fetch manifest from %s refused (namespace %r)", task.ip,
@@ -277,9 +284,33 @@ def finish_fetch(task_id: str, payload: dict) -> None:
             task.stdout_head = f"fetched {size} bytes, sha256 {sha} -> {local}\n"
             task.fetched = {"path": local, "sha256": sha, "size": size}
     with transaction.atomic():
+        # Cancelled while it was being stored: the operator's word stands, the copy goes.
+        if HostTask.objects.select_for_update().get(pk=task.pk).state == State.CANCELLED:
+            if task.fetched:
+                Path(task.fetched["path"]).unlink(missing_ok=True)
+            return
         _write({task.task_id: (task, payload)})
         if task.fetched:
             HostTask.objects.filter(pk=task.pk).update(fetched=task.fetched)
+
+
+def _own_blob(task: HostTask, manifest: dict) -> bool:
+    """The manifest names the blob this host was asked to send for this fetch job."""
+    namespace = f"fetch-{task.job_id}-{task.ip}"
+    return task.job.kind == JobKindChoices.FETCH and manifest.get("namespace") == namespace
+
+
+def _delete_blob(manifest: dict) -> None:
+    from cmdb.celery import app
+    from deploy.files import broker_client
+    from workers import transfer
+
+    try:
+        conn, client = broker_client(app)
+        with conn:
+            transfer.delete_blob(client, manifest)
+    except Exception:  # it expires by itself in the end
+        logger.warning("could not delete the blob of a cancelled fetch", exc_info=True)
 
 
 def _store_facts(collected: list[tuple[HostTask, dict]]) -> None:
