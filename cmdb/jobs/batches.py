@@ -15,7 +15,18 @@ from cmdb.jobs import results
 from cmdb.jobs.choices import HostTaskStateChoices as State
 from cmdb.jobs.models import HostTask, Job
 
+E_CANNOT_SIGN = "not sent: the central worker cannot sign messages for agents: {exc}"
 E_STOPPED = "not started: {failed} host(s) failed, more than the {limit} allowed (--max-failures)"
+
+
+def _cannot_sign() -> str | None:
+    from cmdb.jobs.signer import SigningKeyError, private_key
+
+    try:
+        private_key()
+    except SigningKeyError as exc:
+        return E_CANNOT_SIGN.format(exc=exc)
+    return None
 
 
 def held_jobs() -> list:
@@ -39,9 +50,14 @@ def advance(job_id, app) -> str:
             return "waiting"
         failed = sum(t.state != State.OK for t in released)
         limit = job.params.get("max_failures")
+        cannot_sign = _cannot_sign()
         if limit is not None and failed > limit:
-            stop = [t.pk for t in held]
-            to_send = []
+            ending = (State.CANCELLED, E_STOPPED.format(failed=failed, limit=limit))
+            stop, to_send = [t.pk for t in held], []
+        elif cannot_sign:
+            # Sent unsigned, every host would refuse it; ended now, with the reason, rather
+            # than "unreachable" at the reach deadline.
+            stop, ending, to_send = [t.pk for t in held], (State.ERROR, cannot_sign), []
         else:
             stop = []
             batch = min(t.batch for t in held)
@@ -51,8 +67,7 @@ def advance(job_id, app) -> str:
             for task in to_send:
                 task.reach_deadline = deadline
     if stop:
-        results.conclude(stop, State.CANCELLED, E_STOPPED.format(failed=failed, limit=limit),
-                         only_from={State.PENDING})  # fmt: skip
+        results.conclude(stop, *ending, only_from={State.PENDING})
         return "stopped"
     publish(job, to_send, app)
     return "sent"

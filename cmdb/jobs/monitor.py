@@ -260,6 +260,15 @@ class MonitorStep(bootsteps.StartStopStep):
         self.monitor = Monitor(worker.app, settings.CMDB)
         self.monitor.start()
         logger.info("fleet monitor started")
+        from cmdb.jobs import signer
+
+        # Later batches are signed here: say with which key, so that an operator can tell a
+        # central worker that made a key of its own (no CMDB_SIGNING_KEY) from the web's.
+        try:
+            logger.info("signing later batches with %s (public key %s)", signer.key_path(),
+                        signer.fingerprint())  # fmt: skip
+        except signer.SigningKeyError as exc:
+            logger.error("this central worker cannot sign later batches of deploys: %s", exc)
 
     def stop(self, worker):
         if self.monitor:

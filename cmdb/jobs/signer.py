@@ -2,6 +2,7 @@
 
 import contextlib
 import functools
+import hashlib
 import math
 from datetime import datetime
 from pathlib import Path
@@ -11,7 +12,7 @@ from django.conf import settings
 from workers import signing
 from workers.signing import SigningKeyError
 
-__all__ = ["SigningKeyError", "auth_header", "key_path", "private_key"]
+__all__ = ["SigningKeyError", "auth_header", "fingerprint", "key_path", "private_key"]
 
 E_MISSING = (
     "the signing key CMDB_SIGNING_KEY={path} does not exist: make it with "
@@ -47,3 +48,9 @@ def auth_header(task: str, host: str, task_id: str, deadline: datetime, spec: di
     """The header that lets the agent on ``host`` run ``task`` with ``spec`` until ``deadline``."""
     stamp = math.ceil(deadline.timestamp())
     return {signing.HEADER: signing.sign(private_key(), task, host, task_id, stamp, spec)}
+
+
+def fingerprint() -> str:
+    """SHA-256 of the public key (hex, shortened), to compare the key of one server process
+    with another's or with the file agents were given."""
+    return hashlib.sha256(signing.public_pem(private_key())).hexdigest()[:16]
