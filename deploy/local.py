@@ -160,8 +160,11 @@ class Fleet:
         self, name: str, app: str, queues: list[str], node: str, concurrency: int, *extra: str
     ) -> subprocess.Popen:
         """A Celery worker of ``app`` on ``queues``; gossip and mingle off as in a fleet."""
-        # Agents ("workers") verify what they run against the server's public key.
-        env = {"CMDB_AGENT_PUBKEY": self.agent_pubkey()} if app == "workers" else None
+        # Agents ("workers") verify what they run against the server's public key, and keep
+        # their run-once claims in a folder of their own (workers.claims).
+        env = {"CMDB_AGENT_PUBKEY": self.agent_pubkey(),
+               "CMDB_AGENT_STATE_DIR": str(self.run_dir / "agent-state" / name),
+               } if app == "workers" else None  # fmt: skip
         return self.spawn(name, [
             sys.executable, "-m", "celery", "-A", app, "worker",
             "--queues", ",".join(queues), "--hostname", node,
@@ -230,8 +233,10 @@ class Fleet:
                 "--concurrency",
                 str(concurrency),
             ],
-            {"CMDB_AGENT_PUBKEY": self.agent_pubkey(), **(extra_env or {})},
-        )
+            {"CMDB_AGENT_PUBKEY": self.agent_pubkey(),
+             "CMDB_AGENT_STATE_DIR": str(self.run_dir / "agent-state" / ip),
+             **(extra_env or {})},
+        )  # fmt: skip
 
     def stop(self, name: str, sig: int = signal.SIGTERM, timeout: float = 15.0) -> None:
         pidfile = self.pids / f"{name}.pid"

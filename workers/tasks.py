@@ -9,7 +9,7 @@ import traceback
 from celery.exceptions import SoftTimeLimitExceeded
 from celery.signals import worker_init, worker_process_init, worker_ready
 
-from workers import config, runner, signing
+from workers import claims, config, runner, signing
 from workers.celery import app
 from workers.identity import validate_ipv4
 
@@ -21,6 +21,7 @@ MAX_CAPTURE_BYTES = 1 << 20
 E_WRONG_HOST = "message for host {wanted} reached the agent consuming {queue}; refused"
 E_NOT_OUR_QUEUE = "message claims queue {queue!r}, which this agent does not consume; refused"
 E_CANCELLED = "cancelled before it started"
+E_NO_CLAIM = "the run-once claim could not be recorded on this host ({reason}); refused"
 E_DUPLICATE = "this task id already ran on this broker; a second delivery was refused"
 E_BACKSTOP = "killed by the agent's time limit backstop (the runner's own timeout did not fire)"
 E_BAD_SPEC = "malformed task: {reason}"
@@ -30,6 +31,7 @@ E_INTERNAL = "agent error: {exc!r}"
 # pid in heartbeats to tell a restarted agent (whose running commands are lost) from a live one.
 _agent_pid = os.getpid()
 _broker = None
+_ledger = None
 #: The server's public key; loaded before the pool forks (so children share it), else lazily.
 _public_key = None
 
@@ -75,6 +77,19 @@ def _redis():
     if _broker is None:
         _broker = app.connection_for_write()
     return _broker.default_channel.client
+
+
+def _claim_here(task_id: str) -> str | None:
+    """The host's own run-once claim (workers.claims): why not to run, or None. Unlike the one
+    in Redis, a claim that cannot be recorded here means the task does not run."""
+    global _ledger
+    try:
+        if _ledger is None:
+            _ledger = claims.Ledger(claims.default_folder())
+        return None if _ledger.claim(task_id) else E_DUPLICATE
+    except (OSError, ValueError) as exc:
+        logger.error("could not record the claim on %s: %s", task_id, exc)
+        return E_NO_CLAIM.format(reason=exc)
 
 
 def _claim(task_id: str) -> str | None:
@@ -168,12 +183,13 @@ def _guarded(task, spec: dict, queue: str, body) -> dict:
     if not queue or wanted != queue:
         # A message re-targeted to another host's queue (or run in-process) must not run here.
         return _refusal(runner.Outcome.ERROR, E_WRONG_HOST.format(wanted=wanted, queue=queue))
-    refusal = _claim(task.request.id)
+    refusal = _claim_here(task.request.id) or _claim(task.request.id)
     if refusal == E_DUPLICATE:
         # The first delivery owns the host task: this copy must not touch its record.
         return {**_refusal(runner.Outcome.ERROR, refusal), "duplicate": True}
     if refusal:
-        return _refusal(runner.Outcome.CANCELLED, refusal)
+        outcome = runner.Outcome.CANCELLED if refusal == E_CANCELLED else runner.Outcome.ERROR
+        return _refusal(outcome, refusal)
     started = {"task_id": task.request.id, "host": queue, "agent": task.request.hostname,
                "agent_pid": _agent_pid, "started_at": time.time()}  # fmt: skip
     task.app.send_task(

@@ -355,6 +355,15 @@ def test_a_second_delivery_of_a_task_is_refused_and_changes_nothing(fleet, hosts
     _send_raw(app, task.task_id, AGENT_IPS[0], job.command, job)  # a replay of the same id
     # The agent answers the replay with a refusal, which the central worker logs and drops.
     wait_for(lambda: _claim_refusals(fleet) > 0, 20, "the agent to refuse the replay")
+    # Whoever can write to Redis can delete the claim kept there: the host keeps its own.
+    from deploy.files import broker_client
+    from workers import config
+
+    conn, client = broker_client(app)
+    with conn:
+        assert client.delete(config.CLAIMED_KEY.format(task_id=task.task_id)) == 1
+    _send_raw(app, task.task_id, AGENT_IPS[0], job.command, job)
+    wait_for(lambda: _claim_refusals(fleet) > 1, 20, "the agent to refuse the second replay")
 
     assert log.read_text() == "ran\n"
     assert HostTask.objects.get(pk=task.pk).state == "ok"
