@@ -35,9 +35,10 @@ _ledger = None
 #: The server's public key; loaded before the pool forks (so children share it), else lazily.
 _public_key = None
 
-#: How long the run-once claim on a task id is kept: far longer than a signed message is valid,
-#: so a message cannot be replayed once its claim has expired.
-CLAIM_TTL = 7 * 24 * 3600
+#: How long the run-once claim on a task id is kept in Redis: as long as the host's own
+#: (workers.claims), itself twice as long as a signed message is valid. Not days: at 100k tasks
+#: a day, a week of claims would be some 70 MB of the broker's memory.
+CLAIM_TTL = claims.KEEP
 
 
 @worker_init.connect
