@@ -34,7 +34,7 @@ HEADER = "cmdb_auth"
 CLOCK_SLACK = 300
 
 #: The longest a signed message stays valid (dispatch's reach timeout is at most 3000 s). Agents
-#: refuse a deadline further off, so their run-once claim (kept 7 days) always outlives it.
+#: refuse a deadline further off, so their run-once claims (workers.claims.KEEP) outlive it.
 MAX_VALIDITY = 3600
 
 E_NO_PUBKEY = (
