@@ -6,6 +6,7 @@ import json
 import os
 import stat
 import tarfile
+from pathlib import Path
 
 import pytest
 
@@ -182,7 +183,7 @@ def test_batches_go_one_after_another(manage, hosts, roots, tmp_path):
     assert tasks[IPS[2]].started_at >= max(tasks[ip].finished_at for ip in IPS[:2])
 
 
-def test_fetch_copies_each_hosts_file_into_its_own_folder(manage, hosts, roots, tmp_path):
+def test_fetch_copies_each_hosts_file_into_its_own_folder(manage, hosts, roots, tmp_path, settings):
     for ip, root in roots.items():
         (root / "var/log").mkdir(parents=True, exist_ok=True)
         (root / "var/log/app.log").write_text(f"log of {ip}\n")
@@ -205,3 +206,8 @@ def test_fetch_copies_each_hosts_file_into_its_own_folder(manage, hosts, roots, 
     missing = run_job(manage, "fetch", "/var/log/nope.log", "--hosts", IPS[0], "--to", str(to),
                       expect=(1,))  # fmt: skip
     assert missing["hosts"][0]["state"] == "error"
+    # Without --to, into the server's fetch folder, where the API serves it from.
+    kept = run_job(manage, "fetch", "/var/log/app.log", "--hosts", IPS[0])
+    stored = kept["hosts"][0]["file"]["path"]
+    assert stored == str(settings.CMDB["FETCH_DIR"] / kept["job"]["id"] / IPS[0] / "app.log")
+    assert Path(stored).read_text() == f"log of {IPS[0]}\n"

@@ -1,4 +1,4 @@
-"""`manage.py fetch PATH --hosts ... --to DIR`: copy a file from each host to DIR/<ip>/."""
+"""`manage.py fetch PATH --hosts ... [--to DIR]`: copy a file from each host to DIR/<ip>/."""
 
 from pathlib import Path
 
@@ -9,17 +9,26 @@ from cmdb.jobs.cli import EXIT_INVALID, FleetCommand, add_target_arguments, disp
 
 
 class Command(FleetCommand):
-    help = "Fetch a file from each host into DIR/<host ip>/, verified by sha256."
+    help = (
+        "Fetch a file from each host into DIR/<host ip>/ (or the server's CMDB_FETCH_DIR), "
+        "verified by sha256."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("path", help="absolute path of the file on the hosts")
         add_target_arguments(parser)
-        parser.add_argument("--to", required=True, help="local folder (one subfolder per host)")
+        parser.add_argument(
+            "--to",
+            help="local folder (one subfolder per host); by default CMDB_FETCH_DIR/<job id>, "
+            "where the API and the admin serve the copies from",
+        )
 
     def handle(self, *args, **opts):
         if not opts["path"].startswith("/"):
             raise CommandError(f"{opts['path']!r}: give an absolute path",
                                returncode=EXIT_INVALID)  # fmt: skip
-        # The central worker writes the files: it needs the folder as an absolute path.
-        params = {"agent": {"path": opts["path"]}, "to": str(Path(opts["to"]).resolve())}
+        params = {"agent": {"path": opts["path"]}}
+        if opts["to"]:
+            # The central worker writes the files: it needs the folder as an absolute path.
+            params["to"] = str(Path(opts["to"]).resolve())
         dispatch_from_options(self, opts, JobKindChoices.FETCH, params=params)
