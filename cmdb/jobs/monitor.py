@@ -25,6 +25,9 @@ E_LOST_SILENT = "agent {agent} stopped sending heartbeats {silence:.0f} s ago wh
 E_LOST_RESTARTED = "agent {agent} restarted (pid {old} -> {new}) while it ran"
 E_LOST_OFFLINE = "agent {agent} shut down while it ran"
 E_LOST_OVERDUE = "no result {grace} s after its {timeout} s timeout"
+E_NOT_STORED = ("the host sent its file, but the server did not finish storing it within "
+                "{limit} s (did the central worker stop? the broker hands the storing back to "
+                "one within an hour, and then this task ends ok)")  # fmt: skip
 
 
 @dataclass
@@ -145,6 +148,7 @@ class Monitor:
 
         from cmdb.jobs import results
         from cmdb.jobs.choices import HostTaskStateChoices as State
+        from cmdb.jobs.choices import JobKindChoices
         from cmdb.jobs.models import HostTask
 
         now, now_dt = self.clock(), timezone.now()
@@ -177,14 +181,20 @@ class Monitor:
                 "no worker events heard for %.0f s: liveness verdicts suspended",
                 now - (self.liveness.last_event or self.liveness.started),
             )
+        # Fetches whose file has arrived: their host's agent has done its part (its death or
+        # restart now changes nothing), the server's storing has the same deadline.
+        storing = set(running.filter(job__kind=JobKindChoices.FETCH,
+                                     stdout_head__startswith=results.STORING)
+                      .values_list("pk", flat=True))  # fmt: skip
         for pk, agent, pid, started_at, timeout in running:
-            reason = None if deaf else self.liveness.verdict(agent, pid, now)
+            reason = None if deaf or pk in storing else self.liveness.verdict(agent, pid, now)
             if (
                 reason is None
                 and started_at
                 and (now_dt - started_at).total_seconds() > (timeout + grace)
             ):
-                reason = E_LOST_OVERDUE.format(grace=grace, timeout=timeout)
+                reason = (E_NOT_STORED.format(limit=timeout + grace) if pk in storing
+                          else E_LOST_OVERDUE.format(grace=grace, timeout=timeout))  # fmt: skip
             if reason:
                 counts["lost"] += len(
                     results.conclude([pk], State.LOST, reason, only_from={State.RUNNING})

@@ -42,6 +42,9 @@ FAILURE_EXCEPTION = {
     State.LOST: exceptions.HostTaskLost,
 }
 
+#: How the stdout of a fetch's host task starts while the server stores its file (the monitor
+#: tells those from tasks still running on their host by it).
+STORING = "received"
 #: The central worker's task that stores a fetched file (cmdb.jobs.tasks.store_fetched).
 STORE_FETCHED = "cmdb.jobs.store_fetched"
 E_FORGED_FETCH = "refused: the file was not sent where this host task asked for it"
@@ -189,7 +192,7 @@ def _apply_result(task: HostTask, payload: dict) -> bool:
         # a whole timeout + grace, whatever the host's clock says.
         fields["started_at"] = timezone.now()
         fields["stdout_head"] = _text(
-            f"received {manifest.get('size')} bytes, sha256 {manifest.get('sha256')}; "
+            f"{STORING} {manifest.get('size')} bytes, sha256 {manifest.get('sha256')}; "
             "storing on the server\n"
         )
     for name, value in fields.items():
