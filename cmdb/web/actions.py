@@ -1,7 +1,7 @@
-"""Admin actions on hosts: run a command, collect facts. Both land on the live job page."""
+"""Admin actions on hosts: run a command, collect facts, push or fetch a file. Each lands on
+the live job page."""
 
-import tempfile
-
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.shortcuts import redirect
@@ -14,7 +14,8 @@ from cmdb.jobs.choices import JobKindChoices
 from cmdb.jobs.dispatch import BrokerUnavailable, CommandRequest, DispatchError, dispatch_command
 from cmdb.jobs.signer import SigningKeyError
 from cmdb.web.forms import FetchFileForm, PushFileForm, RunCommandForm
-from deploy.files import prepare_push
+from deploy.files import prepare_upload
+from workers.transfer import TransferError
 
 
 def _dispatch(modeladmin, request, queryset, kind: str, command="", timeout=None, params=None):
@@ -75,16 +76,19 @@ def push_file(modeladmin, request, queryset):
     if not (applying and form.is_valid()):
         return _form_page(modeladmin, request, queryset, "Push a file", "Push", form, "push_file")
     upload, data = form.cleaned_data["file"], form.cleaned_data
-    # Large uploads are already on disk; small ones are copied to one, as the push reads twice.
+    limit = settings.CMDB["MAX_UPLOAD_BYTES"]
     try:
-        with tempfile.NamedTemporaryFile(prefix="cmdb-push-") as tmp:
-            for chunk in upload.chunks():
-                tmp.write(chunk)
-            tmp.flush()
-            params = prepare_push(app, tmp.name, data["dest"], data["mode"] or None)
-    except (KombuError, RedisError, OSError) as exc:
+        if upload.size > limit:
+            raise ValueError(f"the file is larger than CMDB_MAX_UPLOAD_BYTES ({limit} bytes)")
+        params = prepare_upload(
+            app, upload, upload.name, data["dest"], data["mode"] or None, data["owner"] or None,
+            archive=data["archive"], max_bytes=limit,
+        )  # fmt: skip
+    except (TransferError, ValueError, KombuError, RedisError, OSError) as exc:
         modeladmin.message_user(request, f"nothing pushed: {exc}", messages.ERROR)
         return None
+    finally:
+        upload.close()
     for name in ("batch", "max_failures"):
         if data[name] is not None:
             params[name] = data[name]

@@ -28,7 +28,16 @@ class PushFileForm(forms.Form):
         label="target path", widget=forms.TextInput(attrs={"size": 60}),
         help_text="Absolute path on the hosts; written beside it, then renamed into place.",
     )  # fmt: skip
+    archive = forms.BooleanField(
+        required=False, label="unpack as a folder",
+        help_text="The file is a tar (.tar, .tar.gz, .tar.xz, .tar.bz2) of a folder to put at "
+        "the target path; checked here first.",
+    )  # fmt: skip
     mode = forms.RegexField(regex=r"^0?[0-7]{3,4}$", required=False, help_text="e.g. 0644")
+    owner = forms.RegexField(
+        regex=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*(:[A-Za-z0-9_][A-Za-z0-9_.-]*)?$", required=False,
+        help_text="user or user:group (where the agent runs as root)",
+    )  # fmt: skip
     batch = forms.IntegerField(min_value=1, required=False, help_text="hosts at a time")
     max_failures = forms.IntegerField(
         min_value=0, required=False, help_text="stop once more hosts than this have failed"
