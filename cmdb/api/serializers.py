@@ -294,17 +294,8 @@ class TargetsSerializer(serializers.Serializer):
     def to_request(
         self, requested_by: str, kind: str, command: str = "", params: dict | None = None
     ) -> CommandRequest:
-        data = self.validated_data
-        return CommandRequest(
-            kind=kind,
-            command=command,
-            targets=data["hosts"],
-            groups=data["groups"],
-            where=data["where"],
-            timeout=data["timeout"],
-            reach_timeout=data["reach_timeout"],
-            requested_by=requested_by,
-            params=params or {},
+        return CommandRequest.from_targets(
+            self.validated_data, kind, requested_by, command=command, params=params
         )
 
 

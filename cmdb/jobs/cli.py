@@ -64,16 +64,8 @@ def add_target_arguments(parser) -> None:
 def request_from_options(
     opts: dict, kind: str, text: str = "", params: dict | None = None
 ) -> CommandRequest:
-    return CommandRequest(
-        params=params or {},
-        command=text,
-        targets=opts["hosts"],
-        groups=opts["groups"],
-        where=opts["where"],
-        timeout=opts["timeout"],
-        reach_timeout=opts["reach_timeout"],
-        requested_by=f"cli:{getpass.getuser()}",
-        kind=kind,
+    return CommandRequest.from_targets(
+        opts, kind, f"cli:{getpass.getuser()}", command=text, params=params
     )
 
 

@@ -6,6 +6,7 @@ that is down becomes BrokerUnavailable within seconds, with the job saying it wa
 
 import logging
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -110,6 +111,18 @@ class CommandRequest:
     where: list[str] = field(default_factory=list)
     #: Kind-specific: "agent" (what the agent task gets), "batch", "max_failures", "to" ...
     params: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_targets(
+        cls, given: Mapping, kind: str, requested_by: str, command: str = "",
+        params: dict | None = None,
+    ) -> "CommandRequest":  # fmt: skip
+        """From the keys the CLI's options and the API's request bodies share: ``hosts``,
+        ``groups``, ``where``, ``timeout`` and ``reach_timeout``."""
+        return cls(kind=kind, command=command, targets=given["hosts"], groups=given["groups"],
+                   where=given["where"], timeout=given["timeout"],
+                   reach_timeout=given["reach_timeout"], requested_by=requested_by,
+                   params=params or {})  # fmt: skip
 
 
 def _select_hosts(request: CommandRequest, problems: Problems) -> list[Host]:

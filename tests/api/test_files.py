@@ -16,7 +16,7 @@ import pytest
 from cmdb.jobs.models import HostTask, Job
 from tests.api.helpers import poll
 from tests.conftest import rooted_agents
-from tests.factories import make_host
+from tests.factories import make_host, tar_upload
 
 pytestmark = [pytest.mark.fleet, pytest.mark.django_db(transaction=True)]
 
@@ -75,18 +75,6 @@ def blob_count() -> int:
         return len(client.keys("cmdb:blob:*:meta"))
 
 
-def tar_gz(members: dict[str, bytes]) -> io.BytesIO:
-    data = io.BytesIO()
-    with tarfile.open(fileobj=data, mode="w:gz") as tar:
-        for name, content in members.items():
-            info = tarfile.TarInfo(name)
-            info.size, info.mode = len(content), 0o755 if name.endswith("app") else 0o644
-            tar.addfile(info, io.BytesIO(content))
-    data.seek(0)
-    data.name = "release.tar.gz"
-    return data
-
-
 def test_a_file_pushed_through_the_api_reaches_each_host_verified(operator, hosts, roots):
     # Larger than Django's in-memory upload limit (2.5 MB): spooled to disk, sent in chunks.
     content = os.urandom(5 * MB + 123)
@@ -112,7 +100,8 @@ def test_a_file_pushed_through_the_api_reaches_each_host_verified(operator, host
 def test_a_folder_pushed_as_a_tar_is_unpacked_on_each_host(operator, hosts, roots):
     release = {"bin/app": b"#!/bin/sh\necho 7\n", "README": b"release 7\n"}
 
-    answer = push(operator, file=tar_gz(release), dest="/opt/app/releases/7", archive="true",
+    upload = tar_upload(release, name="release.tar.gz", executable={"bin/app"})
+    answer = push(operator, file=upload, dest="/opt/app/releases/7", archive="true",
                   hosts=IPS, batch=1)  # fmt: skip
 
     job = finished(operator, answer)
@@ -129,7 +118,7 @@ def test_a_folder_pushed_as_a_tar_is_unpacked_on_each_host(operator, hosts, root
 
 
 def test_an_unsafe_archive_is_refused_before_anything_is_sent(operator, hosts, roots):
-    evil = tar_gz({"ok.txt": b"fine\n", "../escaped.txt": b"gotcha\n"})
+    evil = tar_upload({"ok.txt": b"fine\n", "../escaped.txt": b"gotcha\n"})
     blobs = blob_count()
 
     errors = push(operator, 400, file=evil, dest="/srv/site", archive="true", hosts=IPS)
@@ -284,10 +273,10 @@ def test_an_upload_over_the_limit_is_413_and_a_damaged_archive_400(operator, set
                             format="multipart")  # fmt: skip
     assert too_big.status_code == 413
     assert "CMDB_MAX_UPLOAD_BYTES (10000 bytes)" in too_big.json()["detail"]
-    bomb = tar_gz({"zeros": b"\0" * 100_000})  # small upload, too big unpacked
+    bomb = tar_upload({"zeros": b"\0" * 100_000})  # small upload, too big unpacked
     errors = push(operator, 400, file=bomb, dest="/srv/x", archive="true", hosts=IPS[:1])
     assert "unpacks to 100000 bytes" in errors["file"][0]
-    truncated = io.BytesIO(tar_gz({"a": os.urandom(5000)}).getvalue()[:-100])
+    truncated = io.BytesIO(tar_upload({"a": os.urandom(5000)}).getvalue()[:-100])
     truncated.name = "cut.tar.gz"
     errors = push(operator, 400, file=truncated, dest="/srv/x", archive="true", hosts=IPS[:1])
     assert errors["file"][0].startswith("not a readable tar archive")

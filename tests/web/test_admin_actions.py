@@ -1,29 +1,14 @@
 """The admin's push action with a folder (a tar), through Django's test client and a real agent."""
 
-import io
-import tarfile
-
 import pytest
 from django.contrib.auth.models import User
 
 from cmdb.jobs.models import HostTask, Job
 from deploy.local import wait_for
 from tests.conftest import AGENT_IPS
-from tests.factories import make_host
+from tests.factories import make_host, tar_upload
 
 pytestmark = [pytest.mark.fleet, pytest.mark.django_db(transaction=True)]
-
-
-def tar_gz(members: dict[str, bytes], name: str = "site.tar.gz") -> io.BytesIO:
-    data = io.BytesIO()
-    with tarfile.open(fileobj=data, mode="w:gz") as tar:
-        for member, content in members.items():
-            info = tarfile.TarInfo(member)
-            info.size = len(content)
-            tar.addfile(info, io.BytesIO(content))
-    data.seek(0)
-    data.name = name
-    return data
 
 
 @pytest.fixture
@@ -42,7 +27,7 @@ def test_a_folder_pushed_from_the_admin_as_a_tar_is_unpacked_on_the_host(admin_c
     host = make_host(AGENT_IPS[0])
     site = tmp_path / "srv" / "site"
 
-    page = push(admin_client, host, file=tar_gz({"index.html": b"<h1>hi</h1>\n"}),
+    page = push(admin_client, host, file=tar_upload({"index.html": b"<h1>hi</h1>\n"}),
                 dest=str(site), archive="on", owner="nobody", mode="0755")  # fmt: skip
 
     assert page.status_code == 200
@@ -57,7 +42,7 @@ def test_a_folder_pushed_from_the_admin_as_a_tar_is_unpacked_on_the_host(admin_c
 def test_an_unsafe_tar_is_refused_in_the_admin_and_nothing_is_sent(admin_client, tmp_path):
     host = make_host(AGENT_IPS[0])
 
-    page = push(admin_client, host, file=tar_gz({"../evil": b"x"}), dest=str(tmp_path / "x"),
+    page = push(admin_client, host, file=tar_upload({"../evil": b"x"}), dest=str(tmp_path / "x"),
                 archive="on")  # fmt: skip
 
     assert "Nothing pushed: unsafe archive member" in page.content.decode()

