@@ -9,13 +9,15 @@ import uuid
 
 import psutil
 from celery import group
+from django.conf import settings
 
 from bench.topology import ROOT
 from cmdb.hosts.models import Host
 from cmdb.jobs.choices import HostTaskStateChoices as State
 from cmdb.jobs.dispatch import CommandRequest, dispatch_command
 from cmdb.jobs.models import HostTask, Job
-from workers import config
+from wire import names
+from wire.messages import Report, Stream
 
 POLL = 0.01
 
@@ -119,30 +121,16 @@ def store_rate(app, count: int) -> dict:
         for i in range(count)
     )
     now = time.time()
-    stream = {"head": "bench-host\n", "tail": "", "total_bytes": 11, "truncated": False}
-    empty = {"head": "", "tail": "", "total_bytes": 0, "truncated": False}
+    stream = Stream.text("bench-host\n")
     started = time.perf_counter()
     # Pipelined, as thousands of agents publishing at once would fill the queue.
     with app.producer_or_acquire() as producer, producer.batch(max_size=500):
         for t in tasks:
-            payload = {
-                "task_id": t.task_id,
-                "host": t.ip,
-                "agent": "agent@burst",
-                "agent_pid": 1,
-                "outcome": "ok",
-                "exit_code": 0,
-                "stdout": stream,
-                "stderr": empty,
-                "started_at": now,
-                "finished_at": now,
-                "duration": 0.002,
-                "error": "",
-                "pid": 2,
-            }
-            app.send_task(
-                config.STORE_RESULT, args=[payload], queue=config.results_queue(), producer=producer
-            )
+            payload = Report(task_id=t.task_id, host=t.ip, agent="agent@burst", agent_pid=1,
+                             outcome="ok", exit_code=0, stdout=stream, started_at=now,
+                             finished_at=now, duration=0.002, pid=2).to_wire()  # fmt: skip
+            app.send_task(names.STORE_RESULT, args=[payload],
+                          queue=settings.CMDB["RESULTS_QUEUE"], producer=producer)  # fmt: skip
     published = time.perf_counter() - started
     wait_job(job)
     elapsed = time.perf_counter() - started

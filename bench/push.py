@@ -77,11 +77,11 @@ def main() -> None:
 
     django.setup()
     from cmdb.celery import app
+    from cmdb.files.uploads import prepare_push
     from cmdb.hosts.models import Host
     from cmdb.jobs.choices import JobKindChoices
     from cmdb.jobs.dispatch import CommandRequest, dispatch_command
     from cmdb.jobs.models import HostTask
-    from deploy.files import prepare_push
 
     source = run_dir / "payload.bin"
     with open(source, "wb") as f:

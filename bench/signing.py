@@ -13,16 +13,16 @@ import uuid
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bench.topology import ROOT
-from workers import config, signing
+from wire import names, signing
+from wire.messages import CommandSpec
 
 OUT = ROOT / "bench" / "out"
 COUNT = int(os.environ.get("BENCH_SIGN_COUNT", "20000"))
 
 
 def spec(ip: str) -> dict:
-    return {"job": str(uuid.uuid4()), "host": ip, "command": "df -h", "timeout": 300,
-            "reply_queue": "cmdb.central.results", "head_bytes": 65536, "tail_bytes": 65536,
-            "max_output_bytes": 1 << 30}  # fmt: skip
+    return CommandSpec(job=str(uuid.uuid4()), host=ip, command="df -h", timeout=300,
+                       reply_queue="cmdb.central.results").to_wire()  # fmt: skip
 
 
 def per_message_us(fn, items, reps: int = 5) -> dict:
@@ -42,7 +42,7 @@ def main() -> None:
     deadline = int(time.time()) + 600
     messages = [(f"127.3.{i // 250}.{i % 250 + 1}", str(uuid.uuid4())) for i in range(COUNT)]
     messages = [(ip, task_id, spec(ip)) for ip, task_id in messages]
-    name = config.RUN_COMMAND
+    name = names.RUN_COMMAND
 
     def sign(m):
         return signing.sign(key, name, m[0], m[1], deadline, m[2])

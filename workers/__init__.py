@@ -1,5 +1,6 @@
-"""The agent: a Celery worker on every managed host, consuming the queue named after its IP."""
+"""The agent: a Celery worker on every managed host, consuming the queue named after its IP.
 
-from workers.celery import app
-
-__all__ = ["app"]
+Importing this package creates nothing: the agent's Celery app is ``workers.celery.app``
+(``celery -A workers worker`` finds it there), so the server can import the wire contract and
+never make the agent's app current.
+"""

@@ -10,7 +10,8 @@ import argparse
 import os
 import sys
 
-from workers import signing
+from wire import signing
+from workers.celery import agent, app
 from workers.identity import resolve_agent_ip
 
 
@@ -37,6 +38,7 @@ def build_worker_argv(ip: str, concurrency: int, loglevel: str, extra: list[str]
 
 
 def main(argv: list[str] | None = None) -> int:
+    settings = agent.settings
     parser = argparse.ArgumentParser(prog="python -m workers", description=__doc__.split("\n")[0])
     parser.add_argument(
         "--ip",
@@ -46,13 +48,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--concurrency",
         type=int,
-        default=int(os.environ.get("CMDB_AGENT_CONCURRENCY", "4")),
+        default=settings.concurrency,
         help="commands run at once (default: $CMDB_AGENT_CONCURRENCY or 4)",
     )
-    parser.add_argument("--loglevel", default=os.environ.get("CMDB_AGENT_LOGLEVEL", "info"))
+    parser.add_argument("--loglevel", default=settings.loglevel)
     parser.add_argument(
         "--pubkey",
-        default=os.environ.get("CMDB_AGENT_PUBKEY"),
+        default=settings.pubkey,
         help="the server's public key (PEM), to verify every message with "
         "(default: $CMDB_AGENT_PUBKEY; required)",
     )
@@ -66,14 +68,11 @@ def main(argv: list[str] | None = None) -> int:
         signing.load_public_key(args.pubkey)
     except signing.SigningKeyError as exc:
         parser.exit(2, f"agent: {exc}\n")
-    # The worker and its pool children read it from the environment (workers.tasks).
-    os.environ["CMDB_AGENT_PUBKEY"] = os.path.abspath(args.pubkey)
+    agent.use_pubkey(os.path.abspath(args.pubkey))
     try:
-        ip = resolve_agent_ip(args.ip)
+        ip = resolve_agent_ip(args.ip, settings.ip)
     except (ValueError, RuntimeError) as exc:
         parser.exit(2, f"agent: {exc}\n")
-    from workers.celery import app
-
     app.worker_main(build_worker_argv(ip, args.concurrency, args.loglevel, extra))
     return 0
 

@@ -1,12 +1,15 @@
-"""The agent's Celery app: no Django, no database, only the broker."""
+"""The agent's Celery app and the state of this agent process: no Django, no database."""
 
 from celery import Celery
 
-from workers.config import celery_config
+from workers.agent import Agent
+from workers.config import AgentSettings
+
+_settings = AgentSettings.from_environ()
 
 # fixups=[]: Celery would set Django up whenever DJANGO_SETTINGS_MODULE is in the environment.
 app = Celery("workers", include=["workers.tasks"], fixups=[])
-app.config_from_object(celery_config())
+app.config_from_object(_settings.celery_config())
 app.conf.update(
     # Agents send results through link callbacks to the central worker, never to a backend.
     result_backend=None,
@@ -22,3 +25,6 @@ app.conf.update(
         "interval_max": 5,
     },
 )
+
+#: What this agent process holds (its key, its claims, its broker client); the tasks are given it.
+agent = Agent(app, _settings)

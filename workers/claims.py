@@ -4,10 +4,11 @@ The agent also claims each task id in Redis, but Redis is the broker, and every 
 credentials for it: whoever takes one host could capture a genuine signed message for another,
 delete its claim key and queue it again, and it would verify and run a second time for as long
 as its signature is valid. A file per task id, in a folder only the agent writes, cannot be
-deleted that way. O_CREAT|O_EXCL makes the claim atomic across the pool's processes.
+deleted that way (the folder is $CMDB_AGENT_STATE_DIR/claims, workers.config). O_CREAT|O_EXCL
+makes the claim atomic across the pool's processes.
 
 Claims are kept for KEEP seconds: longer than any message the agent accepts stays valid
-(workers.signing: a deadline at most MAX_VALIDITY ahead, plus the clock slack on both sides).
+(wire.signing: a deadline at most MAX_VALIDITY ahead, plus the clock slack on both sides).
 """
 
 import logging
@@ -16,7 +17,7 @@ import re
 import time
 from pathlib import Path
 
-from workers import signing
+from wire import signing
 
 logger = logging.getLogger(__name__)
 
@@ -27,14 +28,6 @@ PRUNE_EVERY = 600
 _TASK_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 
 E_BAD_ID = "task id {task_id!r} is not a task id"
-
-
-def default_folder(environ=os.environ) -> Path:
-    """$CMDB_AGENT_STATE_DIR/claims; else /var/lib/cmdb-agent (root) or ~/.local/state."""
-    base = environ.get("CMDB_AGENT_STATE_DIR")
-    if not base:
-        base = "/var/lib/cmdb-agent" if os.geteuid() == 0 else "~/.local/state/cmdb-agent"
-    return Path(base).expanduser() / "claims"
 
 
 class Ledger:

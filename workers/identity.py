@@ -82,16 +82,17 @@ def validate_ipv4(value: str) -> str:
         raise ValueError(E_MALFORMED.format(value=value)) from None
 
 
-def resolve_agent_ip(explicit: str | None = None, environ=os.environ) -> str:
-    """Pick the agent's IP: the --ip flag, then $CMDB_AGENT_IP, then the default route's address.
+def resolve_agent_ip(explicit: str | None = None, configured: str | None = None) -> str:
+    """Pick the agent's IP: the --ip flag, then $CMDB_AGENT_IP (``configured``, read by
+    workers.config), then the default route's address.
 
     Whichever is used is validated; a malformed value is an error, never a reason to fall through
     to the next source. An empty CMDB_AGENT_IP counts as unset.
     """
     if explicit is not None:
         return _validate_from(explicit, "--ip")
-    if environ.get(ENV_VAR):
-        return _validate_from(environ[ENV_VAR], ENV_VAR)
+    if configured:
+        return _validate_from(configured, ENV_VAR)
     discovered = default_route_ipv4()
     if discovered is None:
         raise RuntimeError(E_NO_IP.format(path=ROUTE_PATH))

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import contextlib
-import enum
 import os
 import signal
 import subprocess
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import psutil
+
+from wire.messages import EMPTY_STREAM, Outcome, Stream
 
 E_EMPTY_COMMAND = "command is empty"
 E_SPOOL = "could not create spool files for the output: {reason}"
@@ -27,44 +28,17 @@ POLL_INTERVAL = 0.05  # seconds between checks of exit status and output size
 REAP_TIMEOUT = 5.0  # how long to wait for the shell after SIGKILL before giving up on it
 
 
-class Outcome(enum.StrEnum):
-    OK = "ok"
-    FAILED = "failed"
-    TIMEOUT = "timeout"
-    CANCELLED = "cancelled"
-    ERROR = "error"
-
-
-@dataclass(frozen=True)
-class StreamCapture:
-    head: str
-    tail: str
-    total_bytes: int
-    truncated: bool
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-EMPTY_CAPTURE = StreamCapture(head="", tail="", total_bytes=0, truncated=False)
-
-
 @dataclass(frozen=True)
 class RunResult:
     outcome: str
     exit_code: int | None
-    stdout: StreamCapture
-    stderr: StreamCapture
+    stdout: Stream
+    stderr: Stream
     started_at: float
     finished_at: float
     duration: float
     error: str
     pid: int | None
-
-    def to_dict(self) -> dict:
-        data = asdict(self)  # recurses into the two StreamCaptures
-        data["outcome"] = str(self.outcome)
-        return data
 
 
 def run_command(
@@ -103,7 +77,7 @@ def run_command(
 
     def failed_to_start(error: str) -> RunResult:
         return RunResult(
-            outcome=Outcome.ERROR, exit_code=None, stdout=EMPTY_CAPTURE, stderr=EMPTY_CAPTURE,
+            outcome=Outcome.ERROR, exit_code=None, stdout=EMPTY_STREAM, stderr=EMPTY_STREAM,
             started_at=started_at, finished_at=wallclock(), duration=clock() - start,
             error=error, pid=None,
         )  # fmt: skip
@@ -264,16 +238,16 @@ def _alive(p: psutil.Process) -> bool:
         return False
 
 
-def _capture(spool, head_bytes: int, tail_bytes: int) -> StreamCapture:
+def _capture(spool, head_bytes: int, tail_bytes: int) -> Stream:
     # pread, not seek+read: a daemon the command left behind shares the file offset with us, and
     # moving it would make the daemon overwrite earlier output. Only head and tail are read.
     fd = spool.fileno()
     total = os.fstat(fd).st_size
     if total <= head_bytes + tail_bytes:
-        return StreamCapture(_decode(_pread(fd, total, 0)), "", total, False)
+        return Stream(_decode(_pread(fd, total, 0)), "", total, False)
     head = _decode(_pread(fd, head_bytes, 0))
     tail = _decode(_pread(fd, tail_bytes, total - tail_bytes))
-    return StreamCapture(head, tail, total, True)
+    return Stream(head, tail, total, True)
 
 
 def _pread(fd: int, size: int, offset: int) -> bytes:

@@ -39,6 +39,8 @@ from cmdb.api.pagination import CappedLimitOffsetPagination
 from cmdb.api.permissions import ActionPermissions, DispatchPermissions
 from cmdb.assets.models import Asset, Change
 from cmdb.celery import app as cmdb_celery_app
+from cmdb.files.fetched import NotServed, open_fetched, tar_stream
+from cmdb.files.uploads import prepare_upload
 from cmdb.hosts.models import Host, HostGroup
 from cmdb.jobs.choices import JobKindChoices
 from cmdb.jobs.dispatch import (
@@ -51,8 +53,7 @@ from cmdb.jobs.dispatch import (
 )
 from cmdb.jobs.models import HostTask, Job
 from cmdb.jobs.signer import SigningKeyError
-from deploy.files import NotServed, open_fetched, prepare_upload, tar_stream
-from workers.transfer import TransferError
+from wire.blobs import TransferError
 
 logger = logging.getLogger(__name__)
 

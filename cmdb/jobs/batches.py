@@ -13,15 +13,15 @@ from django.utils import timezone
 
 from cmdb.jobs import results
 from cmdb.jobs.choices import HostTaskStateChoices as State
+from cmdb.jobs.dispatch import publish
 from cmdb.jobs.models import HostTask, Job
+from cmdb.jobs.signer import SigningKeyError, private_key
 
 E_CANNOT_SIGN = "not sent: the central worker cannot sign messages for agents: {exc}"
 E_STOPPED = "not started: {failed} host(s) failed, more than the {limit} allowed (--max-failures)"
 
 
 def _cannot_sign() -> str | None:
-    from cmdb.jobs.signer import SigningKeyError, private_key
-
     try:
         private_key()
     except SigningKeyError as exc:
@@ -39,8 +39,6 @@ def held_jobs() -> list:
 
 def advance(job_id, app) -> str:
     """Publish the job's next batch, stop it, or leave it; returns which ("sent", ...)."""
-    from cmdb.jobs.dispatch import publish
-
     with transaction.atomic():
         job = Job.objects.select_for_update().get(pk=job_id)
         tasks = list(HostTask.objects.select_for_update().filter(job=job))

@@ -3,12 +3,23 @@
 from celery import states as celery_states
 from django.db import models
 
+from wire import names
+
 
 class JobKindChoices(models.TextChoices):
     COMMAND = "command", "command"
     COLLECT = "collect", "collect facts"
     PUSH = "push", "push files"
     FETCH = "fetch", "fetch a file"
+
+
+#: The agent task that does a job kind's work on each host.
+AGENT_TASK = {
+    JobKindChoices.COMMAND: names.RUN_COMMAND,
+    JobKindChoices.COLLECT: names.COLLECT_FACTS,
+    JobKindChoices.PUSH: names.PUSH_FILES,
+    JobKindChoices.FETCH: names.FETCH_FILE,
+}
 
 
 class HostTaskStateChoices(models.TextChoices):

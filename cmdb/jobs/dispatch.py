@@ -10,20 +10,21 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-import redis
 from celery import Celery
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
-from kombu.exceptions import KombuError
 
 from cmdb.assets.where import parse_all as parse_where
 from cmdb.hosts.models import Host, HostGroup, TargetError
 from cmdb.jobs import results, signer
+from cmdb.jobs.broker import BROKER_ERRORS, mark_cancelled
 from cmdb.jobs.choices import HostTaskStateChoices as State
 from cmdb.jobs.choices import JobKindChoices
 from cmdb.jobs.models import HostTask, Job
-from workers import config, signing
+from wire import names, signing
+from wire.messages import CollectSpec, CommandSpec, FetchSpec, PushSpec, Spec
+from wire.transport import redacted
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ E_REACH_RANGE = "reach timeout must be between 1 and {max} seconds, not {value}"
 #: Below Redis' visibility_timeout (1 h): a message an agent reserved but had not started by
 #: then would be handed out again (the agent's run-once claim would refuse it, but the first
 #: copy should simply never wait that long). Also the longest a signed message is valid, so it
-#: must stay within workers.signing.MAX_VALIDITY (agents refuse deadlines further off).
+#: must stay within wire.signing.MAX_VALIDITY (agents refuse deadlines further off).
 MAX_REACH_TIMEOUT = 3000
 E_BROKER_DOWN = "broker unreachable at {url}: {exc} (the job was recorded but not dispatched)"
 E_NOT_DISPATCHED = "not dispatched: {reason}"
@@ -52,9 +53,6 @@ E_CANCELLED_PENDING = "cancelled before any agent started it"
 # Publishing retries briefly: a broker that refuses connections is reported in about a second,
 # one that black-holes them after broker_connection_timeout per attempt.
 RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.5, "interval_max": 1}
-
-#: Seconds the cancel mark is kept: longer than any message may wait in a queue.
-CANCEL_MARK_TTL = 7 * 24 * 3600
 
 #: Slack on Celery's ``expires`` and on the signed deadline, which agents check against their own
 #: clocks: a host whose clock runs ahead must not drop messages the server still waits for. The
@@ -226,43 +224,35 @@ def dispatch_command(request: CommandRequest, app: Celery) -> Job:
     return job
 
 
-#: The agent task for each job kind.
-AGENT_TASK = {
-    JobKindChoices.COMMAND: config.RUN_COMMAND,
-    JobKindChoices.COLLECT: config.COLLECT_FACTS,
-    JobKindChoices.PUSH: config.PUSH_FILES,
-    JobKindChoices.FETCH: config.FETCH_FILE,
-}
-
-
-def _spec(job: Job, task: HostTask, reply_queue: str) -> dict:
+def _spec(job: Job, task: HostTask, reply_queue: str) -> Spec:
+    """What the host's agent is told to do for this host task (wire.messages)."""
     cfg = settings.CMDB
+    common = {"job": str(job.pk), "host": task.ip, "timeout": job.timeout,
+              "reply_queue": reply_queue}  # fmt: skip
     if job.kind == JobKindChoices.COLLECT:
-        return {"job": str(job.pk), "host": task.ip, "reply_queue": reply_queue,
-                "timeout": job.timeout, "plugins": cfg["COLLECTORS"]}  # fmt: skip
-    if job.kind in (JobKindChoices.PUSH, JobKindChoices.FETCH):
-        return {"job": str(job.pk), "host": task.ip, "reply_queue": reply_queue,
-                "timeout": job.timeout, **job.params.get("agent", {})}  # fmt: skip
-    return {
-        "job": str(job.pk),
-        "host": task.ip,
-        "command": job.command,
-        "timeout": job.timeout,
-        "reply_queue": reply_queue,
-        "head_bytes": cfg["HEAD_BYTES"],
-        "tail_bytes": cfg["TAIL_BYTES"],
-        "max_output_bytes": cfg["MAX_OUTPUT_BYTES"],
-    }
+        return CollectSpec(**common, plugins=cfg["COLLECTORS"])
+    if job.kind == JobKindChoices.PUSH:
+        return PushSpec(**common, **job.params["agent"])
+    if job.kind == JobKindChoices.FETCH:
+        return FetchSpec(**common, **job.params["agent"])
+    return CommandSpec(
+        **common,
+        command=job.command,
+        head_bytes=cfg["HEAD_BYTES"],
+        tail_bytes=cfg["TAIL_BYTES"],
+        max_output_bytes=cfg["MAX_OUTPUT_BYTES"],
+    )
 
 
 def _send(app: Celery, producer, job: Job, task: HostTask, reply_queue: str, store) -> None:
-    name, spec = AGENT_TASK[job.kind], _spec(job, task, reply_queue)
+    spec = _spec(job, task, reply_queue)
+    name, raw = spec.TASK, spec.to_wire()
     app.send_task(
         name,
-        args=[spec],
+        args=[raw],
         # The agent runs it only if this verifies for its own queue, this id and this spec, and
-        # only until the reach deadline (plus clock slack): workers/signing.py.
-        headers=signer.auth_header(name, task.ip, task.task_id, task.reach_deadline, spec),
+        # only until the reach deadline (plus clock slack): wire/signing.py.
+        headers=signer.auth_header(name, task.ip, task.task_id, task.reach_deadline, raw),
         # What `celery events` and logs show; Celery's safe repr of every host's spec was a
         # tenth of the dispatch time.
         argsrepr=f"[job {job.pk} on {task.ip}]",
@@ -289,8 +279,8 @@ def publish(job: Job, tasks: list[HostTask], app: Celery) -> None:
     reach deadline settles it: a real result if it arrived, else unreachable) and marks the
     chunks never sent, so nothing tempts the operator into running a command twice.
     """
-    reply_queue = config.results_queue()
-    store = app.signature(config.STORE_RESULT, options={"queue": reply_queue})
+    reply_queue = settings.CMDB["RESULTS_QUEUE"]
+    store = app.signature(names.STORE_RESULT, options={"queue": reply_queue})
     sent = uncertain = 0
     try:
         with app.producer_or_acquire() as producer:
@@ -306,8 +296,8 @@ def publish(job: Job, tasks: list[HostTask], app: Celery) -> None:
                     for task in chunk:
                         _send(app, producer, job, task, reply_queue, store)
                 sent, uncertain = sent + len(chunk), 0
-    except (KombuError, OSError, redis.RedisError) as exc:
-        reason = E_BROKER_DOWN.format(url=_redacted(app.conf.broker_url), exc=exc)
+    except BROKER_ERRORS as exc:
+        reason = E_BROKER_DOWN.format(url=redacted(app.conf.broker_url), exc=exc)
         if sent or uncertain:
             reason = E_PARTIAL.format(sent=sent, total=len(tasks), reason=reason, maybe=uncertain)
         never_sent = [t.pk for t in tasks[sent + uncertain :]]
@@ -327,27 +317,6 @@ def publish(job: Job, tasks: list[HostTask], app: Celery) -> None:
         raise BrokerUnavailable(reason, job) from exc
     job.dispatched_at = timezone.now()
     Job.objects.filter(pk=job.pk).update(dispatched_at=job.dispatched_at)
-
-
-def _redacted(url: str) -> str:
-    # Never print a broker password in an error message or a log.
-    if "@" not in url:
-        return url
-    scheme, _, rest = url.partition("://")
-    return f"{scheme}://***@{rest.rpartition('@')[2]}"
-
-
-def mark_cancelled(app: Celery, task_ids: list[str], ttl: int = CANCEL_MARK_TTL) -> None:
-    """Set the mark agents check before and while running a task: it will not run (on)."""
-    if not task_ids:
-        return
-    # kombu's own client for the broker URL, so Sentinel and TLS URLs work as they do for Celery.
-    with app.connection_for_write() as conn:
-        client = conn.default_channel.client
-        with client.pipeline(transaction=False) as pipe:
-            for task_id in task_ids:
-                pipe.set(config.CANCELLED_KEY.format(task_id=task_id), 1, ex=ttl)
-            pipe.execute()
 
 
 def cancel(tasks: list[HostTask], app: Celery) -> int:

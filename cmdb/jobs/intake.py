@@ -12,9 +12,12 @@ idempotent).
 import logging
 
 from celery import bootsteps
+from django.conf import settings
+from django.db import InterfaceError, OperationalError, close_old_connections
 from kombu import Consumer, Exchange, Queue
 
-from workers import config
+from cmdb.jobs import results
+from wire import names
 
 logger = logging.getLogger(__name__)
 
@@ -42,9 +45,9 @@ def split(messages) -> tuple[list[dict], list[dict], list]:
         except (TypeError, IndexError, KeyError) as exc:
             bad.append((message, exc))
             continue
-        if name == config.TASK_STARTED:
+        if name == names.TASK_STARTED:
             started.append(item)
-        elif name == config.STORE_RESULT:
+        elif name == names.STORE_RESULT:
             finished.append(item)
         else:
             bad.append((message, f"unexpected task {name!r}"))
@@ -52,11 +55,9 @@ def split(messages) -> tuple[list[dict], list[dict], list]:
 
 
 class ResultIntake(bootsteps.ConsumerStep):
-    """Consumes config.results_queue() in batches inside the central worker."""
+    """Consumes settings.CMDB["RESULTS_QUEUE"] in batches inside the central worker."""
 
     def __init__(self, parent, **kwargs):
-        import os
-
         self.buffer: list = []
         self.flush_every = FLUSH_EVERY
         #: With acks (the default) a report leaves the broker only once it is committed. Off,
@@ -64,11 +65,11 @@ class ResultIntake(bootsteps.ConsumerStep):
         #: on delivery and the ack), at the price of losing the reports in the current batch
         #: (at most FLUSH_INTERVAL's worth) if the central worker dies; their tasks then end
         #: "lost" by the monitor's deadline.
-        self.acks = os.environ.get("CMDB_INTAKE_ACKS", "1") != "0"
+        self.acks = settings.CMDB["INTAKE_ACKS"]
         super().__init__(parent, **kwargs)
 
     def get_consumers(self, channel):
-        queue = results_queue_for(config.results_queue())
+        queue = results_queue_for(settings.CMDB["RESULTS_QUEUE"])
         return [
             Consumer(
                 channel,
@@ -92,8 +93,6 @@ class ResultIntake(bootsteps.ConsumerStep):
     def flush(self):
         if not self.buffer:
             return
-        from django.db import InterfaceError, OperationalError, close_old_connections
-
         batch, self.buffer = self.buffer, []
         try:
             self.store(batch)
@@ -121,8 +120,6 @@ class ResultIntake(bootsteps.ConsumerStep):
 
     @staticmethod
     def store(batch) -> None:
-        from cmdb.jobs import results
-
         started, finished, bad = split(batch)
         for _message, why in bad:
             logger.error("dropping malformed message on the results queue: %s", why)

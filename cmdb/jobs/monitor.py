@@ -17,6 +17,20 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from celery import bootsteps
+from django.conf import settings
+from django.db import close_old_connections
+from django.utils import timezone
+
+from cmdb.files.fetched import remove_expired_fetches
+from cmdb.files.pushed import release_finished_pushes
+from cmdb.hosts.choices import AgentStatusChoices as Status
+from cmdb.hosts.models import Host
+from cmdb.jobs import batches, results, signer
+from cmdb.jobs.broker import mark_cancelled
+from cmdb.jobs.choices import HostTaskStateChoices as State
+from cmdb.jobs.choices import JobKindChoices
+from cmdb.jobs.dispatch import BrokerUnavailable
+from cmdb.jobs.models import HostTask
 
 logger = logging.getLogger(__name__)
 
@@ -139,18 +153,9 @@ class Monitor:
             except Exception:
                 logger.exception("sweep failed")
             finally:
-                from django.db import close_old_connections
-
                 close_old_connections()
 
     def sweep(self) -> dict:
-        from django.utils import timezone
-
-        from cmdb.jobs import results
-        from cmdb.jobs.choices import HostTaskStateChoices as State
-        from cmdb.jobs.choices import JobKindChoices
-        from cmdb.jobs.models import HostTask
-
         now, now_dt = self.clock(), timezone.now()
         counts = {"unreachable": 0, "lost": 0}
         overdue = HostTask.objects.filter(
@@ -168,8 +173,6 @@ class Monitor:
             counts["unreachable"] = len(ended)
             if ended:
                 # An agent that turns up late must not run what the server gave up on.
-                from cmdb.jobs.dispatch import mark_cancelled
-
                 mark_cancelled(self.app, ended)
         running = HostTask.objects.filter(state=State.RUNNING).values_list(
             "pk", "agent", "agent_pid", "started_at", "job__timeout"
@@ -202,9 +205,7 @@ class Monitor:
         if not deaf:
             self.update_hosts(now, now_dt)
         self.advance_batches()
-        from deploy.files import release_finished_pushes, remove_expired_fetches
-
-        release_finished_pushes(self.app)
+        release_finished_pushes(self.app, self.cfg["BLOB_RELEASE_AFTER"])
         if now - self.last_expiry >= self.EXPIRY_EVERY:
             self.last_expiry = now
             cfg = self.cfg
@@ -212,9 +213,6 @@ class Monitor:
         return counts
 
     def advance_batches(self) -> None:
-        from cmdb.jobs import batches
-        from cmdb.jobs.dispatch import BrokerUnavailable
-
         for job_id in batches.held_jobs():
             try:
                 batches.advance(job_id, self.app)
@@ -222,9 +220,6 @@ class Monitor:
                 logger.warning("next batch of job %s not sent: broker unreachable", job_id)
 
     def update_hosts(self, now: float, now_dt) -> None:
-        from cmdb.hosts.choices import AgentStatusChoices as Status
-        from cmdb.hosts.models import Host
-
         online = self.liveness.online(now)
         hosts = Host.objects.filter(agent_name__in=online)
         hosts.exclude(agent_status=Status.ONLINE).update(
@@ -259,19 +254,13 @@ class MonitorStep(bootsteps.StartStopStep):
     requires = {"celery.worker.components:Pool"}
 
     def __init__(self, worker, **kwargs):
-        import os
-
-        self.enabled = os.environ.get("CMDB_MONITOR", "1") != "0"
+        self.enabled = settings.CMDB["MONITOR"]
         self.monitor = None
 
     def start(self, worker):
-        from django.conf import settings
-
         self.monitor = Monitor(worker.app, settings.CMDB)
         self.monitor.start()
         logger.info("fleet monitor started")
-        from cmdb.jobs import signer
-
         # Later batches are signed here: say with which key, so that an operator can tell a
         # central worker that made a key of its own (no CMDB_SIGNING_KEY) from the web's.
         try:

@@ -17,11 +17,17 @@ from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 from django_celery_results.models import TaskResult
 
+from cmdb.assets.store import store_report
+from cmdb.celery import app as cmdb_app
+from cmdb.files.fetched import store_fetched
+from cmdb.hosts.models import Host
 from cmdb.jobs import exceptions
+from cmdb.jobs.broker import redis_client
 from cmdb.jobs.choices import CELERY_STATE, JobKindChoices
 from cmdb.jobs.choices import HostTaskStateChoices as State
 from cmdb.jobs.models import HostTask
-from workers import config
+from wire import blobs, names
+from wire.messages import Report, Started, WireError
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +93,7 @@ def _task_result(task: HostTask, payload: dict, now: datetime) -> TaskResult:
         traceback=payload.get("traceback"),
         content_type="application/json",
         content_encoding="utf-8",
-        task_name=config.RUN_COMMAND,
+        task_name=names.RUN_COMMAND,
         task_args=json.dumps([{"job": str(task.job_id), "host": task.ip}]),
         task_kwargs="{}",
         worker=task.agent or None,
@@ -200,10 +206,21 @@ def _apply_result(task: HostTask, payload: dict) -> bool:
     return True
 
 
+def _read(message, items: Iterable[dict]) -> list[dict]:
+    """The items that follow the contract (wire.messages), as dicts with every field."""
+    read = []
+    for item in items:
+        try:
+            read.append(message.from_wire(item).to_wire())
+        except WireError as exc:
+            task_id = item.get("task_id") if isinstance(item, dict) else None
+            logger.error("%s for %s dropped: %s", message.WHAT, task_id, exc)
+    return read
+
+
 def store_batch(started: Iterable[dict], finished: Iterable[dict]) -> int:
     """Apply "started" notices, then results, in one transaction; return host tasks changed."""
-    started = [i for i in started if isinstance(i, dict) and isinstance(i.get("task_id"), str)]
-    finished = [i for i in finished if isinstance(i, dict) and isinstance(i.get("task_id"), str)]
+    started, finished = _read(Started, started), _read(Report, finished)
     ids = {item["task_id"] for item in started + finished}
     with transaction.atomic():
         # select_for_update: on PostgreSQL two central workers must not interleave on a task
@@ -238,11 +255,9 @@ def store_batch(started: Iterable[dict], finished: Iterable[dict]) -> int:
 
 def _hand_over_fetched(fetched: list[tuple[HostTask, dict]]) -> None:
     """Queue each received file for storing by the central worker's pool."""
-    from cmdb.celery import app  # the server's app by name: an agent's may be current here
-
     for task, payload in fetched:
         try:
-            app.send_task(STORE_FETCHED, args=[task.task_id, payload])
+            cmdb_app.send_task(STORE_FETCHED, args=[task.task_id, payload])
         except Exception:  # the broker this payload just came from is gone: store it here
             logger.exception("could not queue the storing of %s; storing it now", task.task_id)
             finish_fetch(task.task_id, payload)
@@ -251,9 +266,6 @@ def _hand_over_fetched(fetched: list[tuple[HostTask, dict]]) -> None:
 def finish_fetch(task_id: str, payload: dict) -> None:
     """Assemble the file a host sent for a fetch job into the job's folder (one folder per
     host), verified, and end its host task: ok with its ``fetched`` record, or error."""
-    from cmdb.celery import app
-    from deploy.files import store_fetched
-
     task = HostTask.objects.select_related("job").filter(task_id=task_id).first()
     manifest = payload.get("fetch_manifest") or {}
     # Running as store_batch left it, or ended "lost" meanwhile by the monitor (the file did
@@ -275,7 +287,7 @@ def finish_fetch(task_id: str, payload: dict) -> None:
         # The CLI names a folder; the API and the admin leave it to FETCH_DIR/<job id>.
         to = job.params.get("to") or str(settings.CMDB["FETCH_DIR"] / str(job.pk))
         try:
-            local = store_fetched(app, to, task.ip, job.params["agent"]["path"], manifest)
+            local = store_fetched(cmdb_app, to, task.ip, job.params["agent"]["path"], manifest)
         except Exception as exc:  # the host task must say why, whatever it was
             if HostTask.objects.filter(pk=task.pk).exclude(fetched=None).exists():
                 return  # a second delivery of this result, after the first had stored it
@@ -299,19 +311,14 @@ def finish_fetch(task_id: str, payload: dict) -> None:
 
 def _own_blob(task: HostTask, manifest: dict) -> bool:
     """The manifest names the blob this host was asked to send for this fetch job."""
-    namespace = f"fetch-{task.job_id}-{task.ip}"
+    namespace = names.fetch_namespace(task.job_id, task.ip)
     return task.job.kind == JobKindChoices.FETCH and manifest.get("namespace") == namespace
 
 
 def _delete_blob(manifest: dict) -> None:
-    from cmdb.celery import app
-    from deploy.files import broker_client
-    from workers import transfer
-
     try:
-        conn, client = broker_client(app)
-        with conn:
-            transfer.delete_blob(client, manifest)
+        with redis_client(cmdb_app) as client:
+            blobs.delete_blob(client, manifest)
     except Exception:  # it expires by itself in the end
         logger.warning("could not delete the blob of a cancelled fetch", exc_info=True)
 
@@ -320,9 +327,6 @@ def _store_facts(collected: list[tuple[HostTask, dict]]) -> None:
     """Asset rows and history for collect jobs' results (in the batch's transaction)."""
     if not collected:
         return
-    from cmdb.assets.store import store_report
-    from cmdb.hosts.models import Host
-
     hosts = Host.objects.in_bulk([task.host_id for task, _ in collected if task.host_id])
     for task, payload in collected:
         host = hosts.get(task.host_id)

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from django.conf import settings
 
-from workers import signing
-from workers.signing import SigningKeyError
+from wire import signing
+from wire.signing import SigningKeyError
 
 __all__ = ["SigningKeyError", "auth_header", "fingerprint", "key_path", "private_key"]
 

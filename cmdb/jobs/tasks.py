@@ -3,16 +3,16 @@
 from celery import shared_task
 
 from cmdb.jobs import results
-from workers import config
+from wire import names
 
 
-@shared_task(name=config.STORE_RESULT, ignore_result=True)
+@shared_task(name=names.STORE_RESULT, ignore_result=True)
 def store_result(payload: dict) -> None:
     """Link callback of workers.run_command: ``payload`` is the agent task's return value."""
     results.store_result(payload)
 
 
-@shared_task(name=config.TASK_STARTED, ignore_result=True)
+@shared_task(name=names.TASK_STARTED, ignore_result=True)
 def task_started(info: dict) -> None:
     results.mark_started(info)
 

@@ -10,12 +10,12 @@ from kombu.exceptions import KombuError
 from redis.exceptions import RedisError
 
 from cmdb.celery import app
+from cmdb.files.uploads import prepare_upload
 from cmdb.jobs.choices import JobKindChoices
 from cmdb.jobs.dispatch import BrokerUnavailable, CommandRequest, DispatchError, dispatch_command
 from cmdb.jobs.signer import SigningKeyError
 from cmdb.web.forms import FetchFileForm, PushFileForm, RunCommandForm
-from deploy.files import prepare_upload
-from workers.transfer import TransferError
+from wire.blobs import TransferError
 
 
 def _dispatch(modeladmin, request, queryset, kind: str, command="", timeout=None, params=None):

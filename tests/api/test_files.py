@@ -68,10 +68,9 @@ def file_jobs():
 
 def blob_count() -> int:
     from cmdb.celery import app
-    from deploy.files import broker_client
+    from cmdb.jobs.broker import redis_client
 
-    conn, client = broker_client(app)
-    with conn:
+    with redis_client(app) as client:
         return len(client.keys("cmdb:blob:*:meta"))
 
 

@@ -13,12 +13,13 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from cmdb.files.fetched import remove_expired_fetches
 from cmdb.jobs import results
 from cmdb.jobs.choices import HostTaskStateChoices as State
 from cmdb.jobs.choices import JobKindChoices
 from cmdb.jobs.models import HostTask, Job
-from deploy.files import remove_expired_fetches
-from workers import transfer
+from wire import blobs
+from wire.messages import Report, Stream
 
 pytestmark = pytest.mark.django_db
 
@@ -28,10 +29,9 @@ IP = "127.0.1.90"
 @pytest.fixture
 def broker(redis_url):
     from cmdb.celery import app
-    from deploy.files import broker_client
+    from cmdb.jobs.broker import redis_client
 
-    conn, client = broker_client(app)
-    with conn:
+    with redis_client(app) as client:
         yield client
 
 
@@ -42,15 +42,15 @@ def fetch_task(kind: str = JobKindChoices.FETCH, state: str = State.RUNNING) -> 
 
 
 def report(task: HostTask, manifest: dict) -> dict:
-    return {"task_id": task.task_id, "outcome": "ok", "exit_code": 0, "agent": f"agent@{IP}",
-            "fetch_manifest": manifest, "stdout": {"head": "sent"}}  # fmt: skip
+    return Report(task_id=task.task_id, outcome="ok", exit_code=0, agent=f"agent@{IP}",
+                  fetch_manifest=manifest, stdout=Stream.text("sent")).to_wire()  # fmt: skip
 
 
 def test_a_received_file_leaves_the_task_running_until_it_is_stored(broker, settings, tmp_path):
     settings.CMDB = {**settings.CMDB, "FETCH_DIR": tmp_path}
     task = fetch_task()
     content = b"line\n" * 1000
-    manifest = transfer.put_blob(broker, io.BytesIO(content), namespace=f"fetch-{task.job_id}-{IP}")
+    manifest = blobs.put_blob(broker, io.BytesIO(content), namespace=f"fetch-{task.job_id}-{IP}")
     payload = report(task, manifest)
 
     # As the intake stores it (the storing task is queued on the suite's broker, unconsumed).
@@ -80,7 +80,7 @@ def test_a_received_file_leaves_the_task_running_until_it_is_stored(broker, sett
 def test_a_manifest_naming_another_blob_is_refused_and_the_blob_kept(broker, kind):
     task = fetch_task(kind)
     # A push's blob: a forged report must not make the server copy it, then delete it.
-    manifest = transfer.put_blob(broker, io.BytesIO(b"someone else's file"))
+    manifest = blobs.put_blob(broker, io.BytesIO(b"someone else's file"))
 
     results.finish_fetch(task.task_id, report(task, manifest))
 
@@ -92,7 +92,7 @@ def test_a_manifest_naming_another_blob_is_refused_and_the_blob_kept(broker, kin
 
 def test_a_cancelled_fetch_is_not_stored_and_its_blob_goes(broker):
     task = fetch_task(state=State.CANCELLED)
-    manifest = transfer.put_blob(broker, io.BytesIO(b"late"), namespace=f"fetch-{task.job_id}-{IP}")
+    manifest = blobs.put_blob(broker, io.BytesIO(b"late"), namespace=f"fetch-{task.job_id}-{IP}")
 
     results.finish_fetch(task.task_id, report(task, manifest))
 

@@ -8,7 +8,7 @@ import tarfile
 
 import pytest
 
-from deploy.files import NotServed, open_fetched, tar_stream
+from cmdb.files.fetched import NotServed, open_fetched, tar_stream
 
 
 def test_the_stream_is_a_tar_of_every_entry_in_small_pieces(tmp_path):

@@ -10,12 +10,14 @@ import time
 
 import psutil
 import pytest
+from django.conf import settings
 from django_celery_results.models import TaskResult
 
 from cmdb.jobs.models import HostTask, Job
 from deploy.local import ROOT, stop_group, wait_for
 from tests.conftest import AGENT_IPS, free_port, ping_nodes
 from tests.factories import make_host, signed_headers
+from wire.messages import VERSION, CommandSpec
 
 pytestmark = [pytest.mark.fleet, pytest.mark.django_db(transaction=True)]
 
@@ -239,10 +241,10 @@ def test_known_host_without_agent_ends_unreachable(manage, fleet):
     assert "is the agent for 127.0.1.99 running?" in host["error"]
     # If the agent turns up late after all, it finds the task cancelled and does not run it.
     from cmdb.celery import app
-    from workers import config
+    from wire import names
 
     with app.connection_for_write() as conn:
-        key = config.CANCELLED_KEY.format(task_id=host["task_id"])
+        key = names.CANCELLED_KEY.format(task_id=host["task_id"])
         assert conn.default_channel.client.exists(key)
     assert TaskResult.objects.get(task_id=host["task_id"]).status == "FAILURE"
 
@@ -273,20 +275,20 @@ def test_message_for_another_host_is_refused_by_the_agent(fleet, hosts, tmp_path
     """A message validly signed for one host, re-targeted to another host's queue, must not
     run there: the signature binds it to the queue it was signed for."""
     from cmdb.celery import app
-    from workers import config
+    from wire import names
 
     marker = tmp_path / "ran"
     job = Job.objects.create(command=f"touch {marker}", timeout=5, reach_timeout=30)
     task = HostTask.objects.create(job=job, host=hosts[0], ip=AGENT_IPS[0], task_id="t-" + "1" * 34)
-    spec = {"job": str(job.id), "host": AGENT_IPS[0], "command": job.command, "timeout": 5}
+    spec = CommandSpec(job=str(job.id), host=AGENT_IPS[0], command=job.command, timeout=5).to_wire()
 
     app.send_task(
-        config.RUN_COMMAND,
+        names.RUN_COMMAND,
         args=[spec],
         queue=AGENT_IPS[1],
         task_id=task.task_id,
-        headers=signed_headers(config.RUN_COMMAND, AGENT_IPS[0], task.task_id, spec),
-        link=app.signature(config.STORE_RESULT, queue=config.central_queue()),
+        headers=signed_headers(names.RUN_COMMAND, AGENT_IPS[0], task.task_id, spec),
+        link=app.signature(names.STORE_RESULT, queue=settings.CMDB["CENTRAL_QUEUE"]),
     )
 
     done = wait_state(task.task_id, {"error", "ok"})
@@ -317,23 +319,23 @@ def test_workers_package_imports_without_django():
     code = (
         "import sys; sys.modules['django'] = None\n"
         "import workers, workers.tasks, workers.__main__\n"
-        "workers.app.loader.import_default_modules()\n"
+        "workers.celery.app.loader.import_default_modules()\n"
         "assert not any(m.startswith('cmdb') for m in sys.modules), 'cmdb imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=60)
 
 
 def _send_raw(app, task_id: str, ip: str, command: str, job: Job):
-    from workers import config
+    from wire import names
 
-    spec = {"job": str(job.id), "host": ip, "command": command, "timeout": 10}
+    spec = CommandSpec(job=str(job.id), host=ip, command=command, timeout=10).to_wire()
     app.send_task(
-        config.RUN_COMMAND,
+        names.RUN_COMMAND,
         args=[spec],
         queue=ip,
         task_id=task_id,
-        headers=signed_headers(config.RUN_COMMAND, ip, task_id, spec),
-        link=app.signature(config.STORE_RESULT, queue=config.results_queue()),
+        headers=signed_headers(names.RUN_COMMAND, ip, task_id, spec),
+        link=app.signature(names.STORE_RESULT, queue=settings.CMDB["RESULTS_QUEUE"]),
     )
 
 
@@ -356,12 +358,11 @@ def test_a_second_delivery_of_a_task_is_refused_and_changes_nothing(fleet, hosts
     # The agent answers the replay with a refusal, which the central worker logs and drops.
     wait_for(lambda: _claim_refusals(fleet) > 0, 20, "the agent to refuse the replay")
     # Whoever can write to Redis can delete the claim kept there: the host keeps its own.
-    from deploy.files import broker_client
-    from workers import config
+    from cmdb.jobs.broker import redis_client
+    from wire import names
 
-    conn, client = broker_client(app)
-    with conn:
-        assert client.delete(config.CLAIMED_KEY.format(task_id=task.task_id)) == 1
+    with redis_client(app) as client:
+        assert client.delete(names.CLAIMED_KEY.format(task_id=task.task_id)) == 1
     _send_raw(app, task.task_id, AGENT_IPS[0], job.command, job)
     wait_for(lambda: _claim_refusals(fleet) > 1, 20, "the agent to refuse the second replay")
 
@@ -371,7 +372,7 @@ def test_a_second_delivery_of_a_task_is_refused_and_changes_nothing(fleet, hosts
 
 def test_a_malformed_report_does_not_hold_up_the_others(fleet, hosts):
     from cmdb.celery import app
-    from workers import config
+    from wire import names
 
     job = Job.objects.create(command="x", timeout=10, reach_timeout=30)
     good, bad = (
@@ -383,6 +384,7 @@ def test_a_malformed_report_does_not_hold_up_the_others(fleet, hosts):
     reports = [
         {"task_id": bad.task_id, "outcome": "ok", "started_at": "not a time", "stdout": 7},
         {
+            "v": VERSION,
             "task_id": good.task_id,
             "outcome": "ok",
             "exit_code": 0,
@@ -395,7 +397,10 @@ def test_a_malformed_report_does_not_hold_up_the_others(fleet, hosts):
     with app.producer_or_acquire() as producer:
         for report in reports:
             app.send_task(
-                config.STORE_RESULT, args=[report], queue=config.results_queue(), producer=producer
+                names.STORE_RESULT,
+                args=[report],
+                queue=settings.CMDB["RESULTS_QUEUE"],
+                producer=producer,
             )
 
     stored = wait_state(good.task_id, {"ok"})

@@ -73,26 +73,24 @@ def test_a_50_mb_file_reaches_three_hosts_verified_then_a_rerun_is_skipped(
     assert outcomes(again) == {ip: ("ok", "skipped") for ip in IPS}
     # Once the pushes have ended, the central worker deletes the chunks from Redis.
     from cmdb.celery import app
-    from deploy.files import broker_client
+    from cmdb.jobs.broker import redis_client
 
-    conn, client = broker_client(app)
-    with conn:
+    with redis_client(app) as client:
         meta = f"cmdb:blob:{sha(source)}:meta"
         wait_for(lambda: not client.exists(meta), 30, "the blob to be released")
 
 
 def test_a_corrupted_transfer_is_detected_and_the_old_file_kept(manage, hosts, roots, tmp_path):
     from cmdb.celery import app
-    from deploy.files import broker_client
-    from workers import transfer
+    from cmdb.jobs.broker import redis_client
+    from wire import blobs
 
     old, new = tmp_path / "v1.conf", tmp_path / "v2.conf"
     old.write_bytes(b"version = 1\n" * 1000)
     new.write_bytes(b"version = 2\n" * 300000)  # several chunks
     run_job(manage, "push", str(old), "/etc/app/app.conf", "--hosts", IPS[0])
-    conn, client = broker_client(app)
-    with conn, open(new, "rb") as f:
-        manifest = transfer.put_blob(client, f)
+    with redis_client(app) as client, open(new, "rb") as f:
+        manifest = blobs.put_blob(client, f)
         client.set(f"cmdb:blob:{manifest['sha256']}:1", b"x" * manifest["chunk_size"])
 
     # The same content is not uploaded again (content-addressed): the agent gets the bad chunk.
@@ -122,10 +120,10 @@ def test_a_folder_travels_as_one_archive_and_reruns_are_skipped(manage, hosts, r
 
 def test_an_archive_with_dotdot_is_refused_and_nothing_is_written(fleet, hosts, roots):
     from cmdb.celery import app
+    from cmdb.jobs.broker import redis_client
     from cmdb.jobs.choices import JobKindChoices
     from cmdb.jobs.dispatch import CommandRequest, dispatch_command
-    from deploy.files import broker_client
-    from workers import transfer
+    from wire import blobs
 
     archive = io.BytesIO()
     with tarfile.open(fileobj=archive, mode="w") as tar:
@@ -134,9 +132,8 @@ def test_an_archive_with_dotdot_is_refused_and_nothing_is_written(fleet, hosts, 
             info.size = len(body)
             tar.addfile(info, io.BytesIO(body))
     archive.seek(0)
-    conn, client = broker_client(app)
-    with conn:
-        manifest = transfer.put_blob(client, archive)
+    with redis_client(app) as client:
+        manifest = blobs.put_blob(client, archive)
     agent = {"dest": "/srv/site", "tree": True, "files": {"ok.txt": "0" * 64},
              "manifest": manifest, "mode": None, "owner": None}  # fmt: skip
     job = dispatch_command(

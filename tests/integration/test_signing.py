@@ -6,12 +6,14 @@ import uuid
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from django.conf import settings
 
 from cmdb.jobs.models import HostTask, Job
 from deploy.local import wait_for
 from tests.conftest import AGENT_IPS
 from tests.factories import make_host, signed_headers
 from tests.integration.test_core_loop import wait_state
+from wire.messages import VERSION, CommandSpec
 
 pytestmark = [pytest.mark.fleet, pytest.mark.django_db(transaction=True)]
 
@@ -30,30 +32,31 @@ def host_task(host, command: str) -> HostTask:
 
 
 def spec_of(task: HostTask) -> dict:
-    return {"job": str(task.job_id), "host": task.ip, "command": task.job.command, "timeout": 10}
+    return CommandSpec(job=str(task.job_id), host=task.ip, command=task.job.command,
+                       timeout=10).to_wire()  # fmt: skip
 
 
 def publish(task: HostTask, spec: dict, headers: dict | None, queue: str | None = None):
     """What a client with broker access can do: put any message on any host's queue."""
     from cmdb.celery import app
-    from workers import config
+    from wire import names
 
     app.send_task(
-        config.RUN_COMMAND,
+        names.RUN_COMMAND,
         args=[spec],
         queue=queue or task.ip,
         task_id=task.task_id,
         headers=headers,
-        link=app.signature(config.STORE_RESULT, queue=config.results_queue()),
+        link=app.signature(names.STORE_RESULT, queue=settings.CMDB["RESULTS_QUEUE"]),
     )
 
 
 def claimed(task_id: str) -> bool:
     from cmdb.celery import app
-    from workers import config
+    from wire import names
 
     with app.connection_for_write() as conn:
-        return bool(conn.default_channel.client.exists(config.CLAIMED_KEY.format(task_id=task_id)))
+        return bool(conn.default_channel.client.exists(names.CLAIMED_KEY.format(task_id=task_id)))
 
 
 def assert_refused(task: HostTask, error: str, marker) -> None:
@@ -72,20 +75,20 @@ def test_an_unsigned_message_runs_nothing_and_leaves_the_task_id_to_the_server(h
 
     assert_refused(task, UNSIGNED, marker)
     # The server's own message with that id still runs.
-    from workers import config
+    from wire import names
 
-    publish(task, spec_of(task), signed_headers(config.RUN_COMMAND, task.ip, task.task_id,
+    publish(task, spec_of(task), signed_headers(names.RUN_COMMAND, task.ip, task.task_id,
                                                 spec_of(task)))  # fmt: skip
     wait_for(marker.exists, 20, "the signed message to run")
 
 
 def test_a_message_signed_with_another_key_runs_nothing(hosts, tmp_path):
-    from workers import config
+    from wire import names
 
     marker = tmp_path / "ran"
     task = host_task(hosts[1], f"touch {marker}")
     spec = spec_of(task)
-    headers = signed_headers(config.RUN_COMMAND, task.ip, task.task_id, spec,
+    headers = signed_headers(names.RUN_COMMAND, task.ip, task.task_id, spec,
                              key=Ed25519PrivateKey.generate())  # fmt: skip
 
     publish(task, spec, headers)
@@ -94,12 +97,12 @@ def test_a_message_signed_with_another_key_runs_nothing(hosts, tmp_path):
 
 
 def test_a_signed_message_whose_command_was_changed_runs_nothing(hosts, tmp_path):
-    from workers import config
+    from wire import names
 
     marker = tmp_path / "ran"
     task = host_task(hosts[0], "true")
     spec = spec_of(task)
-    headers = signed_headers(config.RUN_COMMAND, task.ip, task.task_id, spec)
+    headers = signed_headers(names.RUN_COMMAND, task.ip, task.task_id, spec)
 
     publish(task, {**spec, "command": f"touch {marker}"}, headers)
 
@@ -107,12 +110,12 @@ def test_a_signed_message_whose_command_was_changed_runs_nothing(hosts, tmp_path
 
 
 def test_a_signed_message_past_its_deadline_runs_nothing(hosts, tmp_path):
-    from workers import config, signing
+    from wire import names, signing
 
     marker = tmp_path / "ran"
     task = host_task(hosts[1], f"touch {marker}")
     spec = spec_of(task)
-    headers = signed_headers(config.RUN_COMMAND, task.ip, task.task_id, spec,
+    headers = signed_headers(names.RUN_COMMAND, task.ip, task.task_id, spec,
                              ttl=-signing.CLOCK_SLACK - 60)  # fmt: skip
 
     publish(task, spec, headers)
@@ -127,14 +130,14 @@ def test_a_message_moved_to_another_hosts_queue_inside_redis_runs_nothing(hosts,
     """Kombu's Redis transport trusts the routing key written inside the message: a message
     signed for queue X, moved by hand onto this agent's list, must not pass for X's."""
     from cmdb.celery import app
-    from workers import config
+    from wire import names
 
     marker = tmp_path / "ran"
     elsewhere = "127.0.1.240"  # nobody consumes it
     job = Job.objects.create(command=f"touch {marker}", timeout=10, reach_timeout=30)
     task = HostTask.objects.create(job=job, ip=elsewhere, task_id=str(uuid.uuid4()))
     spec = spec_of(task)
-    publish(task, spec, signed_headers(config.RUN_COMMAND, elsewhere, task.task_id, spec))
+    publish(task, spec, signed_headers(names.RUN_COMMAND, elsewhere, task.task_id, spec))
     with app.connection_for_write() as conn:
         client = conn.default_channel.client
         wait_for(lambda: client.llen(elsewhere), 10, "the message to be queued")
@@ -163,17 +166,16 @@ def test_a_server_without_its_configured_key_dispatches_nothing(manage, hosts, t
                  env={"CMDB_SIGNING_KEY": str(tmp_path / "missing")})  # fmt: skip
     assert out.returncode == 2 and "does not exist" in out.stderr
     from cmdb.celery import app
-    from deploy.files import broker_client
-    from workers.transfer import sha256_file
+    from cmdb.jobs.broker import redis_client
+    from workers.placing import sha256_file
 
-    conn, client = broker_client(app)
-    with conn:
+    with redis_client(app) as client:
         assert not client.exists(f"cmdb:blob:{sha256_file(payload)}:meta")
     assert not Job.objects.exists()
 
 
 def test_signing_key_prints_the_public_key_agents_are_given(manage, fleet, signing_key):
-    from workers import signing
+    from wire import signing
 
     out = manage("signing_key", "--public")
 
@@ -193,16 +195,16 @@ def test_signing_key_prints_the_public_key_agents_are_given(manage, fleet, signi
 )
 def test_every_task_that_acts_on_a_host_checks_the_signature(hosts, task_name, spec):
     from cmdb.celery import app
-    from workers import config
+    from wire import names
 
     job = Job.objects.create(command=task_name, timeout=10, reach_timeout=30)
     task = HostTask.objects.create(job=job, host=hosts[0], ip=AGENT_IPS[0],
                                    task_id=str(uuid.uuid4()))  # fmt: skip
-    spec = {"job": str(job.id), "host": AGENT_IPS[0], "timeout": 10, **spec}
+    spec = {"v": VERSION, "job": str(job.id), "host": AGENT_IPS[0], "timeout": 10, **spec}
     # Signed, but for another task: the agent checks against its own task's name.
-    headers = signed_headers(config.RUN_COMMAND, AGENT_IPS[0], task.task_id, spec)
+    headers = signed_headers(names.RUN_COMMAND, AGENT_IPS[0], task.task_id, spec)
 
-    store = app.signature(config.STORE_RESULT, queue=config.results_queue())
+    store = app.signature(names.STORE_RESULT, queue=settings.CMDB["RESULTS_QUEUE"])
     app.send_task(task_name, args=[spec], queue=AGENT_IPS[0], task_id=task.task_id,
                   headers=headers, link=store)  # fmt: skip
 

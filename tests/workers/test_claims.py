@@ -33,7 +33,7 @@ def test_what_is_not_a_task_id_is_refused(tmp_path, bad):
 
 
 def test_claims_are_kept_longer_than_any_message_is_valid_then_forgotten(tmp_path):
-    from workers import signing
+    from wire import signing
 
     assert claims.KEEP > signing.MAX_VALIDITY + 2 * signing.CLOCK_SLACK
     now = [1_000_000.0]

@@ -8,6 +8,7 @@ import psutil
 import pytest
 
 from workers import identity
+from workers.config import AgentSettings
 from workers.identity import (
     default_route_ipv4,
     parse_default_route_interface,
@@ -201,45 +202,50 @@ def discovered(monkeypatch):
     return box
 
 
+def resolve(explicit=None, environ=None):
+    """As the agent resolves it: $CMDB_AGENT_IP through its settings (workers.config)."""
+    return resolve_agent_ip(explicit, AgentSettings.from_environ(environ or {}).ip)
+
+
 def test_explicit_flag_wins_over_environment_and_route(discovered):
-    assert resolve_agent_ip("192.0.2.10", environ={"CMDB_AGENT_IP": "192.0.2.20"}) == "192.0.2.10"
+    assert resolve("192.0.2.10", environ={"CMDB_AGENT_IP": "192.0.2.20"}) == "192.0.2.10"
 
 
 def test_environment_wins_over_route(discovered):
-    assert resolve_agent_ip(None, environ={"CMDB_AGENT_IP": "192.0.2.20"}) == "192.0.2.20"
+    assert resolve(None, environ={"CMDB_AGENT_IP": "192.0.2.20"}) == "192.0.2.20"
 
 
 def test_route_is_the_last_resort(discovered):
-    assert resolve_agent_ip(None, environ={}) == "10.0.20.17"
+    assert resolve(None, environ={}) == "10.0.20.17"
 
 
 def test_empty_environment_variable_counts_as_unset(discovered):
-    assert resolve_agent_ip(None, environ={"CMDB_AGENT_IP": ""}) == "10.0.20.17"
+    assert resolve(None, environ={"CMDB_AGENT_IP": ""}) == "10.0.20.17"
 
 
 def test_malformed_explicit_value_is_an_error_not_a_fallthrough(discovered):
     with pytest.raises(ValueError, match=r"malformed IP address: '10\.0\.3' \(from --ip\)"):
-        resolve_agent_ip("10.0.3", environ={"CMDB_AGENT_IP": "192.0.2.20"})
+        resolve("10.0.3", environ={"CMDB_AGENT_IP": "192.0.2.20"})
     with pytest.raises(ValueError, match="malformed IP address: ''"):
-        resolve_agent_ip("", environ={})
+        resolve("", environ={})
 
 
 def test_malformed_environment_value_names_the_variable(discovered):
     with pytest.raises(ValueError, match=r"malformed IP address: ' 1\.2\.3\.4' \(from CMDB_AGENT"):
-        resolve_agent_ip(None, environ={"CMDB_AGENT_IP": " 1.2.3.4"})
+        resolve(None, environ={"CMDB_AGENT_IP": " 1.2.3.4"})
 
 
 def test_no_ip_anywhere_tells_the_operator_what_to_do(discovered):
     discovered["ip"] = None
     with pytest.raises(RuntimeError) as excinfo:
-        resolve_agent_ip(None, environ={})
+        resolve(None, environ={})
     message = str(excinfo.value)
     assert "--ip" in message and "CMDB_AGENT_IP" in message and "/proc/net/route" in message
 
 
-def test_resolve_reads_os_environ_by_default(discovered, monkeypatch):
+def test_the_agents_settings_read_os_environ_by_default(discovered, monkeypatch):
     monkeypatch.setenv("CMDB_AGENT_IP", "192.0.2.30")
-    assert resolve_agent_ip() == "192.0.2.30"
+    assert resolve_agent_ip(None, AgentSettings.from_environ().ip) == "192.0.2.30"
 
 
 def test_identity_never_opens_a_socket(monkeypatch):

@@ -10,7 +10,8 @@ import time
 import psutil
 import pytest
 
-from workers.runner import Outcome, RunResult, StreamCapture, run_command
+from wire.messages import Outcome, Report, Stream
+from workers.runner import RunResult, run_command
 
 
 def gone(pid: int, within: float = 0.0) -> bool:
@@ -82,8 +83,8 @@ def test_zero_exit_is_ok_with_both_streams_captured(run):
     result = run("echo hello; echo oops >&2")
     assert result.outcome == Outcome.OK == "ok"
     assert result.exit_code == 0
-    assert result.stdout == StreamCapture("hello\n", "", 6, False)
-    assert result.stderr == StreamCapture("oops\n", "", 5, False)
+    assert result.stdout == Stream("hello\n", "", 6, False)
+    assert result.stderr == Stream("oops\n", "", 5, False)
     assert result.error == ""
     assert isinstance(result.pid, int)
 
@@ -223,7 +224,7 @@ def test_head_holds_everything_unless_output_exceeds_head_plus_tail(run, tmp_pat
 
 def test_zero_tail_bytes_keeps_only_the_head(run):
     result = run("printf 0123456789", head_bytes=4, tail_bytes=0)
-    assert result.stdout == StreamCapture("0123", "", 10, True)
+    assert result.stdout == Stream("0123", "", 10, True)
 
 
 # --- decoding --------------------------------------------------------------------------------
@@ -379,15 +380,19 @@ def test_daemon_holding_the_output_open_does_not_block_the_result(run):
 # --- serialisation ---------------------------------------------------------------------------
 
 
-def test_to_dict_is_json_friendly(run):
+def test_a_run_travels_as_a_report_through_json_and_back(run):
     result = run("echo out; echo err >&2; exit 1")
-    data = json.loads(json.dumps(result.to_dict()))
-    assert data == result.to_dict()
+    fields = {name: getattr(result, name) for name in RunResult.__dataclass_fields__}
+    # Every field of the runner's result has its place in the report the agent sends.
+    report = Report(task_id="t-1", **fields)
+
+    data = json.loads(json.dumps(report.to_wire()))
+
+    assert Report.from_wire(data) == report
     assert type(data["outcome"]) is str and data["outcome"] == "failed"
     assert data["exit_code"] == 1
     assert data["stdout"] == {"head": "out\n", "tail": "", "total_bytes": 4, "truncated": False}
-    assert data["stderr"] == result.stderr.to_dict()
-    assert set(data) == set(RunResult.__dataclass_fields__)
+    assert data["stderr"] == result.stderr.to_wire()
 
 
 def test_cancel_check_stops_the_command_and_keeps_partial_output(tmp_path):

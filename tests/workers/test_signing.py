@@ -11,7 +11,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from deploy.local import ROOT
-from workers import signing
+from wire import signing
 
 TASK, IP, TASK_ID = "workers.run_command", "10.0.3.55", "3f9c2a61-0000-4000-8000-000000000001"
 SPEC = {"job": "j1", "host": IP, "command": "df -h", "timeout": 300, "reply_queue": "r"}

@@ -3,6 +3,7 @@
 from django.core.management.base import CommandError
 
 from cmdb.celery import app
+from cmdb.files.uploads import prepare_push
 from cmdb.jobs.choices import JobKindChoices
 from cmdb.jobs.cli import (
     EXIT_INVALID,
@@ -13,7 +14,6 @@ from cmdb.jobs.cli import (
     request_from_options,
 )
 from cmdb.jobs.dispatch import check_request
-from deploy.files import prepare_push
 
 
 class Command(FleetCommand):

@@ -4,7 +4,7 @@ from django.core.management.base import CommandError
 
 from cmdb.jobs import signer
 from cmdb.jobs.cli import FleetCommand
-from workers import signing
+from wire import signing
 
 
 class Command(FleetCommand):

@@ -11,7 +11,7 @@ the queue it consumed, the task id and the spec it will act on. So a signature m
 (task, host, id, spec) is worthless for any other, the deadline bounds how long it is good for,
 and the agent's run-once claim on the task id (kept longer than that) stops a replay of it.
 
-Imported by the agent: no Django here.
+Part of the wire contract (wire/): no Celery, no Django, no environment.
 """
 
 import base64
@@ -117,12 +117,6 @@ def load_public_key(path: Path | str) -> Ed25519PublicKey:
     if not isinstance(key, Ed25519PublicKey):
         raise SigningKeyError(f"{path} is not an Ed25519 public key")
     return key
-
-
-def agent_public_key(environ=os.environ) -> Ed25519PublicKey | None:
-    """The key an agent verifies with ($CMDB_AGENT_PUBKEY), or None when none is configured."""
-    path = environ.get("CMDB_AGENT_PUBKEY")
-    return load_public_key(path) if path else None
 
 
 def generate_key_pair(path: Path | str) -> Ed25519PrivateKey:

@@ -1,0 +1,1 @@
+"""Helpers the tests share: factories, fleets, waiting, blob-store servers."""

@@ -1,0 +1,38 @@
+"""Names both sides must agree on: tasks, queues and the Redis keys outside Celery's own."""
+
+# Neither side imports the other's task functions, so the names live here once.
+RUN_COMMAND = "workers.run_command"
+COLLECT_FACTS = "workers.collect_facts"
+PUSH_FILES = "workers.push_files"
+FETCH_FILE = "workers.fetch_file"
+#: Every task an agent (or a gateway standing in for one) runs for a host task.
+AGENT_TASKS = (RUN_COMMAND, COLLECT_FACTS, PUSH_FILES, FETCH_FILE)
+
+STORE_RESULT = "cmdb.jobs.store_result"
+TASK_STARTED = "cmdb.jobs.task_started"
+REGISTER_AGENT = "cmdb.hosts.register_agent"
+
+#: The broker when nothing else is configured: the Redis that `make up` starts on loopback.
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6389/0"
+#: The queue the central worker consumes for everything but results (registrations, ...).
+DEFAULT_CENTRAL_QUEUE = "cmdb.central"
+
+
+def default_results_queue(central_queue: str) -> str:
+    """Where agents send "started" notices and results unless told: the central worker's intake."""
+    return central_queue + ".results"
+
+
+#: Redis key that marks a host task as cancelled, so that an agent which missed the revoke
+#: broadcast (it was offline) still refuses the message when it comes back.
+CANCELLED_KEY = "cmdb:cancelled:{task_id}"
+
+#: Redis key an agent sets (NX) before running a task: a second delivery of it is refused.
+CLAIMED_KEY = "cmdb:claimed:{task_id}"
+
+
+def fetch_namespace(job_id, host: str) -> str:
+    """The blob namespace a host sends a fetched file under: one per job and host, so that two
+    hosts with the same file do not share (and lose, when the server deletes it) one blob; the
+    server stores only a blob in the namespace it asked that host to use."""
+    return f"fetch-{job_id}-{host}"

@@ -1,0 +1,140 @@
+"""The checks every host task passes before its body runs: the server's signature, the contract's
+version and shape, the target host, the operator's cancel mark and the run-once claims.
+
+The signature comes first: an unsigned message must not even take the run-once claim on a task
+id (which would make the server's genuine message with that id refused).
+"""
+
+import logging
+import time
+
+from wire import names, signing
+from wire.messages import SPECS, Outcome, Report, Started, WireError
+
+logger = logging.getLogger(__name__)
+
+E_WRONG_HOST = "message for host {wanted} reached the agent consuming {queue}; refused"
+E_NOT_OUR_QUEUE = "message claims queue {queue!r}, which this agent does not consume; refused"
+E_CANCELLED = "cancelled before it started"
+E_NO_CLAIM = "the run-once claim could not be recorded on this host ({reason}); refused"
+E_DUPLICATE = "this task id already ran on this broker; a second delivery was refused"
+E_BAD_SPEC = "malformed task: {reason}"
+
+
+def unauthentic(agent, task, raw: dict, queue: str) -> str | None:
+    """Why this message is not the server's, for this host, now; None when it is.
+
+    Rebuilt from what the agent itself knows: its task's registered name (not the message's),
+    the queue it consumed, the task id and the spec it is about to act on.
+    """
+    # delivery_info travels inside the message on Redis: whoever writes a message can name any
+    # queue there, so only a queue this agent consumes can be the one it received from.
+    if queue not in (task.app.amqp.queues.consume_from or {}):
+        return E_NOT_OUR_QUEUE.format(queue=queue)
+    try:
+        key = agent.server_key()
+    except signing.SigningKeyError as exc:
+        return signing.E_NO_KEY.format(reason=exc)
+    auth = getattr(task.request, signing.HEADER, None)
+    return signing.verify(key, auth, task.name, queue, task.request.id, raw)
+
+
+def claim_here(agent, task_id: str) -> str | None:
+    """The host's own run-once claim (workers.claims): why not to run, or None. Unlike the one
+    in Redis, a claim that cannot be recorded here means the task does not run."""
+    try:
+        return None if agent.ledger().claim(task_id) else E_DUPLICATE
+    except (OSError, ValueError) as exc:
+        logger.error("could not record the claim on %s: %s", task_id, exc)
+        return E_NO_CLAIM.format(reason=exc)
+
+
+def claim_in_broker(agent, task_id: str, ttl: int) -> str | None:
+    """Check the operator's cancel mark and claim the task id in Redis; why not to run, or None.
+
+    The claim makes a command run at most once even if Redis hands the message out again
+    (a restored unacknowledged message, a replayed one).
+    """
+    try:
+        with agent.redis().pipeline(transaction=False) as pipe:
+            pipe.exists(names.CANCELLED_KEY.format(task_id=task_id))
+            pipe.set(names.CLAIMED_KEY.format(task_id=task_id), agent.pid, nx=True, ex=ttl)
+            cancelled, claimed = pipe.execute()
+    except Exception:
+        # The broker just delivered this message; if Redis is flaky now, running is the
+        # behaviour the operator asked for.
+        logger.warning("could not check or claim %s", task_id, exc_info=True)
+        return None
+    if cancelled:
+        return E_CANCELLED
+    if not claimed:
+        return E_DUPLICATE
+    return None
+
+
+def cancel_mark(agent, task_id: str):
+    """A function telling whether the operator has cancelled ``task_id`` meanwhile."""
+    key = names.CANCELLED_KEY.format(task_id=task_id)
+
+    def cancelled() -> bool:
+        try:
+            return bool(agent.redis().exists(key))
+        except Exception:
+            logger.warning("could not check whether %s was cancelled", task_id, exc_info=True)
+            return False
+
+    return cancelled
+
+
+def guarded(agent, task, raw, queue: str, body, claim_ttl: int, announce_late=False) -> Report:
+    """Run ``body(agent, spec, cancelled)`` for this message if every check passes; else the
+    report of the refusal."""
+    if not isinstance(raw, dict):
+        return Report.refusal(Outcome.ERROR, E_BAD_SPEC.format(reason="spec is not an object"))
+    refusal = unauthentic(agent, task, raw, queue)
+    if refusal:
+        logger.warning("refused %s %s on %s: %s", task.name, task.request.id, queue, refusal)
+        return Report.refusal(Outcome.ERROR, refusal)
+    try:
+        spec = SPECS[task.name].from_wire(raw)
+    except WireError as exc:
+        return Report.refusal(Outcome.ERROR, E_BAD_SPEC.format(reason=exc))
+    if not queue or spec.host != queue:
+        # A message re-targeted to another host's queue (or run in-process) must not run here.
+        return Report.refusal(Outcome.ERROR, E_WRONG_HOST.format(wanted=spec.host, queue=queue))
+    refusal = claim_here(agent, task.request.id) or claim_in_broker(
+        agent, task.request.id, claim_ttl
+    )
+    if refusal == E_DUPLICATE:
+        # The first delivery owns the host task: this copy must not touch its record.
+        return Report.refusal(Outcome.ERROR, refusal, duplicate=True)
+    if refusal:
+        outcome = Outcome.CANCELLED if refusal == E_CANCELLED else Outcome.ERROR
+        return Report.refusal(outcome, refusal)
+    started = Started(task_id=task.request.id, host=queue, agent=task.request.hostname or "",
+                      agent_pid=agent.pid, started_at=time.time())  # fmt: skip
+    reply_queue = spec.reply_queue or agent.settings.results_queue
+
+    def announce() -> None:
+        task.app.send_task(names.TASK_STARTED, args=[started.to_wire()], queue=reply_queue)
+
+    cancelled = cancel_mark(agent, task.request.id)
+    if not announce_late:
+        announce()
+        return body(agent, spec, cancelled)
+    # A command announces itself at the runner's first look at the cancel mark (0.5 s in):
+    # most commands have ended by then, and their result is all the server needs. The notice
+    # cost more than anything else the agent does per task (1.6 ms against 0.2 ms to verify
+    # its signature, measured in `python -m bench`), and doubled the messages of a fan-out.
+    # The server's reach deadline has 2 s of slack for it, and a command that has not
+    # announced itself is not yet one whose agent can be found dead.
+    announced = False
+
+    def cancelled_or_announce() -> bool:
+        nonlocal announced
+        if not announced:
+            announced = True
+            announce()
+        return cancelled()
+
+    return body(agent, spec, cancelled_or_announce)
