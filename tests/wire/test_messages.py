@@ -27,9 +27,7 @@ EXAMPLES = [
     CollectSpec(**COMMON, plugins={"cpu": "collectors.cpu"}),
     PushSpec(**COMMON, manifest={"sha256": "0" * 64}, dest="/etc/x", mode=0o644, tree=False),
     FetchSpec(**COMMON, path="/var/log/syslog"),
-    Started(
-        task_id="t-1", host="127.0.1.1", agent="agent@127.0.1.1", agent_pid=7, started_at=1.5
-    ),
+    Started(task_id="t-1", host="127.0.1.1", agent="agent@127.0.1.1", agent_pid=7, started_at=1.5),
     Report(task_id="t-1", outcome="ok", exit_code=0, stdout=Stream.text("hi\n"), duration=0.1),
     Registration(ip="127.0.1.1", hostname="h", agent="agent@127.0.1.1", agent_pid=7),
 ]
