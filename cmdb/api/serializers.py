@@ -200,7 +200,7 @@ class HostTaskSerializer(serializers.ModelSerializer):
         url = reverse("api:hosttask-file", kwargs={"task_id": task.task_id},
                       request=self.context.get("request"))  # fmt: skip
         return {"sha256": task.fetched["sha256"], "size": task.fetched["size"], "download": url,
-                "removed": task.fetched.get("removed")}  # fmt: skip
+                "removed": task.fetched_removed_at}  # fmt: skip
 
 
 def _summary(tasks: list[HostTask]) -> dict:

@@ -342,7 +342,7 @@ class JobViewSet(CancelMixin, mixins.CreateModelMixin, ReadOnlyViewSet):
     def files(self, request, *args, **kwargs):
         job = self.get_object()
         kept = [t for t in job.host_tasks.all() if t.fetched and "path" in t.fetched
-                and "removed" not in t.fetched]  # fmt: skip
+                and t.fetched_removed_at is None]  # fmt: skip
         if not kept:
             raise NotFound(E_NO_FILES)
         response = StreamingHttpResponse(tar_stream(self._fetched_files(kept)),
@@ -431,6 +431,8 @@ class HostTaskViewSet(CancelMixin, ReadOnlyViewSet):
         task = self.get_object()
         if not task.fetched or "path" not in task.fetched:
             raise NotFound(E_NO_FILE.format(state=task.state))
+        if task.fetched_removed_at is not None:
+            raise Gone(E_FILE_GONE)
         try:
             f = open_fetched(task.fetched, settings.CMDB["FETCH_DIR"])
         except FileNotFoundError:

@@ -52,7 +52,8 @@ def remove_expired_fetches(fetch_dir: Path, keep_days: float, now: datetime) -> 
         fetched__isnull=False,
         fetched__path__startswith=f"{fetch_dir}{os.sep}",
         finished_at__lt=now - timedelta(days=keep_days),
-    ).exclude(fetched__has_key="removed")
+        fetched_removed_at__isnull=True,
+    )
     removed = 0
     for task in expired.only("pk", "fetched"):
         path = Path(task.fetched["path"])
@@ -60,9 +61,7 @@ def remove_expired_fetches(fetch_dir: Path, keep_days: float, now: datetime) -> 
         for folder in (path.parent, path.parent.parent):  # <ip>/, then <job id>/, once empty
             with contextlib.suppress(OSError):
                 folder.rmdir()
-        HostTask.objects.filter(pk=task.pk).update(
-            fetched={**task.fetched, "removed": now.isoformat()}
-        )
+        HostTask.objects.filter(pk=task.pk).update(fetched_removed_at=now)
         removed += 1
     return removed
 
@@ -85,8 +84,6 @@ def open_fetched(fetched: dict, fetch_dir: Path) -> BinaryIO:
     of the recorded size.
     """
     path = fetched.get("path") or ""
-    if "removed" in fetched:
-        raise FileNotFoundError(path)
     folder = os.path.realpath(os.path.dirname(path))
     if not folder.startswith(os.path.realpath(fetch_dir) + os.sep):
         raise NotServed(E_NOT_IN_FETCH_DIR)

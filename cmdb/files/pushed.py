@@ -1,5 +1,7 @@
 """Pushed files' blobs in the broker's Redis: kept while their push runs, released after."""
 
+from django.utils import timezone
+
 from cmdb.jobs.broker import redis_client
 from cmdb.jobs.choices import HostTaskStateChoices as State
 from cmdb.jobs.choices import JobKindChoices
@@ -13,7 +15,7 @@ def release_finished_pushes(app, quiet: int) -> int:
     A blob shared with a push still running (same content) is kept for that one, which
     releases it when it ends. Returns how many blobs were deleted.
     """
-    unreleased = Job.objects.filter(kind=JobKindChoices.PUSH).exclude(params__has_key="released")
+    unreleased = Job.objects.filter(kind=JobKindChoices.PUSH, blob_released_at__isnull=True)
     running = set(
         unreleased.filter(host_tasks__state__in=State.active()).values_list("pk", flat=True)
     )
@@ -34,6 +36,5 @@ def release_finished_pushes(app, quiet: int) -> int:
                 if not blobs.release_blob(client, manifest, quiet):
                     continue
             released += 1
-        job.params["released"] = True
-        Job.objects.filter(pk=job.pk).update(params=job.params)
+        Job.objects.filter(pk=job.pk).update(blob_released_at=timezone.now())
     return released

@@ -11,7 +11,7 @@ from datetime import timedelta
 from django.db import transaction
 from django.utils import timezone
 
-from cmdb.jobs import results
+from cmdb.jobs import lifecycle
 from cmdb.jobs.choices import HostTaskStateChoices as State
 from cmdb.jobs.dispatch import publish
 from cmdb.jobs.models import HostTask, Job
@@ -65,7 +65,7 @@ def advance(job_id, app) -> str:
             for task in to_send:
                 task.reach_deadline = deadline
     if stop:
-        results.conclude(stop, *ending, only_from={State.PENDING})
+        lifecycle.conclude(stop, *ending, only_from={State.PENDING})
         return "stopped"
     publish(job, to_send, app)
     return "sent"

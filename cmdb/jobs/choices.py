@@ -25,6 +25,8 @@ AGENT_TASK = {
 class HostTaskStateChoices(models.TextChoices):
     PENDING = "pending", "pending"
     RUNNING = "running", "running"
+    #: Fetch: the host has sent its file; the server is writing it to its folder.
+    STORING = "storing", "storing on the server"
     OK = "ok", "ok"
     FAILED = "failed", "failed (non-zero exit)"
     TIMEOUT = "timeout", "timeout"
@@ -41,12 +43,43 @@ class HostTaskStateChoices(models.TextChoices):
 
     @classmethod
     def active(cls) -> frozenset[str]:
-        return frozenset({cls.PENDING, cls.RUNNING})
+        return frozenset({cls.PENDING, cls.RUNNING, cls.STORING})
 
     @classmethod
     def inferred(cls) -> frozenset[str]:
         """End states the server concludes on its own; a real result from the agent wins."""
         return frozenset({cls.UNREACHABLE, cls.LOST})
+
+    @classmethod
+    def reported(cls) -> frozenset[str]:
+        """End states an agent's report can bring (wire.messages.Outcome)."""
+        return frozenset({cls.OK, cls.FAILED, cls.TIMEOUT, cls.CANCELLED, cls.ERROR})
+
+
+_S = HostTaskStateChoices
+
+#: Every move a host task's state may make: from -> the states it may go to. cmdb.jobs.lifecycle
+#: refuses (and logs) any other; the callers say which of these they mean (``only_from``).
+TRANSITIONS: dict[str, frozenset[str]] = {
+    # Started by its agent, reported at once (a fetch's file may come before the notice),
+    # never picked up, cancelled before it started, or not sent at all.
+    _S.PENDING: frozenset({_S.RUNNING, _S.STORING, _S.UNREACHABLE, *_S.reported()}),
+    # Reported, or its agent died; a fetch's host sent its file.
+    _S.RUNNING: frozenset({_S.STORING, _S.LOST, *_S.reported()}),
+    # The server stored the file (ok), could not (error), did not in time (lost), or the
+    # operator cancelled it meanwhile.
+    _S.STORING: frozenset({_S.OK, _S.ERROR, _S.LOST, _S.CANCELLED}),
+    # What the server inferred gives way to what the host says actually happened.
+    _S.UNREACHABLE: frozenset({_S.RUNNING, _S.STORING, *_S.reported()}),
+    _S.LOST: frozenset({_S.RUNNING, _S.STORING, *_S.reported()}),
+    # A result that raced with the cancel, or the agent's own word on a cancel it honoured.
+    _S.CANCELLED: frozenset({_S.STORING, *_S.reported()}),
+    # What the host reported is final.
+    _S.OK: frozenset(),
+    _S.FAILED: frozenset(),
+    _S.TIMEOUT: frozenset(),
+    _S.ERROR: frozenset(),
+}
 
 
 #: Celery result state per host task state. A command that exited non-zero still ran: SUCCESS,
@@ -54,6 +87,7 @@ class HostTaskStateChoices(models.TextChoices):
 CELERY_STATE = {
     HostTaskStateChoices.PENDING: celery_states.PENDING,
     HostTaskStateChoices.RUNNING: celery_states.STARTED,
+    HostTaskStateChoices.STORING: celery_states.STARTED,
     HostTaskStateChoices.OK: celery_states.SUCCESS,
     HostTaskStateChoices.FAILED: celery_states.SUCCESS,
     HostTaskStateChoices.TIMEOUT: celery_states.FAILURE,

@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from cmdb.assets.where import parse_all as parse_where
 from cmdb.hosts.models import Host, HostGroup, TargetError
-from cmdb.jobs import results, signer
+from cmdb.jobs import lifecycle, signer
 from cmdb.jobs.broker import BROKER_ERRORS, mark_cancelled
 from cmdb.jobs.choices import HostTaskStateChoices as State
 from cmdb.jobs.choices import JobKindChoices
@@ -49,6 +49,7 @@ E_PARTIAL = (
     "deadline); then {reason}"
 )
 E_CANCELLED_PENDING = "cancelled before any agent started it"
+E_CANCELLED_STORING = "cancelled while the server was storing its file"
 
 # Publishing retries briefly: a broker that refuses connections is reported in about a second,
 # one that black-holes them after broker_connection_timeout per attempt.
@@ -312,7 +313,8 @@ def publish(job: Job, tasks: list[HostTask], app: Celery) -> None:
             Job.objects.filter(pk=job.pk).update(
                 dispatch_error=reason, dispatched_at=timezone.now()
             )
-            results.conclude(never_sent, State.ERROR, E_NOT_DISPATCHED.format(reason=reason))
+            lifecycle.conclude(never_sent, State.ERROR, E_NOT_DISPATCHED.format(reason=reason),
+                               only_from={State.PENDING})  # fmt: skip
         job.dispatch_error = reason
         raise BrokerUnavailable(reason, job) from exc
     job.dispatched_at = timezone.now()
@@ -322,8 +324,9 @@ def publish(job: Job, tasks: list[HostTask], app: Celery) -> None:
 def cancel(tasks: list[HostTask], app: Celery) -> int:
     """Cancel the tasks that have not finished; return how many were asked to stop.
 
-    A pending task ends cancelled at once. A running one is stopped by its agent, whose runner
-    polls the mark and kills the command's process group; the agent then reports the end.
+    A pending task (or a fetch the server is storing) ends cancelled at once. A running one is
+    stopped by its agent, whose runner polls the mark and kills the command's process group;
+    the agent then reports the end.
     """
     active = [t for t in tasks if t.state in State.active()]
     if not active:
@@ -332,6 +335,8 @@ def cancel(tasks: list[HostTask], app: Celery) -> int:
     mark_cancelled(app, ids)
     # Agents online now drop queued copies at once; one offline now refuses by the mark later.
     app.control.revoke(ids)
-    pending = [t.pk for t in active if t.state == State.PENDING]
-    results.conclude(pending, State.CANCELLED, E_CANCELLED_PENDING, only_from={State.PENDING})
+    # No agent has anything of these to stop: they end now.
+    why = {State.PENDING: E_CANCELLED_PENDING, State.STORING: E_CANCELLED_STORING}
+    lifecycle.conclude([t.pk for t in active if t.state in why], State.CANCELLED,
+                       lambda t: why.get(t.state, ""), only_from=set(why))  # fmt: skip
     return len(active)

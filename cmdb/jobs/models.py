@@ -33,6 +33,10 @@ class Job(models.Model):
         "parameters", default=dict, blank=True,
         help_text="What the kind needs: push source and target, fetch path, batch size ...",
     )  # fmt: skip
+    blob_released_at = models.DateTimeField(
+        "blob released", null=True, blank=True,
+        help_text="Push: when the pushed file's blob was deleted from the broker's Redis.",
+    )  # fmt: skip
 
     class Meta:
         ordering = ["-created"]
@@ -123,6 +127,10 @@ class HostTask(models.Model):
         blank=True,
         help_text="Fetch: the server's copy of this host's file (path, sha256, size).",
     )
+    fetched_removed_at = models.DateTimeField(
+        "fetched copy removed", null=True, blank=True,
+        help_text="Fetch: when the server's copy was removed (CMDB_FETCH_KEEP_DAYS).",
+    )  # fmt: skip
 
     objects = HostTaskQuerySet.as_manager()
 

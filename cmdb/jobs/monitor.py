@@ -1,47 +1,23 @@
-"""The central worker's monitor: agent liveness from heartbeats, and the end of overdue tasks.
-
-Decision 4 of the design: every host task reaches a terminal state. A message nobody consumes
-waits in Redis forever and Celery's ``expires`` is only checked by a worker that receives it, so
-the server keeps its own deadlines here:
-
-- pending past its reach deadline            -> unreachable
-- running on an agent that stopped beating   -> lost (kill -9, power off, network gone)
-- running on an agent that restarted         -> lost (same node name, new pid)
-- running past timeout + grace with no word  -> lost (the backstop for everything else)
-"""
+"""The central worker's monitor: agent liveness from heartbeats, and the sweeps that end
+overdue host tasks (cmdb.jobs.sweeps) on a thread of its own."""
 
 import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import timedelta
 
 from celery import bootsteps
 from django.conf import settings
 from django.db import close_old_connections
 from django.utils import timezone
 
-from cmdb.files.fetched import remove_expired_fetches
-from cmdb.files.pushed import release_finished_pushes
-from cmdb.hosts.choices import AgentStatusChoices as Status
-from cmdb.hosts.models import Host
-from cmdb.jobs import batches, results, signer
-from cmdb.jobs.broker import mark_cancelled
-from cmdb.jobs.choices import HostTaskStateChoices as State
-from cmdb.jobs.choices import JobKindChoices
-from cmdb.jobs.dispatch import BrokerUnavailable
-from cmdb.jobs.models import HostTask
+from cmdb.jobs import signer, sweeps
 
 logger = logging.getLogger(__name__)
 
-E_UNREACHABLE = "no agent picked it up within {reach} s: is the agent for {ip} running?"
 E_LOST_SILENT = "agent {agent} stopped sending heartbeats {silence:.0f} s ago while it ran"
 E_LOST_RESTARTED = "agent {agent} restarted (pid {old} -> {new}) while it ran"
 E_LOST_OFFLINE = "agent {agent} shut down while it ran"
-E_LOST_OVERDUE = "no result {grace} s after its {timeout} s timeout"
-E_NOT_STORED = ("the host sent its file, but the server did not finish storing it within "
-                "{limit} s (did the central worker stop? the broker hands the storing back to "
-                "one within an hour, and then this task ends ok)")  # fmt: skip
 
 
 @dataclass
@@ -103,10 +79,6 @@ class Liveness:
 class Monitor:
     """Listens to worker events and sweeps overdue host tasks; two daemon threads."""
 
-    #: Seconds between writes of an online host's last_seen (status changes write at once).
-    LAST_SEEN_EVERY = 30.0
-    #: Slack past a reach deadline, for a "started" notice still queued behind results.
-    REACH_SLACK = 2.0
     #: Seconds between looks for fetched files past their keeping time.
     EXPIRY_EVERY = 60.0
 
@@ -148,90 +120,28 @@ class Monitor:
     # -- sweeps ------------------------------------------------------------------------------
     def sweep_forever(self) -> None:
         while not self.stopping.wait(self.cfg["SWEEP_INTERVAL"]):
-            try:
-                self.sweep()
-            except Exception:
-                logger.exception("sweep failed")
-            finally:
-                close_old_connections()
+            self.sweep()
+            close_old_connections()
 
-    def sweep(self) -> dict:
-        now, now_dt = self.clock(), timezone.now()
-        counts = {"unreachable": 0, "lost": 0}
-        overdue = HostTask.objects.filter(
-            state=State.PENDING,
-            reach_deadline__lt=now_dt - timedelta(seconds=self.REACH_SLACK),
-        ).values_list("pk", "job__reach_timeout")
-        overdue = dict(overdue)
-        if overdue:
-            ended = results.conclude(
-                overdue,
-                State.UNREACHABLE,
-                lambda t: E_UNREACHABLE.format(reach=overdue[t.pk], ip=t.ip),
-                only_from={State.PENDING},
-            )
-            counts["unreachable"] = len(ended)
-            if ended:
-                # An agent that turns up late must not run what the server gave up on.
-                mark_cancelled(self.app, ended)
-        running = HostTask.objects.filter(state=State.RUNNING).values_list(
-            "pk", "agent", "agent_pid", "started_at", "job__timeout"
-        )
-        grace = self.cfg["RESULT_GRACE"]
-        deaf = self.liveness.deaf(now)
-        if deaf:
-            logger.warning(
-                "no worker events heard for %.0f s: liveness verdicts suspended",
-                now - (self.liveness.last_event or self.liveness.started),
-            )
-        # Fetches whose file has arrived: their host's agent has done its part (its death or
-        # restart now changes nothing), the server's storing has the same deadline.
-        storing = set(running.filter(job__kind=JobKindChoices.FETCH,
-                                     stdout_head__startswith=results.STORING)
-                      .values_list("pk", flat=True))  # fmt: skip
-        for pk, agent, pid, started_at, timeout in running:
-            reason = None if deaf or pk in storing else self.liveness.verdict(agent, pid, now)
-            if (
-                reason is None
-                and started_at
-                and (now_dt - started_at).total_seconds() > (timeout + grace)
-            ):
-                reason = (E_NOT_STORED.format(limit=timeout + grace) if pk in storing
-                          else E_LOST_OVERDUE.format(grace=grace, timeout=timeout))  # fmt: skip
-            if reason:
-                counts["lost"] += len(
-                    results.conclude([pk], State.LOST, reason, only_from={State.RUNNING})
-                )
-        if not deaf:
-            self.update_hosts(now, now_dt)
-        self.advance_batches()
-        release_finished_pushes(self.app, self.cfg["BLOB_RELEASE_AFTER"])
+    def sweep(self) -> dict[str, int]:
+        """One round of sweeps (cmdb.jobs.sweeps); returns what each ended or moved."""
+        now = self.clock()
+        round_ = sweeps.Sweep(self.app, self.cfg, self.liveness, now, timezone.now(),
+                              deaf=self.liveness.deaf(now))  # fmt: skip
+        if round_.deaf:
+            logger.warning("no worker events heard for %.0f s: liveness verdicts suspended",
+                           now - (self.liveness.last_event or self.liveness.started))  # fmt: skip
+        todo = list(sweeps.EVERY_SWEEP)
         if now - self.last_expiry >= self.EXPIRY_EVERY:
             self.last_expiry = now
-            cfg = self.cfg
-            remove_expired_fetches(cfg["FETCH_DIR"], cfg["FETCH_KEEP_DAYS"], now_dt)
-        return counts
-
-    def advance_batches(self) -> None:
-        for job_id in batches.held_jobs():
+            todo.append(sweeps.expired_fetches)
+        counts = {}
+        for sweep in todo:
             try:
-                batches.advance(job_id, self.app)
-            except BrokerUnavailable:
-                logger.warning("next batch of job %s not sent: broker unreachable", job_id)
-
-    def update_hosts(self, now: float, now_dt) -> None:
-        online = self.liveness.online(now)
-        hosts = Host.objects.filter(agent_name__in=online)
-        hosts.exclude(agent_status=Status.ONLINE).update(
-            agent_status=Status.ONLINE, last_seen=now_dt
-        )
-        hosts.filter(last_seen__lt=now_dt - timedelta(seconds=self.LAST_SEEN_EVERY)).update(
-            last_seen=now_dt
-        )
-        if now - self.liveness.started > self.liveness.lost_after:
-            Host.objects.filter(agent_status=Status.ONLINE).exclude(agent_name__in=online).filter(
-                last_seen__lt=now_dt - timedelta(seconds=self.liveness.lost_after)
-            ).update(agent_status=Status.OFFLINE)
+                counts[sweep.__name__] = sweep(round_)
+            except Exception:  # one failing sweep must not stop the others
+                logger.exception("sweep %s failed", sweep.__name__)
+        return counts
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:

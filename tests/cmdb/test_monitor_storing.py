@@ -8,18 +8,18 @@ import pytest
 from django.conf import settings
 from django.utils import timezone
 
-from cmdb.jobs import monitor, results
+from cmdb.jobs import monitor
 from cmdb.jobs.choices import HostTaskStateChoices as State
 from cmdb.jobs.models import HostTask, Job
 
 pytestmark = pytest.mark.django_db
 
 
-def running(kind: str, stdout: str = "") -> HostTask:
+def running(kind: str, state: str = State.RUNNING) -> HostTask:
     job = Job.objects.create(kind=kind, command=kind, timeout=30, reach_timeout=30)
     return HostTask.objects.create(
-        job=job, ip="127.0.1.95", task_id=str(uuid.uuid4()), state=State.RUNNING,
-        agent="agent@a", agent_pid=7, started_at=timezone.now(), stdout_head=stdout,
+        job=job, ip="127.0.1.95", task_id=str(uuid.uuid4()), state=state,
+        agent="agent@a", agent_pid=7, started_at=timezone.now(),
     )  # fmt: skip
 
 
@@ -29,7 +29,7 @@ def test_a_fetch_being_stored_outlives_its_agent_but_not_its_deadline():
     cfg = {**settings.CMDB, "RESULT_GRACE": 10}
     sweeper = monitor.Monitor(app, cfg, clock=time.time)
     sweeper.liveness.heard("agent@a", pid=8, at=time.time())  # restarted since it ran them
-    storing = running("fetch", f"{results.STORING} 4 bytes, sha256 ab; storing on the server\n")
+    storing = running("fetch", State.STORING)
     command = running("command")
 
     sweeper.sweep()
@@ -37,7 +37,7 @@ def test_a_fetch_being_stored_outlives_its_agent_but_not_its_deadline():
     storing.refresh_from_db()
     command.refresh_from_db()
     assert command.state == State.LOST and "restarted" in command.error
-    assert storing.state == State.RUNNING
+    assert storing.state == State.STORING
 
     HostTask.objects.filter(pk=storing.pk).update(
         started_at=timezone.now() - timedelta(seconds=41)  # past 30 s timeout + 10 s grace

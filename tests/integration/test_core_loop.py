@@ -382,7 +382,13 @@ def test_a_malformed_report_does_not_hold_up_the_others(fleet, hosts):
     now = time.time()
     stream = {"head": "nul\x00byte\n", "tail": "", "total_bytes": 9, "truncated": False}
     reports = [
-        {"task_id": bad.task_id, "outcome": "ok", "started_at": "not a time", "stdout": 7},
+        {
+            "v": VERSION,
+            "task_id": bad.task_id,
+            "outcome": "ok",
+            "started_at": "not a time",
+            "stdout": 7,
+        },
         {
             "v": VERSION,
             "task_id": good.task_id,

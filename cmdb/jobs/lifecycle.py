@@ -1,0 +1,188 @@
+"""The one place a host task's state changes.
+
+Every change is a move checked against ``TRANSITIONS`` (cmdb.jobs.choices) and against the
+states the caller means to move from (``only_from``: what it saw, so that a task that moved on
+meanwhile keeps its new state). A refused move changes nothing and is logged. The verbs below
+are the events of a host task's life; each says where it may come from:
+
+    begin        the agent started it                      pending, unreachable, lost
+    report       the agent's report arrived                pending, running, unreachable, lost,
+                                                           cancelled
+    stored       the server stored a fetched file          storing, lost
+    not_stored   ... or could not                          storing, lost
+    conclude     the server's own verdict (unreachable, lost, cancelled, not dispatched):
+                 in bulk, from the states its caller names
+
+The in-memory verbs change the task object only; their callers write it (cmdb.jobs.records)
+in the transaction that holds its row. ``conclude`` locks, moves and writes by itself.
+"""
+
+import logging
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+
+from django.db import transaction
+from django.utils import timezone
+
+from cmdb.jobs import records
+from cmdb.jobs.choices import TRANSITIONS
+from cmdb.jobs.choices import HostTaskStateChoices as State
+from cmdb.jobs.models import HostTask
+from wire.messages import Outcome, Report, Started
+
+logger = logging.getLogger(__name__)
+
+#: The agent's outcome -> host task state.
+OUTCOME_STATE = {
+    Outcome.OK: State.OK,
+    Outcome.FAILED: State.FAILED,
+    Outcome.TIMEOUT: State.TIMEOUT,
+    Outcome.CANCELLED: State.CANCELLED,
+    Outcome.ERROR: State.ERROR,
+}
+
+BEGIN_FROM = frozenset({State.PENDING, *State.inferred()})
+REPORT_FROM = frozenset({State.PENDING, State.RUNNING, State.CANCELLED, *State.inferred()})
+STORED_FROM = frozenset({State.STORING, State.LOST})
+
+R_ILLEGAL = "not a move a host task makes"
+R_MOVED_ON = "it is {state} now, not {expected}"
+
+
+def may_move(old: str, new: str) -> bool:
+    return new in TRANSITIONS.get(old, ())
+
+
+def move(task: HostTask, new: str, only_from: Iterable[str] | None = None) -> bool:
+    """Set ``task.state`` to ``new`` if that move is allowed from where it is; else log why not
+    and change nothing. The only assignment of a host task's state in the project."""
+    old = task.state
+    if not may_move(old, new):
+        reason = R_ILLEGAL
+    elif only_from is not None and old not in only_from:
+        reason = R_MOVED_ON.format(state=old, expected=" or ".join(sorted(only_from)))
+    else:
+        task.state = new
+        return True
+    logger.info("host task %s: %s -> %s refused (%s)", task.task_id, old, new, reason)
+    return False
+
+
+def _ts(epoch: float | None) -> datetime | None:
+    return datetime.fromtimestamp(epoch, tz=UTC) if epoch is not None else None
+
+
+def _text(value) -> str:
+    # Commands print NUL bytes (find -print0, /proc/*/environ); PostgreSQL text refuses them.
+    return str(value or "").replace("\x00", "\ufffd")
+
+
+def _stream_fields(prefix: str, stream) -> dict:
+    return {
+        f"{prefix}_head": _text(stream.head),
+        f"{prefix}_tail": _text(stream.tail),
+        f"{prefix}_bytes": stream.total_bytes,
+        f"{prefix}_truncated": stream.truncated,
+    }
+
+
+def _set(task: HostTask, fields: dict) -> None:
+    for name, value in fields.items():
+        setattr(task, name, value)
+
+
+def begin(task: HostTask, notice: Started) -> bool:
+    """The agent started the task. A notice that arrives after the result (two messages,
+    possibly in different batches) must not move a finished task backwards."""
+    if not move(task, State.RUNNING, only_from=BEGIN_FROM):
+        return False
+    # The server's clock, not the agent's: the overdue backstop must not depend on host clocks.
+    _set(task, {"started_at": timezone.now(), "agent": notice.agent, "agent_pid": notice.agent_pid,
+                "error": ""})  # fmt: skip
+    return True
+
+
+def report(task: HostTask, report: Report) -> bool:
+    """What the host says happened. It beats what the server inferred (unreachable, lost) and
+    a cancel that raced with the command finishing. A fetch whose host sent its file goes on
+    as storing: it ends once the server has stored it (cmdb.jobs.results.finish_fetch)."""
+    if report.duplicate:
+        # An agent refused a second delivery of this task id: the first one owns the record.
+        logger.warning("agent %s refused a duplicate of %s", report.agent, task.task_id)
+        return False
+    state = OUTCOME_STATE.get(report.outcome, State.ERROR)
+    fields = {
+        "exit_code": report.exit_code,
+        **_stream_fields("stdout", report.stdout),
+        **_stream_fields("stderr", report.stderr),
+        "agent": report.agent or task.agent,
+        "agent_pid": report.agent_pid or task.agent_pid,
+        "started_at": _ts(report.started_at) or task.started_at,
+        "finished_at": _ts(report.finished_at),
+        "duration": report.duration,
+        "error": _text(report.error),
+    }
+    manifest = report.fetch_manifest
+    if manifest and state == State.OK:
+        state = State.STORING
+        # The server's clock from now: the monitor's overdue backstop then gives the storing
+        # a whole timeout + grace, whatever the host's clock says.
+        fields["started_at"], fields["finished_at"] = timezone.now(), None
+        fields["stdout_head"] = _text(
+            f"received {manifest.get('size')} bytes, sha256 {manifest.get('sha256')}; "
+            "storing on the server\n"
+        )
+    if not move(task, state, only_from=REPORT_FROM):
+        return False
+    _set(task, fields)
+    return True
+
+
+def stored(task: HostTask, fetched: dict) -> bool:
+    """The server has the host's file: ``fetched`` is its record (path, sha256, size)."""
+    if not move(task, State.OK, only_from=STORED_FROM):
+        return False
+    _set(task, {"fetched": fetched, "finished_at": timezone.now(), "error": "",
+                "stdout_head": f"fetched {fetched['size']} bytes, sha256 {fetched['sha256']} "
+                               f"-> {fetched['path']}\n"})  # fmt: skip
+    return True
+
+
+def not_stored(task: HostTask, error: str) -> bool:
+    if not move(task, State.ERROR, only_from=STORED_FROM):
+        return False
+    _set(task, {"error": error, "finished_at": timezone.now()})
+    return True
+
+
+def _set_duration(task: HostTask, now: datetime) -> None:
+    if task.started_at:
+        task.duration = (now - task.started_at).total_seconds()
+
+
+def conclude(
+    task_pks: Iterable[int],
+    state: str,
+    error: str | Callable[[HostTask], str],
+    only_from: Iterable[str],
+) -> list[str]:
+    """End host tasks the server has judged (unreachable, lost, cancelled, not dispatched).
+
+    ``error`` is the reason, or a function of the task giving it. ``only_from`` is the state
+    the caller saw: a task that moved on meanwhile keeps its new state. Returns the task ids
+    ended.
+    """
+    only_from = frozenset(only_from)
+    with transaction.atomic():
+        tasks = HostTask.objects.select_for_update().filter(pk__in=list(task_pks))
+        now = timezone.now()
+        changed = {}
+        for task in tasks:
+            reason = error(task) if callable(error) else error  # of the task as it was
+            if not move(task, state, only_from=only_from):
+                continue
+            task.finished_at, task.error = now, reason
+            _set_duration(task, now)
+            changed[task.task_id] = (task, {})
+        records.write(changed)
+    return list(changed)

@@ -1,0 +1,163 @@
+"""cmdb.jobs.lifecycle: every state change of a host task is a move the table allows, from the
+state its caller saw; anything else is refused, logged, and changes nothing."""
+
+import ast
+import itertools
+import logging
+import uuid
+from pathlib import Path
+
+import pytest
+from django_celery_results.models import TaskResult
+
+from cmdb.jobs import lifecycle, results
+from cmdb.jobs.choices import AGENT_TASK, TRANSITIONS, JobKindChoices
+from cmdb.jobs.choices import HostTaskStateChoices as State
+from cmdb.jobs.models import HostTask, Job
+from wire.messages import VERSION, Report, Started
+
+ROOT = Path(__file__).resolve().parents[2]
+PAIRS = list(itertools.product(State.values, repeat=2))
+
+
+def task_in(state: str, kind: str = JobKindChoices.COMMAND) -> HostTask:
+    job = Job.objects.create(kind=kind, command=kind, timeout=30, reach_timeout=30)
+    return HostTask.objects.create(job=job, ip="127.0.1.80", task_id=str(uuid.uuid4()),
+                                   state=state)  # fmt: skip
+
+
+def test_the_table_names_every_state_and_only_terminal_ones_lack_a_way_out():
+    assert set(TRANSITIONS) == set(State.values)
+    for state, targets in TRANSITIONS.items():
+        assert targets <= set(State.values)
+        if state in State.active():
+            assert targets & State.terminal(), f"{state} can never end"
+    # What the host reported is final: nothing the server infers or hears later changes it.
+    for final in (State.OK, State.FAILED, State.TIMEOUT, State.ERROR):
+        assert TRANSITIONS[final] == frozenset()
+    assert State.PENDING not in set().union(*TRANSITIONS.values())  # nothing goes back
+
+
+@pytest.mark.parametrize("old, new", PAIRS)
+def test_every_pair_is_a_move_exactly_when_the_table_says(old, new, caplog):
+    task = HostTask(task_id="t-pair", state=old)
+
+    with caplog.at_level(logging.INFO, logger="cmdb.jobs.lifecycle"):
+        moved = lifecycle.move(task, new)
+
+    assert moved is (new in TRANSITIONS[old])
+    assert task.state == (new if moved else old)
+    refused = [r.getMessage() for r in caplog.records]
+    assert refused == ([] if moved else [f"host task t-pair: {old} -> {new} refused "
+                                         f"({lifecycle.R_ILLEGAL})"])  # fmt: skip
+
+
+@pytest.mark.django_db
+def test_every_pair_through_the_database_with_the_state_its_caller_saw():
+    """conclude, as the monitor, cancel and dispatch use it, for every (from, to)."""
+    tasks = {(old, new): task_in(old) for old, new in PAIRS}
+
+    for (old, new), task in tasks.items():
+        lifecycle.conclude([task.pk], new, "judged", only_from={old})
+
+    for (old, new), task in tasks.items():
+        task.refresh_from_db()
+        allowed = new in TRANSITIONS[old]
+        assert task.state == (new if allowed else old), (old, new)
+        assert (task.error == "judged") is allowed
+        assert TaskResult.objects.filter(task_id=task.task_id).exists() is allowed
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "saw, now, verdict",
+    [
+        (State.PENDING, State.RUNNING, State.UNREACHABLE),  # its agent picked it up meanwhile
+        (State.PENDING, State.OK, State.UNREACHABLE),  # ... and already reported
+        (State.RUNNING, State.STORING, State.LOST),  # a fetch whose file arrived meanwhile
+        (State.PENDING, State.RUNNING, State.CANCELLED),  # a cancel racing with the start
+        (State.STORING, State.OK, State.CANCELLED),  # stored before the cancel got there
+    ],
+)
+def test_a_verdict_on_a_task_that_moved_on_meanwhile_leaves_it_where_it_went(saw, now, verdict):
+    task = task_in(now)
+
+    assert lifecycle.conclude([task.pk], verdict, "too late", only_from={saw}) == []
+
+    task.refresh_from_db()
+    assert (task.state, task.error) == (now, "")
+
+
+@pytest.mark.django_db
+def test_a_report_moves_a_task_only_from_where_a_report_may_come():
+    report = Report(task_id="", outcome="ok", exit_code=0)
+    for state in State.values:
+        task = task_in(state)
+        moved = lifecycle.report(task, report)
+        assert moved is (state in lifecycle.REPORT_FROM and State.OK in TRANSITIONS[state])
+    # The host's part of a fetch is done once the server stores its file: a late (or
+    # forged) report must not end a storing task.
+    storing = task_in(State.STORING, JobKindChoices.FETCH)
+    assert not lifecycle.report(storing, report) and storing.state == State.STORING
+
+
+@pytest.mark.django_db
+def test_a_started_notice_after_the_result_does_not_move_it_back():
+    task = task_in(State.PENDING)
+    results.store_batch([], [Report(task_id=task.task_id, outcome="ok", exit_code=0).to_wire()])
+    results.store_batch([Started(task_id=task.task_id, agent="agent@x").to_wire()], [])
+
+    task.refresh_from_db()
+    assert task.state == State.OK
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("kind", JobKindChoices.values)
+def test_the_task_result_is_named_after_what_the_host_ran(kind):
+    task = task_in(State.PENDING, kind)
+
+    results.store_batch([], [Report(task_id=task.task_id, outcome="error", error="x").to_wire()])
+
+    assert TaskResult.objects.get(task_id=task.task_id).task_name == AGENT_TASK[kind]
+
+
+@pytest.mark.django_db
+def test_a_report_in_another_version_of_the_contract_ends_the_task_saying_so():
+    task = task_in(State.RUNNING)
+    old = {**Report(task_id=task.task_id, outcome="ok", exit_code=0).to_wire(), "v": VERSION + 1}
+
+    results.store_batch([], [old])
+
+    task.refresh_from_db()
+    assert task.state == State.ERROR
+    assert f"wire version {VERSION + 1}" in task.error and "upgrade" in task.error
+
+
+def _state_writes(path: Path) -> list[str]:
+    """Places in ``path`` that set a host task's state: ``x.state = ...``, ``state=`` in an
+    update(), or ``setattr(x, "state", ...)``."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Assign | ast.AugAssign | ast.AnnAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for target in targets:
+                for t in ast.walk(target):
+                    if isinstance(t, ast.Attribute) and t.attr == "state":
+                        found.append(f"{path}:{node.lineno}")
+        if not isinstance(node, ast.Call):
+            continue
+        name = getattr(node.func, "attr", None) or getattr(node.func, "id", "")
+        updates = name == "update" and any(k.arg == "state" for k in node.keywords)
+        sets = name == "setattr" and len(node.args) > 1 and getattr(node.args[1], "value", None)
+        if updates or sets == "state":
+            found.append(f"{path}:{node.lineno}")
+    return found
+
+
+def test_only_the_lifecycle_sets_a_host_tasks_state():
+    server = [p for p in (ROOT / "cmdb").rglob("*.py") if "migrations" not in p.parts]
+    writes = [w for p in server for w in _state_writes(p)]
+
+    assert writes and all(w.startswith(str(ROOT / "cmdb/jobs/lifecycle.py")) for w in writes), (
+        writes
+    )
