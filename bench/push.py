@@ -79,6 +79,7 @@ def main() -> None:
     from cmdb.celery import app
     from cmdb.files.uploads import prepare_push
     from cmdb.hosts.models import Host
+    from cmdb.jobs.choices import HostTaskStateChoices as State
     from cmdb.jobs.choices import JobKindChoices
     from cmdb.jobs.dispatch import CommandRequest, dispatch_command
     from cmdb.jobs.models import HostTask
@@ -112,7 +113,7 @@ def main() -> None:
             job = dispatch_command(
                 CommandRequest(kind=JobKindChoices.PUSH, targets=IPS, params=params), app
             )
-            pending = HostTask.objects.filter(job=job, state__in=["pending", "running"])
+            pending = HostTask.objects.filter(job=job, state__in=State.active())
             wait_for(lambda: not pending.exists(), 600, "the push", interval=0.05)
             os.sync()
             push_s = time.perf_counter() - started
@@ -159,6 +160,7 @@ def api_push(fleet: Fleet, run_dir, agents: dict) -> dict:
     from django.contrib.auth.models import User
     from rest_framework.authtoken.models import Token
 
+    from cmdb.jobs.choices import HostTaskStateChoices as State
     from cmdb.jobs.models import HostTask, Job
 
     source = run_dir / "payload-api.bin"
@@ -181,7 +183,7 @@ def api_push(fleet: Fleet, run_dir, agents: dict) -> dict:
         )  # fmt: skip
         upload_s = time.perf_counter() - started
         job = Job.objects.get(pk=json.loads(answer.stdout)["id"])
-        pending = HostTask.objects.filter(job=job, state__in=["pending", "running"])
+        pending = HostTask.objects.filter(job=job, state__in=State.active())
         wait_for(lambda: not pending.exists(), 600, "the API push", interval=0.05)
         os.sync()
         push_s = time.perf_counter() - started

@@ -68,6 +68,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Before anything reads the body: an upload over CMDB_MAX_UPLOAD_BYTES is a 413 at once.
+    "cmdb.web.middleware.UploadLimitMiddleware",
     # Static files (admin, Swagger UI, charts) served by the app server itself.
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -134,6 +136,8 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 100,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # The service layer's errors (cmdb.jobs.exceptions) as status codes, in one place.
+    "EXCEPTION_HANDLER": "cmdb.api.errors.exception_handler",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "fleet-cmdb API",

@@ -11,4 +11,4 @@ urlpatterns = [
     path("", include("cmdb.web.urls")),
 ]
 
-handler404 = "cmdb.api.views.not_found"
+handler404 = "cmdb.api.errors.not_found"

@@ -1,23 +1,16 @@
 """API views: each ViewSet is configuration (queryset, serializer, filter set, permissions).
 
-The exceptions are dispatch (POST /api/jobs/) and cancel, which hand over to
-``cmdb.jobs.dispatch`` and turn its errors into 400 and 503 answers.
+The exceptions are the actions, which parse the request and call the service layer
+(cmdb.jobs.services); its errors become status codes in one place (cmdb.api.errors).
 """
 
 import base64
-import json
 import logging
 import os
-from dataclasses import replace
 
-import redis
-from celery import states as celery_states
 from django.conf import settings
-from django.db.models import OuterRef, Prefetch, QuerySet, Subquery, Value
-from django.db.models.functions import Coalesce
-from django.http import FileResponse, JsonResponse, StreamingHttpResponse
-from django.views.defaults import page_not_found
-from django_celery_results.models import TaskResult
+from django.db.models import Prefetch
+from django.http import FileResponse, StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiExample,
@@ -25,99 +18,33 @@ from drf_spectacular.utils import (
     extend_schema,
     extend_schema_view,
 )
-from kombu.exceptions import KombuError
 from rest_framework import mixins, routers, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import APIException, NotFound, ValidationError
+from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.permissions import IsAuthenticated
-from rest_framework.renderers import BaseRenderer, JSONRenderer
+from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 
 from cmdb.api import filtersets, serializers
+from cmdb.api.errors import Gone, flat_errors
 from cmdb.api.pagination import CappedLimitOffsetPagination
 from cmdb.api.permissions import ActionPermissions, DispatchPermissions
+from cmdb.api.renderers import BinaryRenderer, TarRenderer
 from cmdb.assets.models import Asset, Change
 from cmdb.celery import app as cmdb_celery_app
 from cmdb.files.fetched import NotServed, open_fetched, tar_stream
-from cmdb.files.uploads import prepare_upload
 from cmdb.hosts.models import Host, HostGroup
+from cmdb.jobs import services
 from cmdb.jobs.choices import JobKindChoices
-from cmdb.jobs.dispatch import (
-    BrokerUnavailable,
-    CommandRequest,
-    DispatchError,
-    cancel,
-    check_request,
-    dispatch_command,
-)
 from cmdb.jobs.models import HostTask, Job
-from cmdb.jobs.signer import SigningKeyError
-from wire.blobs import TransferError
+from cmdb.jobs.services import Targets, Upload
 
 logger = logging.getLogger(__name__)
 
-E_CANNOT_SIGN = "nothing dispatched: this server cannot sign messages for agents: {exc}"
-E_TOO_LARGE = "nothing pushed: the file is larger than CMDB_MAX_UPLOAD_BYTES ({limit} bytes)"
-#: Room for the multipart framing and the other fields around the file.
-MULTIPART_SLACK = 1 << 20
-E_UPLOAD_FAILED = "nothing pushed: the file could not be put in the broker: {exc}"
 E_NO_FILE = "this host task has no fetched file (a fetch job's, once stored; it is {state})"
 E_NO_FILES = "this job has no fetched files on the server (a fetch job's, once stored)"
 E_FILE_GONE = "the server's copy of this file was removed"
-E_CANCEL_BROKER_DOWN = "broker unreachable: {exc} (the cancel may not have reached the agents)"
-
-
-class Gone(APIException):
-    status_code = status.HTTP_410_GONE
-    default_detail = "gone"
-    default_code = "gone"
-
-
-class BinaryRenderer(BaseRenderer):
-    """Lets a client ask for application/octet-stream (a download); errors still read as JSON."""
-
-    media_type = "application/octet-stream"
-    format = "bin"
-    charset = None
-
-    def render(self, data, accepted_media_type=None, renderer_context=None):
-        return data if isinstance(data, bytes) else json.dumps(data).encode()
-
-
-class PayloadTooLarge(APIException):
-    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
-    default_detail = "request too large"
-    default_code = "too_large"
-
-
-class TarRenderer(BinaryRenderer):
-    media_type = "application/x-tar"
-    format = "tar"
-
-
-class ServiceUnavailable(APIException):
-    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
-    default_detail = "service unavailable"
-    default_code = "service_unavailable"
-
-
-def not_found(request, exception):
-    """handler404: under /api/, a URL that matches no route (an id of the wrong shape) is a
-    JSON 404 like every other API error, not Django's HTML page."""
-    if request.path.startswith("/api/"):
-        return JsonResponse({"detail": "Not found."}, status=status.HTTP_404_NOT_FOUND)
-    return page_not_found(request, exception)
-
-
-def with_celery_state(tasks: QuerySet) -> QuerySet:
-    """Host tasks annotated with their django-celery-results status, in the same query.
-
-    A task id without a TaskResult row yet (no report so far) is PENDING, as Celery's
-    AsyncResult says of any id it has no result for.
-    """
-    status_of = TaskResult.objects.filter(task_id=OuterRef("task_id")).values("status")[:1]
-    return tasks.annotate(celery_state=Coalesce(Subquery(status_of), Value(celery_states.PENDING)))
 
 
 class APIRootView(routers.APIRootView):
@@ -149,11 +76,7 @@ class CancelMixin:
     )
     @action(detail=True, methods=["post"])
     def cancel(self, request, *args, **kwargs):
-        tasks = self.tasks_to_cancel(self.get_object())
-        try:
-            count = cancel(tasks, self.celery_app)
-        except (KombuError, OSError, redis.RedisError) as exc:
-            raise ServiceUnavailable(E_CANCEL_BROKER_DOWN.format(exc=exc)) from exc
+        count = services.cancel(self.tasks_to_cancel(self.get_object()), self.celery_app)
         return Response({"cancelled": count}, status=status.HTTP_202_ACCEPTED)
 
 
@@ -279,7 +202,7 @@ class ChangeViewSet(ReadOnlyViewSet):
 )
 class JobViewSet(CancelMixin, mixins.CreateModelMixin, ReadOnlyViewSet):
     queryset = Job.objects.prefetch_related(
-        Prefetch("host_tasks", queryset=with_celery_state(HostTask.objects.order_by("ip")))
+        Prefetch("host_tasks", queryset=HostTask.objects.with_celery_state().order_by("ip"))
     )
     serializer_class = serializers.JobSerializer
     filterset_class = filtersets.JobFilterSet
@@ -300,43 +223,35 @@ class JobViewSet(CancelMixin, mixins.CreateModelMixin, ReadOnlyViewSet):
         return self.request_serializers.get(self.action) or super().get_serializer_class()
 
     def create(self, request, *args, **kwargs):
-        body = self._valid(request)
-        return self._dispatch(body.to_request(request.user.get_username()))
+        data, by = self._valid(request), request.user.get_username()
+        if data["kind"] == JobKindChoices.COLLECT:
+            job = services.collect(Targets.of(data), by, app=self.celery_app)
+        else:
+            job = services.run(data["command"], Targets.of(data), by, app=self.celery_app)
+        return self._accepted(job)
 
     @action(detail=False, methods=["post"], parser_classes=[MultiPartParser, FormParser])
     def push(self, request, *args, **kwargs):
-        limit = settings.CMDB["MAX_UPLOAD_BYTES"]
-        # Before the body is read (and spooled to disk), when the client said how big it is.
-        if int(request.META.get("CONTENT_LENGTH") or 0) > limit + MULTIPART_SLACK:
-            raise PayloadTooLarge(E_TOO_LARGE.format(limit=limit))
-        body = self._valid(request)
-        data = body.validated_data
-        if data["file"].size > limit:
-            raise PayloadTooLarge(E_TOO_LARGE.format(limit=limit))
-        job_request = body.to_request(request.user.get_username(), JobKindChoices.PUSH)
-        # Targets first: an upload of hundreds of MB for a mistyped host would be for nothing.
-        self._checked(job_request)
+        # A body larger than the limit was refused before it was read (cmdb.web.middleware).
+        data = self._valid(request)
         upload = data["file"]
         try:
-            params = prepare_upload(
-                self.celery_app, upload, upload.name, data["dest"], data["mode"], data["owner"],
-                archive=data["archive"], max_bytes=limit,
+            job = services.push(
+                Upload(upload, upload.name, upload.size, archive=data["archive"]), data["dest"],
+                Targets.of(data), request.user.get_username(), mode=data["mode"],
+                owner=data["owner"], batch=data.get("batch"),
+                max_failures=data.get("max_failures"), app=self.celery_app,
             )  # fmt: skip
-        except TransferError as exc:
-            raise ValidationError({"file": [str(exc)]}) from None
-        except (KombuError, OSError, redis.RedisError) as exc:
-            raise ServiceUnavailable(E_UPLOAD_FAILED.format(exc=exc)) from exc
         finally:
             upload.close()  # a large upload's spool file goes now, not at garbage collection
-        return self._dispatch(replace(job_request, params={**params, **body.batch_params()}))
+        return self._accepted(job)
 
     @action(detail=False, methods=["post"])
     def fetch(self, request, *args, **kwargs):
-        body = self._valid(request)
-        params = {"agent": {"path": body.validated_data["path"]}}
-        return self._dispatch(
-            body.to_request(request.user.get_username(), JobKindChoices.FETCH, params=params)
-        )
+        data = self._valid(request)
+        job = services.fetch(data["path"], Targets.of(data), request.user.get_username(),
+                             app=self.celery_app)  # fmt: skip
+        return self._accepted(job)
 
     @action(detail=True, methods=["get"], renderer_classes=[JSONRenderer, TarRenderer])
     def files(self, request, *args, **kwargs):
@@ -366,31 +281,13 @@ class JobViewSet(CancelMixin, mixins.CreateModelMixin, ReadOnlyViewSet):
             yield name, f
         yield "SHA256SUMS", "".join(sums).encode()
 
-    def _valid(self, request):
+    def _valid(self, request) -> dict:
         body = self.get_serializer(data=request.data)
         if not body.is_valid():
-            raise ValidationError(serializers.flat_errors(body.errors))
-        return body
+            raise ValidationError(flat_errors(body.errors))
+        return body.validated_data
 
-    @staticmethod
-    def _checked(job_request: CommandRequest) -> None:
-        try:
-            check_request(job_request)
-        except DispatchError as exc:
-            raise ValidationError(serializers.dispatch_errors(exc.by_field)) from None
-        except SigningKeyError as exc:
-            raise ServiceUnavailable(E_CANNOT_SIGN.format(exc=exc)) from None
-
-    def _dispatch(self, job_request: CommandRequest) -> Response:
-        try:
-            job = dispatch_command(job_request, self.celery_app)
-        except DispatchError as exc:
-            raise ValidationError(serializers.dispatch_errors(exc.by_field)) from None
-        except SigningKeyError as exc:
-            # The server's own configuration, not the request: nothing was recorded or sent.
-            raise ServiceUnavailable(E_CANNOT_SIGN.format(exc=exc)) from None
-        except BrokerUnavailable as exc:
-            raise ServiceUnavailable({"detail": str(exc), "job": str(exc.job.pk)}) from exc
+    def _accepted(self, job: Job) -> Response:
         answer = serializers.JobDispatchedSerializer(job, context=self.get_serializer_context())
         return Response(answer.data, status=status.HTTP_202_ACCEPTED)
 
@@ -416,7 +313,7 @@ class JobViewSet(CancelMixin, mixins.CreateModelMixin, ReadOnlyViewSet):
     ),
 )
 class HostTaskViewSet(CancelMixin, ReadOnlyViewSet):
-    queryset = with_celery_state(HostTask.objects.all())
+    queryset = HostTask.objects.with_celery_state()
     serializer_class = serializers.HostTaskSerializer
     filterset_class = filtersets.HostTaskFilterSet
     permission_classes = [ActionPermissions]

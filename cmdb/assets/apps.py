@@ -10,6 +10,7 @@ class AssetsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self):
+        # Here, not at the top: models can be imported only once every app is loaded.
         from cmdb.assets import signals
 
         signals.connect()

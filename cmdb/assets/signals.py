@@ -1,13 +1,12 @@
 """Signal handlers, connected from AppConfig.ready()."""
 
+from django.conf import settings
 from django.db.models.signals import post_migrate
+from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
 
 def ensure_collection_schedule(sender, **kwargs):
     """Create the periodic "collect facts" task once, from settings; then the admin owns it."""
-    from django.conf import settings
-    from django_celery_beat.models import IntervalSchedule, PeriodicTask
-
     if sender.label != "assets":
         return
     every = settings.CMDB["COLLECT_INTERVAL"]

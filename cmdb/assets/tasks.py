@@ -2,11 +2,9 @@
 
 from celery import shared_task
 
-from cmdb.celery import app
 from cmdb.hosts.choices import AgentStatusChoices
 from cmdb.hosts.models import Host
-from cmdb.jobs.choices import JobKindChoices
-from cmdb.jobs.dispatch import CommandRequest, dispatch_command
+from cmdb.jobs import services
 
 
 @shared_task(name="cmdb.assets.collect_all", ignore_result=True)
@@ -16,7 +14,5 @@ def collect_all() -> str | None:
     ips = list(online.values_list("ip", flat=True))
     if not ips:
         return None
-    job = dispatch_command(
-        CommandRequest(kind=JobKindChoices.COLLECT, targets=ips, requested_by="schedule"), app
-    )
+    job = services.collect(services.Targets(hosts=ips), requested_by="schedule")
     return str(job.id)

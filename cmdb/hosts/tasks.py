@@ -5,10 +5,8 @@ import logging
 from celery import shared_task
 from django.conf import settings
 
-from cmdb.celery import app
 from cmdb.hosts.models import Host
-from cmdb.jobs.choices import JobKindChoices
-from cmdb.jobs.dispatch import CommandRequest, dispatch_command
+from cmdb.jobs import services
 from wire import names
 from wire.messages import Registration, WireError
 
@@ -31,8 +29,5 @@ def register_agent(info: dict) -> None:
         return
     if settings.CMDB["COLLECT_ON_START"]:
         # A new or restarted agent: the CMDB learns what the host is (or became) at once.
-        dispatch_command(
-            CommandRequest(kind=JobKindChoices.COLLECT, targets=[host.ip],
-                           requested_by=f"agent start ({registration.agent})"),
-            app,
-        )  # fmt: skip
+        services.collect(services.Targets(hosts=[host.ip]),
+                         requested_by=f"agent start ({registration.agent})")  # fmt: skip

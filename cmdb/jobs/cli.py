@@ -1,13 +1,16 @@
-"""What the dispatching commands share: target options, dispatch, exit codes."""
+"""What the project's commands share: target options, the service layer's errors as exit codes."""
 
 import contextlib
 import getpass
 
 from django.core.management.base import BaseCommand, CommandError
 
-from cmdb.celery import app
-from cmdb.jobs.dispatch import BrokerUnavailable, CommandRequest, DispatchError, dispatch_command
-from cmdb.jobs.signer import SigningKeyError
+from cmdb.jobs.exceptions import BrokerDown, CannotSign, NotFound, Refused
+from cmdb.jobs.services import Targets
+
+#: Exit codes scripts can rely on.
+EXIT_INVALID = 2
+EXIT_BROKER_DOWN = 3
 
 
 class FleetCommand(BaseCommand):
@@ -20,10 +23,12 @@ class FleetCommand(BaseCommand):
 
     requires_system_checks = []
 
+    #: What a refused request says first ("nothing dispatched", "nothing pushed").
+    refused = "nothing dispatched"
 
-#: Exit codes scripts can rely on.
-EXIT_INVALID = 2
-EXIT_BROKER_DOWN = 3
+    def execute(self, *args, **options):
+        with refusals(self.refused):
+            return super().execute(*args, **options)
 
 
 def add_target_arguments(parser) -> None:
@@ -61,32 +66,30 @@ def add_target_arguments(parser) -> None:
     )
 
 
-def request_from_options(
-    opts: dict, kind: str, text: str = "", params: dict | None = None
-) -> CommandRequest:
-    return CommandRequest.from_targets(
-        opts, kind, f"cli:{getpass.getuser()}", command=text, params=params
-    )
+def targets(opts: dict) -> Targets:
+    return Targets.of(opts)
+
+
+def requested_by() -> str:
+    return f"cli:{getpass.getuser()}"
 
 
 @contextlib.contextmanager
-def refusals():
-    """Dispatch errors as the command's own: a message and an exit code scripts can rely on."""
+def refusals(refused: str = "nothing dispatched"):
+    """The service layer's errors as the command's own: a message and an exit code."""
     try:
         yield
-    except DispatchError as exc:
-        raise CommandError(
-            "nothing dispatched:\n  " + "\n  ".join(exc.problems), returncode=EXIT_INVALID
-        ) from None
-    except SigningKeyError as exc:
+    except Refused as exc:
+        raise CommandError(f"{refused}:\n  " + "\n  ".join(exc.problems),
+                           returncode=EXIT_INVALID) from None  # fmt: skip
+    except NotFound as exc:
+        raise CommandError(str(exc), returncode=EXIT_INVALID) from None
+    except CannotSign as exc:
         raise CommandError(f"nothing dispatched: {exc}", returncode=EXIT_INVALID) from None
-    except BrokerUnavailable as exc:
-        raise CommandError(f"{exc}\njob id: {exc.job.id}", returncode=EXIT_BROKER_DOWN) from None
+    except BrokerDown as exc:
+        job = f"\njob id: {exc.job.id}" if exc.job is not None else ""
+        raise CommandError(f"{exc}{job}", returncode=EXIT_BROKER_DOWN) from None
 
 
-def dispatch_from_options(
-    command, opts: dict, kind: str, text: str = "", params: dict | None = None
-) -> None:
-    with refusals():
-        job = dispatch_command(request_from_options(opts, kind, text, params), app)
+def print_job(command, job) -> None:
     command.stdout.write(f"task id: {job.id}")

@@ -1,12 +1,12 @@
 """Dispatch: validate, record the job, publish one task per host after commit; and cancel.
 
+Below the service layer (cmdb.jobs.services), which checks the signing key and uploads first.
 Nothing here waits for a host. The only network call is publishing to the broker, and a broker
-that is down becomes BrokerUnavailable within seconds, with the job saying it was not sent.
+that is down becomes BrokerDown within seconds, with the job saying it was not sent.
 """
 
 import logging
 import uuid
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -21,6 +21,7 @@ from cmdb.jobs import lifecycle, signer
 from cmdb.jobs.broker import BROKER_ERRORS, mark_cancelled
 from cmdb.jobs.choices import HostTaskStateChoices as State
 from cmdb.jobs.choices import JobKindChoices
+from cmdb.jobs.exceptions import BrokerDown, Refused
 from cmdb.jobs.models import HostTask, Job
 from wire import names, signing
 from wire.messages import CollectSpec, CommandSpec, FetchSpec, PushSpec, Spec
@@ -65,33 +66,12 @@ EXPIRES_SLACK = timedelta(seconds=signing.CLOCK_SLACK)
 BATCH_SIZE = 500
 
 
-class DispatchError(ValueError):
-    """The request is invalid; nothing was recorded.
-
-    ``problems`` lists every reason in order; ``by_field`` groups them by the request field
-    they are about (command, timeout, reach_timeout, targets, groups, where), for the API.
-    """
-
-    def __init__(self, by_field: dict[str, list[str]]):
-        self.by_field = by_field
-        self.problems = [message for messages in by_field.values() for message in messages]
-        super().__init__("; ".join(self.problems))
-
-
 class Problems(dict):
     """field -> messages, in the order found."""
 
     def add(self, field_name: str, *messages: str) -> None:
         if messages:
             self.setdefault(field_name, []).extend(messages)
-
-
-class BrokerUnavailable(RuntimeError):
-    """The job was recorded but could not be published; its host tasks say so."""
-
-    def __init__(self, message: str, job: Job):
-        self.job = job
-        super().__init__(message)
 
 
 @dataclass(frozen=True)
@@ -110,18 +90,6 @@ class CommandRequest:
     where: list[str] = field(default_factory=list)
     #: Kind-specific: "agent" (what the agent task gets), "batch", "max_failures", "to" ...
     params: dict = field(default_factory=dict)
-
-    @classmethod
-    def from_targets(
-        cls, given: Mapping, kind: str, requested_by: str, command: str = "",
-        params: dict | None = None,
-    ) -> "CommandRequest":  # fmt: skip
-        """From the keys the CLI's options and the API's request bodies share: ``hosts``,
-        ``groups``, ``where``, ``timeout`` and ``reach_timeout``."""
-        return cls(kind=kind, command=command, targets=given["hosts"], groups=given["groups"],
-                   where=given["where"], timeout=given["timeout"],
-                   reach_timeout=given["reach_timeout"], requested_by=requested_by,
-                   params=params or {})  # fmt: skip
 
 
 def _select_hosts(request: CommandRequest, problems: Problems) -> list[Host]:
@@ -173,28 +141,24 @@ def _validate(request: CommandRequest) -> tuple[list[Host], int, int]:
         problems.add("max_failures", E_MAX_FAILURES.format(value=max_failures))
     hosts = _select_hosts(request, problems)
     if problems:
-        raise DispatchError(problems)
+        raise Refused(problems)
     return hosts, timeout, reach
 
 
 def check_request(request: CommandRequest) -> None:
-    """Raise the DispatchError dispatch_command would, recording nothing: for a caller with
-    costly work to do first (a push uploads its file; not for hosts that do not exist).
-    SigningKeyError when this server cannot sign what it would send."""
+    """Raise the Refused dispatch_command would, recording nothing: for a caller with costly
+    work to do first (a push uploads its file; not for hosts that do not exist)."""
     _validate(request)
-    signer.private_key()
 
 
 def dispatch_command(request: CommandRequest, app: Celery) -> Job:
     """Record a command job for the targets and publish it; return the job at once.
 
     Must not be called inside a transaction (durable=True refuses): publishing waits for the
-    rows to be committed, and the caller must see BrokerUnavailable itself, not have it raised
-    later from some outer commit.
+    rows to be committed, and the caller must see BrokerDown itself, not have it raised later
+    from some outer commit.
     """
     hosts, timeout, reach = _validate(request)
-    # A server that cannot sign must say so before it records a job no agent would run.
-    signer.private_key()
     now = timezone.now()
     # With a batch size, later batches wait unpublished (no reach deadline yet); the central
     # worker sends each when the one before it has ended (cmdb.jobs.batches).
@@ -316,7 +280,7 @@ def publish(job: Job, tasks: list[HostTask], app: Celery) -> None:
             lifecycle.conclude(never_sent, State.ERROR, E_NOT_DISPATCHED.format(reason=reason),
                                only_from={State.PENDING})  # fmt: skip
         job.dispatch_error = reason
-        raise BrokerUnavailable(reason, job) from exc
+        raise BrokerDown(reason, job) from exc
     job.dispatched_at = timezone.now()
     Job.objects.filter(pk=job.pk).update(dispatched_at=job.dispatched_at)
 

@@ -2,8 +2,13 @@
 
 import uuid
 
+from celery import states as celery_states
 from django.db import models
+from django.db.models import OuterRef, Subquery, Value
+from django.db.models.functions import Coalesce
+from django.urls import reverse
 from django.utils import timezone
+from django_celery_results.models import TaskResult
 
 from cmdb.jobs.choices import HostTaskStateChoices, JobKindChoices
 
@@ -53,8 +58,6 @@ class Job(models.Model):
 
     def get_absolute_url(self):
         # The live page: every host's output, monospaced, refreshing until all have finished.
-        from django.urls import reverse
-
         return reverse("web:job", kwargs={"job_id": self.pk})
 
     @property
@@ -69,6 +72,13 @@ class HostTaskQuerySet(models.QuerySet):
     def active(self):
         return self.filter(state__in=State.active())
 
+    def with_celery_state(self):
+        """Annotated with their django-celery-results status, in the same query. A task id
+        without a TaskResult row yet (no report so far) is PENDING, as Celery's AsyncResult
+        says of any id it has no result for."""
+        status = TaskResult.objects.filter(task_id=OuterRef("task_id")).values("status")[:1]
+        return self.annotate(celery_state=Coalesce(Subquery(status), Value(celery_states.PENDING)))
+
     def for_id(self, ident: str) -> tuple["Job | None", list["HostTask"]]:
         """The host tasks behind a job id or a per-host Celery task id (both are printed)."""
         ident = ident.strip()
@@ -76,9 +86,10 @@ class HostTaskQuerySet(models.QuerySet):
             job = Job.objects.filter(pk=uuid.UUID(ident)).first()
         except ValueError:
             job = None
+        tasks = self.with_celery_state()
         if job is not None:
-            return job, list(self.filter(job=job).order_by("ip"))
-        task = self.select_related("job").filter(task_id=ident).first()
+            return job, list(tasks.filter(job=job).order_by("ip"))
+        task = tasks.select_related("job").filter(task_id=ident).first()
         if task is None:
             raise LookupError(E_UNKNOWN_ID.format(ident=ident))
         return task.job, [task]

@@ -1,4 +1,5 @@
-"""How a job and its host tasks are shown on a terminal and as JSON (pure: no queries)."""
+"""How a job and its host tasks are shown on a terminal (pure: no queries); as JSON, they are
+cmdb.jobs.documents'."""
 
 from collections import Counter
 
@@ -15,7 +16,7 @@ def _header(task: HostTask) -> str:
     return f"from host {task.ip}  ({', '.join(parts)})"
 
 
-def _stream_text(task: HostTask, name: str) -> str:
+def stream_text(task: HostTask, name: str) -> str:
     s = task.stream(name)
     if not s["truncated"]:
         return s["head"]
@@ -35,8 +36,8 @@ def format_task(task: HostTask) -> str:
     lines = [_header(task) + "\n"]
     if task.error:
         lines.append(f"[{task.state}] {task.error}\n")
-    lines.append(_with_newline(_stream_text(task, "stdout")))
-    stderr = _stream_text(task, "stderr")
+    lines.append(_with_newline(stream_text(task, "stdout")))
+    stderr = stream_text(task, "stderr")
     if stderr:
         lines.append("[stderr]\n" + _with_newline(stderr))
     return "".join(lines)
@@ -56,40 +57,3 @@ def format_job(job: Job | None, tasks: list[HostTask]) -> str:
             out.append(f"[not dispatched] {job.dispatch_error}\n")
     out.extend(format_task(t) for t in tasks)
     return "".join(out)
-
-
-def task_json(task: HostTask) -> dict:
-    return {
-        "task_id": task.task_id,
-        "host": task.ip,
-        "state": task.state,
-        "exit_code": task.exit_code,
-        "duration": task.duration,
-        "started_at": task.started_at.isoformat() if task.started_at else None,
-        "finished_at": task.finished_at.isoformat() if task.finished_at else None,
-        "agent": task.agent,
-        "error": task.error,
-        "stdout": task.stream("stdout"),
-        "stderr": task.stream("stderr"),
-        "file": task.fetched,
-    }
-
-
-def job_json(job: Job | None, tasks: list[HostTask]) -> dict:
-    return {
-        "job": None
-        if job is None
-        else {
-            "id": str(job.id),
-            "kind": job.kind,
-            "command": job.command,
-            "timeout": job.timeout,
-            "requested_by": job.requested_by,
-            "created": job.created.isoformat(),
-            "dispatch_error": job.dispatch_error,
-        },
-        "done": all(t.is_terminal for t in tasks),
-        "ok": bool(tasks) and all(t.state == State.OK for t in tasks),
-        "summary": dict(Counter(t.state for t in tasks)),
-        "hosts": [task_json(t) for t in tasks],
-    }

@@ -24,7 +24,7 @@ from cmdb.hosts.models import Host
 from cmdb.jobs import batches, lifecycle
 from cmdb.jobs.broker import mark_cancelled
 from cmdb.jobs.choices import HostTaskStateChoices as State
-from cmdb.jobs.dispatch import BrokerUnavailable
+from cmdb.jobs.exceptions import BrokerDown
 from cmdb.jobs.models import HostTask
 
 logger = logging.getLogger(__name__)
@@ -126,7 +126,7 @@ def next_batches(s: Sweep) -> int:
     for job_id in batches.held_jobs():
         try:
             sent += batches.advance(job_id, s.app) == "sent"
-        except BrokerUnavailable:
+        except BrokerDown:
             logger.warning("next batch of job %s not sent: broker unreachable", job_id)
     return sent
 

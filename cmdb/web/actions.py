@@ -1,62 +1,52 @@
-"""Admin actions on hosts: run a command, collect facts, push or fetch a file. Each lands on
-the live job page."""
+"""Admin actions on hosts: run a command, collect facts, push or fetch a file. Each calls the
+service layer (cmdb.jobs.services) and lands on the live job page, or says why not."""
 
-from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
-from kombu.exceptions import KombuError
-from redis.exceptions import RedisError
 
-from cmdb.celery import app
-from cmdb.files.uploads import prepare_upload
-from cmdb.jobs.choices import JobKindChoices
-from cmdb.jobs.dispatch import BrokerUnavailable, CommandRequest, DispatchError, dispatch_command
-from cmdb.jobs.signer import SigningKeyError
+from cmdb.jobs import services
+from cmdb.jobs.exceptions import BrokerDown, CannotSign, Refused
+from cmdb.jobs.services import Targets, Upload
 from cmdb.web.forms import FetchFileForm, PushFileForm, RunCommandForm
-from wire.blobs import TransferError
 
 
-def _dispatch(modeladmin, request, queryset, kind: str, command="", timeout=None, params=None):
+def _act(modeladmin, request, action, refused: str = "nothing dispatched"):
+    """Run ``action()``, which returns a job; the service layer's errors as admin messages."""
     try:
-        job = dispatch_command(
-            CommandRequest(
-                kind=kind,
-                command=command,
-                targets=list(queryset.values_list("ip", flat=True)),
-                timeout=timeout,
-                requested_by=request.user.get_username(),
-                params=params or {},
-            ),
-            app,
-        )
-    except DispatchError as exc:
-        modeladmin.message_user(request, "; ".join(exc.problems), messages.ERROR)
+        job = action()
+    except Refused as exc:
+        modeladmin.message_user(request, f"{refused}: " + "; ".join(exc.problems), messages.ERROR)
         return None
-    except SigningKeyError as exc:
+    except CannotSign as exc:
         modeladmin.message_user(request, f"nothing dispatched: {exc}", messages.ERROR)
         return None
-    except BrokerUnavailable as exc:
+    except BrokerDown as exc:
         modeladmin.message_user(request, str(exc), messages.ERROR)
-        return redirect("web:job", job_id=exc.job.pk)
+        return redirect("web:job", job_id=exc.job.pk) if exc.job is not None else None
     return redirect("web:job", job_id=job.pk)
+
+
+def _targets(queryset, timeout: int | None = None) -> Targets:
+    return Targets(hosts=list(queryset.values_list("ip", flat=True)), timeout=timeout)
 
 
 @admin.action(description="Run command on selected hosts", permissions=["run_command"])
 def run_command(modeladmin, request, queryset):
     form = RunCommandForm(request.POST if "apply" in request.POST else None)
-    if "apply" in request.POST and form.is_valid():
-        return _dispatch(
-            modeladmin, request, queryset, JobKindChoices.COMMAND,
-            form.cleaned_data["command"], form.cleaned_data["timeout"],
-        )  # fmt: skip
-    return _form_page(modeladmin, request, queryset, "Run a command", "Run", form, "run_command")
+    if not ("apply" in request.POST and form.is_valid()):
+        return _form_page(modeladmin, request, queryset, "Run a command", "Run", form,
+                          "run_command")  # fmt: skip
+    data, by = form.cleaned_data, request.user.get_username()
+    return _act(modeladmin, request, lambda: services.run(
+        data["command"], _targets(queryset, data["timeout"]), by))  # fmt: skip
 
 
 @admin.action(description="Collect facts from selected hosts", permissions=["collect_facts"])
 def collect_facts(modeladmin, request, queryset):
-    return _dispatch(modeladmin, request, queryset, JobKindChoices.COLLECT)
+    by = request.user.get_username()
+    return _act(modeladmin, request, lambda: services.collect(_targets(queryset), by))
 
 
 def _form_page(modeladmin, request, queryset, title: str, submit: str, form, action: str):
@@ -75,24 +65,16 @@ def push_file(modeladmin, request, queryset):
     form = PushFileForm(request.POST if applying else None, request.FILES if applying else None)
     if not (applying and form.is_valid()):
         return _form_page(modeladmin, request, queryset, "Push a file", "Push", form, "push_file")
-    upload, data = form.cleaned_data["file"], form.cleaned_data
-    limit = settings.CMDB["MAX_UPLOAD_BYTES"]
+    data, by = form.cleaned_data, request.user.get_username()
+    upload = data["file"]
     try:
-        if upload.size > limit:
-            raise ValueError(f"the file is larger than CMDB_MAX_UPLOAD_BYTES ({limit} bytes)")
-        params = prepare_upload(
-            app, upload, upload.name, data["dest"], data["mode"] or None, data["owner"] or None,
-            archive=data["archive"], max_bytes=limit,
-        )  # fmt: skip
-    except (TransferError, ValueError, KombuError, RedisError, OSError) as exc:
-        modeladmin.message_user(request, f"nothing pushed: {exc}", messages.ERROR)
-        return None
+        return _act(modeladmin, request, lambda: services.push(
+            Upload(upload, upload.name, upload.size, archive=data["archive"]), data["dest"],
+            _targets(queryset), by, mode=data["mode"] or None, owner=data["owner"] or None,
+            batch=data["batch"], max_failures=data["max_failures"],
+        ), refused="nothing pushed")  # fmt: skip
     finally:
         upload.close()
-    for name in ("batch", "max_failures"):
-        if data[name] is not None:
-            params[name] = data[name]
-    return _dispatch(modeladmin, request, queryset, JobKindChoices.PUSH, params=params)
 
 
 @admin.action(description="Fetch a file from selected hosts", permissions=["run_command"])
@@ -103,5 +85,6 @@ def fetch_file(modeladmin, request, queryset):
         return _form_page(
             modeladmin, request, queryset, "Fetch a file", "Fetch", form, "fetch_file"
         )
-    params = {"agent": {"path": form.cleaned_data["path"]}}  # kept under FETCH_DIR/<job id>/
-    return _dispatch(modeladmin, request, queryset, JobKindChoices.FETCH, params=params)
+    path, by = form.cleaned_data["path"], request.user.get_username()
+    # Kept under FETCH_DIR/<job id>/, where the job page links each copy.
+    return _act(modeladmin, request, lambda: services.fetch(path, _targets(queryset), by))

@@ -11,7 +11,7 @@ from django.shortcuts import get_object_or_404, render
 from cmdb.assets.models import HostFacts
 from cmdb.hosts.choices import AgentStatusChoices
 from cmdb.hosts.models import Host
-from cmdb.jobs import report
+from cmdb.jobs import documents, report
 from cmdb.jobs.choices import HostTaskStateChoices as State
 from cmdb.jobs.models import Job
 
@@ -24,10 +24,10 @@ REFRESH_EVERY = 2
 def job_detail(request, job_id):
     job = get_object_or_404(Job, pk=job_id)
     tasks = list(job.host_tasks.order_by("ip"))
-    done = all(t.is_terminal for t in tasks)
+    done = documents.progress(tasks).done
     rows = [
-        {"task": t, "stdout": report._stream_text(t, "stdout"),
-         "stderr": report._stream_text(t, "stderr")}
+        {"task": t, "stdout": report.stream_text(t, "stdout"),
+         "stderr": report.stream_text(t, "stderr")}
         for t in tasks
     ]  # fmt: skip
     return render(request, "web/job.html", {

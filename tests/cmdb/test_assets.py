@@ -8,7 +8,8 @@ from cmdb.assets.models import Asset, Change, FactReport, HostFacts
 from cmdb.assets.store import store_report
 from cmdb.assets.where import parse
 from cmdb.hosts.models import Host
-from cmdb.jobs.dispatch import CommandRequest, DispatchError, Problems, _select_hosts
+from cmdb.jobs.dispatch import CommandRequest, Problems, _select_hosts
+from cmdb.jobs.exceptions import Refused
 from tests.factories import make_host
 
 pytestmark = pytest.mark.django_db
@@ -162,7 +163,7 @@ def test_where_narrows_explicit_targets_and_refuses_bad_expressions(host):
     problems = Problems()
     assert _select_hosts(CommandRequest(targets=["web1"], where=["os=centos"]), problems) == []
     assert problems == {"targets": ["no host matches the targets given"]}
-    with pytest.raises(DispatchError, match="unknown field 'colour'"):
+    with pytest.raises(Refused, match="unknown field 'colour'"):
         from cmdb.jobs.dispatch import _validate
 
         _validate(CommandRequest(command="true", where=["colour=red"]))

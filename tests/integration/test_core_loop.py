@@ -90,8 +90,9 @@ def test_check_task_takes_a_per_host_task_id(manage, hosts):
 
     data = json.loads(out.stdout)
     assert out.returncode == 0
-    assert [h["task_id"] for h in data["hosts"]] == [task_id]
-    assert data["hosts"][0]["stdout"]["head"].strip()
+    # A host task's id shows that host task, as GET /api/host-tasks/<id>/ does.
+    assert data["task_id"] == task_id and data["url"] == f"/api/host-tasks/{task_id}/"
+    assert data["stdout"]["head"].strip()
 
 
 def test_nonzero_exit_is_a_failed_result_not_an_error(manage, hosts):
@@ -99,7 +100,7 @@ def test_nonzero_exit_is_a_failed_result_not_an_error(manage, hosts):
 
     data, code = wait_job(manage, job_id)
 
-    host = data["hosts"][0]
+    host = data["tasks"][0]
     assert code == 1
     assert (host["state"], host["exit_code"]) == ("failed", 3)
     assert host["stdout"]["head"] == "out\n"
@@ -114,7 +115,7 @@ def test_megabyte_output_keeps_head_tail_and_true_size(manage, hosts):
 
     data, code = wait_job(manage, job_id)
 
-    out = data["hosts"][0]["stdout"]
+    out = data["tasks"][0]["stdout"]
     expected = "".join(f"{i:010d}\n" for i in range(100000))
     assert code == 0
     assert out["bytes"] == len(expected) == 1_100_000
@@ -130,7 +131,7 @@ def test_hundred_megabyte_output_is_counted_not_kept(manage, hosts):
 
     data, code = wait_job(manage, job_id, timeout=120)
 
-    out = data["hosts"][0]["stdout"]
+    out = data["tasks"][0]["stdout"]
     assert code == 0
     assert out["bytes"] == 100_000_000
     assert len(out["head"]) == len(out["tail"]) == 65536
@@ -142,7 +143,7 @@ def test_bytes_that_are_not_utf8_are_replaced_not_fatal(manage, hosts):
     data, code = wait_job(manage, job_id)
 
     assert code == 0
-    assert data["hosts"][0]["stdout"]["head"] == "caf\ufffd \ufffd\ufffd ok\n"
+    assert data["tasks"][0]["stdout"]["head"] == "caf\ufffd \ufffd\ufffd ok\n"
 
 
 def test_timeout_kills_the_command_and_its_grandchildren(manage, hosts, tmp_path):
@@ -152,14 +153,14 @@ def test_timeout_kills_the_command_and_its_grandchildren(manage, hosts, tmp_path
 
     data, code = wait_job(manage, job_id)
 
-    host = data["hosts"][0]
+    host = data["tasks"][0]
     assert code == 1
     assert host["state"] == "timeout"
     assert "timed out after 2" in host["error"]
     assert pid_gone(int(pidfile.read_text()))
     # The agent keeps serving after killing a command.
     again = dispatch(manage, "echo still here", AGENT_IPS[0])
-    assert wait_job(manage, again)[0]["hosts"][0]["stdout"]["head"] == "still here\n"
+    assert wait_job(manage, again)[0]["tasks"][0]["stdout"]["head"] == "still here\n"
 
 
 def test_cancel_stops_a_running_command_and_keeps_its_output(manage, hosts, tmp_path):
@@ -235,7 +236,7 @@ def test_known_host_without_agent_ends_unreachable(manage, fleet):
 
     data, code = wait_job(manage, job_id, timeout=30)
 
-    host = data["hosts"][0]
+    host = data["tasks"][0]
     assert code == 1
     assert host["state"] == "unreachable"
     assert "is the agent for 127.0.1.99 running?" in host["error"]

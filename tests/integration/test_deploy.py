@@ -50,7 +50,7 @@ def run_job(manage, *args, expect=(0,)) -> dict:
 
 
 def outcomes(data) -> dict:
-    return {h["host"]: (h["state"], h["stdout"]["head"].split(":")[0]) for h in data["hosts"]}
+    return {h["host"]: (h["state"], h["stdout"]["head"].split(":")[0]) for h in data["tasks"]}
 
 
 def test_a_50_mb_file_reaches_three_hosts_verified_then_a_rerun_is_skipped(
@@ -96,7 +96,7 @@ def test_a_corrupted_transfer_is_detected_and_the_old_file_kept(manage, hosts, r
     # The same content is not uploaded again (content-addressed): the agent gets the bad chunk.
     data = run_job(manage, "push", str(new), "/etc/app/app.conf", "--hosts", IPS[0], expect=(1,))
 
-    host = data["hosts"][0]
+    host = data["tasks"][0]
     assert host["state"] == "error" and "checksum mismatch" in host["error"]
     target = roots[IPS[0]] / "etc/app/app.conf"
     assert target.read_bytes() == old.read_bytes()
@@ -160,7 +160,7 @@ def test_batches_stop_once_too_many_hosts_failed(manage, hosts, roots, tmp_path)
     finally:
         blocker.unlink()
 
-    states = {h["host"]: (h["state"], h["error"]) for h in data["hosts"]}
+    states = {h["host"]: (h["state"], h["error"]) for h in data["tasks"]}
     assert states[IPS[0]][0] == "error"
     for ip in IPS[1:]:
         assert states[ip][0] == "cancelled"
@@ -175,7 +175,7 @@ def test_batches_go_one_after_another(manage, hosts, roots, tmp_path):
     data = run_job(manage, "push", str(source), "/etc/motd", "--hosts", *IPS, "--batch", "2")
 
     assert outcomes(data) == {ip: ("ok", "verified") for ip in IPS}
-    tasks = {t.ip: t for t in HostTask.objects.filter(job_id=data["job"]["id"])}
+    tasks = {t.ip: t for t in HostTask.objects.filter(job_id=data["id"])}
     # The last batch started only after the first had ended.
     assert tasks[IPS[2]].started_at >= max(tasks[ip].finished_at for ip in IPS[:2])
 
@@ -188,23 +188,28 @@ def test_fetch_copies_each_hosts_file_into_its_own_folder(manage, hosts, roots, 
 
     data = run_job(manage, "fetch", "/var/log/app.log", "--hosts", *IPS, "--to", str(to))
 
-    assert {h["state"] for h in data["hosts"]} == {"ok"}
+    assert {h["state"] for h in data["tasks"]} == {"ok"}
     for ip in IPS:
         assert (to / ip / "app.log").read_text() == f"log of {ip}\n"
-    files = {h["host"]: h["file"] for h in data["hosts"]}
+    files = {t.ip: t.fetched for t in HostTask.objects.filter(job_id=data["id"])}
     assert files == {ip: {"path": str(to / ip / "app.log"), "size": len(f"log of {ip}\n"),
                           "sha256": sha(to / ip / "app.log")} for ip in IPS}  # fmt: skip
+    # What check_task shows is the API's document: a download link, never a server path.
+    assert {h["host"]: h["file"]["sha256"] for h in data["tasks"]} == {
+        ip: f["sha256"] for ip, f in files.items()
+    }
+    assert all(h["file"]["download"].endswith("/file/") for h in data["tasks"])
     # The same content on every host: each copy still arrives.
     for root in roots.values():
         (root / "var/log/same.log").write_text("identical everywhere\n")
     same = run_job(manage, "fetch", "/var/log/same.log", "--hosts", *IPS, "--to", str(to))
-    assert {h["state"] for h in same["hosts"]} == {"ok"}
+    assert {h["state"] for h in same["tasks"]} == {"ok"}
     assert all((to / ip / "same.log").read_text() == "identical everywhere\n" for ip in IPS)
     missing = run_job(manage, "fetch", "/var/log/nope.log", "--hosts", IPS[0], "--to", str(to),
                       expect=(1,))  # fmt: skip
-    assert missing["hosts"][0]["state"] == "error"
+    assert missing["tasks"][0]["state"] == "error"
     # Without --to, into the server's fetch folder, where the API serves it from.
     kept = run_job(manage, "fetch", "/var/log/app.log", "--hosts", IPS[0])
-    stored = kept["hosts"][0]["file"]["path"]
-    assert stored == str(settings.CMDB["FETCH_DIR"] / kept["job"]["id"] / IPS[0] / "app.log")
+    stored = HostTask.objects.get(job_id=kept["id"]).fetched["path"]
+    assert stored == str(settings.CMDB["FETCH_DIR"] / kept["id"] / IPS[0] / "app.log")
     assert Path(stored).read_text() == f"log of {IPS[0]}\n"

@@ -29,8 +29,8 @@ def collect(manage, *args) -> dict:
 def test_collect_stores_this_machines_facts_and_history(manage, hosts):
     data = collect(manage, "--hosts", AGENT_IPS[0])
 
-    assert data["job"]["kind"] == "collect"
-    assert data["hosts"][0]["stdout"]["head"].startswith("collected cpu, disks")
+    assert data["kind"] == "collect"
+    assert data["tasks"][0]["stdout"]["head"].startswith("collected cpu, disks")
     host = hosts[0]
     kinds = set(Asset.objects.filter(host=host).values_list("kind", flat=True))
     assert {"system", "cpu", "memory", "mount", "nic"} <= kinds

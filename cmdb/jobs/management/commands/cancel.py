@@ -1,11 +1,7 @@
 """`manage.py cancel ID`: stop what has not finished of a job or one host task."""
 
-from django.core.management.base import CommandError
-
-from cmdb.celery import app
+from cmdb.jobs import services
 from cmdb.jobs.cli import FleetCommand
-from cmdb.jobs.dispatch import cancel
-from cmdb.jobs.models import HostTask
 
 
 class Command(FleetCommand):
@@ -15,11 +11,7 @@ class Command(FleetCommand):
         parser.add_argument("id", help="job id or per-host task id")
 
     def handle(self, *args, **opts):
-        try:
-            _, tasks = HostTask.objects.for_id(opts["id"])
-        except LookupError as exc:
-            raise CommandError(str(exc), returncode=2) from None
-        count = cancel(tasks, app)
+        count = services.cancel(opts["id"])
         self.stdout.write(
             f"cancel sent to {count} unfinished host task(s)"
             if count

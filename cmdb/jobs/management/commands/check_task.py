@@ -4,14 +4,17 @@ import json
 import sys
 import time
 
-from django.core.management.base import CommandError
+from django.urls import reverse
 
-from cmdb.jobs import report
-from cmdb.jobs.choices import HostTaskStateChoices as State
+from cmdb.jobs import documents, report, services
 from cmdb.jobs.cli import FleetCommand
-from cmdb.jobs.models import HostTask
 
 EXIT_OK, EXIT_NOT_OK, EXIT_UNKNOWN, EXIT_UNFINISHED = 0, 1, 2, 3
+
+
+def path_to(name: str, **kwargs) -> str:
+    """Links in a document printed here: the API's paths (no request, so no host name)."""
+    return reverse(name, kwargs=kwargs)
 
 
 class Command(FleetCommand):
@@ -31,29 +34,38 @@ class Command(FleetCommand):
             default=None,
             help="give up waiting after this many seconds (exit 3)",
         )
-        parser.add_argument("--json", action="store_true", help="machine-readable output")
+        parser.add_argument(
+            "--json",
+            action="store_true",
+            help="the document GET /api/jobs/ID/ (or /api/host-tasks/ID/) answers",
+        )
 
     def handle(self, *args, **opts):
-        try:
-            job, tasks = HostTask.objects.for_id(opts["id"])
-        except LookupError as exc:
-            raise CommandError(str(exc), returncode=EXIT_UNKNOWN) from None
+        job, tasks = services.find(opts["id"])
         if opts["wait"]:
-            job, tasks = self._wait(opts["id"], tasks, opts["wait_timeout"])
+            job, tasks = self._wait(opts["id"], opts["wait_timeout"])
         if opts["json"]:
-            self.stdout.write(json.dumps(report.job_json(job, tasks), indent=2))
+            self.stdout.write(json.dumps(self._document(opts["id"], job, tasks), indent=2))
         else:
             self.stdout.write(report.format_job(job, tasks), ending="")
-        if not all(t.is_terminal for t in tasks):
+        state = documents.progress(tasks)
+        if not state.done:
             sys.exit(EXIT_UNFINISHED)
-        if not tasks or any(t.state != State.OK for t in tasks):
+        if not state.ok:
             sys.exit(EXIT_NOT_OK)
 
-    def _wait(self, ident, tasks, limit):
+    @staticmethod
+    def _document(ident: str, job, tasks) -> dict:
+        # A host task's id shows that host task, as the API's /api/host-tasks/ID/ does.
+        if len(tasks) == 1 and tasks[0].task_id == ident.strip():
+            return documents.task_document(tasks[0], path_to)
+        return documents.job_document(job, tasks, path_to)
+
+    def _wait(self, ident, limit):
         deadline = None if limit is None else time.monotonic() + limit
         last = None
         while True:
-            job, tasks = HostTask.objects.for_id(ident)
+            job, tasks = services.find(ident)
             done = sum(t.is_terminal for t in tasks)
             line = f"{done}/{len(tasks)} hosts finished ({report.summary(tasks)})"
             if line != last:

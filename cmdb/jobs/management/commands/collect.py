@@ -1,7 +1,7 @@
 """`manage.py collect --hosts ...`: collect facts again; prints the job id at once."""
 
-from cmdb.jobs.choices import JobKindChoices
-from cmdb.jobs.cli import FleetCommand, add_target_arguments, dispatch_from_options
+from cmdb.jobs import services
+from cmdb.jobs.cli import FleetCommand, add_target_arguments, print_job, requested_by, targets
 
 
 class Command(FleetCommand):
@@ -11,4 +11,4 @@ class Command(FleetCommand):
         add_target_arguments(parser)
 
     def handle(self, *args, **opts):
-        dispatch_from_options(self, opts, JobKindChoices.COLLECT)
+        print_job(self, services.collect(targets(opts), requested_by()))

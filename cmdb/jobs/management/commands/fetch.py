@@ -1,11 +1,7 @@
 """`manage.py fetch PATH --hosts ... [--to DIR]`: copy a file from each host to DIR/<ip>/."""
 
-from pathlib import Path
-
-from django.core.management.base import CommandError
-
-from cmdb.jobs.choices import JobKindChoices
-from cmdb.jobs.cli import EXIT_INVALID, FleetCommand, add_target_arguments, dispatch_from_options
+from cmdb.jobs import services
+from cmdb.jobs.cli import FleetCommand, add_target_arguments, print_job, requested_by, targets
 
 
 class Command(FleetCommand):
@@ -24,11 +20,5 @@ class Command(FleetCommand):
         )
 
     def handle(self, *args, **opts):
-        if not opts["path"].startswith("/"):
-            raise CommandError(f"{opts['path']!r}: give an absolute path",
-                               returncode=EXIT_INVALID)  # fmt: skip
-        params = {"agent": {"path": opts["path"]}}
-        if opts["to"]:
-            # The central worker writes the files: it needs the folder as an absolute path.
-            params["to"] = str(Path(opts["to"]).resolve())
-        dispatch_from_options(self, opts, JobKindChoices.FETCH, params=params)
+        job = services.fetch(opts["path"], targets(opts), requested_by(), to=opts["to"])
+        print_job(self, job)

@@ -1,19 +1,7 @@
 """`manage.py push SRC DEST --hosts ...`: put a file or a folder on hosts, verified by sha256."""
 
-from django.core.management.base import CommandError
-
-from cmdb.celery import app
-from cmdb.files.uploads import prepare_push
-from cmdb.jobs.choices import JobKindChoices
-from cmdb.jobs.cli import (
-    EXIT_INVALID,
-    FleetCommand,
-    add_target_arguments,
-    dispatch_from_options,
-    refusals,
-    request_from_options,
-)
-from cmdb.jobs.dispatch import check_request
+from cmdb.jobs import services
+from cmdb.jobs.cli import FleetCommand, add_target_arguments, print_job, requested_by, targets
 
 
 class Command(FleetCommand):
@@ -21,6 +9,7 @@ class Command(FleetCommand):
         "Push a file (or a folder, as one archive unpacked on the host) to DEST on each host. "
         "Per host: verified (sha256), skipped (already equal) or failed (why)."
     )
+    refused = "nothing pushed"
 
     def add_arguments(self, parser):
         parser.add_argument("source", help="local file or folder")
@@ -40,16 +29,8 @@ class Command(FleetCommand):
         )
 
     def handle(self, *args, **opts):
-        if not opts["dest"].startswith("/"):
-            raise CommandError(f"{opts['dest']!r}: the target must be an absolute path",
-                               returncode=EXIT_INVALID)  # fmt: skip
-        batching = {n: opts[n] for n in ("batch", "max_failures") if opts[n] is not None}
-        # Targets, batching and the signing key first: a large upload for a mistyped host
-        # would be for nothing.
-        with refusals():
-            check_request(request_from_options(opts, JobKindChoices.PUSH, params=batching))
-        try:
-            params = prepare_push(app, opts["source"], opts["dest"], opts["mode"], opts["owner"])
-        except (FileNotFoundError, ValueError) as exc:
-            raise CommandError(str(exc), returncode=EXIT_INVALID) from None
-        dispatch_from_options(self, opts, JobKindChoices.PUSH, params={**params, **batching})
+        job = services.push(
+            opts["source"], opts["dest"], targets(opts), requested_by(), mode=opts["mode"],
+            owner=opts["owner"], batch=opts["batch"], max_failures=opts["max_failures"],
+        )  # fmt: skip
+        print_job(self, job)

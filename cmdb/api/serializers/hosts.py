@@ -1,0 +1,71 @@
+"""Hosts and host groups."""
+
+from rest_framework import serializers
+
+from cmdb.assets.models import HostFacts
+from cmdb.hosts.models import Host, HostGroup
+
+
+class NestedHostSerializer(serializers.ModelSerializer):
+    """A host as other resources point to it."""
+
+    url = serializers.HyperlinkedIdentityField(view_name="api:host-detail")
+
+    class Meta:
+        model = Host
+        fields = ["id", "url", "ip", "hostname"]
+
+
+class HostFactsSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = HostFacts
+        fields = [
+            "collected_at",
+            "os",
+            "os_version",
+            "kernel",
+            "arch",
+            "fqdn",
+            "cpu_model",
+            "cpu_threads",
+            "memory_bytes",
+            "vendor",
+            "product",
+            "serial",
+            "disk_free_pct",
+        ]
+
+
+class HostSerializer(serializers.ModelSerializer):
+    url = serializers.HyperlinkedIdentityField(view_name="api:host-detail")
+    groups = serializers.SlugRelatedField(slug_field="name", many=True, read_only=True)
+    facts = HostFactsSerializer(
+        read_only=True,
+        allow_null=True,
+        help_text="From the last collection; null before the first.",
+    )
+
+    class Meta:
+        model = Host
+        fields = [
+            "id",
+            "url",
+            "ip",
+            "hostname",
+            "agent_status",
+            "agent_name",
+            "agent_pid",
+            "last_seen",
+            "created",
+            "groups",
+            "facts",
+        ]
+
+
+class HostGroupSerializer(serializers.ModelSerializer):
+    url = serializers.HyperlinkedIdentityField(view_name="api:hostgroup-detail")
+    hosts = serializers.SlugRelatedField(slug_field="ip", many=True, read_only=True)
+
+    class Meta:
+        model = HostGroup
+        fields = ["id", "url", "name", "description", "hosts"]

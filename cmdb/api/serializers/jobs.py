@@ -1,0 +1,156 @@
+"""Jobs and host tasks, as cmdb.jobs.documents renders them (the fields are its schema)."""
+
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+from rest_framework.reverse import reverse
+
+from cmdb.jobs import documents
+from cmdb.jobs.models import HostTask, Job
+
+
+class StreamSerializer(serializers.Serializer):
+    head = serializers.CharField(help_text="The start of the stream (all of it if not truncated).")
+    tail = serializers.CharField(help_text="The end, set only when the middle was dropped.")
+    bytes = serializers.IntegerField(help_text="The stream's true size on the host.")
+    truncated = serializers.BooleanField(help_text="True when the middle was not kept.")
+
+
+@extend_schema_field(StreamSerializer)
+class StreamField(serializers.Field):
+    """One output stream of a host task, as ``HostTask.stream()`` gives it."""
+
+    def __init__(self, stream: str, **kwargs):
+        self.stream = stream
+        super().__init__(source="*", read_only=True, **kwargs)
+
+    def to_representation(self, task: HostTask) -> dict:
+        return task.stream(self.stream)
+
+
+class FetchedFileSerializer(serializers.Serializer):
+    sha256 = serializers.CharField(help_text="Checked against the host's when it was stored.")
+    size = serializers.IntegerField()
+    download = serializers.URLField(help_text="GET it (it sends Repr-Digest: sha-256).")
+    removed = serializers.DateTimeField(
+        allow_null=True,
+        help_text="When the server's copy was removed (CMDB_FETCH_KEEP_DAYS); null while kept.",
+    )
+
+
+class RenderedMixin:
+    """The representation is cmdb.jobs.documents' (one renderer for the API and `check_task
+    --json`); the declared fields are its schema, and a test holds the two together."""
+
+    def link(self):
+        request = self.context.get("request")
+        return lambda name, **kwargs: reverse(name, kwargs=kwargs, request=request)
+
+
+class HostTaskSerializer(RenderedMixin, serializers.ModelSerializer):
+    url = serializers.HyperlinkedIdentityField(
+        view_name="api:hosttask-detail", lookup_field="task_id"
+    )
+    host = serializers.IPAddressField(
+        source="ip", read_only=True, protocol="IPv4", help_text="The IP the task was sent to."
+    )
+    celery_state = serializers.CharField(
+        read_only=True,
+        help_text="The django-celery-results status of this task id (PENDING until the first "
+        "report: STARTED, SUCCESS for any exit code, FAILURE, REVOKED).",
+    )
+    host_id = serializers.IntegerField(
+        read_only=True, allow_null=True, help_text="The host's id (null once it was removed)."
+    )
+    stdout = StreamField("stdout")
+    stderr = StreamField("stderr")
+    file = serializers.SerializerMethodField(
+        help_text="Fetch: the server's copy of this host's file; null until stored."
+    )
+
+    class Meta:
+        model = HostTask
+        fields = [
+            "task_id",
+            "url",
+            "job",
+            "host",
+            "host_id",
+            "state",
+            "celery_state",
+            "exit_code",
+            "duration",
+            "started_at",
+            "finished_at",
+            "agent",
+            "error",
+            "stdout",
+            "stderr",
+            "file",
+        ]
+        read_only_fields = fields
+
+    def to_representation(self, task: HostTask) -> dict:
+        return documents.task_document(task, self.link())
+
+    @extend_schema_field(FetchedFileSerializer(allow_null=True))
+    def get_file(self, task: HostTask) -> dict | None:
+        return documents.fetched_file(task, self.link())
+
+
+class JobSerializer(RenderedMixin, serializers.ModelSerializer):
+    url = serializers.HyperlinkedIdentityField(view_name="api:job-detail")
+    done = serializers.SerializerMethodField(help_text="Every host task has ended.")
+    ok = serializers.SerializerMethodField(help_text="Every host task ended ok.")
+    summary = serializers.SerializerMethodField(help_text="Host tasks per state.")
+    tasks = HostTaskSerializer(source="host_tasks", many=True, read_only=True)
+
+    class Meta:
+        model = Job
+        fields = [
+            "id",
+            "url",
+            "kind",
+            "command",
+            "timeout",
+            "reach_timeout",
+            "requested_by",
+            "created",
+            "dispatched_at",
+            "dispatch_error",
+            "done",
+            "ok",
+            "summary",
+            "tasks",
+        ]
+
+    def to_representation(self, job: Job) -> dict:
+        return documents.job_document(job, list(job.host_tasks.all()), self.link())
+
+    def get_done(self, job: Job) -> bool:
+        return documents.progress(list(job.host_tasks.all())).done
+
+    def get_ok(self, job: Job) -> bool:
+        return documents.progress(list(job.host_tasks.all())).ok
+
+    @extend_schema_field({"type": "object", "additionalProperties": {"type": "integer"}})
+    def get_summary(self, job: Job) -> dict:
+        return documents.progress(list(job.host_tasks.all())).counts
+
+
+class DispatchedTaskSerializer(serializers.ModelSerializer):
+    host = serializers.IPAddressField(source="ip", protocol="IPv4")
+
+    class Meta:
+        model = HostTask
+        fields = ["host", "task_id"]
+
+
+class JobDispatchedSerializer(serializers.ModelSerializer):
+    """What POST /api/jobs/ answers at once: where to poll the job and each host's task."""
+
+    url = serializers.HyperlinkedIdentityField(view_name="api:job-detail")
+    tasks = DispatchedTaskSerializer(source="host_tasks", many=True)
+
+    class Meta:
+        model = Job
+        fields = ["id", "kind", "tasks", "url"]

@@ -1,0 +1,133 @@
+"""The bodies of the requests that dispatch: a command or a collection, a push, a fetch."""
+
+from django.conf import settings
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from cmdb.jobs.choices import JobKindChoices
+from cmdb.jobs.services import MAX_REACH_TIMEOUT
+
+E_NO_TARGETS = "no target hosts given (hosts, groups or where)"
+
+
+class SecondsField(serializers.IntegerField):
+    """Optional seconds from 1 to ``maximum``. The schema states the range; the dispatcher
+    checks it, with the targets, so that a request hears of every problem at once."""
+
+    def __init__(self, maximum: int, **kwargs):
+        super().__init__(required=False, allow_null=True, default=None, **kwargs)
+        # Set after __init__, which would have made them validators: documented, not enforced.
+        self.min_value, self.max_value = 1, maximum
+
+
+class TargetsSerializer(serializers.Serializer):
+    """What every dispatching request has. Targets are the union of ``hosts`` and the members of
+    ``groups``, filtered by every ``where`` expression (alone, ``where`` filters all hosts)."""
+
+    hosts = serializers.ListField(
+        child=serializers.CharField(allow_blank=True),
+        required=False,
+        default=list,
+        help_text="IP addresses or hostnames of known hosts.",
+    )
+    groups = serializers.ListField(
+        child=serializers.CharField(), required=False, default=list, help_text="Group names."
+    )
+    where = serializers.ListField(
+        child=serializers.CharField(),
+        required=False,
+        default=list,
+        help_text="Fact filters as the CLI's --where (os=debian, disk_free_pct<10), ANDed.",
+    )
+    timeout = SecondsField(
+        maximum=settings.CMDB["MAX_TIMEOUT"],
+        help_text="Seconds the work may run on each host (default CMDB_DEFAULT_TIMEOUT).",
+    )
+    reach_timeout = SecondsField(
+        maximum=MAX_REACH_TIMEOUT,
+        help_text="Seconds an agent has to pick the task up (default CMDB_REACH_TIMEOUT).",
+    )
+
+    def validate(self, attrs):
+        if not (attrs["hosts"] or attrs["groups"] or attrs["where"]):
+            raise serializers.ValidationError({"hosts": [E_NO_TARGETS]})
+        return attrs
+
+
+class JobRequestSerializer(TargetsSerializer):
+    """The body of POST /api/jobs/: a command or a fact collection."""
+
+    # Push and fetch have their own endpoints: a push is an upload, not JSON.
+    kind = serializers.ChoiceField(
+        choices=[
+            (k, JobKindChoices(k).label) for k in (JobKindChoices.COMMAND, JobKindChoices.COLLECT)
+        ],
+        default=JobKindChoices.COMMAND,
+    )
+    command = serializers.CharField(
+        required=False, allow_blank=True, default="", help_text="The shell command (kind command)."
+    )
+
+
+@extend_schema_field({"type": "string", "format": "binary"})
+class UploadField(serializers.FileField):
+    """A file in a multipart request (DRF's FileField documents a URL, as it reads back)."""
+
+
+@extend_schema_field({"type": "string", "pattern": "^/", "maxLength": 4096})
+class AbsolutePathField(serializers.CharField):
+    default_error_messages = {"relative": "give an absolute path (it starts with /)"}
+
+    def to_internal_value(self, data):
+        value = super().to_internal_value(data)
+        if not value.startswith("/") or "\x00" in value:
+            self.fail("relative")
+        return value
+
+
+class BatchFieldsMixin(serializers.Serializer):
+    batch = serializers.IntegerField(
+        required=False, min_value=1, help_text="Hosts at a time; the next batch starts when the "
+        "previous one has ended.",
+    )  # fmt: skip
+    max_failures = serializers.IntegerField(
+        required=False, min_value=0, help_text="Stop once more hosts than this have failed "
+        "(the rest end cancelled).",
+    )  # fmt: skip
+
+
+class PushRequestSerializer(BatchFieldsMixin, TargetsSerializer):
+    """The body of POST /api/jobs/push/ (multipart/form-data): one file, sent to every target.
+
+    The upload is spooled to disk by the server, put once into the broker's Redis in chunks,
+    and each host verifies its sha256 before renaming it into place."""
+
+    file = UploadField(
+        allow_empty_file=True,
+        help_text="The file to put at dest; with archive=true, a tar (.tar, .tar.gz, .tar.bz2, "
+        ".tar.xz) of a folder.",
+    )
+    dest = AbsolutePathField(
+        max_length=4096, help_text="Absolute path on the hosts (the folder, for an archive)."
+    )
+    archive = serializers.BooleanField(
+        default=False,
+        help_text="Unpack the uploaded tar as the folder dest (checked first: no absolute paths, "
+        "'..', links out of it, devices).",
+    )
+    mode = serializers.RegexField(
+        r"^0?[0-7]{3,4}$", required=False, default=None, help_text="Octal mode, e.g. 0644."
+    )
+    owner = serializers.RegexField(
+        r"^[A-Za-z0-9_][A-Za-z0-9_.-]*(:[A-Za-z0-9_][A-Za-z0-9_.-]*)?$",
+        max_length=65,
+        required=False,
+        default=None,
+        help_text="user or user:group (applied where the agent runs as root).",
+    )
+
+
+class FetchRequestSerializer(TargetsSerializer):
+    """The body of POST /api/jobs/fetch/: copy one file from each target to the server."""
+
+    path = AbsolutePathField(max_length=4096, help_text="Absolute path of the file on the hosts.")

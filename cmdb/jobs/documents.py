@@ -1,0 +1,91 @@
+"""One document per job and per host task: what the API answers and `check_task --json` prints.
+
+Pure (no queries): the host tasks come with their django-celery-results status annotated
+(``HostTask.objects.with_celery_state()``), and links are made by the caller's ``link(name,
+**kwargs)``: absolute URLs in the API (its request), paths on the command line.
+"""
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from cmdb.jobs.choices import HostTaskStateChoices as State
+from cmdb.jobs.models import HostTask, Job
+
+Link = Callable[..., str]
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where a job's host tasks are: all ended, all ok, how many in each state."""
+
+    done: bool
+    ok: bool
+    counts: dict[str, int]
+
+
+def progress(tasks: list[HostTask]) -> Progress:
+    return Progress(
+        done=all(t.is_terminal for t in tasks),
+        ok=bool(tasks) and all(t.state == State.OK for t in tasks),
+        counts=dict(Counter(t.state for t in tasks)),
+    )
+
+
+def _time(value: datetime | None) -> str | None:
+    # As DRF writes a DateTimeField: ISO 8601, UTC as "Z".
+    if value is None:
+        return None
+    text = value.isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+
+def fetched_file(task: HostTask, link: Link) -> dict | None:
+    """A fetch's copy on the server: its checksum, size and download link; None until stored."""
+    if not task.fetched:
+        return None
+    return {"sha256": task.fetched["sha256"], "size": task.fetched["size"],
+            "download": link("api:hosttask-file", task_id=task.task_id),
+            "removed": _time(task.fetched_removed_at)}  # fmt: skip
+
+
+def task_document(task: HostTask, link: Link) -> dict:
+    return {
+        "task_id": task.task_id,
+        "url": link("api:hosttask-detail", task_id=task.task_id),
+        "job": str(task.job_id),
+        "host": task.ip,
+        "host_id": task.host_id,
+        "state": task.state,
+        "celery_state": task.celery_state,
+        "exit_code": task.exit_code,
+        "duration": task.duration,
+        "started_at": _time(task.started_at),
+        "finished_at": _time(task.finished_at),
+        "agent": task.agent,
+        "error": task.error,
+        "stdout": task.stream("stdout"),
+        "stderr": task.stream("stderr"),
+        "file": fetched_file(task, link),
+    }
+
+
+def job_document(job: Job, tasks: list[HostTask], link: Link) -> dict:
+    state = progress(tasks)
+    return {
+        "id": str(job.pk),
+        "url": link("api:job-detail", pk=job.pk),
+        "kind": job.kind,
+        "command": job.command,
+        "timeout": job.timeout,
+        "reach_timeout": job.reach_timeout,
+        "requested_by": job.requested_by,
+        "created": _time(job.created),
+        "dispatched_at": _time(job.dispatched_at),
+        "dispatch_error": job.dispatch_error,
+        "done": state.done,
+        "ok": state.ok,
+        "summary": state.counts,
+        "tasks": [task_document(t, link) for t in tasks],
+    }

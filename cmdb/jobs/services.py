@@ -1,0 +1,199 @@
+"""One entry point per action, whatever the front-end: run, collect, push, fetch, cancel.
+
+The CLI, the API, the admin and the central worker's own tasks call only these. Each action
+owns its order (check everything the request says, then the signing key, then upload, record
+and publish) and raises only the ServiceError family (cmdb.jobs.exceptions), which each
+front-end maps once: CLI exit codes (cmdb.jobs.cli), API status codes (cmdb.api.errors),
+admin messages (cmdb.web.actions).
+"""
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import BinaryIO
+
+from django.conf import settings
+
+from cmdb.celery import app as cmdb_app
+from cmdb.files import uploads
+from cmdb.jobs import dispatch, signer
+from cmdb.jobs.broker import BROKER_ERRORS
+from cmdb.jobs.choices import JobKindChoices
+from cmdb.jobs.dispatch import MAX_REACH_TIMEOUT, CommandRequest, Problems
+from cmdb.jobs.exceptions import BrokerDown, CannotSign, NotFound, Refused, TooLarge
+from cmdb.jobs.models import HostTask, Job
+from wire.blobs import TransferError
+
+E_RELATIVE = "give an absolute path (it starts with /), not {path!r}"
+E_OWNER = "owner must be user or user:group (names or numbers), not {owner!r}"
+E_TOO_LARGE = "the file is larger than CMDB_MAX_UPLOAD_BYTES ({limit} bytes)"
+E_UPLOAD_FAILED = "nothing pushed: the file could not be put in the broker: {exc}"
+E_CANCEL_BROKER_DOWN = "broker unreachable: {exc} (the cancel may not have reached the agents)"
+
+__all__ = ["MAX_REACH_TIMEOUT", "Targets", "Upload", "cancel", "collect", "fetch", "find",
+           "push", "run"]  # fmt: skip
+
+_OWNER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*(:[A-Za-z0-9_][A-Za-z0-9_.-]*)?")
+
+
+@dataclass(frozen=True)
+class Targets:
+    """Where an action goes and how long it may take, as every front-end gives it: the union of
+    ``hosts`` (IPs or hostnames) and the members of ``groups``, filtered by every ``where``
+    expression (alone, ``where`` filters every host)."""
+
+    hosts: list[str] = field(default_factory=list)
+    groups: list[str] = field(default_factory=list)
+    where: list[str] = field(default_factory=list)
+    timeout: int | None = None
+    reach_timeout: int | None = None
+
+    @classmethod
+    def of(cls, given: Mapping) -> "Targets":
+        """From the keys the CLI's options and the API's request bodies share."""
+        return cls(hosts=list(given.get("hosts") or []), groups=list(given.get("groups") or []),
+                   where=list(given.get("where") or []), timeout=given.get("timeout"),
+                   reach_timeout=given.get("reach_timeout"))  # fmt: skip
+
+    def request(self, kind: str, requested_by: str, command: str = "", params=None):
+        return CommandRequest(kind=kind, command=command, targets=list(self.hosts),
+                              groups=list(self.groups), where=list(self.where),
+                              timeout=self.timeout, reach_timeout=self.reach_timeout,
+                              requested_by=requested_by, params=params or {})  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A file received over HTTP (binary, seekable: Django spools large uploads to disk);
+    with ``archive``, a tar (any compression) of a folder to put at the destination."""
+
+    file: BinaryIO
+    name: str
+    size: int
+    archive: bool = False
+
+
+def _key_or_refuse() -> None:
+    """A server that cannot sign must say so before it records a job no agent would run, or
+    uploads a file for one."""
+    try:
+        signer.private_key()
+    except signer.SigningKeyError as exc:
+        raise CannotSign(str(exc)) from None
+
+
+def _dispatch(request: CommandRequest, app) -> Job:
+    _key_or_refuse()
+    return dispatch.dispatch_command(request, app)
+
+
+def _check(request: CommandRequest, problems: Problems) -> None:
+    """Every problem of the request at once: its own (``problems``) and its targets'."""
+    try:
+        dispatch.check_request(request)
+    except Refused as exc:
+        for name, messages in exc.by_field.items():
+            problems.add(name, *messages)
+    if problems:
+        raise Refused(problems)
+
+
+def run(command: str, targets: Targets, requested_by: str, app=cmdb_app) -> Job:
+    """Run a shell command on every target; returns the job at once."""
+    return _dispatch(targets.request(JobKindChoices.COMMAND, requested_by, command), app)
+
+
+def collect(targets: Targets, requested_by: str, app=cmdb_app) -> Job:
+    """Collect facts from every target again."""
+    return _dispatch(targets.request(JobKindChoices.COLLECT, requested_by), app)
+
+
+def _batching(batch: int | None, max_failures: int | None) -> dict:
+    return {name: value for name, value in (("batch", batch), ("max_failures", max_failures))
+            if value is not None}  # fmt: skip
+
+
+def _absolute(path, field_name: str, problems: Problems) -> None:
+    if not isinstance(path, str) or not path.startswith("/") or "\x00" in path:
+        problems.add(field_name, E_RELATIVE.format(path=path))
+
+
+def push(
+    source: str | Upload,
+    dest: str,
+    targets: Targets,
+    requested_by: str,
+    mode: str | None = None,
+    owner: str | None = None,
+    batch: int | None = None,
+    max_failures: int | None = None,
+    app=cmdb_app,
+) -> Job:
+    """Put a file (or a folder, as one archive unpacked on each host) at ``dest`` on every
+    target. ``source`` is a path on this server (the CLI) or an Upload (the API, the admin).
+
+    Everything is checked before anything is uploaded (a large upload for a mistyped host
+    would be for nothing, and a blob nobody pushes would sit in the broker for hours)."""
+    problems, batching = Problems(), _batching(batch, max_failures)
+    _absolute(dest, "dest", problems)
+    try:
+        uploads.parse_mode(mode)
+    except ValueError as exc:
+        problems.add("mode", str(exc))
+    if owner is not None and not _OWNER.fullmatch(owner):
+        problems.add("owner", E_OWNER.format(owner=owner))
+    limit = settings.CMDB["MAX_UPLOAD_BYTES"]
+    if isinstance(source, Upload) and source.size > limit:
+        raise TooLarge({"file": [E_TOO_LARGE.format(limit=limit)]})
+    if isinstance(source, str) and not os.path.exists(source):
+        problems.add("source", uploads.E_NO_SOURCE.format(path=source))
+    request = targets.request(JobKindChoices.PUSH, requested_by, params=batching)
+    _check(request, problems)
+    _key_or_refuse()
+    try:
+        if isinstance(source, Upload):
+            params = uploads.prepare_upload(app, source.file, source.name, dest, mode, owner,
+                                            archive=source.archive, max_bytes=limit)  # fmt: skip
+        else:
+            params = uploads.prepare_push(app, source, dest, mode, owner)
+    except TransferError as exc:
+        raise Refused({"file" if isinstance(source, Upload) else "source": [str(exc)]}) from None
+    except BROKER_ERRORS as exc:
+        raise BrokerDown(E_UPLOAD_FAILED.format(exc=exc)) from exc
+    return _dispatch(replace(request, params={**params, **batching}), app)
+
+
+def fetch(path: str, targets: Targets, requested_by: str, to: str | None = None,
+          app=cmdb_app) -> Job:  # fmt: skip
+    """Copy the file at ``path`` from every target to the server, verified by sha256: into
+    ``to/<ip>/`` (a folder on the central worker's machine), else CMDB_FETCH_DIR/<job id>/<ip>/,
+    where the API and the admin serve the copies."""
+    problems = Problems()
+    _absolute(path, "path", problems)
+    params = {"agent": {"path": path}}
+    if to:
+        # The central worker writes the files: it needs the folder as an absolute path.
+        params["to"] = str(Path(to).resolve())
+    request = targets.request(JobKindChoices.FETCH, requested_by, params=params)
+    _check(request, problems)
+    return _dispatch(request, app)
+
+
+def find(ident: str) -> tuple[Job | None, list[HostTask]]:
+    """The job, and its host tasks, behind a job id or a per-host task id (both are printed)."""
+    try:
+        return HostTask.objects.for_id(ident)
+    except LookupError as exc:
+        raise NotFound(str(exc)) from None
+
+
+def cancel(ident: str | list[HostTask], app=cmdb_app) -> int:
+    """Stop what has not finished of a job or a host task (an id, or the tasks themselves);
+    returns how many host tasks were asked to stop."""
+    tasks = find(ident)[1] if isinstance(ident, str) else ident
+    try:
+        return dispatch.cancel(tasks, app)
+    except BROKER_ERRORS as exc:
+        raise BrokerDown(E_CANCEL_BROKER_DOWN.format(exc=exc)) from exc

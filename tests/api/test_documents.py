@@ -1,0 +1,63 @@
+"""One renderer of a job and a host task (cmdb.jobs.documents): `check_task --json` prints the
+document the API answers, and the API's schema declares exactly its fields."""
+
+import io
+import json
+
+import pytest
+from django.core.management import call_command
+
+from cmdb.api.serializers import HostTaskSerializer, JobSerializer
+from cmdb.jobs import documents
+from cmdb.jobs.models import HostTask
+from tests.api.helpers import make_job
+from tests.factories import make_host
+
+pytestmark = pytest.mark.django_db
+IPS = ["127.0.1.71", "127.0.1.72"]
+
+
+def check_task_json(ident: str) -> dict:
+    out = io.StringIO()
+    call_command("check_task", ident, "--json", stdout=out)
+    return json.loads(out.getvalue())
+
+
+def without_host(doc):
+    """Links as paths: the API's are absolute (its request), the command line's are not."""
+    if isinstance(doc, dict):
+        return {k: without_host(v) for k, v in doc.items()}
+    if isinstance(doc, list):
+        return [without_host(v) for v in doc]
+    if isinstance(doc, str) and doc.startswith("http://testserver/"):
+        return doc.removeprefix("http://testserver")
+    return doc
+
+
+def test_check_task_json_is_the_apis_document_for_a_job_and_for_a_host_task(viewer):
+    for ip in IPS:
+        make_host(ip)
+    job = make_job(*IPS)
+    task = HostTask.objects.filter(job=job).first()
+    task.fetched = {"path": "/srv/fetched/x", "sha256": "a" * 64, "size": 3}
+    task.save()
+
+    api_job = viewer.get(f"/api/jobs/{job.pk}/").json()
+    api_task = viewer.get(f"/api/host-tasks/{task.task_id}/").json()
+
+    assert check_task_json(str(job.pk)) == without_host(api_job)
+    assert check_task_json(task.task_id) == without_host(api_task)
+    # The server's own paths are not part of it: the file is a link to download.
+    assert "/srv/fetched" not in json.dumps(api_job)
+    assert api_task["file"]["download"].endswith(f"/api/host-tasks/{task.task_id}/file/")
+
+
+def test_the_schema_declares_exactly_the_documents_fields():
+    make_host(IPS[0])
+    job = make_job(IPS[0])
+    tasks = list(HostTask.objects.with_celery_state().filter(job=job))
+
+    job_doc = documents.job_document(job, tasks, lambda name, **kw: "/x/")
+
+    assert list(JobSerializer().fields) == list(job_doc)
+    assert list(HostTaskSerializer().fields) == list(job_doc["tasks"][0])
