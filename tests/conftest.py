@@ -4,7 +4,6 @@ Nothing is mocked: the broker is a redis-server started here on a free loopback 
 central worker and agents are the same processes `make up` starts (deploy.local.Fleet).
 """
 
-import contextlib
 import os
 import socket
 import subprocess
@@ -15,10 +14,16 @@ from pathlib import Path
 import pytest
 import redis
 
-from deploy.local import ROOT, Fleet, free_port, wait_for
+from deploy.local import Fleet
 from tests.support.blobs import standalone_redis
-
-AGENT_IPS = ["127.0.1.1", "127.0.1.2"]
+from tests.support.fleet import (
+    AGENT_IPS,
+    ROOT,
+    free_port,
+    ping_nodes,
+    startup_collections_done,
+    wait_for,
+)
 
 # Short deadlines so that unreachable and lost tasks end within seconds in tests.
 TEST_ENV = {
@@ -124,38 +129,6 @@ def process_env(run_dir, redis_url, django_db_setup, django_db_blocker, signing_
         "CMDB_SIGNING_KEY": str(signing_key),
         "CMDB_AGENT_PUBKEY": str(signing.public_path(signing_key)),
     }
-
-
-def ping_nodes(app, names: list[str]) -> bool:
-    replies = app.control.ping(destination=names, timeout=1.0)
-    seen = {name for reply in replies for name in reply}
-    return set(names) <= seen
-
-
-@contextlib.contextmanager
-def rooted_agents(fleet, ips: list[str], base: Path):
-    """Agents on ``ips``, each seeing its own folder under ``base`` as "/" for pushes and
-    fetches (one machine, several hosts that must not overwrite each other's files)."""
-    from cmdb.celery import app
-
-    roots = {ip: base / ip for ip in ips}
-    for ip, root in roots.items():
-        root.mkdir()
-        fleet.start_agent(ip, concurrency=1, extra_env={"CMDB_AGENT_ROOT": str(root)})
-    nodes = [f"agent@{ip}" for ip in ips]
-    wait_for(lambda: ping_nodes(app, nodes), 90, f"{nodes} to answer pings", interval=0.5)
-    try:
-        yield roots
-    finally:
-        for ip in ips:
-            fleet.stop(f"agent-{ip}")
-
-
-def startup_collections_done(count: int) -> bool:
-    from cmdb.jobs.models import HostTask
-
-    tasks = HostTask.objects.filter(job__requested_by__startswith="agent start")
-    return tasks.count() >= count and not tasks.filter(state__in=["pending", "running"]).exists()
 
 
 @pytest.fixture(scope="session")

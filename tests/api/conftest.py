@@ -3,7 +3,7 @@
 import pytest
 from rest_framework.test import APIClient
 
-from tests.api.helpers import VIEW_ALL, make_user, token_client
+from tests.support.api import VIEW_ALL, make_user, token_client
 
 
 @pytest.fixture

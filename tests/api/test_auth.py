@@ -4,8 +4,8 @@ import pytest
 from rest_framework.test import APIClient
 
 from cmdb.jobs.models import Job
-from tests.api.helpers import VIEW_ALL, make_job, make_user, token_client
-from tests.factories import make_host
+from tests.support.api import VIEW_ALL, make_job, make_user, token_client
+from tests.support.factories import make_host
 
 pytestmark = pytest.mark.django_db
 

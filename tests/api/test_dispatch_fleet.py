@@ -3,10 +3,11 @@
 import pytest
 from django_celery_results.models import TaskResult
 
+from cmdb.jobs.choices import HostTaskStateChoices as State
 from cmdb.jobs.models import Job
-from tests.api.helpers import TERMINAL, make_group, poll
-from tests.conftest import AGENT_IPS
-from tests.factories import make_host
+from tests.support.api import make_group, poll
+from tests.support.factories import make_host
+from tests.support.fleet import AGENT_IPS
 
 pytestmark = [pytest.mark.fleet, pytest.mark.django_db(transaction=True)]
 
@@ -60,7 +61,7 @@ def test_dispatch_answers_at_once_then_the_job_shows_each_hosts_result(operator,
     assert job["dispatched_at"]
     assert [t["task_id"] for t in job["tasks"]] == [t["task_id"] for t in answer["tasks"]]
     for task in job["tasks"]:
-        assert (task["state"], task["exit_code"], task["celery_state"]) == ("ok", 0, "SUCCESS")
+        assert (task["state"], task["exit_code"], task["celery_state"]) == (State.OK, 0, "SUCCESS")
         assert task["stdout"]["head"].startswith("out-")
         assert task["stderr"] == {"head": "oops\n", "tail": "", "bytes": 5, "truncated": False}
         assert task["duration"] >= 0
@@ -73,10 +74,10 @@ def test_each_host_task_can_be_polled_by_its_celery_task_id(operator, hosts):
     answer = dispatch(operator, command="echo done; exit 3", hosts=["agent-1"])
     (sent,) = answer["tasks"]
 
-    task = wait_task(operator, f"/api/host-tasks/{sent['task_id']}/", TERMINAL)
+    task = wait_task(operator, f"/api/host-tasks/{sent['task_id']}/", State.terminal())
 
     # A non-zero exit is a failed host task, and a Celery SUCCESS: the command did run.
-    assert (task["state"], task["exit_code"], task["celery_state"]) == ("failed", 3, "SUCCESS")
+    assert (task["state"], task["exit_code"], task["celery_state"]) == (State.FAILED, 3, "SUCCESS")
     assert (task["host"], task["job"]) == (AGENT_IPS[0], answer["id"])
     assert task["stdout"]["head"] == "done\n"
 
@@ -86,7 +87,7 @@ def test_big_output_keeps_head_and_tail_and_states_the_true_size(operator, hosts
 
     (task,) = wait_job(operator, answer)["tasks"]
 
-    assert task["state"] == "ok"
+    assert task["state"] == State.OK
     assert task["stdout"]["truncated"] is True
     assert task["stdout"]["bytes"] == len("".join(f"{i}\n" for i in range(1, 100001)))
     assert task["stdout"]["head"].startswith("1\n2\n3\n")
@@ -98,7 +99,7 @@ def test_a_timeout_ends_the_host_task_with_the_reason(operator, hosts):
 
     (task,) = wait_job(operator, answer)["tasks"]
 
-    assert task["state"] == "timeout"
+    assert task["state"] == State.TIMEOUT
     assert "timed out after 1" in task["error"]
     assert task["celery_state"] == "FAILURE"
 
@@ -134,13 +135,13 @@ def test_a_collection_stores_facts_the_hosts_list_then_filters_on(operator, host
 def test_cancel_stops_a_running_command_and_keeps_its_output(operator, hosts):
     answer = dispatch(operator, command="echo started; sleep 120", hosts=[AGENT_IPS[1]])
     url = f"/api/host-tasks/{answer['tasks'][0]['task_id']}/"
-    wait_task(operator, url, {"running"})
+    wait_task(operator, url, {State.RUNNING})
 
     response = operator.post(f"/api/jobs/{answer['id']}/cancel/")
 
     assert (response.status_code, response.json()) == (202, {"cancelled": 1})
-    task = wait_task(operator, url, TERMINAL, timeout=20)
-    assert task["state"] == "cancelled"
+    task = wait_task(operator, url, State.terminal(), timeout=20)
+    assert task["state"] == State.CANCELLED
     assert task["stdout"]["head"] == "started\n"
     assert task["celery_state"] == "REVOKED"
     again = operator.post(f"/api/jobs/{answer['id']}/cancel/")
@@ -156,5 +157,5 @@ def test_cancel_of_a_task_no_agent_took_ends_it_at_once(operator, fleet):
 
     assert (response.status_code, response.json()) == (202, {"cancelled": 1})
     task = operator.get(f"/api/host-tasks/{task_id}/").json()
-    assert task["state"] == "cancelled"
+    assert task["state"] == State.CANCELLED
     assert "cancelled before any agent started it" in task["error"]

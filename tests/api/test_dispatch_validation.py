@@ -6,10 +6,11 @@ from django.conf import settings
 
 from cmdb.api.views import JobViewSet
 from cmdb.hosts.models import Host
+from cmdb.jobs.choices import HostTaskStateChoices as State
 from cmdb.jobs.models import HostTask, Job
-from tests.api.helpers import make_group, make_job
-from tests.conftest import free_port
-from tests.factories import make_host
+from tests.support.api import make_group, make_job
+from tests.support.factories import make_host
+from tests.support.fleet import free_port
 
 pytestmark = pytest.mark.django_db
 
@@ -88,7 +89,7 @@ def test_every_problem_is_reported_at_once(dispatcher):
 
     body = response.json()
     assert response.status_code == 400
-    assert set(body) == {"command", "hosts", "groups", "where", "timeout"}
+    assert set(body) == {"command", "hosts", "groups", "where", State.TIMEOUT}
     assert len(body["hosts"]) == 2  # the malformed one and the unknown one
 
 
@@ -96,7 +97,7 @@ def test_a_collection_needs_no_command(dispatcher):
     response = post(dispatcher, kind="collect", command=..., hosts=["127.0.1.1"], timeout=0)
 
     assert response.status_code == 400
-    assert list(response.json()) == ["timeout"]
+    assert list(response.json()) == [State.TIMEOUT]
 
 
 def test_targets_by_group_and_where_are_validated_together(dispatcher):
@@ -135,23 +136,23 @@ def test_broker_down_is_a_503_and_the_job_says_it_was_not_dispatched(dispatcher,
     job = Job.objects.get()
     assert body["job"] == str(job.pk)
     assert "broker unreachable" in job.dispatch_error
-    assert set(HostTask.objects.values_list("state", flat=True)) == {"error"}
+    assert set(HostTask.objects.values_list("state", flat=True)) == {State.ERROR}
     # The job reads the same through the API.
     shown = dispatcher.get(f"/api/jobs/{job.pk}/").json()
     assert "broker unreachable" in shown["dispatch_error"]
     assert shown["done"] is True
-    assert {t["state"] for t in shown["tasks"]} == {"error"}
+    assert {t["state"] for t in shown["tasks"]} == {State.ERROR}
     assert {t["celery_state"] for t in shown["tasks"]} == {"FAILURE"}
 
 
 @pytest.mark.django_db(transaction=True)
 def test_broker_down_at_cancel_is_a_503(client_with, dead_broker):
     make_host("127.0.1.1")
-    job = make_job("127.0.1.1", state="pending")
+    job = make_job("127.0.1.1", state=State.PENDING)
     client = client_with("jobs.cancel_job")
 
     response = client.post(f"/api/jobs/{job.pk}/cancel/")
 
     assert response.status_code == 503
     assert "broker unreachable" in response.json()["detail"]
-    assert job.host_tasks.get().state == "pending"
+    assert job.host_tasks.get().state == State.PENDING

@@ -10,8 +10,8 @@ from django.core.management import call_command
 from cmdb.api.serializers import HostTaskSerializer, JobSerializer
 from cmdb.jobs import documents
 from cmdb.jobs.models import HostTask
-from tests.api.helpers import make_job
-from tests.factories import make_host
+from tests.support.api import make_job
+from tests.support.factories import make_host
 
 pytestmark = pytest.mark.django_db
 IPS = ["127.0.1.71", "127.0.1.72"]

@@ -13,10 +13,11 @@ import tarfile
 
 import pytest
 
+from cmdb.jobs.choices import HostTaskStateChoices as State
 from cmdb.jobs.models import HostTask, Job
-from tests.api.helpers import poll
-from tests.conftest import rooted_agents
-from tests.factories import make_host, tar_upload
+from tests.support.api import poll
+from tests.support.factories import make_host, tar_upload
+from tests.support.fleet import rooted_agents
 
 pytestmark = [pytest.mark.fleet, pytest.mark.django_db(transaction=True)]
 
@@ -190,7 +191,7 @@ def test_fetch_keeps_each_hosts_file_on_the_server_for_download(operator, hosts,
 
     job = finished(operator, fetch(operator, path="/var/log/app.log", hosts=IPS))
 
-    assert {t["state"] for t in job["tasks"]} == {"ok"}
+    assert {t["state"] for t in job["tasks"]} == {State.OK}
     for task in job["tasks"]:
         expected = (roots[task["host"]] / "var/log/app.log").read_bytes()
         sha = hashlib.sha256(expected).hexdigest()
@@ -231,7 +232,7 @@ def test_a_fetch_that_cannot_read_the_file_fails_and_has_nothing_to_download(
     job = finished(operator, fetch(operator, path="/var/log/missing.log", hosts=IPS[:1]))
 
     task = job["tasks"][0]
-    assert task["state"] == "error" and "missing.log" in task["error"]
+    assert task["state"] == State.ERROR and "missing.log" in task["error"]
     assert task["file"] is None
     response = operator.get(f"/api/host-tasks/{task['task_id']}/file/")
     assert response.status_code == 404

@@ -8,8 +8,9 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from cmdb.hosts.models import Host
-from tests.api.helpers import make_asset, make_change, make_facts, make_group, make_job
-from tests.factories import make_host
+from cmdb.jobs.choices import HostTaskStateChoices as State
+from tests.support.api import make_asset, make_change, make_facts, make_group, make_job
+from tests.support.factories import make_host
 
 pytestmark = pytest.mark.django_db
 
@@ -206,7 +207,7 @@ def test_a_job_shows_every_hosts_result_inline(viewer, fleet_rows):
     assert (body["done"], body["ok"], body["summary"]) == (True, True, {"ok": 2})
     first = body["tasks"][0]
     assert first["host"] == "10.0.0.1"
-    assert (first["state"], first["exit_code"], first["duration"]) == ("ok", 0, 0.25)
+    assert (first["state"], first["exit_code"], first["duration"]) == (State.OK, 0, 0.25)
     assert first["celery_state"] == "SUCCESS"
     assert first["stdout"] == {
         "head": "out of 10.0.0.1\n",
@@ -219,7 +220,7 @@ def test_a_job_shows_every_hosts_result_inline(viewer, fleet_rows):
 
 
 def test_a_pending_host_task_has_no_task_result_yet_and_reads_pending(viewer, fleet_rows):
-    job = make_job("10.0.0.3", state="pending")
+    job = make_job("10.0.0.3", state=State.PENDING)
 
     body = viewer.get(f"/api/jobs/{job.pk}/").json()
 
@@ -240,7 +241,7 @@ def test_a_host_task_is_found_by_its_celery_task_id(viewer, fleet_rows):
 
 def test_jobs_and_host_tasks_filter(viewer, fleet_rows):
     first = make_job("10.0.0.1", requested_by="alice")
-    make_job("10.0.0.2", state="failed", requested_by="bob", kind="collect")
+    make_job("10.0.0.2", state=State.FAILED, requested_by="bob", kind="collect")
 
     def job_ids(query):
         return [row["id"] for row in viewer.get(f"/api/jobs/?{query}").json()["results"]]

@@ -21,10 +21,10 @@ import schemathesis
 from rest_framework.authtoken.models import Token
 
 from cmdb.hosts.models import Host
-from deploy.local import ROOT, Fleet, wait_for
-from tests.api.helpers import make_asset, make_change, make_facts, make_group, make_job, make_user
-from tests.conftest import free_port
-from tests.factories import make_host
+from deploy.local import Fleet
+from tests.support.api import make_asset, make_change, make_facts, make_group, make_job, make_user
+from tests.support.factories import make_host
+from tests.support.fleet import ROOT, free_port, wait_for
 
 pytestmark = [pytest.mark.fleet, pytest.mark.django_db(transaction=True)]
 

@@ -10,7 +10,7 @@ from cmdb.assets.where import parse
 from cmdb.hosts.models import Host
 from cmdb.jobs.dispatch import CommandRequest, Problems, _select_hosts
 from cmdb.jobs.exceptions import Refused
-from tests.factories import make_host
+from tests.support.factories import make_host
 
 pytestmark = pytest.mark.django_db
 

@@ -19,7 +19,7 @@ from cmdb.jobs.choices import HostTaskStateChoices as State
 from cmdb.jobs.choices import JobKindChoices
 from cmdb.jobs.models import HostTask, Job
 from wire import blobs
-from wire.messages import Report, Stream
+from wire.messages import Outcome, Report, Stream
 
 pytestmark = pytest.mark.django_db
 
@@ -42,7 +42,7 @@ def fetch_task(kind: str = JobKindChoices.FETCH, state: str = State.STORING) -> 
 
 
 def report(task: HostTask, manifest: dict) -> dict:
-    return Report(task_id=task.task_id, outcome="ok", exit_code=0, agent=f"agent@{IP}",
+    return Report(task_id=task.task_id, outcome=Outcome.OK, exit_code=0, agent=f"agent@{IP}",
                   fetch_manifest=manifest, stdout=Stream.text("sent")).to_wire()  # fmt: skip
 
 

@@ -4,7 +4,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from cmdb.hosts.models import Host, TargetError
-from tests.factories import make_host
+from tests.support.factories import make_host
 
 pytestmark = pytest.mark.django_db
 

@@ -14,7 +14,7 @@ from cmdb.jobs import lifecycle, results
 from cmdb.jobs.choices import AGENT_TASK, TRANSITIONS, JobKindChoices
 from cmdb.jobs.choices import HostTaskStateChoices as State
 from cmdb.jobs.models import HostTask, Job
-from wire.messages import VERSION, Report, Started
+from wire.messages import VERSION, Outcome, Report, Started
 
 ROOT = Path(__file__).resolve().parents[2]
 PAIRS = list(itertools.product(State.values, repeat=2))
@@ -90,7 +90,7 @@ def test_a_verdict_on_a_task_that_moved_on_meanwhile_leaves_it_where_it_went(saw
 
 @pytest.mark.django_db
 def test_a_report_moves_a_task_only_from_where_a_report_may_come():
-    report = Report(task_id="", outcome="ok", exit_code=0)
+    report = Report(task_id="", outcome=Outcome.OK, exit_code=0)
     for state in State.values:
         task = task_in(state)
         moved = lifecycle.report(task, report)
@@ -104,7 +104,9 @@ def test_a_report_moves_a_task_only_from_where_a_report_may_come():
 @pytest.mark.django_db
 def test_a_started_notice_after_the_result_does_not_move_it_back():
     task = task_in(State.PENDING)
-    results.store_batch([], [Report(task_id=task.task_id, outcome="ok", exit_code=0).to_wire()])
+    results.store_batch(
+        [], [Report(task_id=task.task_id, outcome=Outcome.OK, exit_code=0).to_wire()]
+    )
     results.store_batch([Started(task_id=task.task_id, agent="agent@x").to_wire()], [])
 
     task.refresh_from_db()
@@ -116,7 +118,9 @@ def test_a_started_notice_after_the_result_does_not_move_it_back():
 def test_the_task_result_is_named_after_what_the_host_ran(kind):
     task = task_in(State.PENDING, kind)
 
-    results.store_batch([], [Report(task_id=task.task_id, outcome="error", error="x").to_wire()])
+    results.store_batch(
+        [], [Report(task_id=task.task_id, outcome=Outcome.ERROR, error="x").to_wire()]
+    )
 
     assert TaskResult.objects.get(task_id=task.task_id).task_name == AGENT_TASK[kind]
 
@@ -124,7 +128,10 @@ def test_the_task_result_is_named_after_what_the_host_ran(kind):
 @pytest.mark.django_db
 def test_a_report_in_another_version_of_the_contract_ends_the_task_saying_so():
     task = task_in(State.RUNNING)
-    old = {**Report(task_id=task.task_id, outcome="ok", exit_code=0).to_wire(), "v": VERSION + 1}
+    old = {
+        **Report(task_id=task.task_id, outcome=Outcome.OK, exit_code=0).to_wire(),
+        "v": VERSION + 1,
+    }
 
     results.store_batch([], [old])
 

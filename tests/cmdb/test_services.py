@@ -13,12 +13,13 @@ from django.contrib.auth.models import User
 from cmdb.celery import app
 from cmdb.jobs import services
 from cmdb.jobs.broker import redis_client
+from cmdb.jobs.choices import HostTaskStateChoices as State
 from cmdb.jobs.exceptions import CannotSign, NotFound, Refused, TooLarge
 from cmdb.jobs.models import HostTask, Job
 from cmdb.jobs.services import Targets, Upload
-from deploy.local import ROOT, free_port
-from tests.api.helpers import make_job
-from tests.factories import make_host
+from tests.support.api import make_job
+from tests.support.factories import make_host
+from tests.support.fleet import ROOT, free_port
 
 IP = "127.0.1.70"
 
@@ -112,7 +113,7 @@ def test_a_body_over_the_upload_limit_is_413_before_it_is_read(client, settings,
 @pytest.mark.django_db(transaction=True)
 def test_a_cancel_while_the_broker_is_down_says_so_with_exit_3(process_env):
     make_host(IP)
-    job = make_job(IP, state="pending")
+    job = make_job(IP, state=State.PENDING)
     env = {**os.environ, **process_env, "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
 
     out = subprocess.run([sys.executable, str(ROOT / "manage.py"), "cancel", str(job.pk)],
@@ -121,4 +122,4 @@ def test_a_cancel_while_the_broker_is_down_says_so_with_exit_3(process_env):
 
     assert out.returncode == 3, out.stderr
     assert "broker unreachable" in out.stderr and "Traceback" not in out.stderr
-    assert HostTask.objects.get(job=job).state == "pending"
+    assert HostTask.objects.get(job=job).state == State.PENDING

@@ -1,4 +1,4 @@
-"""deploy.files: the tar made as it is sent, readable by tarfile and tar(1); which fetched
+"""cmdb.files.fetched: the tar made as it is sent, readable by tarfile and tar(1); which fetched
 copies the web serves."""
 
 import io

@@ -7,10 +7,10 @@ import tarfile
 import pytest
 
 from cmdb.files.uploads import extract_checked, pack_tree
-from tests.factories import tar_upload
 from tests.support.blobs import (
     make_tree,
 )
+from tests.support.factories import tar_upload
 from wire.blobs import TransferError, UnsafePath
 
 

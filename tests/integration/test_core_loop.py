@@ -13,42 +13,20 @@ import pytest
 from django.conf import settings
 from django_celery_results.models import TaskResult
 
+from cmdb.jobs.choices import HostTaskStateChoices as State
 from cmdb.jobs.models import HostTask, Job
-from deploy.local import ROOT, stop_group, wait_for
-from tests.conftest import AGENT_IPS, free_port, ping_nodes
-from tests.factories import make_host, signed_headers
-from wire.messages import VERSION, CommandSpec
+from deploy.local import stop_group
+from tests.support.cli import ID_LINE, dispatch, wait_job, wait_state
+from tests.support.factories import make_host, signed_headers
+from tests.support.fleet import AGENT_IPS, ROOT, free_port, ping_nodes, wait_for
+from wire.messages import VERSION, CommandSpec, Outcome
 
 pytestmark = [pytest.mark.fleet, pytest.mark.django_db(transaction=True)]
-
-ID_LINE = re.compile(r"^task id: ([0-9a-f-]{36})$", re.M)
 
 
 @pytest.fixture
 def hosts(fleet):
     return [make_host(ip) for ip in AGENT_IPS]
-
-
-def dispatch(manage, command: str, *targets: str, extra=()) -> str:
-    out = manage("run", command, "--hosts", *targets, *extra)
-    assert out.returncode == 0, out.stderr
-    match = ID_LINE.search(out.stdout)
-    assert match, out.stdout
-    return match.group(1)
-
-
-def wait_job(manage, job_id: str, timeout: float = 60):
-    out = manage("check_task", job_id, "--wait", "--wait-timeout", str(timeout), "--json")
-    assert out.returncode in (0, 1), out.stderr
-    return json.loads(out.stdout), out.returncode
-
-
-def wait_state(task_id: str, states: set[str], timeout: float = 30) -> HostTask:
-    def reached():
-        task = HostTask.objects.get(task_id=task_id)
-        return task if task.state in states else None
-
-    return wait_for(reached, timeout, f"host task {task_id} to reach {states}", interval=0.2)
 
 
 def pid_gone(pid: int) -> bool:
@@ -102,7 +80,7 @@ def test_nonzero_exit_is_a_failed_result_not_an_error(manage, hosts):
 
     host = data["tasks"][0]
     assert code == 1
-    assert (host["state"], host["exit_code"]) == ("failed", 3)
+    assert (host["state"], host["exit_code"]) == (State.FAILED, 3)
     assert host["stdout"]["head"] == "out\n"
     assert host["stderr"]["head"] == "oops\n"
 
@@ -155,7 +133,7 @@ def test_timeout_kills_the_command_and_its_grandchildren(manage, hosts, tmp_path
 
     host = data["tasks"][0]
     assert code == 1
-    assert host["state"] == "timeout"
+    assert host["state"] == State.TIMEOUT
     assert "timed out after 2" in host["error"]
     assert pid_gone(int(pidfile.read_text()))
     # The agent keeps serving after killing a command.
@@ -167,14 +145,14 @@ def test_cancel_stops_a_running_command_and_keeps_its_output(manage, hosts, tmp_
     pidfile = tmp_path / "sleep.pid"
     job_id = dispatch(manage, f"echo started; sleep 120 & echo $! > {pidfile}; wait", AGENT_IPS[1])
     task = HostTask.objects.get(job_id=job_id)
-    wait_state(task.task_id, {"running"})
+    wait_state(task.task_id, {State.RUNNING})
     wait_for(pidfile.exists, 10, "the command to write its pid")
 
     out = manage("cancel", job_id)
 
     assert out.returncode == 0, out.stderr
     assert "cancel sent to 1" in out.stdout
-    task = wait_state(task.task_id, {"cancelled"}, timeout=20)
+    task = wait_state(task.task_id, {State.CANCELLED}, timeout=20)
     assert task.stdout_head == "started\n"
     assert pid_gone(int(pidfile.read_text()))
     assert TaskResult.objects.get(task_id=task.task_id).status == "REVOKED"
@@ -188,7 +166,7 @@ def test_cancel_of_a_task_no_agent_has_taken_ends_it_at_once(manage, fleet):
 
     assert out.returncode == 0
     task = HostTask.objects.get(job_id=job_id)
-    assert task.state == "cancelled"
+    assert task.state == State.CANCELLED
     assert manage("cancel", job_id).stdout.startswith("nothing to cancel")
 
 
@@ -226,7 +204,7 @@ def test_broker_down_at_dispatch_is_a_quick_clear_error(manage, hosts):
     assert out.elapsed < 30  # a hang check, not a speed test
     job = Job.objects.get()
     assert "broker unreachable" in job.dispatch_error
-    assert set(job.host_tasks.values_list("state", flat=True)) == {"error"}
+    assert set(job.host_tasks.values_list("state", flat=True)) == {State.ERROR}
     assert manage("check_task", str(job.id)).returncode == 1
 
 
@@ -238,7 +216,7 @@ def test_known_host_without_agent_ends_unreachable(manage, fleet):
 
     host = data["tasks"][0]
     assert code == 1
-    assert host["state"] == "unreachable"
+    assert host["state"] == State.UNREACHABLE
     assert "is the agent for 127.0.1.99 running?" in host["error"]
     # If the agent turns up late after all, it finds the task cancelled and does not run it.
     from cmdb.celery import app
@@ -260,12 +238,12 @@ def test_agent_killed_mid_command_ends_lost(manage, fleet, tmp_path):
     pidfile = tmp_path / "cmd.pid"
     job_id = dispatch(manage, f"echo $$ > {pidfile}; sleep 60", ip)
     task = HostTask.objects.get(job_id=job_id)
-    wait_state(task.task_id, {"running"})
+    wait_state(task.task_id, {State.RUNNING})
 
     os.killpg(agent.pid, signal.SIGKILL)
     agent.wait()
 
-    task = wait_state(task.task_id, {"lost"}, timeout=30)
+    task = wait_state(task.task_id, {State.LOST}, timeout=30)
     assert "stopped sending heartbeats" in task.error
     assert TaskResult.objects.get(task_id=task.task_id).status == "FAILURE"
     # The command had its own session; kill it so it does not outlive the test.
@@ -292,8 +270,8 @@ def test_message_for_another_host_is_refused_by_the_agent(fleet, hosts, tmp_path
         link=app.signature(names.STORE_RESULT, queue=settings.CMDB["CENTRAL_QUEUE"]),
     )
 
-    done = wait_state(task.task_id, {"error", "ok"})
-    assert done.state == "error"
+    done = wait_state(task.task_id, {State.ERROR, State.OK})
+    assert done.state == State.ERROR
     assert done.error == "signature invalid: message not signed by the server; refused"
     assert not marker.exists()
 
@@ -312,7 +290,7 @@ def test_run_prints_its_id_without_waiting_for_hosts(manage, fleet):
 
     assert out.returncode == 0
     assert ID_LINE.search(out.stdout)
-    assert HostTask.objects.get().state == "pending"
+    assert HostTask.objects.get().state == State.PENDING
 
 
 def test_workers_package_imports_without_django():
@@ -353,7 +331,7 @@ def test_a_second_delivery_of_a_task_is_refused_and_changes_nothing(fleet, hosts
         job=job, host=hosts[0], ip=AGENT_IPS[0], task_id="dup-" + "2" * 32
     )
     _send_raw(app, task.task_id, AGENT_IPS[0], job.command, job)
-    wait_state(task.task_id, {"ok"})
+    wait_state(task.task_id, {State.OK})
 
     _send_raw(app, task.task_id, AGENT_IPS[0], job.command, job)  # a replay of the same id
     # The agent answers the replay with a refusal, which the central worker logs and drops.
@@ -368,7 +346,7 @@ def test_a_second_delivery_of_a_task_is_refused_and_changes_nothing(fleet, hosts
     wait_for(lambda: _claim_refusals(fleet) > 1, 20, "the agent to refuse the second replay")
 
     assert log.read_text() == "ran\n"
-    assert HostTask.objects.get(pk=task.pk).state == "ok"
+    assert HostTask.objects.get(pk=task.pk).state == State.OK
 
 
 def test_a_malformed_report_does_not_hold_up_the_others(fleet, hosts):
@@ -386,14 +364,14 @@ def test_a_malformed_report_does_not_hold_up_the_others(fleet, hosts):
         {
             "v": VERSION,
             "task_id": bad.task_id,
-            "outcome": "ok",
+            "outcome": Outcome.OK,
             "started_at": "not a time",
             "stdout": 7,
         },
         {
             "v": VERSION,
             "task_id": good.task_id,
-            "outcome": "ok",
+            "outcome": Outcome.OK,
             "exit_code": 0,
             "stdout": stream,
             "started_at": now,
@@ -410,9 +388,9 @@ def test_a_malformed_report_does_not_hold_up_the_others(fleet, hosts):
                 producer=producer,
             )
 
-    stored = wait_state(good.task_id, {"ok"})
+    stored = wait_state(good.task_id, {State.OK})
     assert stored.stdout_head == "nul\ufffdbyte\n"
-    assert HostTask.objects.get(pk=bad.pk).state == "pending"
+    assert HostTask.objects.get(pk=bad.pk).state == State.PENDING
 
 
 def test_dispatch_refuses_to_run_inside_a_transaction(fleet, hosts):

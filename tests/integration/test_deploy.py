@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from cmdb.jobs.choices import HostTaskStateChoices as State
 from cmdb.jobs.models import HostTask
-from deploy.local import wait_for
-from tests.conftest import rooted_agents
-from tests.factories import make_host
-from tests.integration.test_core_loop import ID_LINE, wait_job
+from tests.support.cli import ID_LINE, wait_job
+from tests.support.factories import make_host
+from tests.support.fleet import rooted_agents, wait_for
 
 pytestmark = [pytest.mark.fleet, pytest.mark.django_db(transaction=True)]
 
@@ -97,7 +97,7 @@ def test_a_corrupted_transfer_is_detected_and_the_old_file_kept(manage, hosts, r
     data = run_job(manage, "push", str(new), "/etc/app/app.conf", "--hosts", IPS[0], expect=(1,))
 
     host = data["tasks"][0]
-    assert host["state"] == "error" and "checksum mismatch" in host["error"]
+    assert host["state"] == State.ERROR and "checksum mismatch" in host["error"]
     target = roots[IPS[0]] / "etc/app/app.conf"
     assert target.read_bytes() == old.read_bytes()
     assert sorted(p.name for p in target.parent.iterdir()) == ["app.conf"]  # no temp left
@@ -143,7 +143,7 @@ def test_an_archive_with_dotdot_is_refused_and_nothing_is_written(fleet, hosts, 
     task = wait_for(
         lambda: HostTask.objects.filter(job=job, state__in=["ok", "error"]).first(), 60, "push"
     )
-    assert task.state == "error" and "unsafe archive member" in task.error
+    assert task.state == State.ERROR and "unsafe archive member" in task.error
     root = roots[IPS[2]]
     assert not (root / "srv").exists() and not (root / "escaped.txt").exists()
     assert not (root.parent / "escaped.txt").exists()
@@ -161,9 +161,9 @@ def test_batches_stop_once_too_many_hosts_failed(manage, hosts, roots, tmp_path)
         blocker.unlink()
 
     states = {h["host"]: (h["state"], h["error"]) for h in data["tasks"]}
-    assert states[IPS[0]][0] == "error"
+    assert states[IPS[0]][0] == State.ERROR
     for ip in IPS[1:]:
-        assert states[ip][0] == "cancelled"
+        assert states[ip][0] == State.CANCELLED
         assert "1 host(s) failed, more than the 0 allowed" in states[ip][1]
         assert not (roots[ip] / "data/app.conf").exists()
 
@@ -188,7 +188,7 @@ def test_fetch_copies_each_hosts_file_into_its_own_folder(manage, hosts, roots, 
 
     data = run_job(manage, "fetch", "/var/log/app.log", "--hosts", *IPS, "--to", str(to))
 
-    assert {h["state"] for h in data["tasks"]} == {"ok"}
+    assert {h["state"] for h in data["tasks"]} == {State.OK}
     for ip in IPS:
         assert (to / ip / "app.log").read_text() == f"log of {ip}\n"
     files = {t.ip: t.fetched for t in HostTask.objects.filter(job_id=data["id"])}
@@ -203,11 +203,11 @@ def test_fetch_copies_each_hosts_file_into_its_own_folder(manage, hosts, roots, 
     for root in roots.values():
         (root / "var/log/same.log").write_text("identical everywhere\n")
     same = run_job(manage, "fetch", "/var/log/same.log", "--hosts", *IPS, "--to", str(to))
-    assert {h["state"] for h in same["tasks"]} == {"ok"}
+    assert {h["state"] for h in same["tasks"]} == {State.OK}
     assert all((to / ip / "same.log").read_text() == "identical everywhere\n" for ip in IPS)
     missing = run_job(manage, "fetch", "/var/log/nope.log", "--hosts", IPS[0], "--to", str(to),
                       expect=(1,))  # fmt: skip
-    assert missing["tasks"][0]["state"] == "error"
+    assert missing["tasks"][0]["state"] == State.ERROR
     # Without --to, into the server's fetch folder, where the API serves it from.
     kept = run_job(manage, "fetch", "/var/log/app.log", "--hosts", IPS[0])
     stored = HostTask.objects.get(job_id=kept["id"]).fetched["path"]

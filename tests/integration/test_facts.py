@@ -5,10 +5,11 @@ import json
 import pytest
 
 from cmdb.assets.models import Asset, Change, HostFacts
+from cmdb.jobs.choices import HostTaskStateChoices as State
 from cmdb.jobs.models import HostTask
-from tests.conftest import AGENT_IPS
-from tests.factories import make_host
-from tests.integration.test_core_loop import ID_LINE, wait_job
+from tests.support.cli import ID_LINE, wait_job
+from tests.support.factories import make_host
+from tests.support.fleet import AGENT_IPS
 
 pytestmark = [pytest.mark.fleet, pytest.mark.django_db(transaction=True)]
 
@@ -76,8 +77,7 @@ def test_groups_target_their_members(manage, hosts):
 
 def test_an_agent_that_starts_has_its_facts_collected(fleet):
     from cmdb.celery import app
-    from deploy.local import wait_for
-    from tests.conftest import ping_nodes
+    from tests.support.fleet import ping_nodes, wait_for
 
     ip = "127.0.1.51"
     agent = fleet.start_agent(ip, concurrency=1)
@@ -86,7 +86,7 @@ def test_an_agent_that_starts_has_its_facts_collected(fleet):
 
         def collected():
             return HostTask.objects.filter(
-                ip=ip, state="ok", job__requested_by=f"agent start (agent@{ip})"
+                ip=ip, state=State.OK, job__requested_by=f"agent start (agent@{ip})"
             ).exists()
 
         wait_for(collected, 60, "the start-up collection", interval=0.3)

@@ -8,11 +8,11 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from django.conf import settings
 
+from cmdb.jobs.choices import HostTaskStateChoices as State
 from cmdb.jobs.models import HostTask, Job
-from deploy.local import wait_for
-from tests.conftest import AGENT_IPS
-from tests.factories import make_host, signed_headers
-from tests.integration.test_core_loop import wait_state
+from tests.support.cli import wait_state
+from tests.support.factories import make_host, signed_headers
+from tests.support.fleet import AGENT_IPS, wait_for
 from wire.messages import VERSION, CommandSpec
 
 pytestmark = [pytest.mark.fleet, pytest.mark.django_db(transaction=True)]
@@ -60,8 +60,8 @@ def claimed(task_id: str) -> bool:
 
 
 def assert_refused(task: HostTask, error: str, marker) -> None:
-    done = wait_state(task.task_id, {"error", "ok", "failed"})
-    assert (done.state, done.error) == ("error", error)
+    done = wait_state(task.task_id, {State.ERROR, State.OK, State.FAILED})
+    assert (done.state, done.error) == (State.ERROR, error)
     # Refused before the run-once claim: a forged copy cannot burn a genuine message's task id.
     assert not claimed(task.task_id)
     assert not marker.exists()
@@ -120,8 +120,8 @@ def test_a_signed_message_past_its_deadline_runs_nothing(hosts, tmp_path):
 
     publish(task, spec, headers)
 
-    done = wait_state(task.task_id, {"error", "ok"})
-    assert done.state == "error"
+    done = wait_state(task.task_id, {State.ERROR, State.OK})
+    assert done.state == State.ERROR
     assert done.error.startswith("signature expired")
     assert not marker.exists()
 
@@ -143,9 +143,9 @@ def test_a_message_moved_to_another_hosts_queue_inside_redis_runs_nothing(hosts,
         wait_for(lambda: client.llen(elsewhere), 10, "the message to be queued")
         client.rpoplpush(elsewhere, AGENT_IPS[0])
 
-    done = wait_state(task.task_id, {"error", "ok"})
+    done = wait_state(task.task_id, {State.ERROR, State.OK})
 
-    assert done.state == "error"
+    assert done.state == State.ERROR
     assert f"claims queue '{elsewhere}', which this agent does not consume" in done.error
     time.sleep(0.5)
     assert not marker.exists()
@@ -208,6 +208,6 @@ def test_every_task_that_acts_on_a_host_checks_the_signature(hosts, task_name, s
     app.send_task(task_name, args=[spec], queue=AGENT_IPS[0], task_id=task.task_id,
                   headers=headers, link=store)  # fmt: skip
 
-    done = wait_state(task.task_id, {"error", "ok"})
-    assert (done.state, done.error) == ("error", FORGED)
+    done = wait_state(task.task_id, {State.ERROR, State.OK})
+    assert (done.state, done.error) == (State.ERROR, FORGED)
     assert not claimed(task.task_id)

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from deploy.local import ROOT, Fleet, wait_for
-from tests.conftest import AGENT_IPS, free_port
-from tests.factories import make_host
+from cmdb.jobs.choices import HostTaskStateChoices as State
+from deploy.local import Fleet
+from tests.support.factories import make_host
+from tests.support.fleet import AGENT_IPS, ROOT, free_port, wait_for
 
 pytestmark = [pytest.mark.fleet, pytest.mark.django_db(transaction=True)]
 
@@ -88,7 +89,7 @@ def test_run_a_command_from_the_admin_and_see_both_hosts(web, admin_user, browse
     page.wait_for_selector('#job-summary[data-done="true"]', timeout=60_000)
     for ip in AGENT_IPS:
         result = page.locator(f'.host-result[data-host="{ip}"]')
-        assert result.get_attribute("data-state") == "ok"
+        assert result.get_attribute("data-state") == State.OK
         assert "from-the-browser on" in result.locator("pre.stdout").inner_text()
     page.screenshot(path=str(OUTPUT / "job-page.png"), full_page=True)
 

@@ -12,6 +12,7 @@ from wire.messages import (
     CollectSpec,
     CommandSpec,
     FetchSpec,
+    Outcome,
     PushSpec,
     Registration,
     Report,
@@ -28,7 +29,9 @@ EXAMPLES = [
     PushSpec(**COMMON, manifest={"sha256": "0" * 64}, dest="/etc/x", mode=0o644, tree=False),
     FetchSpec(**COMMON, path="/var/log/syslog"),
     Started(task_id="t-1", host="127.0.1.1", agent="agent@127.0.1.1", agent_pid=7, started_at=1.5),
-    Report(task_id="t-1", outcome="ok", exit_code=0, stdout=Stream.text("hi\n"), duration=0.1),
+    Report(
+        task_id="t-1", outcome=Outcome.OK, exit_code=0, stdout=Stream.text("hi\n"), duration=0.1
+    ),
     Registration(ip="127.0.1.1", hostname="h", agent="agent@127.0.1.1", agent_pid=7),
 ]
 
@@ -70,7 +73,7 @@ def test_a_spec_of_the_wrong_shape_is_refused_with_the_reason(data, why):
 
 
 def test_a_report_with_a_malformed_stream_or_time_is_refused():
-    good = Report(task_id="t", outcome="ok").to_wire()
+    good = Report(task_id="t", outcome=Outcome.OK).to_wire()
     for bad in ({"stdout": 7}, {"stdout": {"head": "x"}}, {"started_at": "not a time"},
                 {"task_id": None}, {"duplicate": "yes"}):  # fmt: skip
         with pytest.raises(WireError):
@@ -78,8 +81,8 @@ def test_a_report_with_a_malformed_stream_or_time_is_refused():
 
 
 def test_fields_a_peer_adds_are_ignored_not_fatal():
-    data = {**Report(task_id="t", outcome="ok").to_wire(), "new_field": 1}
-    assert Report.from_wire(data) == Report(task_id="t", outcome="ok")
+    data = {**Report(task_id="t", outcome=Outcome.OK).to_wire(), "new_field": 1}
+    assert Report.from_wire(data) == Report(task_id="t", outcome=Outcome.OK)
 
 
 def test_each_agent_task_has_its_spec():

@@ -1,4 +1,4 @@
-"""Signing and verifying host task messages (workers/signing.py), and agents without a key."""
+"""Signing and verifying host task messages (wire/signing.py), and agents without a key."""
 
 import base64
 import os
@@ -10,7 +10,7 @@ import time
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from deploy.local import ROOT
+from tests.support.fleet import ROOT
 from wire import signing
 
 TASK, IP, TASK_ID = "workers.run_command", "10.0.3.55", "3f9c2a61-0000-4000-8000-000000000001"

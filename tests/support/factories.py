@@ -1,4 +1,4 @@
-"""Model factories and test data for tests."""
+"""Model factories and test data: hosts, signed headers, archives to upload."""
 
 import io
 import tarfile

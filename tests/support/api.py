@@ -12,6 +12,7 @@ from rest_framework.test import APIClient
 
 from cmdb.assets.models import Asset, Change, HostFacts
 from cmdb.hosts.models import Host, HostGroup
+from cmdb.jobs.choices import HostTaskStateChoices as State
 from cmdb.jobs.models import HostTask, Job
 
 #: What a read-only operator is given: the view permission of every API resource.
@@ -23,7 +24,6 @@ VIEW_ALL = [
     "jobs.view_job",
     "jobs.view_hosttask",
 ]
-TERMINAL = {"ok", "failed", "timeout", "cancelled", "unreachable", "lost", "error"}
 
 
 def make_user(*perms: str, username: str | None = None, superuser: bool = False) -> User:
@@ -93,14 +93,14 @@ def make_job(*ips: str, state: str = "ok", command: str = "uptime", **fields) ->
             ip=ip,
             task_id=str(uuid.uuid4()),
             state=state,
-            exit_code=0 if state == "ok" else None,
+            exit_code=0 if state == State.OK else None,
             duration=0.25,
             stdout_head=f"out of {ip}\n",
             stdout_bytes=len(f"out of {ip}\n"),
             started_at=now - timedelta(seconds=1),
             finished_at=now,
         )
-        if state != "pending":
+        if state != State.PENDING:
             TaskResult.objects.create(task_id=task.task_id, status="SUCCESS")
     return job
 

@@ -1,0 +1,63 @@
+"""Helpers for tests that drive real processes: waiting, free ports, agents and their pings."""
+
+import contextlib
+import socket
+import time
+from pathlib import Path
+
+from cmdb.celery import app
+from cmdb.jobs.choices import HostTaskStateChoices as State
+
+#: The agents the session's fleet runs (tests/conftest.py).
+AGENT_IPS = ["127.0.1.1", "127.0.1.2"]
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.1):
+    """The first true value of ``predicate()`` within ``timeout`` seconds; else TimeoutError
+    naming what was awaited and the last value seen."""
+    deadline, value = time.monotonic() + timeout, None
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what} (last: {value!r})")
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on now, on loopback."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ping_nodes(app, names: list[str]) -> bool:
+    replies = app.control.ping(destination=names, timeout=1.0)
+    seen = {name for reply in replies for name in reply}
+    return set(names) <= seen
+
+
+@contextlib.contextmanager
+def rooted_agents(fleet, ips: list[str], base: Path):
+    """Agents on ``ips``, each seeing its own folder under ``base`` as "/" for pushes and
+    fetches (one machine, several hosts that must not overwrite each other's files)."""
+    roots = {ip: base / ip for ip in ips}
+    for ip, root in roots.items():
+        root.mkdir()
+        fleet.start_agent(ip, concurrency=1, extra_env={"CMDB_AGENT_ROOT": str(root)})
+    nodes = [f"agent@{ip}" for ip in ips]
+    wait_for(lambda: ping_nodes(app, nodes), 90, f"{nodes} to answer pings", interval=0.5)
+    try:
+        yield roots
+    finally:
+        for ip in ips:
+            fleet.stop(f"agent-{ip}")
+
+
+def startup_collections_done(count: int) -> bool:
+    # Here: conftest imports this module before pytest-django has set Django up.
+    from cmdb.jobs.models import HostTask
+
+    tasks = HostTask.objects.filter(job__requested_by__startswith="agent start")
+    return tasks.count() >= count and not tasks.filter(state__in=State.active()).exists()
