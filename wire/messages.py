@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import math
 import time
 import types
 import typing
@@ -31,6 +32,9 @@ E_NOT_OBJECT = "{what} is not an object"
 E_VERSION = "{what} is in wire version {got!r}; this side speaks version {want}"
 E_MISSING = "{what} has no {name!r}"
 E_TYPE = "{what}: {name!r} is {value!r:.80}, not {wanted}"
+E_RANGE = "{what}: {name!r} is {value!r:.80}, out of range"
+#: What a database column (BIGINT, DOUBLE) holds: a number beyond it is no number a peer meant.
+INT_RANGE = 2**63 - 1
 E_EMPTY_COMMAND = "empty command"
 
 
@@ -89,6 +93,10 @@ def _check_fields(cls, data: dict, what: str) -> dict:
         ) or not isinstance(value, wanted):
             names_ = " or ".join(t.__name__ for t in wanted)
             raise WireError(E_TYPE.format(what=what, name=f.name, value=value, wanted=names_))
+        if (isinstance(value, float) and not math.isfinite(value)) or (
+            isinstance(value, int) and abs(value) > INT_RANGE
+        ):
+            raise WireError(E_RANGE.format(what=what, name=f.name, value=value))
         values[f.name] = value
     return values
 

@@ -21,7 +21,7 @@ from cmdb.jobs import lifecycle, signer
 from cmdb.jobs.broker import BROKER_ERRORS, mark_cancelled
 from cmdb.jobs.choices import HostTaskStateChoices as State
 from cmdb.jobs.choices import JobKindChoices
-from cmdb.jobs.exceptions import BrokerDown, Refused
+from cmdb.jobs.exceptions import BrokerDown, CannotSign, Refused
 from cmdb.jobs.models import HostTask, Job
 from wire import names, signing
 from wire.messages import CollectSpec, CommandSpec, FetchSpec, PushSpec, Spec
@@ -159,6 +159,11 @@ def dispatch_command(request: CommandRequest, app: Celery) -> Job:
     from some outer commit.
     """
     hosts, timeout, reach = _validate(request)
+    # A server that cannot sign must say so before it records a job no agent would run.
+    try:
+        signer.private_key()
+    except signer.SigningKeyError as exc:
+        raise CannotSign(str(exc)) from None
     now = timezone.now()
     # With a batch size, later batches wait unpublished (no reach deadline yet); the central
     # worker sends each when the one before it has ended (cmdb.jobs.batches).

@@ -33,9 +33,16 @@ E_NOT_STORED = "not stored on the server: {exc}"
 E_VERSION = "the agent's report could not be read: {exc}; upgrade the agent or the server"
 
 
+#: Where a report the server cannot read may end its task from: not a cancelled one (the
+#: operator's word), not one already ended by what the host said.
+UNREADABLE_FROM = frozenset({State.PENDING, State.RUNNING, *State.inferred()})
+
+
 def _read(message, items: Iterable, mismatched: dict) -> list:
-    """The items that follow the contract (wire.messages), typed. A report in another version
-    of it goes to ``mismatched`` (task id -> why), the rest that cannot be read is dropped."""
+    """The items that follow the contract (wire.messages), typed; the rest is dropped. A report
+    (not a notice, not a refused duplicate) in another version of the contract goes to
+    ``mismatched`` (task id -> why): the host did its part, and the operator must hear why
+    the server cannot say how it went."""
     read = []
     for item in items:
         try:
@@ -43,7 +50,8 @@ def _read(message, items: Iterable, mismatched: dict) -> list:
         except WireError as exc:
             task_id = item.get("task_id") if isinstance(item, dict) else None
             logger.error("%s for %s dropped: %s", message.WHAT, task_id, exc)
-            if isinstance(exc, VersionMismatch) and isinstance(task_id, str):
+            if (message is Report and isinstance(exc, VersionMismatch)
+                    and isinstance(task_id, str) and not item.get("duplicate")):  # fmt: skip
                 mismatched[task_id] = E_VERSION.format(exc=exc)
     return read
 
@@ -82,7 +90,7 @@ def store_batch(started: Iterable[dict], finished: Iterable[dict]) -> int:
         # Unreadable, yet from an agent: the operator must hear why, not wait for "lost".
         pks = HostTask.objects.filter(task_id__in=mismatched).values_list("pk", flat=True)
         lifecycle.conclude(pks, State.ERROR, lambda t: mismatched[t.task_id],
-                           only_from=lifecycle.REPORT_FROM)  # fmt: skip
+                           only_from=UNREADABLE_FROM)  # fmt: skip
     # After the commit: the storing task must find the row as written here.
     _hand_over_fetched([(t, p) for t, p in changed.values() if t.state == State.STORING])
     return len(changed)

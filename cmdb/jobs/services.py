@@ -7,6 +7,7 @@ front-end maps once: CLI exit codes (cmdb.jobs.cli), API status codes (cmdb.api.
 admin messages (cmdb.web.actions).
 """
 
+import errno
 import os
 import re
 from collections.abc import Mapping
@@ -15,6 +16,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 from django.conf import settings
+from kombu.exceptions import KombuError
+from redis import RedisError
 
 from cmdb.celery import app as cmdb_app
 from cmdb.files import uploads
@@ -22,20 +25,24 @@ from cmdb.jobs import dispatch, signer
 from cmdb.jobs.broker import BROKER_ERRORS
 from cmdb.jobs.choices import JobKindChoices
 from cmdb.jobs.dispatch import MAX_REACH_TIMEOUT, CommandRequest, Problems
-from cmdb.jobs.exceptions import BrokerDown, CannotSign, NotFound, Refused, TooLarge
+from cmdb.jobs.exceptions import BrokerDown, CannotSign, NotFound, Refused, TooLarge, Unavailable
 from cmdb.jobs.models import HostTask, Job
 from wire.blobs import TransferError
 
 E_RELATIVE = "give an absolute path (it starts with /), not {path!r}"
-E_OWNER = "owner must be user or user:group (names or numbers), not {owner!r}"
+E_OWNER = "owner must be user, user:group or :group (names or numbers), not {owner!r}"
 E_TOO_LARGE = "the file is larger than CMDB_MAX_UPLOAD_BYTES ({limit} bytes)"
 E_UPLOAD_FAILED = "nothing pushed: the file could not be put in the broker: {exc}"
+E_SERVER_DISK = "nothing pushed: the server has no room to unpack or pack it: {exc}"
+E_UNREADABLE = "cannot read {what}: {exc}"
 E_CANCEL_BROKER_DOWN = "broker unreachable: {exc} (the cancel may not have reached the agents)"
 
 __all__ = ["MAX_REACH_TIMEOUT", "Targets", "Upload", "cancel", "collect", "fetch", "find",
            "push", "run"]  # fmt: skip
 
-_OWNER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*(:[A-Za-z0-9_][A-Za-z0-9_.-]*)?")
+#: user, user:group, :group (the group only) or user: (as chown takes them).
+_NAME = r"[A-Za-z0-9_][A-Za-z0-9_.-]*"
+_OWNER = re.compile(rf"{_NAME}(:({_NAME})?)?|:{_NAME}")
 
 
 @dataclass(frozen=True)
@@ -85,7 +92,7 @@ def _key_or_refuse() -> None:
 
 
 def _dispatch(request: CommandRequest, app) -> Job:
-    _key_or_refuse()
+    # dispatch_command checks the key itself, before it records anything (CannotSign).
     return dispatch.dispatch_command(request, app)
 
 
@@ -142,6 +149,7 @@ def push(
         uploads.parse_mode(mode)
     except ValueError as exc:
         problems.add("mode", str(exc))
+    owner = owner or None  # an empty owner leaves it as it is, as none
     if owner is not None and not _OWNER.fullmatch(owner):
         problems.add("owner", E_OWNER.format(owner=owner))
     limit = settings.CMDB["MAX_UPLOAD_BYTES"]
@@ -150,6 +158,7 @@ def push(
     if isinstance(source, str) and not os.path.exists(source):
         problems.add("source", uploads.E_NO_SOURCE.format(path=source))
     request = targets.request(JobKindChoices.PUSH, requested_by, params=batching)
+    field_name = "file" if isinstance(source, Upload) else "source"
     _check(request, problems)
     _key_or_refuse()
     try:
@@ -159,9 +168,15 @@ def push(
         else:
             params = uploads.prepare_push(app, source, dest, mode, owner)
     except TransferError as exc:
-        raise Refused({"file" if isinstance(source, Upload) else "source": [str(exc)]}) from None
-    except BROKER_ERRORS as exc:
+        raise Refused({field_name: [str(exc)]}) from None
+    except (KombuError, RedisError) as exc:
         raise BrokerDown(E_UPLOAD_FAILED.format(exc=exc)) from exc
+    except OSError as exc:
+        # This server's own files, not the broker (whose errors come as the ones above).
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise Unavailable(E_SERVER_DISK.format(exc=exc)) from exc
+        what = "the upload" if isinstance(source, Upload) else repr(source)
+        raise Refused({field_name: [E_UNREADABLE.format(what=what, exc=exc)]}) from None
     return _dispatch(replace(request, params={**params, **batching}), app)
 
 

@@ -168,3 +168,21 @@ def test_only_the_lifecycle_sets_a_host_tasks_state():
     assert writes and all(w.startswith(str(ROOT / "cmdb/jobs/lifecycle.py")) for w in writes), (
         writes
     )
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("state", [State.RUNNING, State.CANCELLED])
+def test_what_cannot_be_read_ends_nothing_it_must_not(state):
+    """An unreadable notice, a refused duplicate, or a report for a cancelled task: no
+    conclusion from them (the host may well be running it; the operator's cancel stands)."""
+    task = task_in(state)
+    old = {"v": VERSION + 1, "task_id": task.task_id}
+
+    results.store_batch(
+        [{**old, "agent": "agent@x"}], [{**old, "outcome": "ok", "duplicate": True}]
+    )
+    if state == State.CANCELLED:
+        results.store_batch([], [{**old, "outcome": "ok"}])
+
+    task.refresh_from_db()
+    assert task.state == state and task.error == ""

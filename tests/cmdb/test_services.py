@@ -123,3 +123,34 @@ def test_a_cancel_while_the_broker_is_down_says_so_with_exit_3(process_env):
     assert out.returncode == 3, out.stderr
     assert "broker unreachable" in out.stderr and "Traceback" not in out.stderr
     assert HostTask.objects.get(job=job).state == State.PENDING
+
+
+@pytest.mark.django_db
+def test_a_source_this_server_cannot_read_is_refused_not_blamed_on_the_broker(redis_url):
+    make_host(IP)
+
+    with pytest.raises(Refused) as refused:
+        services.push("/proc/self/mem", "/etc/x", Targets(hosts=[IP]), "t")
+
+    assert list(refused.value.by_field) == ["source"]
+    assert "cannot read '/proc/self/mem'" in refused.value.problems[0]
+    assert not Job.objects.exists()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("owner", ["www-data", "0:0", ":adm", "root:", ""])
+def test_every_owner_chown_takes_is_accepted(owner):
+    with pytest.raises(Refused) as refused:  # refused for its target only
+        services.push(upload(), "/etc/x", Targets(hosts=["127.0.1.254"]), "t", owner=owner)
+    assert set(refused.value.by_field) == {"targets"}
+
+
+@pytest.mark.parametrize("value, on", [("", True), ("1", True), ("no", True), ("0", False)])
+def test_only_zero_turns_the_monitor_or_the_intake_acks_off(value, on):
+    code = (
+        "from cmdb import settings; print(settings.CMDB['MONITOR'], settings.CMDB['INTAKE_ACKS'])"
+    )
+    env = {**os.environ, "CMDB_MONITOR": value, "CMDB_INTAKE_ACKS": value}
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=60, check=True)  # fmt: skip
+    assert out.stdout.split() == [str(on), str(on)]

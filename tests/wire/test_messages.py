@@ -75,7 +75,8 @@ def test_a_spec_of_the_wrong_shape_is_refused_with_the_reason(data, why):
 def test_a_report_with_a_malformed_stream_or_time_is_refused():
     good = Report(task_id="t", outcome=Outcome.OK).to_wire()
     for bad in ({"stdout": 7}, {"stdout": {"head": "x"}}, {"started_at": "not a time"},
-                {"task_id": None}, {"duplicate": "yes"}):  # fmt: skip
+                {"task_id": None}, {"duplicate": "yes"}, {"duration": float("nan")},
+                {"started_at": float("inf")}, {"exit_code": 10**30}):  # fmt: skip
         with pytest.raises(WireError):
             Report.from_wire({**good, **bad})
 
