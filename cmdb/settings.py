@@ -206,7 +206,10 @@ CMDB = {
     "FETCH_DIR": Path(os.environ.get("CMDB_FETCH_DIR", RUN_DIR / "fetched")),
     #: Largest file (or unpacked archive) the API and the admin take for a push: it is held
     #: in the broker's Redis, whose memory the whole fleet depends on, until the push ends.
-    "MAX_UPLOAD_BYTES": int(os.environ.get("CMDB_MAX_UPLOAD_BYTES", str(4 << 30))),
+    "MAX_UPLOAD_BYTES": int(os.environ.get("CMDB_MAX_UPLOAD_BYTES", str(1 << 30))),
+    #: Largest file a fetch may bring from a host, for the same reason: it sits in the broker's
+    #: Redis until the central worker has stored it.
+    "MAX_FETCH_BYTES": int(os.environ.get("CMDB_MAX_FETCH_BYTES", str(1 << 30))),
     #: Days the server keeps those copies (0: for ever); the central worker removes older ones.
     "FETCH_KEEP_DAYS": float(os.environ.get("CMDB_FETCH_KEEP_DAYS", "7")),
     #: The Ed25519 private key (PEM) that signs every message agents act on; agents are given

@@ -36,6 +36,7 @@ E_BAD_MANIFEST = "not a valid blob manifest: {manifest:.200}"
 E_CHUNK_MISSING = "chunk {n} of {sha} expired or missing; start the transfer again"
 E_MISMATCH = "checksum mismatch: expected {expected} ({size} bytes), got {got} ({got_size} bytes)"
 E_CHANGED = "the file changed while it was being uploaded; try again"
+E_TOO_LARGE = "more than {max_bytes} bytes, the most this transfer may move through the broker"
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _NAMESPACE = re.compile(r"[A-Za-z0-9_.-]+")
@@ -94,17 +95,22 @@ def put_blob(
     ttl: int = BLOB_TTL,
     chunk_size: int = CHUNK_SIZE,
     namespace: str = "blob",
+    max_bytes: float = math.inf,
 ) -> dict:
     """Upload the whole of ``fileobj`` (binary, seekable) unless the same content is there; return
     its manifest. A blob already present only has its TTLs refreshed, unless a chunk of it expired
     meanwhile: then it is uploaded again, with the chunk size it was made with, so that manifests
-    already handed out stay valid."""
+    already handed out stay valid. TransferError, before anything is sent, for more than
+    ``max_bytes`` (a file that grows while it is read included): the broker's memory is the
+    whole fleet's."""
     if chunk_size <= 0 or not _NAMESPACE.fullmatch(namespace):
         raise ValueError(f"bad chunk_size {chunk_size!r} or namespace {namespace!r}")
     digest, size = hashlib.sha256(), 0
-    for block in _blocks(fileobj, chunk_size):
+    for block in _blocks(fileobj, chunk_size, max_bytes + 1):
         digest.update(block)
         size += len(block)
+        if size > max_bytes:
+            raise TransferError(E_TOO_LARGE.format(max_bytes=max_bytes))
     sha = digest.hexdigest()
     manifest = {"sha256": sha, "size": size, "chunk_size": chunk_size,
                 "chunks": -(-size // chunk_size), "namespace": namespace}  # fmt: skip

@@ -183,6 +183,8 @@ class FetchSpec(Spec):
     TASK: ClassVar[str] = names.FETCH_FILE
 
     path: str
+    #: The largest file the host may send (the broker holds it until the server stores it).
+    max_bytes: int | None = None
 
 
 #: The spec class of each agent task.

@@ -21,6 +21,9 @@ class Agent:
         self._public_key = None
         self._ledger = None
         self._connection = None
+        #: The hosts (IPs) this agent serves, fixed when the worker starts: what it consumes
+        #: then, before anyone can reach it. Remote control (add_consumer) cannot change it.
+        self.identity: frozenset[str] = frozenset()
 
     def use_pubkey(self, path: str) -> None:
         """The server's public key given on the command line (--pubkey) rather than in
@@ -48,9 +51,11 @@ class Agent:
             self._connection = self.app.connection_for_write()
         return self._connection.default_channel.client
 
-    def started_worker(self) -> None:
-        """In the worker's main process, before the pool forks."""
+    def started_worker(self, queues) -> None:
+        """In the worker's main process, before the pool forks and before it consumes
+        anything: its identity is the IP queues it was started on."""
         self.pid = os.getpid()
+        self.identity = frozenset(queues)
 
     def forked(self) -> None:
         """In each pool child: a connection made before fork shares its socket with the parent."""

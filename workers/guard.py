@@ -14,7 +14,7 @@ from wire.messages import SPECS, Outcome, Report, Started, WireError
 logger = logging.getLogger(__name__)
 
 E_WRONG_HOST = "message for host {wanted} reached the agent consuming {queue}; refused"
-E_NOT_OUR_QUEUE = "message claims queue {queue!r}, which this agent does not consume; refused"
+E_NOT_OUR_QUEUE = "message for queue {queue!r} reached the agent of {identity}; refused"
 E_CANCELLED = "cancelled before it started"
 E_NO_CLAIM = "the run-once claim could not be recorded on this host ({reason}); refused"
 E_DUPLICATE = "this task id already ran on this broker; a second delivery was refused"
@@ -28,9 +28,11 @@ def unauthentic(agent, task, raw: dict, queue: str) -> str | None:
     the queue it consumed, the task id and the spec it is about to act on.
     """
     # delivery_info travels inside the message on Redis: whoever writes a message can name any
-    # queue there, so only a queue this agent consumes can be the one it received from.
-    if queue not in (task.app.amqp.queues.consume_from or {}):
-        return E_NOT_OUR_QUEUE.format(queue=queue)
+    # queue there, so only a host this agent was started for can be the one it received from.
+    # Not the queues it consumes now: remote control (add_consumer) can change those.
+    if queue not in agent.identity:
+        identity = ", ".join(sorted(agent.identity)) or "no host"
+        return E_NOT_OUR_QUEUE.format(queue=queue, identity=identity)
     try:
         key = agent.server_key()
     except signing.SigningKeyError as exc:

@@ -11,6 +11,7 @@ import contextlib
 import grp
 import hashlib
 import logging
+import math
 import os
 import pwd
 import secrets
@@ -41,6 +42,8 @@ E_UNKNOWN_OWNER = "unknown user or group in owner {owner!r}"
 E_ATTRS = "content replaced and verified, but setting its mode or owner failed: {reason}"
 E_NOT_ROOT = "owner left unchanged (the agent does not run as root)"
 E_BAD_ARCHIVE = "not a readable tar archive: {reason}"
+E_FETCH_TOO_LARGE = ("{path} is {size} bytes, more than the {max_bytes} a fetch may bring "
+                     "(CMDB_MAX_FETCH_BYTES)")  # fmt: skip
 DETAIL_SKIPPED = "already equal"
 DETAIL_VERIFIED = "sha256 verified"
 DETAIL_SENT = "{size} bytes, sha256 {sha256}"
@@ -120,7 +123,14 @@ def _make_parents(directory: Path, created: list[Path]) -> None:
         missing.append(directory)
         directory = directory.parent
     for path in reversed(missing):
-        os.mkdir(path, NEW_DIR_MODE)
+        try:
+            os.mkdir(path, NEW_DIR_MODE)
+        except FileExistsError:
+            # Made meanwhile by another transfer (two pushes, or two agents on one machine):
+            # a folder now, not ours to take back. Anything else there is for the caller.
+            if stat.S_ISDIR(os.lstat(path).st_mode):
+                continue
+            raise
         created.append(path)
 
 
@@ -273,22 +283,31 @@ def receive_tree(client, manifest, dest, files, mode=None, owner=None, root=None
 
 
 def send_file(
-    client, path: str, root: str | None = None, ttl: int = BLOB_TTL, namespace: str = "fetch"
-) -> dict:
-    """For fetch: upload the host's file at ``path``; the outcome carries its manifest.
+    client, path: str, root: str | None = None, ttl: int = BLOB_TTL, namespace: str = "fetch",
+    max_bytes: float = math.inf,
+) -> dict:  # fmt: skip
+    """For fetch: upload the host's file at ``path`` (at most ``max_bytes``); the outcome
+    carries its manifest.
 
     Give each host its own ``namespace``: the server deletes a fetched blob once stored, and
     two hosts with the same file would otherwise share (and lose) one blob.
     """
     try:
         target = resolve_under(root, path)
-        st = os.stat(target)
-        if stat.S_ISDIR(st.st_mode):
-            return _failed(E_IS_DIR.format(path=target))
+        # Opened first, then looked at through the descriptor: what is checked is what is read.
+        # O_NONBLOCK: opening a fifo would otherwise wait for a writer.
+        fd = os.open(target, os.O_RDONLY | os.O_NONBLOCK)
+        st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):  # a fifo would block, a device might never end
-            return _failed(E_NOT_FILE.format(path=target))
-        with open(target, "rb") as f:
-            manifest = put_blob(client, f, ttl=ttl, namespace=namespace)
+            os.close(fd)
+            why = E_IS_DIR if stat.S_ISDIR(st.st_mode) else E_NOT_FILE
+            return _failed(why.format(path=target))
+        with os.fdopen(fd, "rb") as f:
+            if st.st_size > max_bytes:
+                return _failed(E_FETCH_TOO_LARGE.format(path=target, size=st.st_size,
+                                                        max_bytes=max_bytes))  # fmt: skip
+            os.set_blocking(fd, True)
+            manifest = put_blob(client, f, ttl=ttl, namespace=namespace, max_bytes=max_bytes)
     except (TransferError, OSError) as exc:
         return _failed(_reason(exc))
     return {

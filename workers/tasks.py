@@ -6,13 +6,16 @@ be JSON and must exist even when things go wrong.
 """
 
 import logging
+import math
 import os
 import socket
 import time
 import traceback
 
+from celery.app import trace
 from celery.exceptions import SoftTimeLimitExceeded
 from celery.signals import worker_init, worker_process_init, worker_ready
+from celery.worker import control
 
 import collectors
 from wire import names, signing
@@ -40,17 +43,46 @@ E_BACKSTOP = "killed by the agent's time limit backstop (the runner's own timeou
 E_INTERNAL = "agent error: {exc!r}"
 E_ALL_PLUGINS_FAILED = "every collector plugin failed"
 
+#: The only remote-control command an agent obeys. Anyone who can write to the broker can send
+#: one, unsigned: shutdown, cancel_consumer, add_consumer, pool_grow or revoke(terminate=True)
+#: would let them stop an agent, re-point it or kill the command it runs. Cancel needs none of
+#: them (the runner polls the cancel mark); ping lets operators and tests see who is there.
+CONTROL_COMMANDS = frozenset({"ping"})
+
+#: Celery's "succeeded" line without the return value: here that is the command's output, which
+#: must not land in every host's journal (it goes to the server, nowhere else).
+LOG_SUCCESS = "Task %(name)s[%(id)s] succeeded in %(runtime)ss"
+
 #: How long the run-once claim on a task id is kept in Redis: as long as the host's own
 #: (workers.claims), itself twice as long as a signed message is valid. Not days: at 100k tasks
 #: a day, a week of claims would be some 70 MB of the broker's memory.
 CLAIM_TTL = claims.KEEP
 
 
+E_CONTROL = "remote control command {name!r} refused: an agent obeys only {allowed}"
+
+
+def _refuse_control(name: str):
+    def refused(state, **_):
+        logger.warning(E_CONTROL.format(name=name, allowed=", ".join(sorted(CONTROL_COMMANDS))))
+        return {"error": E_CONTROL.format(name=name, allowed=", ".join(sorted(CONTROL_COMMANDS)))}
+
+    return refused
+
+
+def _obey_only_harmless_control() -> None:
+    # The worker hands this registry to its control consumer (celery.worker.pidbox).
+    for name in set(control.Panel.data) - CONTROL_COMMANDS:
+        control.Panel.data[name] = _refuse_control(name)
+
+
 @worker_init.connect
 def _check_server_key(sender=None, **_):
-    agent.started_worker()
     if getattr(getattr(sender, "app", app), "main", app.main) != app.main:
         return
+    agent.started_worker(sender.app.amqp.queues.consume_from or {})
+    _obey_only_harmless_control()
+    trace.LOG_SUCCESS = LOG_SUCCESS  # read by Celery's tracer at each success
     # `celery -A workers worker` too: an agent that could not check signatures would refuse
     # every message, so it does not start at all (python -m workers says so before this).
     try:
@@ -135,7 +167,8 @@ def _push(agent, spec: PushSpec, cancelled) -> Report:
 def _fetch(agent, spec: FetchSpec, cancelled) -> Report:
     started, clock = time.time(), time.monotonic()
     outcome = placing.send_file(agent.redis(), spec.path, root=agent.settings.root,
-                                namespace=names.fetch_namespace(spec.job, spec.host))  # fmt: skip
+                                namespace=names.fetch_namespace(spec.job, spec.host),
+                                max_bytes=spec.max_bytes or math.inf)  # fmt: skip
     manifest = outcome.get("manifest")
     return _transferred(outcome, started, clock, fetch_manifest=manifest)
 

@@ -212,7 +212,7 @@ class JobViewSet(CancelMixin, mixins.CreateModelMixin, ReadOnlyViewSet):
     #: The files are the host tasks' output: reading them takes what reading those takes.
     action_perms = {**CancelMixin.action_perms,
                     "push": ["jobs.run_command"], "fetch": ["jobs.run_command"],
-                    "files": ["jobs.view_job", "jobs.view_hosttask"]}  # fmt: skip
+                    "files": ["jobs.view_job", "jobs.view_output"]}  # fmt: skip
     request_serializers = {
         "create": serializers.JobRequestSerializer,
         "push": serializers.PushRequestSerializer,
@@ -317,6 +317,9 @@ class HostTaskViewSet(CancelMixin, ReadOnlyViewSet):
     serializer_class = serializers.HostTaskSerializer
     filterset_class = filtersets.HostTaskFilterSet
     permission_classes = [ActionPermissions]
+    #: The file is the host's (another user's /etc/shadow, say): its output, not its record.
+    action_perms = {**CancelMixin.action_perms,
+                    "file": ["jobs.view_hosttask", "jobs.view_output"]}  # fmt: skip
     #: Polled by the Celery task id that `run`, the API and the admin print per host.
     lookup_field = "task_id"
 

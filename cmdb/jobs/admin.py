@@ -14,7 +14,14 @@ class ReadOnlyMixin:
         return False
 
 
-class HostTaskInline(ReadOnlyMixin, admin.TabularInline):
+class RecordMixin(ReadOnlyMixin):
+    """The record of who ran what, where: nobody deletes it through the admin."""
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+class HostTaskInline(RecordMixin, admin.TabularInline):
     model = HostTask
     extra = 0
     fields = (
@@ -33,7 +40,7 @@ class HostTaskInline(ReadOnlyMixin, admin.TabularInline):
 
 
 @admin.register(Job)
-class JobAdmin(ReadOnlyMixin, admin.ModelAdmin):
+class JobAdmin(RecordMixin, admin.ModelAdmin):
     list_display = ("id", "kind", "command", "requested_by", "created", "results", "dispatch_error")
     list_filter = ("kind", "created")
 
@@ -47,7 +54,7 @@ class JobAdmin(ReadOnlyMixin, admin.ModelAdmin):
 
 
 @admin.register(HostTask)
-class HostTaskAdmin(ReadOnlyMixin, admin.ModelAdmin):
+class HostTaskAdmin(RecordMixin, admin.ModelAdmin):
     list_display = ("task_id", "ip", "state", "exit_code", "duration", "started_at", "job")
     list_filter = ("state",)
     search_fields = ("task_id", "ip", "job__id")

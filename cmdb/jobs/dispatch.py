@@ -204,7 +204,7 @@ def _spec(job: Job, task: HostTask, reply_queue: str) -> Spec:
     if job.kind == JobKindChoices.PUSH:
         return PushSpec(**common, **job.params["agent"])
     if job.kind == JobKindChoices.FETCH:
-        return FetchSpec(**common, **job.params["agent"])
+        return FetchSpec(**common, **job.params["agent"], max_bytes=cfg["MAX_FETCH_BYTES"])
     return CommandSpec(
         **common,
         command=job.command,
@@ -300,10 +300,9 @@ def cancel(tasks: list[HostTask], app: Celery) -> int:
     active = [t for t in tasks if t.state in State.active()]
     if not active:
         return 0
-    ids = [t.task_id for t in active]
-    mark_cancelled(app, ids)
-    # Agents online now drop queued copies at once; one offline now refuses by the mark later.
-    app.control.revoke(ids)
+    # Agents refuse a marked task before they run it and stop it while it runs (they obey no
+    # remote control, so a revoke broadcast would reach nobody).
+    mark_cancelled(app, [t.task_id for t in active])
     # No agent has anything of these to stop: they end now.
     why = {State.PENDING: E_CANCELLED_PENDING, State.STORING: E_CANCELLED_STORING}
     lifecycle.conclude([t.pk for t in active if t.state in why], State.CANCELLED,

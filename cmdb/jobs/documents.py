@@ -50,7 +50,8 @@ def fetched_file(task: HostTask, link: Link) -> dict | None:
             "removed": _time(task.fetched_removed_at)}  # fmt: skip
 
 
-def task_document(task: HostTask, link: Link) -> dict:
+def task_document(task: HostTask, link: Link, output: bool = True) -> dict:
+    """``output``: with the host's output (stdout, stderr); else they are null."""
     return {
         "task_id": task.task_id,
         "url": link("api:hosttask-detail", task_id=task.task_id),
@@ -65,13 +66,13 @@ def task_document(task: HostTask, link: Link) -> dict:
         "finished_at": _time(task.finished_at),
         "agent": task.agent,
         "error": task.error,
-        "stdout": task.stream("stdout"),
-        "stderr": task.stream("stderr"),
+        "stdout": task.stream("stdout") if output else None,
+        "stderr": task.stream("stderr") if output else None,
         "file": fetched_file(task, link),
     }
 
 
-def job_document(job: Job, tasks: list[HostTask], link: Link) -> dict:
+def job_document(job: Job, tasks: list[HostTask], link: Link, output: bool = True) -> dict:
     state = progress(tasks)
     return {
         "id": str(job.pk),
@@ -87,5 +88,5 @@ def job_document(job: Job, tasks: list[HostTask], link: Link) -> dict:
         "done": state.done,
         "ok": state.ok,
         "summary": state.counts,
-        "tasks": [task_document(t, link) for t in tasks],
+        "tasks": [task_document(t, link, output) for t in tasks],
     }

@@ -148,6 +148,9 @@ class HostTask(models.Model):
     class Meta:
         ordering = ["job", "ip"]
         verbose_name = "host task"
+        # Output and fetched files are what the hosts hold (a shadow file, keys, logs): reading
+        # them takes more than seeing that a job ran where.
+        permissions = [("view_output", "Can read host tasks' output and fetched files")]
         indexes = [models.Index(fields=["state", "reach_deadline"], name="hosttask_sweep")]
 
     def __str__(self):

@@ -32,12 +32,23 @@ def _with_newline(text: str) -> str:
     return text if not text or text.endswith("\n") else text + "\n"
 
 
+#: Control characters a host's output must not send to the operator's terminal (escape
+#: sequences can set the clipboard, rewrite lines, retitle windows): all of C0 but newline
+#: and tab, DEL and C1. They are shown as \x1b and the like instead.
+_CONTROLS = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F, *range(0x80, 0xA0)]
+             if c not in (0x0A, 0x09)}  # fmt: skip
+
+
+def printable(text: str) -> str:
+    return text.translate(_CONTROLS)
+
+
 def format_task(task: HostTask) -> str:
     lines = [_header(task) + "\n"]
     if task.error:
-        lines.append(f"[{task.state}] {task.error}\n")
-    lines.append(_with_newline(stream_text(task, "stdout")))
-    stderr = stream_text(task, "stderr")
+        lines.append(f"[{task.state}] {printable(task.error)}\n")
+    lines.append(_with_newline(printable(stream_text(task, "stdout"))))
+    stderr = printable(stream_text(task, "stderr"))
     if stderr:
         lines.append("[stderr]\n" + _with_newline(stderr))
     return "".join(lines)

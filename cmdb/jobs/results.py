@@ -30,6 +30,8 @@ logger = logging.getLogger(__name__)
 STORE_FETCHED = "cmdb.jobs.store_fetched"
 E_FORGED_FETCH = "refused: the file was not sent where this host task asked for it"
 E_NOT_STORED = "not stored on the server: {exc}"
+E_FETCH_TOO_LARGE = ("refused: the host sent {size} bytes, more than CMDB_MAX_FETCH_BYTES "
+                     "({limit})")  # fmt: skip
 E_VERSION = "the agent's report could not be read: {exc}; upgrade the agent or the server"
 
 
@@ -119,13 +121,20 @@ def finish_fetch(task_id: str, payload: dict) -> None:
         if task and task.state == State.CANCELLED and _own_blob(task, manifest):
             _delete_blob(manifest)  # nobody will collect it: Redis is not a file store
         return
-    fetched, error = None, None
+    fetched, error, limit = None, None, settings.CMDB["MAX_FETCH_BYTES"]
     if not _own_blob(task, manifest):
         # Only the blob this host was asked to send: a forged manifest naming a push's blob
         # must not be copied (and then deleted) by the server.
         logger.warning("fetch manifest from %s refused (namespace %r)", task.ip,
                        manifest.get("namespace"))  # fmt: skip
         error = E_FORGED_FETCH
+    elif (
+        not isinstance(size := manifest.get("size"), int) or size > settings.CMDB["MAX_FETCH_BYTES"]
+    ):
+        # The host was told the limit; an agent that sends more anyway is not stored, and its
+        # blob leaves the broker now rather than in six hours.
+        error = E_FETCH_TOO_LARGE.format(size=size, limit=limit)
+        _delete_blob(manifest)
     else:
         job = task.job
         # The CLI names a folder; the API and the admin leave it to FETCH_DIR/<job id>.

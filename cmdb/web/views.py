@@ -25,15 +25,18 @@ def job_detail(request, job_id):
     job = get_object_or_404(Job, pk=job_id)
     tasks = list(job.host_tasks.order_by("ip"))
     done = documents.progress(tasks).done
+    # The hosts' output, only for those who may read it (jobs.view_output).
+    output = request.user.has_perm("jobs.view_output")
     rows = [
-        {"task": t, "stdout": report.stream_text(t, "stdout"),
-         "stderr": report.stream_text(t, "stderr")}
+        {"task": t, "stdout": report.stream_text(t, "stdout") if output else "",
+         "stderr": report.stream_text(t, "stderr") if output else ""}
         for t in tasks
     ]  # fmt: skip
     return render(request, "web/job.html", {
         **admin.site.each_context(request),
         "title": f"Job {job.id}", "job": job, "rows": rows, "done": done,
         "summary": report.summary(tasks), "refresh": None if done else REFRESH_EVERY,
+        "output": output,
     })  # fmt: skip
 
 

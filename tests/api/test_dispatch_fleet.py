@@ -26,6 +26,7 @@ def operator(client_with):
         "jobs.cancel_job",
         "jobs.view_job",
         "jobs.view_hosttask",
+        "jobs.view_output",
         "hosts.view_host",
         username="alice",
     )

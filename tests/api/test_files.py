@@ -39,6 +39,7 @@ def hosts(roots):
 @pytest.fixture
 def operator(client_with):
     return client_with("jobs.run_command", "jobs.view_job", "jobs.view_hosttask",
+                       "jobs.view_output",
                        username="deployer")  # fmt: skip
 
 
@@ -163,7 +164,8 @@ def test_a_bad_push_request_says_why_and_uploads_nothing(operator, hosts):
 
 
 def test_push_and_fetch_need_the_run_command_permission(client_with, hosts):
-    collector = client_with("jobs.collect_facts", "jobs.view_job", "jobs.view_hosttask")
+    collector = client_with("jobs.collect_facts", "jobs.view_job", "jobs.view_hosttask",
+                            "jobs.view_output")  # fmt: skip
     upload = io.BytesIO(b"data")
     upload.name = "f"
 
@@ -175,7 +177,7 @@ def test_push_and_fetch_need_the_run_command_permission(client_with, hosts):
     from rest_framework.test import APIClient
 
     assert APIClient().post("/api/jobs/fetch/", {}, "json").status_code == 401
-    # Reading what a fetch brought back takes the view permissions of jobs and host tasks.
+    # Reading what a fetch brought back takes seeing the job and reading the hosts' output.
     job = Job.objects.create(kind="fetch", command="fetch", timeout=5, reach_timeout=5)
     jobs_only = client_with("jobs.view_job")
     assert jobs_only.get(f"/api/jobs/{job.pk}/files/").status_code == 403

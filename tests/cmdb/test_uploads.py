@@ -3,6 +3,7 @@
 import io
 import os
 import tarfile
+import tracemalloc
 
 import pytest
 
@@ -53,3 +54,21 @@ def test_an_archive_that_unpacks_too_big_is_refused_before_anything_is_written(t
     assert os.listdir(tmp_path) == []
     extract_checked(io.BytesIO(bomb), str(tmp_path), max_bytes=5_000_000)
     assert (tmp_path / "zeros").stat().st_size == 5_000_000
+
+
+def test_an_archive_of_a_million_tiny_members_is_refused_quickly_in_little_memory(tmp_path):
+    """The attack: 2.4 MB of tar.gz whose listing cost 218 MiB and 18 s."""
+    bomb = io.BytesIO()
+    with tarfile.open(fileobj=bomb, mode="w:gz", compresslevel=1) as tar:
+        for n in range(150_000):
+            tar.addfile(tarfile.TarInfo(f"f{n}"))
+    assert bomb.tell() < 4 << 20
+    tracemalloc.start()
+    try:
+        with pytest.raises(TransferError, match="in 100001 members; at most"):
+            extract_checked(io.BytesIO(bomb.getvalue()), str(tmp_path), max_members=100_000)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 << 20, f"{peak / (1 << 20):.0f} MiB"
+    assert os.listdir(tmp_path) == []

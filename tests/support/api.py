@@ -23,6 +23,7 @@ VIEW_ALL = [
     "assets.view_change",
     "jobs.view_job",
     "jobs.view_hosttask",
+    "jobs.view_output",
 ]
 
 

@@ -344,3 +344,24 @@ def test_memory_stays_bounded(store, tmp_path):
         tracemalloc.stop()
     assert outcome["outcome"] == "verified"
     assert peak < 12 * (1 << 20), f"peak {peak / (1 << 20):.1f} MiB"
+
+
+def test_two_transfers_making_the_same_parent_folders_at_once_both_succeed(store, tmp_path):
+    """Two agents on one machine (the demo, the tests) pushing to the same new folder."""
+    import threading
+
+    manifest = upload(store, b"same content\n")
+    outcomes = []
+    barrier = threading.Barrier(8)
+
+    def push(n):
+        barrier.wait()
+        dest = str(tmp_path / "new" / "deeper" / f"f{n}")
+        outcomes.append(receive_file(store, manifest, dest)["outcome"])
+
+    threads = [threading.Thread(target=push, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert outcomes == ["verified"] * 8

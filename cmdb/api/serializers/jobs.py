@@ -15,16 +15,17 @@ class StreamSerializer(serializers.Serializer):
     truncated = serializers.BooleanField(help_text="True when the middle was not kept.")
 
 
-@extend_schema_field(StreamSerializer)
+@extend_schema_field(StreamSerializer(allow_null=True))
 class StreamField(serializers.Field):
-    """One output stream of a host task, as ``HostTask.stream()`` gives it."""
+    """One output stream of a host task, as ``HostTask.stream()`` gives it; null for a user
+    without jobs.view_output."""
 
     def __init__(self, stream: str, **kwargs):
         self.stream = stream
         super().__init__(source="*", read_only=True, **kwargs)
 
     def to_representation(self, task: HostTask) -> dict:
-        return task.stream(self.stream)
+        return task.stream(self.stream)  # the schema's; documents.task_document renders it
 
 
 class FetchedFileSerializer(serializers.Serializer):
@@ -41,9 +42,16 @@ class RenderedMixin:
     """The representation is cmdb.jobs.documents' (one renderer for the API and `check_task
     --json`); the declared fields are its schema, and a test holds the two together."""
 
+    #: What reading the host's output (stdout, stderr, fetched files) takes.
+    OUTPUT_PERMISSION = "jobs.view_output"
+
     def link(self):
         request = self.context.get("request")
         return lambda name, **kwargs: reverse(name, kwargs=kwargs, request=request)
+
+    def output(self) -> bool:
+        request = self.context.get("request")
+        return bool(request and request.user.has_perm(self.OUTPUT_PERMISSION))
 
 
 class HostTaskSerializer(RenderedMixin, serializers.ModelSerializer):
@@ -90,7 +98,7 @@ class HostTaskSerializer(RenderedMixin, serializers.ModelSerializer):
         read_only_fields = fields
 
     def to_representation(self, task: HostTask) -> dict:
-        return documents.task_document(task, self.link())
+        return documents.task_document(task, self.link(), self.output())
 
     @extend_schema_field(FetchedFileSerializer(allow_null=True))
     def get_file(self, task: HostTask) -> dict | None:
@@ -124,7 +132,8 @@ class JobSerializer(RenderedMixin, serializers.ModelSerializer):
         ]
 
     def to_representation(self, job: Job) -> dict:
-        return documents.job_document(job, list(job.host_tasks.all()), self.link())
+        return documents.job_document(job, list(job.host_tasks.all()), self.link(),
+                                      self.output())  # fmt: skip
 
     def get_done(self, job: Job) -> bool:
         return documents.progress(list(job.host_tasks.all())).done
