@@ -12,6 +12,7 @@ from celery import group
 from django.conf import settings
 
 from bench.topology import ROOT
+from cmdb.hosts.choices import KeyStateChoices
 from cmdb.hosts.models import Host
 from cmdb.jobs.choices import HostTaskStateChoices as State
 from cmdb.jobs.dispatch import CommandRequest, dispatch_command
@@ -36,6 +37,8 @@ def create_hosts(ips: list[str], agent: str) -> None:
         [Host(ip=ip, agent_name=agent, agent_status="online") for ip in ips],
         ignore_conflicts=True,
     )
+    # The bench's own agents, on this machine: accepted (an operator would `keys accept`).
+    Host.objects.filter(ip__in=ips).update(key_state=KeyStateChoices.ACCEPTED)
 
 
 def wait_job(job: Job, timeout: float = 600) -> None:

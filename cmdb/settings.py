@@ -1,5 +1,6 @@
 """Settings, all from the environment with documented defaults (see README "Settings")."""
 
+import ipaddress
 import os
 import secrets
 from pathlib import Path
@@ -13,6 +14,15 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 
 #: Where `make up` keeps the SQLite database, logs, pids and the embedded Redis' files.
 RUN_DIR = Path(os.environ.get("CMDB_RUN_DIR", BASE_DIR / ".run"))
+
+
+def _networks(name: str) -> list:
+    """A comma-separated list of IPv4 addresses and networks (``127.0.1.0/25``); ``all``."""
+    value = os.environ.get(name, "").strip()
+    if value in ("all", "*"):
+        return [ipaddress.IPv4Network("0.0.0.0/0")]
+    return [ipaddress.IPv4Network(part.strip(), strict=False) for part in value.split(",")
+            if part.strip()]  # fmt: skip
 
 
 def _env_bool(name: str, default: bool) -> bool:
@@ -193,8 +203,14 @@ CMDB = {
     "TAIL_BYTES": int(os.environ.get("CMDB_TAIL_BYTES", "65536")),
     #: A command whose output passes this many bytes on the host is killed (protects its disk).
     "MAX_OUTPUT_BYTES": int(os.environ.get("CMDB_MAX_OUTPUT_BYTES", str(1 << 30))),
-    #: Accept hosts whose agents announce themselves (else: `manage.py hosts add` first).
+    #: Record hosts whose agents announce themselves (else: `manage.py hosts add` first). A new
+    #: host's key is pending until accepted (`manage.py keys accept`): it receives nothing.
     "AUTO_REGISTER": _env_bool("CMDB_AUTO_REGISTER", True),
+    #: Agents whose new keys are accepted as they come, by IP or network ("all"): none by
+    #: default. A changed key is never accepted by itself.
+    "AUTO_ACCEPT": _networks("CMDB_AUTO_ACCEPT"),
+    #: Registrations of new hosts refused once this many are pending (a flood of forged ones).
+    "MAX_PENDING": int(os.environ.get("CMDB_MAX_PENDING", "1000")),
     #: Seconds between scheduled fact collections (the first value; then edit it in the admin).
     "COLLECT_INTERVAL": int(os.environ.get("CMDB_COLLECT_INTERVAL", "3600")),
     #: Collect facts from a host as soon as its agent announces itself.

@@ -332,6 +332,12 @@ def up(fleet: Fleet, hosts: list[str]) -> None:
 
     # Rows left ONLINE by an earlier session must not pass for this session's agents.
     Host.objects.filter(ip__in=hosts).update(agent_status="unknown")
+    if not settings.CMDB["AUTO_ACCEPT"]:
+        # The demo's own agents, on this machine: their keys are accepted as they come. On a
+        # real fleet nothing is (`manage.py keys list`, then `keys accept IP`).
+        fleet.env["CMDB_AUTO_ACCEPT"] = ",".join(hosts)
+        print(f"accepting the keys of this machine's demo agents as they come: "
+              f"CMDB_AUTO_ACCEPT={fleet.env['CMDB_AUTO_ACCEPT']}")  # fmt: skip
     print("starting the central worker, beat and the web server")
     fleet.start_central()
     fleet.start_beat()

@@ -18,9 +18,11 @@ from deploy.local import Fleet
 from tests.support.blobs import standalone_redis
 from tests.support.fleet import (
     AGENT_IPS,
+    AUTO_ACCEPTED,
     ROOT,
     free_port,
     ping_nodes,
+    remember_keys,
     startup_collections_done,
     wait_for,
 )
@@ -32,6 +34,8 @@ TEST_ENV = {
     "CMDB_RESULT_GRACE": "10",
     "CMDB_LOGLEVEL": "INFO",
     "CMDB_BLOB_RELEASE_AFTER": "1",
+    # The suite's own agents are accepted as they come; the enrollment tests use others.
+    "CMDB_AUTO_ACCEPT": AUTO_ACCEPTED,
 }
 
 
@@ -146,6 +150,7 @@ def fleet(run_dir, process_env, django_db_blocker):
         # Agents announce themselves and the server collects their facts: let that settle,
         # then start the tests from an empty inventory.
         wait_for(lambda: startup_collections_done(len(AGENT_IPS)), 90, "startup collections")
+        remember_keys(fleet, AGENT_IPS)
         from cmdb.hosts.models import Host
         from cmdb.jobs.models import Job
 

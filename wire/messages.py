@@ -299,3 +299,7 @@ class Registration(_Message):
     agent: str = ""
     agent_pid: int | None = None
     started_at: float | None = None
+    #: The agent's own public key (PEM), and its signature over the rest of this message
+    #: (wire.signing.sign_document): what the server accepts, as salt-key does, or not.
+    pubkey: str = ""
+    signature: str = ""

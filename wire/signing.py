@@ -16,6 +16,7 @@ Part of the wire contract (wire/): no Celery, no Django, no environment.
 
 import base64
 import binascii
+import hashlib
 import json
 import os
 import time
@@ -161,3 +162,46 @@ def write_public_key(key: Ed25519PrivateKey, path: Path) -> None:
     tmp.write_bytes(pem)
     tmp.chmod(0o644)
     os.replace(tmp, path)
+
+
+# -- what agents sign ------------------------------------------------------------------------------
+E_BAD_AGENT_SIGNATURE = "not signed by the agent's own key"
+
+
+def sign_document(key: Ed25519PrivateKey, doc: dict) -> str:
+    """An agent's signature (base64) over ``doc``, a message of the contract without its
+    ``signature`` field, in the one canonical encoding."""
+    return base64.b64encode(key.sign(_canonical_doc(doc))).decode("ascii")
+
+
+def verify_document(key: Ed25519PublicKey, doc: dict, signature) -> bool:
+    """True when ``signature`` is ``key``'s over ``doc`` (without its ``signature`` field)."""
+    if not isinstance(signature, str):
+        return False
+    try:
+        key.verify(base64.b64decode(signature, validate=True), _canonical_doc(doc))
+    except (InvalidSignature, binascii.Error, TypeError, ValueError):
+        return False
+    return True
+
+
+def _canonical_doc(doc: dict) -> bytes:
+    unsigned = {k: v for k, v in doc.items() if k != "signature"}
+    return json.dumps(unsigned, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def public_key_from_pem(pem: str) -> Ed25519PublicKey:
+    """A public key sent as PEM text (an agent's, in its registration); SigningKeyError if not."""
+    try:
+        key = serialization.load_pem_public_key(pem.encode("ascii"))
+    except (ValueError, TypeError, UnicodeError) as exc:
+        raise SigningKeyError(f"not a public key in PEM: {exc}") from None
+    if not isinstance(key, Ed25519PublicKey):
+        raise SigningKeyError("not an Ed25519 public key")
+    return key
+
+
+def key_fingerprint(key: Ed25519PublicKey) -> str:
+    """As ssh shows one: SHA256 of the raw key, base64 without padding."""
+    raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return "SHA256:" + base64.b64encode(hashlib.sha256(raw).digest()).decode().rstrip("=")

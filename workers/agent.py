@@ -19,6 +19,7 @@ class Agent:
         #: tell a restarted agent (whose running commands are lost) from a live one.
         self.pid = os.getpid()
         self._public_key = None
+        self._own_key = None
         self._ledger = None
         self._connection = None
         #: The hosts (IPs) this agent serves, fixed when the worker starts: what it consumes
@@ -38,6 +39,14 @@ class Agent:
                 raise signing.SigningKeyError(signing.E_NO_PUBKEY)
             self._public_key = signing.load_public_key(self.settings.pubkey)
         return self._public_key
+
+    def own_key(self):
+        """This agent's own Ed25519 key, made on first start in its state folder (0600): what it
+        signs its registration with, and what the server accepts or not (`manage.py keys`)."""
+        if self._own_key is None:
+            self.settings.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._own_key = signing.generate_key_pair(self.settings.state_dir / "agent_key")
+        return self._own_key
 
     def ledger(self) -> claims.Ledger:
         """The host's own run-once claims (OSError when its folder cannot be made)."""

@@ -5,6 +5,7 @@ central worker as the first argument of the link callback the dispatcher attache
 be JSON and must exist even when things go wrong.
 """
 
+import dataclasses
 import logging
 import math
 import os
@@ -87,7 +88,8 @@ def _check_server_key(sender=None, **_):
     # every message, so it does not start at all (python -m workers says so before this).
     try:
         agent.server_key()
-    except signing.SigningKeyError as exc:
+        agent.own_key()  # made once, before the pool forks
+    except (signing.SigningKeyError, OSError) as exc:
         raise SystemExit(f"agent: {exc}") from None
 
 
@@ -221,8 +223,12 @@ def _register_with_server(sender=None, **_):
             ip = validate_ipv4(name)
         except ValueError:
             continue
+        key = agent.own_key()
         registration = Registration(ip=ip, hostname=socket.gethostname(),
                                     agent=getattr(sender, "hostname", "") or "",
-                                    agent_pid=os.getpid(), started_at=time.time())  # fmt: skip
+                                    agent_pid=os.getpid(), started_at=time.time(),
+                                    pubkey=signing.public_pem(key).decode())  # fmt: skip
+        signature = signing.sign_document(key, registration.to_wire())
+        registration = dataclasses.replace(registration, signature=signature)
         agent_app.send_task(names.REGISTER_AGENT, args=[registration.to_wire()],
                             queue=agent.settings.central_queue)  # fmt: skip

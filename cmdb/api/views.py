@@ -34,6 +34,7 @@ from cmdb.api.renderers import BinaryRenderer, TarRenderer
 from cmdb.assets.models import Asset, Change
 from cmdb.celery import app as cmdb_celery_app
 from cmdb.files.fetched import NotServed, open_fetched, tar_stream
+from cmdb.hosts import keys
 from cmdb.hosts.models import Host, HostGroup
 from cmdb.jobs import services
 from cmdb.jobs.choices import JobKindChoices
@@ -81,10 +82,32 @@ class CancelMixin:
 
 
 # --- hosts, assets, changes --------------------------------------------------------------------
+def _key_action(verb: str):
+    """POST /api/hosts/{id}/{verb}-key/: as `manage.py keys {verb}` (hosts.manage_keys)."""
+
+    def act(self, request, *args, **kwargs):
+        host = self.get_object()
+        getattr(keys, verb)([host.ip])
+        host.refresh_from_db()
+        return Response(self.get_serializer(host).data)
+
+    # Named before it is decorated: DRF routes the action to the method by this name.
+    act.__name__ = f"{verb}_key"
+    summary = f"{verb.capitalize()} the agent key of this host (hosts.manage_keys)"
+    schema = extend_schema(request=None, responses={200: serializers.HostSerializer},
+                           summary=summary)  # fmt: skip
+    return schema(action(detail=True, methods=["post"], url_path=f"{verb}-key")(act))
+
+
 class HostViewSet(ReadOnlyViewSet):
     queryset = Host.objects.select_related("facts").prefetch_related("groups")
     serializer_class = serializers.HostSerializer
     filterset_class = filtersets.HostFilterSet
+    permission_classes = [ActionPermissions]
+    action_perms = {f"{verb}_key": ["hosts.manage_keys"] for verb in ("accept", "reject", "delete")}
+    accept_key = _key_action("accept")
+    reject_key = _key_action("reject")
+    delete_key = _key_action("delete")
 
 
 class HostGroupViewSet(ReadOnlyViewSet):

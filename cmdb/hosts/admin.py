@@ -1,22 +1,44 @@
 """Admin for hosts and groups."""
 
-from django.contrib import admin
+from django.contrib import admin, messages
 
 from cmdb.assets.admin import AssetInline, ChangeInline
+from cmdb.hosts import keys
 from cmdb.hosts.models import Host, HostGroup
 from cmdb.web import actions
 
 
+def _key_action(verb: str, description: str):
+    @admin.action(description=description, permissions=["manage_keys"])
+    def act(modeladmin, request, queryset):
+        done = getattr(keys, verb)(list(queryset.values_list("ip", flat=True)))
+        past = {"accept": "accepted", "reject": "rejected", "delete": "deleted"}[verb]
+        modeladmin.message_user(request, f"keys {past}: {', '.join(done)}" if done
+                                else f"no key to {verb}", messages.SUCCESS if done
+                                else messages.WARNING)  # fmt: skip
+
+    act.__name__ = f"{verb}_keys"
+    return act
+
+
 @admin.register(Host)
 class HostAdmin(admin.ModelAdmin):
-    list_display = ("ip", "hostname", "agent_status", "os", "last_seen", "agent_name")
-    list_filter = ("agent_status", "groups", "facts__os")
+    list_display = ("ip", "hostname", "key_state", "agent_status", "os", "last_seen",
+                    "agent_name")  # fmt: skip
+    list_filter = ("key_state", "agent_status", "groups", "facts__os")
     search_fields = ("ip", "hostname", "agent_name")
     list_select_related = ("facts",)
     # Written by agents' registrations, heartbeats and collections, not by people.
-    readonly_fields = ("agent_status", "agent_name", "agent_pid", "last_seen", "created")
+    readonly_fields = ("agent_status", "agent_name", "agent_pid", "last_seen", "created",
+                       "agent_key", "key_state", "key_fingerprint", "key_changed_at")  # fmt: skip
     inlines = [AssetInline, ChangeInline]
-    actions = [actions.run_command, actions.collect_facts, actions.push_file, actions.fetch_file]
+    actions = [actions.run_command, actions.collect_facts, actions.push_file, actions.fetch_file,
+               _key_action("accept", "Accept the agents' keys of selected hosts"),
+               _key_action("reject", "Reject the agents' keys of selected hosts"),
+               _key_action("delete", "Delete the agents' keys of selected hosts")]  # fmt: skip
+
+    def has_manage_keys_permission(self, request):
+        return request.user.has_perm("hosts.manage_keys")
 
     def has_run_command_permission(self, request):
         return request.user.has_perm("jobs.run_command")

@@ -3,6 +3,15 @@
 from django.db import models
 
 
+class KeyStateChoices(models.TextChoices):
+    """An agent's key, as salt-key keeps them: only an accepted host receives anything."""
+
+    NONE = "none", "no key"
+    PENDING = "pending", "pending"
+    ACCEPTED = "accepted", "accepted"
+    REJECTED = "rejected", "rejected"
+
+
 class AgentStatusChoices(models.TextChoices):
     UNKNOWN = "unknown", "unknown"
     ONLINE = "online", "online"

@@ -5,7 +5,7 @@ import ipaddress
 from django.db import models
 from django.utils import timezone
 
-from cmdb.hosts.choices import AgentStatusChoices
+from cmdb.hosts.choices import AgentStatusChoices, KeyStateChoices
 
 E_MALFORMED = "malformed IP address: {target!r}"
 E_UNKNOWN_IP = "unknown host {target} (not in the inventory: add it with `manage.py hosts add`)"
@@ -70,27 +70,10 @@ class HostQuerySet(models.QuerySet):
             raise TargetError([problems[i] for i in sorted(problems)])
         return list(hosts.values())
 
-    def register_agent(self, info: dict, create: bool = True) -> "Host | None":
-        """Record an agent's announcement; create the host if allowed. Returns the host."""
-        ip = str(ipaddress.IPv4Address(info["ip"]))
-        fields = {
-            "agent_status": AgentStatusChoices.ONLINE,
-            "agent_name": info.get("agent") or "",
-            "agent_pid": info.get("agent_pid"),
-            "last_seen": timezone.now(),
-        }
-        host = self.filter(ip=ip).first()
-        if host is None:
-            if not create:
-                return None
-            host, _ = self.get_or_create(ip=ip, defaults=fields)
-        # Several demo agents share one machine's hostname; an operator's name is kept.
-        if not host.hostname and info.get("hostname"):
-            fields["hostname"] = info["hostname"]
-        for name, value in fields.items():
-            setattr(host, name, value)
-        host.save(update_fields=list(fields))
-        return host
+    def accepted(self):
+        """Hosts whose agent key an operator (or CMDB_AUTO_ACCEPT) accepted: the only ones that
+        receive anything."""
+        return self.filter(key_state=KeyStateChoices.ACCEPTED)
 
 
 class Host(models.Model):
@@ -111,6 +94,18 @@ class Host(models.Model):
         "agent", max_length=255, blank=True, help_text="Celery node name of the host's agent."
     )
     agent_pid = models.PositiveIntegerField("agent pid", null=True, blank=True)
+    agent_key = models.TextField(
+        "agent key", blank=True, help_text="The public key (PEM) the host's agent registered with."
+    )
+    key_state = models.CharField(
+        "key", max_length=16, choices=KeyStateChoices.choices, default=KeyStateChoices.NONE,
+        db_index=True, help_text="Only a host whose key is accepted receives anything.",
+    )  # fmt: skip
+    key_fingerprint = models.CharField("key fingerprint", max_length=64, blank=True)
+    key_changed_at = models.DateTimeField(
+        "key changed", null=True, blank=True,
+        help_text="When its agent came back with another key (pending again since).",
+    )  # fmt: skip
     last_seen = models.DateTimeField(
         "last seen", null=True, blank=True, help_text="Last registration or heartbeat."
     )
@@ -121,6 +116,7 @@ class Host(models.Model):
     class Meta:
         ordering = ["ip"]
         verbose_name = "host"
+        permissions = [("manage_keys", "Can accept, reject and delete agents' keys")]
 
     def __str__(self):
         return f"{self.ip} ({self.hostname})" if self.hostname else self.ip

@@ -16,6 +16,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from cmdb.assets.where import parse_all as parse_where
+from cmdb.hosts.choices import KeyStateChoices
 from cmdb.hosts.models import Host, HostGroup, TargetError
 from cmdb.jobs import lifecycle, signer
 from cmdb.jobs.broker import BROKER_ERRORS, mark_cancelled
@@ -33,6 +34,11 @@ E_EMPTY_COMMAND = "the command is empty"
 E_NO_TARGETS = "no target hosts given (--hosts, --group or --where)"
 E_UNKNOWN_GROUP = "unknown group {name!r}"
 E_NO_MATCH = "no host matches the targets given"
+E_NOT_ACCEPTED = {
+    "none": "host {ip} has no agent key yet (no agent has registered): it receives nothing",
+    "pending": "host {ip}'s agent key is pending: `manage.py keys accept {ip}` first",
+    "rejected": "host {ip}'s agent key was rejected: it receives nothing",
+}
 E_BATCH = "batch must be a whole number of hosts, at least 1, not {value!r}"
 E_MAX_FAILURES = "max failures must be a whole number, at least 0, not {value!r}"
 E_TIMEOUT_RANGE = "timeout must be between 1 and {max} seconds, not {value}"
@@ -119,6 +125,10 @@ def _select_hosts(request: CommandRequest, problems: Problems) -> list[Host]:
         hosts = {h.pk: h for h in base.filter(q).distinct()}
     if not hosts:
         problems.add("targets", E_NO_MATCH)
+    # Only an accepted agent receives anything: refused by name, before anything is recorded.
+    problems.add("targets", *(E_NOT_ACCEPTED[h.key_state].format(ip=h.ip)
+                              for h in sorted(hosts.values(), key=lambda h: h.ip)
+                              if h.key_state != KeyStateChoices.ACCEPTED))  # fmt: skip
     return sorted(hosts.values(), key=lambda h: h.ip)
 
 

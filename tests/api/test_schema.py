@@ -34,6 +34,9 @@ OPERATIONS = {
     ("/api/host-tasks/", "get"),
     ("/api/host-tasks/{task_id}/", "get"),
     ("/api/host-tasks/{task_id}/cancel/", "post"),
+    ("/api/hosts/{id}/accept-key/", "post"),
+    ("/api/hosts/{id}/reject-key/", "post"),
+    ("/api/hosts/{id}/delete-key/", "post"),
 }
 
 

@@ -1,10 +1,13 @@
 """Host targeting and the `hosts` command."""
 
+import ipaddress
+
 import pytest
 from django.core.management import CommandError, call_command
 
+from cmdb.hosts import keys
 from cmdb.hosts.models import Host, TargetError
-from tests.support.factories import make_host
+from tests.support.factories import make_host, signed_registration
 
 pytestmark = pytest.mark.django_db
 
@@ -39,16 +42,17 @@ def test_resolve_refuses_a_hostname_shared_by_several_hosts():
         Host.objects.resolve(["box"])
 
 
-def test_register_agent_creates_the_host_and_keeps_an_operators_hostname():
-    make_host("10.0.0.9", hostname="named-by-ops", with_agent=False)
-    info = {"ip": "10.0.0.9", "hostname": "from-agent", "agent": "agent@10.0.0.9", "agent_pid": 42}
+def test_register_agent_creates_the_host_and_keeps_an_operators_hostname(settings):
+    settings.CMDB = {**settings.CMDB, "AUTO_ACCEPT": [ipaddress.IPv4Network("10.0.0.0/24")]}
+    make_host("10.0.0.9", hostname="named-by-ops", with_agent=False, key=False)
 
-    host = Host.objects.register_agent(info)
-    new = Host.objects.register_agent({**info, "ip": "10.0.0.10"})
+    host, _ = keys.register(signed_registration("10.0.0.9", hostname="from-agent", agent_pid=42))
+    new, _ = keys.register(signed_registration("10.0.0.10", hostname="from-agent"))
 
     assert (host.hostname, host.agent_status, host.agent_pid) == ("named-by-ops", "online", 42)
     assert new.hostname == "from-agent"
-    assert Host.objects.register_agent({**info, "ip": "10.0.0.11"}, create=False) is None
+    settings.CMDB = {**settings.CMDB, "AUTO_REGISTER": False}
+    assert keys.register(signed_registration("10.0.0.11")) == (None, "unknown")
 
 
 def test_hosts_command_adds_lists_and_removes(capsys):

@@ -18,7 +18,7 @@ from cmdb.jobs.models import HostTask, Job
 from deploy.local import stop_group
 from tests.support.cli import ID_LINE, dispatch, wait_job, wait_state
 from tests.support.factories import make_host, signed_headers
-from tests.support.fleet import AGENT_IPS, ROOT, free_port, ping_nodes, wait_for
+from tests.support.fleet import AGENT_IPS, ROOT, free_port, ping_nodes, remember_keys, wait_for
 from wire.messages import VERSION, CommandSpec, Outcome
 
 pytestmark = [pytest.mark.fleet, pytest.mark.django_db(transaction=True)]
@@ -232,9 +232,10 @@ def test_agent_killed_mid_command_ends_lost(manage, fleet, tmp_path):
     from cmdb.celery import app
 
     ip = "127.0.1.50"
-    make_host(ip)
     agent = fleet.start_agent(ip, concurrency=1)
     wait_for(lambda: ping_nodes(app, [f"agent@{ip}"]), 60, "the doomed agent", interval=0.5)
+    remember_keys(fleet, [ip])  # the host made next is that agent's, with its key
+    make_host(ip)
     pidfile = tmp_path / "cmd.pid"
     job_id = dispatch(manage, f"echo $$ > {pidfile}; sleep 60", ip)
     task = HostTask.objects.get(job_id=job_id)

@@ -1,14 +1,23 @@
 """Model factories and test data: hosts, signed headers, archives to upload."""
 
+import dataclasses
 import io
 import tarfile
 
-from cmdb.hosts.choices import AgentStatusChoices
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from cmdb.hosts.choices import AgentStatusChoices, KeyStateChoices
 from cmdb.hosts.models import Host
+from tests.support.fleet import AGENT_KEYS
+from wire import signing
+from wire.messages import Registration
 
 
-def make_host(ip: str, hostname: str = "", with_agent: bool = True) -> Host:
-    # update_or_create: a real agent may have registered the host already.
+def make_host(ip: str, hostname: str = "", with_agent: bool = True, key: bool = True) -> Host:
+    """A host whose agent's key is accepted, its agent online (``with_agent=False``: none runs,
+    or none has said so). ``key=False``: as an operator adds one, no key yet (it receives
+    nothing)."""
+    # update_or_create: a real agent may have registered the host already (its key is kept).
     host, _ = Host.objects.update_or_create(
         ip=ip,
         defaults={
@@ -19,7 +28,22 @@ def make_host(ip: str, hostname: str = "", with_agent: bool = True) -> Host:
             ),
         },
     )
+    if key and not host.agent_key:
+        # The key of the suite's agent on that IP if there is one, else a key of its own.
+        pem = AGENT_KEYS.get(ip) or signing.public_pem(Ed25519PrivateKey.generate()).decode()
+        host.agent_key, host.key_state = pem, KeyStateChoices.ACCEPTED
+        host.key_fingerprint = signing.key_fingerprint(signing.public_key_from_pem(pem))
+        host.save(update_fields=["agent_key", "key_state", "key_fingerprint"])
     return host
+
+
+def signed_registration(ip: str, key: Ed25519PrivateKey | None = None, **fields) -> Registration:
+    """What an agent with ``key`` (a new one unless given) sends when it starts."""
+    key = key or Ed25519PrivateKey.generate()
+    registration = Registration(ip=ip, agent=f"agent@{ip}", agent_pid=fields.pop("agent_pid", 7),
+                                pubkey=signing.public_pem(key).decode(), **fields)  # fmt: skip
+    signature = signing.sign_document(key, registration.to_wire())
+    return dataclasses.replace(registration, signature=signature)
 
 
 def signed_headers(task: str, ip: str, task_id: str, spec: dict, ttl: float = 60, key=None):

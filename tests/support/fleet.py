@@ -10,6 +10,12 @@ from cmdb.jobs.choices import HostTaskStateChoices as State
 
 #: The agents the session's fleet runs (tests/conftest.py).
 AGENT_IPS = ["127.0.1.1", "127.0.1.2"]
+#: Their public keys (PEM) by IP, as they registered them: a host the tests make again after
+#: the inventory was emptied is the same agent's (tests.support.factories.make_host).
+AGENT_KEYS: dict[str, str] = {}
+#: Agents the suite starts are accepted as they come (CMDB_AUTO_ACCEPT): the suite's own, on
+#: this machine. Beyond, 127.0.1.128 and up, keys wait for an operator (tests/security).
+AUTO_ACCEPTED = "127.0.1.0/25"
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -48,11 +54,25 @@ def rooted_agents(fleet, ips: list[str], base: Path):
         fleet.start_agent(ip, concurrency=1, extra_env={"CMDB_AGENT_ROOT": str(root)})
     nodes = [f"agent@{ip}" for ip in ips]
     wait_for(lambda: ping_nodes(app, nodes), 90, f"{nodes} to answer pings", interval=0.5)
+    remember_keys(fleet, ips)
     try:
         yield roots
     finally:
         for ip in ips:
             fleet.stop(f"agent-{ip}")
+
+
+def remember_keys(fleet, ips: list[str], timeout: float = 30) -> None:
+    """Keep these agents' public keys (AGENT_KEYS), read where each made it when it started
+    (its state folder, deploy.local.Fleet.start_agent)."""
+
+    def made():
+        paths = {ip: fleet.run_dir / "agent-state" / ip / "agent_key.pub" for ip in ips}
+        return {ip: p.read_text() for ip, p in paths.items() if p.exists()}
+
+    keys = wait_for(lambda: (k := made()) and len(k) == len(ips) and k, timeout,
+                    f"{ips} to make their keys", interval=0.2)  # fmt: skip
+    AGENT_KEYS.update(keys)
 
 
 def startup_collections_done(count: int) -> bool:

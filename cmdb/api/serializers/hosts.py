@@ -55,6 +55,8 @@ class HostSerializer(serializers.ModelSerializer):
             "agent_status",
             "agent_name",
             "agent_pid",
+            "key_state",
+            "key_fingerprint",
             "last_seen",
             "created",
             "groups",

@@ -1,0 +1,137 @@
+"""Agents' keys, kept as salt-key keeps them: a host an agent registers is pending until an
+operator accepts its key; a pending or rejected host receives nothing.
+
+Every agent makes its own Ed25519 key pair on first start and presents the public key, signed
+with the private one, in each registration (wire.messages.Registration). What the server does
+with it, by the state of the host's key:
+
+    no host yet          a new host, pending (accepted with CMDB_AUTO_ACCEPT; refused past
+                         CMDB_MAX_PENDING pending hosts)
+    no key yet           the key is recorded, pending (accepted with CMDB_AUTO_ACCEPT)
+    the same key         accepted: the agent's name, pid and status are updated; else nothing
+    another key          pending again, loudly, whatever it was (as SSH's changed host key):
+                         never accepted by itself
+"""
+
+import ipaddress
+import logging
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from cmdb.hosts.choices import AgentStatusChoices, KeyStateChoices
+from cmdb.hosts.models import Host
+from cmdb.jobs import services
+from cmdb.jobs.exceptions import ServiceError
+from wire import signing
+from wire.messages import Registration
+
+logger = logging.getLogger(__name__)
+
+E_NOT_SIGNED = "registration of {ip} refused: {reason}"
+E_TOO_MANY_PENDING = ("registration of {ip} refused: {count} hosts are pending already "
+                      "(CMDB_MAX_PENDING); accept or reject some first")  # fmt: skip
+W_KEY_CHANGED = ("the agent of {ip} came back with ANOTHER KEY ({new}, was {old}): the host "
+                 "is pending and receives nothing until `manage.py keys accept {ip}`")  # fmt: skip
+
+
+def check_signed(registration: Registration) -> str | None:
+    """Why the registration is not signed by the key it presents, or None."""
+    try:
+        key = signing.public_key_from_pem(registration.pubkey)
+    except signing.SigningKeyError as exc:
+        return str(exc)
+    if not signing.verify_document(key, registration.to_wire(), registration.signature):
+        return signing.E_BAD_AGENT_SIGNATURE
+    return None
+
+
+def fingerprint(pem: str) -> str:
+    return signing.key_fingerprint(signing.public_key_from_pem(pem))
+
+
+def auto_accepts(ip: str) -> bool:
+    address = ipaddress.IPv4Address(ip)
+    return any(address in network for network in settings.CMDB["AUTO_ACCEPT"])
+
+
+def register(registration: Registration):
+    """Record an agent's registration; returns (host or None, what happened)."""
+    cfg = settings.CMDB
+    create, max_pending = cfg["AUTO_REGISTER"], cfg["MAX_PENDING"]
+    auto_accept = auto_accepts(registration.ip)
+    problem = check_signed(registration)
+    if problem:
+        logger.warning(E_NOT_SIGNED.format(ip=registration.ip, reason=problem))
+        return None, "unsigned"
+    key, now = registration.pubkey, timezone.now()
+    with transaction.atomic():
+        host = Host.objects.select_for_update().filter(ip=registration.ip).first()
+        if host is None:
+            if not create:
+                return None, "unknown"
+            pending = Host.objects.filter(key_state=KeyStateChoices.PENDING).count()
+            if not auto_accept and pending >= max_pending:
+                logger.warning(E_TOO_MANY_PENDING.format(ip=registration.ip, count=pending))
+                return None, "too many pending"
+            host = Host(ip=registration.ip, hostname=registration.hostname)
+        if not host.agent_key or host.key_state == KeyStateChoices.NONE:
+            outcome = "new key"
+            host.agent_key, host.key_fingerprint = key, fingerprint(key)
+            host.key_state = KeyStateChoices.ACCEPTED if auto_accept else KeyStateChoices.PENDING
+        elif host.agent_key != key:
+            outcome = "changed key"
+            logger.warning(W_KEY_CHANGED.format(ip=host.ip, new=fingerprint(key),
+                                                old=host.key_fingerprint))  # fmt: skip
+            host.agent_key, host.key_fingerprint = key, fingerprint(key)
+            host.key_state, host.key_changed_at = KeyStateChoices.PENDING, now
+        else:
+            outcome = "same key"
+        if host.key_state == KeyStateChoices.ACCEPTED:
+            # Only an accepted key's holder speaks for the host: its name and pid are what the
+            # monitor judges the host's tasks by.
+            host.agent_status, host.last_seen = AgentStatusChoices.ONLINE, now
+            host.agent_name, host.agent_pid = registration.agent, registration.agent_pid
+            if not host.hostname and registration.hostname:
+                host.hostname = registration.hostname
+        host.save()
+    return host, outcome
+
+
+def accept(ips: list[str]) -> list[str]:
+    """Accept the pending (or rejected) keys of these hosts; returns the IPs accepted."""
+    hosts = Host.objects.filter(ip__in=ips).exclude(agent_key="")
+    hosts = hosts.exclude(key_state=KeyStateChoices.ACCEPTED)
+    done = sorted(hosts.values_list("ip", flat=True))
+    hosts.update(key_state=KeyStateChoices.ACCEPTED, key_changed_at=None)
+    for ip in done:
+        logger.warning("key of %s accepted", ip)
+    if done and settings.CMDB["COLLECT_ON_START"]:
+        # What the host is: learnt at once, as for an agent that starts accepted.
+        try:
+            services.collect(services.Targets(hosts=done), requested_by="key accepted")
+        except ServiceError as exc:  # the keys are accepted all the same
+            logger.warning("no collection after accepting %s: %s", ", ".join(done), exc)
+    return done
+
+
+def reject(ips: list[str]) -> list[str]:
+    hosts = Host.objects.filter(ip__in=ips).exclude(agent_key="")
+    hosts = hosts.exclude(key_state=KeyStateChoices.REJECTED)
+    done = sorted(hosts.values_list("ip", flat=True))
+    hosts.update(key_state=KeyStateChoices.REJECTED, agent_status=AgentStatusChoices.UNKNOWN)
+    for ip in done:
+        logger.warning("key of %s rejected", ip)
+    return done
+
+
+def delete(ips: list[str]) -> list[str]:
+    """Forget these hosts' keys: the next registration is a new key (pending)."""
+    hosts = Host.objects.filter(ip__in=ips).exclude(agent_key="")
+    done = sorted(hosts.values_list("ip", flat=True))
+    hosts.update(agent_key="", key_fingerprint="", key_state=KeyStateChoices.NONE,
+                 agent_status=AgentStatusChoices.UNKNOWN)  # fmt: skip
+    for ip in done:
+        logger.warning("key of %s deleted", ip)
+    return done

@@ -1,0 +1,63 @@
+"""`manage.py keys [list | accept IP... | --all | reject IP... | delete IP...]`: agents' keys,
+as salt-key shows and decides them."""
+
+from django.core.management.base import CommandError
+
+from cmdb.hosts import keys
+from cmdb.hosts.choices import KeyStateChoices
+from cmdb.hosts.models import Host
+from cmdb.jobs.cli import EXIT_INVALID, FleetCommand
+
+E_NO_IPS = "name the hosts by IP (or --all, to accept every pending key)"
+
+
+class Command(FleetCommand):
+    help = (
+        "Agents' keys: list them (pending, accepted, rejected, with fingerprints), accept, "
+        "reject or delete them. A host whose key is not accepted receives nothing."
+    )
+
+    def add_arguments(self, parser):
+        sub = parser.add_subparsers(dest="action")
+        sub.add_parser("list", help="every key, by state (the default)")
+        actions = {"accept": "accept these hosts' keys",
+                   "reject": "reject them: the host receives nothing",
+                   "delete": "forget them: the next registration is pending"}  # fmt: skip
+        for name, text in actions.items():
+            action = sub.add_parser(name, help=text)
+            action.add_argument("ips", nargs="*", metavar="IP")
+            if name == "accept":
+                action.add_argument("--all", action="store_true", help="every pending key")
+
+    def handle(self, *args, **opts):
+        action = opts.get("action") or "list"
+        if action == "list":
+            return self._list()
+        ips = opts["ips"]
+        if action == "accept" and opts.get("all"):
+            ips = list(Host.objects.filter(key_state=KeyStateChoices.PENDING)
+                       .values_list("ip", flat=True))  # fmt: skip
+        elif not ips:
+            raise CommandError(E_NO_IPS, returncode=EXIT_INVALID)
+        known = set(Host.objects.filter(ip__in=ips).values_list("ip", flat=True))
+        unknown = sorted(set(ips) - known)
+        if unknown:
+            raise CommandError(f"unknown host(s): {', '.join(unknown)}; nothing changed",
+                               returncode=EXIT_INVALID)  # fmt: skip
+        done = getattr(keys, action)(ips)
+        verb = {"accept": "accepted", "reject": "rejected", "delete": "deleted"}[action]
+        self.stdout.write(f"{verb}: {', '.join(done)}" if done else f"nothing {verb}")
+
+    def _list(self):
+        hosts = Host.objects.exclude(key_state=KeyStateChoices.NONE).order_by("key_state", "ip")
+        if not hosts.exists():
+            self.stdout.write("no keys yet: agents present theirs when they start")
+            return
+        shown = (KeyStateChoices.PENDING, KeyStateChoices.ACCEPTED, KeyStateChoices.REJECTED)
+        for state in shown:
+            rows = [h for h in hosts if h.key_state == state]
+            if rows:
+                self.stdout.write(f"{state.label}:")
+                for h in rows:
+                    changed = "  KEY CHANGED" if h.key_changed_at else ""
+                    self.stdout.write(f"  {h.ip:<16} {h.key_fingerprint}  {h.hostname}{changed}")
