@@ -28,6 +28,10 @@ if TYPE_CHECKING:
     import redis
 
 CHUNK_SIZE = 1 << 20
+#: What a manifest off the wire may say: chunks of 1 KiB to 64 MiB, at most 1 TiB in all. A
+#: forged one (chunk_size 1, 2**62 chunks) must not make anyone build 2**62 key names.
+CHUNK_RANGE = (1 << 10, 1 << 26)
+MAX_BLOB_BYTES = 1 << 40
 BLOB_TTL = 6 * 3600
 #: Chunks buffered in an upload pipeline before it is sent: memory stays near 8 chunks.
 FLUSH_EVERY = 8
@@ -66,7 +70,8 @@ def checked(manifest: dict) -> tuple[str, int, int, str]:
         chunks, namespace = manifest["chunks"], manifest["namespace"]
         ok = bool(_SHA256.fullmatch(sha) and _NAMESPACE.fullmatch(namespace))
         ok = ok and all(type(v) is int for v in (size, chunk_size, chunks))
-        ok = ok and size >= 0 and chunk_size > 0 and chunks == -(-size // chunk_size)
+        ok = ok and 0 <= size <= MAX_BLOB_BYTES and CHUNK_RANGE[0] <= chunk_size <= CHUNK_RANGE[1]
+        ok = ok and chunks == -(-size // chunk_size)
     except (KeyError, TypeError):
         ok = False
     if not ok:
@@ -103,7 +108,7 @@ def put_blob(
     already handed out stay valid. TransferError, before anything is sent, for more than
     ``max_bytes`` (a file that grows while it is read included): the broker's memory is the
     whole fleet's."""
-    if chunk_size <= 0 or not _NAMESPACE.fullmatch(namespace):
+    if not CHUNK_RANGE[0] <= chunk_size <= CHUNK_RANGE[1] or not _NAMESPACE.fullmatch(namespace):
         raise ValueError(f"bad chunk_size {chunk_size!r} or namespace {namespace!r}")
     digest, size = hashlib.sha256(), 0
     for block in _blocks(fileobj, chunk_size, max_bytes + 1):

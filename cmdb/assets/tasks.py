@@ -10,7 +10,8 @@ from cmdb.jobs import services
 @shared_task(name="cmdb.assets.collect_all", ignore_result=True)
 def collect_all() -> str | None:
     """Periodic (django-celery-beat): collect facts from every host whose agent is online."""
-    online = Host.objects.filter(agent_status=AgentStatusChoices.ONLINE)
+    # Only hosts that may receive anything: one pending host must not refuse the whole fleet's.
+    online = Host.objects.accepted().filter(agent_status=AgentStatusChoices.ONLINE)
     ips = list(online.values_list("ip", flat=True))
     if not ips:
         return None

@@ -15,9 +15,10 @@ with it, by the state of the host's key:
 
 import ipaddress
 import logging
+import time
 
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from cmdb.hosts.choices import AgentStatusChoices, KeyStateChoices
@@ -28,6 +29,9 @@ from wire import signing
 from wire.messages import Registration
 
 logger = logging.getLogger(__name__)
+
+#: Host.hostname's column.
+HOSTNAME_MAX = 255
 
 E_NOT_SIGNED = "registration of {ip} refused: {reason}"
 E_TOO_MANY_PENDING = ("registration of {ip} refused: {count} hosts are pending already "
@@ -56,15 +60,48 @@ def auto_accepts(ip: str) -> bool:
     return any(address in network for network in settings.CMDB["AUTO_ACCEPT"])
 
 
+def malformed(registration: Registration, now: float) -> str | None:
+    """Why the registration's fields cannot be taken, or None."""
+    try:
+        ipaddress.IPv4Address(registration.ip)
+    except ValueError:
+        return "not an IPv4 address"
+    if len(registration.hostname) > HOSTNAME_MAX or not registration.hostname.isprintable():
+        return "not a hostname"
+    started = registration.started_at
+    if started is None or started > now + signing.CLOCK_SLACK:
+        return "no start time, or one in the future"
+    return None
+
+
 def register(registration: Registration):
-    """Record an agent's registration; returns (host or None, what happened)."""
+    """Record an agent's registration; returns (host or None, what happened): "new key",
+    "changed key", "same key", "restarted" (the same key, a new agent process), or why not."""
+    problem = malformed(registration, time.time()) or check_signed(registration)
+    if (
+        not problem
+        and Host.objects.filter(
+            ip=registration.ip,
+            agent_key=registration.pubkey,
+            agent_started__gte=registration.started_at,
+        ).exists()
+    ):
+        # This key's agent registered as started then (or later) already: a replay. A
+        # registration delayed in the broker (the central worker was down) is still taken.
+        problem = "not newer than the last one of this key's agent (a replay?)"
+    if problem:
+        logger.warning(E_NOT_SIGNED.format(ip=registration.ip, reason=problem))
+        return None, "refused"
+    try:
+        return _register(registration)
+    except IntegrityError:  # two first registrations of one IP at once: the other one won
+        return _register(registration)
+
+
+def _register(registration: Registration):
     cfg = settings.CMDB
     create, max_pending = cfg["AUTO_REGISTER"], cfg["MAX_PENDING"]
     auto_accept = auto_accepts(registration.ip)
-    problem = check_signed(registration)
-    if problem:
-        logger.warning(E_NOT_SIGNED.format(ip=registration.ip, reason=problem))
-        return None, "unsigned"
     key, now = registration.pubkey, timezone.now()
     with transaction.atomic():
         host = Host.objects.select_for_update().filter(ip=registration.ip).first()
@@ -86,8 +123,12 @@ def register(registration: Registration):
                                                 old=host.key_fingerprint))  # fmt: skip
             host.agent_key, host.key_fingerprint = key, fingerprint(key)
             host.key_state, host.key_changed_at = KeyStateChoices.PENDING, now
+            host.agent_status, host.agent_name = AgentStatusChoices.UNKNOWN, ""
+        elif (host.agent_name, host.agent_pid) != (registration.agent, registration.agent_pid):
+            outcome = "restarted"
         else:
             outcome = "same key"
+        host.agent_started = registration.started_at
         if host.key_state == KeyStateChoices.ACCEPTED:
             # Only an accepted key's holder speaks for the host: its name and pid are what the
             # monitor judges the host's tasks by.
@@ -120,7 +161,9 @@ def reject(ips: list[str]) -> list[str]:
     hosts = Host.objects.filter(ip__in=ips).exclude(agent_key="")
     hosts = hosts.exclude(key_state=KeyStateChoices.REJECTED)
     done = sorted(hosts.values_list("ip", flat=True))
-    hosts.update(key_state=KeyStateChoices.REJECTED, agent_status=AgentStatusChoices.UNKNOWN)
+    # Its agent's name goes too: heartbeats under it must not make the host look online.
+    hosts.update(key_state=KeyStateChoices.REJECTED, agent_status=AgentStatusChoices.UNKNOWN,
+                 agent_name="", agent_pid=None)  # fmt: skip
     for ip in done:
         logger.warning("key of %s rejected", ip)
     return done
@@ -131,7 +174,8 @@ def delete(ips: list[str]) -> list[str]:
     hosts = Host.objects.filter(ip__in=ips).exclude(agent_key="")
     done = sorted(hosts.values_list("ip", flat=True))
     hosts.update(agent_key="", key_fingerprint="", key_state=KeyStateChoices.NONE,
-                 agent_status=AgentStatusChoices.UNKNOWN)  # fmt: skip
+                 agent_status=AgentStatusChoices.UNKNOWN, agent_name="",
+                 agent_pid=None)  # fmt: skip
     for ip in done:
         logger.warning("key of %s deleted", ip)
     return done

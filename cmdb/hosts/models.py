@@ -102,6 +102,11 @@ class Host(models.Model):
         db_index=True, help_text="Only a host whose key is accepted receives anything.",
     )  # fmt: skip
     key_fingerprint = models.CharField("key fingerprint", max_length=64, blank=True)
+    agent_started = models.FloatField(
+        "agent started", null=True, blank=True,
+        help_text="When (its own clock) the agent of its last registration started: an older "
+        "registration is a replay.",
+    )  # fmt: skip
     key_changed_at = models.DateTimeField(
         "key changed", null=True, blank=True,
         help_text="When its agent came back with another key (pending again since).",

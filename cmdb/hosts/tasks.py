@@ -32,7 +32,9 @@ def register_agent(info: dict) -> None:
         return
     if host.key_state == KeyStateChoices.PENDING:
         logger.warning(E_PENDING, registration.agent, host.ip, host.key_fingerprint, host.ip)
-    elif host.key_state == KeyStateChoices.ACCEPTED and settings.CMDB["COLLECT_ON_START"]:
+    elif (host.key_state == KeyStateChoices.ACCEPTED and outcome in ("new key", "restarted")
+          and settings.CMDB["COLLECT_ON_START"]):  # fmt: skip
+        # Not for a registration seen already (a replay): each would be a job the server signs.
         # A new or restarted agent: the CMDB learns what the host is (or became) at once.
         services.collect(services.Targets(hosts=[host.ip]),
                          requested_by=f"agent start ({registration.agent})")  # fmt: skip

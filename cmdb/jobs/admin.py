@@ -2,6 +2,8 @@
 
 from django.contrib import admin
 from django.utils.html import format_html
+from django_celery_results.admin import TaskResultAdmin
+from django_celery_results.models import TaskResult
 
 from cmdb.jobs.models import HostTask, Job
 
@@ -14,11 +16,34 @@ class ReadOnlyMixin:
         return False
 
 
+#: What the hosts said: shown only to who may read it (jobs.view_output), as in the API.
+OUTPUT_FIELDS = frozenset({"stdout_head", "stdout_tail", "stderr_head", "stderr_tail", "error",
+                           "fetched"})  # fmt: skip
+OUTPUT_PERMISSION = "jobs.view_output"
+
+
 class RecordMixin(ReadOnlyMixin):
-    """The record of who ran what, where: nobody deletes it through the admin."""
+    """The record of who ran what, where: nobody deletes it through the admin; the hosts'
+    output in it takes jobs.view_output, and is no filter for anyone."""
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+    def get_fields(self, request, obj=None):
+        fields = super().get_fields(request, obj)
+        if request.user.has_perm(OUTPUT_PERMISSION):
+            return fields
+        return [f for f in fields if f not in OUTPUT_FIELDS]
+
+    def get_readonly_fields(self, request, obj=None):
+        return [f for f in super().get_readonly_fields(request, obj)
+                if f not in OUTPUT_FIELDS or request.user.has_perm(OUTPUT_PERMISSION)]  # fmt: skip
+
+    def lookup_allowed(self, lookup, value, request=None):
+        # ?stdout_head__startswith=... would answer yes or no about any host's output.
+        if lookup.split("__")[0] in OUTPUT_FIELDS:
+            return False
+        return super().lookup_allowed(lookup, value, request)
 
 
 class HostTaskInline(RecordMixin, admin.TabularInline):
@@ -59,3 +84,31 @@ class HostTaskAdmin(RecordMixin, admin.ModelAdmin):
     list_filter = ("state",)
     search_fields = ("task_id", "ip", "job__id")
     list_select_related = ("job",)
+
+
+class OutputTaskResultAdmin(TaskResultAdmin):
+    """django-celery-results' admin, whose result and traceback are a host's report (its
+    output included): shown only with jobs.view_output."""
+
+    def get_fields(self, request, obj=None):
+        fields = super().get_fields(request, obj)
+        if request.user.has_perm(OUTPUT_PERMISSION):
+            return fields
+        return [f for f in fields if f not in ("result", "traceback", "meta")]
+
+    def get_fieldsets(self, request, obj=None):
+        fieldsets = super().get_fieldsets(request, obj)
+        if request.user.has_perm(OUTPUT_PERMISSION):
+            return fieldsets
+        return [(name, {**opts, "fields": [f for f in opts["fields"]
+                                           if f not in ("result", "traceback", "meta")]})
+                for name, opts in fieldsets]  # fmt: skip
+
+    def lookup_allowed(self, lookup, value, request=None):
+        if lookup.split("__")[0] in ("result", "traceback", "meta"):
+            return False
+        return super().lookup_allowed(lookup, value, request)
+
+
+admin.site.unregister(TaskResult)
+admin.site.register(TaskResult, OutputTaskResultAdmin)

@@ -11,6 +11,7 @@ from datetime import timedelta
 from django.db import transaction
 from django.utils import timezone
 
+from cmdb.hosts.models import Host
 from cmdb.jobs import lifecycle
 from cmdb.jobs.choices import HostTaskStateChoices as State
 from cmdb.jobs.dispatch import publish
@@ -18,6 +19,7 @@ from cmdb.jobs.models import HostTask, Job
 from cmdb.jobs.signer import SigningKeyError, private_key
 
 E_CANNOT_SIGN = "not sent: the central worker cannot sign messages for agents: {exc}"
+E_NOT_ACCEPTED = "not sent: the host's agent key is no longer accepted (`manage.py keys list`)"
 E_STOPPED = "not started: {failed} host(s) failed, more than the {limit} allowed (--max-failures)"
 
 
@@ -60,6 +62,11 @@ def advance(job_id, app) -> str:
             stop = []
             batch = min(t.batch for t in held)
             to_send = [t for t in held if t.batch == batch]
+            # A host rejected (or pending again) since the job was dispatched receives nothing.
+            accepted = set(Host.objects.accepted().filter(pk__in=[t.host_id for t in to_send])
+                           .values_list("pk", flat=True))  # fmt: skip
+            unaccepted = [t.pk for t in to_send if t.host_id not in accepted]
+            to_send = [t for t in to_send if t.host_id in accepted]
             deadline = timezone.now() + timedelta(seconds=job.reach_timeout)
             HostTask.objects.filter(pk__in=[t.pk for t in to_send]).update(reach_deadline=deadline)
             for task in to_send:
@@ -67,5 +74,6 @@ def advance(job_id, app) -> str:
     if stop:
         lifecycle.conclude(stop, *ending, only_from={State.PENDING})
         return "stopped"
+    lifecycle.conclude(unaccepted, State.ERROR, E_NOT_ACCEPTED, only_from={State.PENDING})
     publish(job, to_send, app)
     return "sent"

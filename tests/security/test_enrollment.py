@@ -2,7 +2,9 @@
 registration proves it holds its key; a changed key makes the host pending again, loudly; a
 flood of forged registrations is capped."""
 
+import ipaddress
 import logging
+import time
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -48,7 +50,7 @@ def test_a_new_agent_is_pending_and_receives_nothing_until_accepted():
 
     assert keys.accept([IP]) == [IP]
     host, outcome = keys.register(signed_registration(IP, key, agent_pid=99))
-    assert (outcome, host.key_state, host.agent_pid) == ("same key", Key.ACCEPTED, 99)
+    assert (outcome, host.key_state, host.agent_pid) == ("restarted", Key.ACCEPTED, 99)
 
 
 def test_another_key_makes_the_host_pending_again_loudly_and_changes_nothing_else(caplog):
@@ -78,7 +80,7 @@ def test_a_registration_that_proves_no_key_is_refused(forge):
     else:
         registration = registration.__class__(**{**registration.__dict__, "pubkey": "x"})
 
-    assert keys.register(registration) == (None, "unsigned")
+    assert keys.register(registration) == (None, "refused")
     assert not Host.objects.filter(ip=IP).exists()
 
 
@@ -133,3 +135,66 @@ def test_a_real_agent_is_pending_until_accepted_then_runs(fleet, tmp_path):
         assert host.key_fingerprint == Host.objects.get(ip=IP).key_fingerprint
     finally:
         fleet.stop(f"agent-{IP}")
+
+
+@pytest.mark.parametrize(
+    "fields, why",
+    [({"ip": "not-an-ip"}, "IPv4"), ({"hostname": "x" * 300}, "hostname"),
+     ({"hostname": "db1\x1b[2K\rfake"}, "hostname"), ({"started_at": 9e12}, "future")],
+)  # fmt: skip
+def test_a_registration_with_fields_the_server_cannot_take_is_refused(fields, why, caplog):
+    ip = fields.pop("ip", IP)
+    with caplog.at_level(logging.WARNING, logger="cmdb.hosts.keys"):
+        assert keys.register(signed_registration(ip, **fields)) == (None, "refused")
+    assert why in caplog.text and not Host.objects.exists()
+
+
+def test_a_replayed_registration_starts_no_job(settings, redis_url):
+    from cmdb.hosts.tasks import register_agent
+
+    settings.CMDB = {**settings.CMDB, "AUTO_ACCEPT": [ipaddress.IPv4Network(f"{IP}/32")],
+                     "COLLECT_ON_START": True}  # fmt: skip
+    key = Ed25519PrivateKey.generate()
+    registration = signed_registration(IP, key).to_wire()
+
+    register_agent(registration)  # the agent starts: a collection, signed by the server
+    register_agent(registration)  # the same message again: nothing more
+    register_agent(registration)
+    older = signed_registration(IP, key, started_at=time.time() - 3600)  # an older one of its own
+    register_agent(older.to_wire())
+
+    assert Job.objects.count() == 1
+    assert Host.objects.get(ip=IP).agent_started == registration["started_at"]
+
+
+def test_the_fleet_wide_collection_skips_hosts_it_may_not_send_to(redis_url):
+    from cmdb.assets.tasks import collect_all
+    from tests.support.factories import make_host
+
+    make_host("127.0.1.201")
+    keys.register(signed_registration(IP))  # pending
+    Host.objects.filter(ip=IP).update(agent_status="online")
+
+    job = Job.objects.get(pk=collect_all())
+
+    assert list(job.host_tasks.values_list("ip", flat=True)) == ["127.0.1.201"]
+
+
+def test_a_later_batch_is_not_sent_to_a_host_rejected_meanwhile(redis_url):
+    from cmdb.celery import app
+    from cmdb.jobs import batches
+    from cmdb.jobs.models import HostTask
+    from tests.support.factories import make_host
+
+    a, b = make_host("127.0.1.201"), make_host("127.0.1.202")
+    job = services.run("true", services.Targets(hosts=[a.ip, b.ip]), "t")
+    job.params = {"batch": 1}
+    job.save()
+    HostTask.objects.filter(job=job, ip=b.ip).update(batch=1, reach_deadline=None)
+    HostTask.objects.filter(job=job, ip=a.ip).update(state=State.OK)
+    keys.reject([b.ip])
+
+    batches.advance(job.pk, app)
+
+    task = HostTask.objects.get(job=job, ip=b.ip)
+    assert task.state == State.ERROR and "no longer accepted" in task.error

@@ -3,6 +3,7 @@
 import dataclasses
 import io
 import tarfile
+import time
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -40,6 +41,7 @@ def make_host(ip: str, hostname: str = "", with_agent: bool = True, key: bool = 
 def signed_registration(ip: str, key: Ed25519PrivateKey | None = None, **fields) -> Registration:
     """What an agent with ``key`` (a new one unless given) sends when it starts."""
     key = key or Ed25519PrivateKey.generate()
+    fields.setdefault("started_at", time.time())
     registration = Registration(ip=ip, agent=f"agent@{ip}", agent_pid=fields.pop("agent_pid", 7),
                                 pubkey=signing.public_pem(key).decode(), **fields)  # fmt: skip
     signature = signing.sign_document(key, registration.to_wire())

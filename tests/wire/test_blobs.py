@@ -96,3 +96,13 @@ def test_a_blob_is_released_only_when_nobody_stored_or_reused_it_lately(store):
     assert blobs.release_blob(store, again, quiet=60) is True
     assert upload(store, b"other content" * 100) == again
     assert get_blob(store, again, io.BytesIO()) == len(b"other content" * 100)
+
+
+@pytest.mark.parametrize(
+    "forged", [{"chunk_size": 1, "chunks": 2**62, "size": 2**62},
+               {"chunk_size": 2**40, "chunks": 1, "size": 2**40}, {"size": 2**50}],
+)  # fmt: skip
+def test_a_manifest_no_sender_would_make_is_refused_before_any_key_is_named(store, forged):
+    manifest = {**upload(store, b"x" * 10), **forged}
+    with pytest.raises(TransferError, match="not a valid blob manifest"):
+        blobs.delete_blob(store, manifest)

@@ -7,6 +7,7 @@ from django.db import IntegrityError
 
 from cmdb.hosts.models import Host
 from cmdb.jobs.cli import FleetCommand
+from cmdb.jobs.report import printable
 
 
 class Command(FleetCommand):
@@ -33,7 +34,8 @@ class Command(FleetCommand):
         self.stdout.write(f"{'IP':<16} {'HOSTNAME':<24} {'AGENT':<8} LAST SEEN")
         for h in hosts:
             seen = h.last_seen.strftime("%Y-%m-%d %H:%M:%S") if h.last_seen else "never"
-            self.stdout.write(f"{h.ip:<16} {h.hostname:<24} {h.agent_status:<8} {seen}")
+            name = printable(h.hostname)  # an agent's word: no escapes to the terminal
+            self.stdout.write(f"{h.ip:<16} {name:<24} {h.agent_status:<8} {seen}")
 
     def _ips(self, raw: list[str]) -> list[str]:
         ips, bad = [], []

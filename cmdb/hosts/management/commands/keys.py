@@ -7,6 +7,7 @@ from cmdb.hosts import keys
 from cmdb.hosts.choices import KeyStateChoices
 from cmdb.hosts.models import Host
 from cmdb.jobs.cli import EXIT_INVALID, FleetCommand
+from cmdb.jobs.report import printable
 
 E_NO_IPS = "name the hosts by IP (or --all, to accept every pending key)"
 
@@ -60,4 +61,5 @@ class Command(FleetCommand):
                 self.stdout.write(f"{state.label}:")
                 for h in rows:
                     changed = "  KEY CHANGED" if h.key_changed_at else ""
-                    self.stdout.write(f"  {h.ip:<16} {h.key_fingerprint}  {h.hostname}{changed}")
+                    name = printable(h.hostname)  # what an agent said: no escapes to the terminal
+                    self.stdout.write(f"  {h.ip:<16} {h.key_fingerprint}  {name}{changed}")
