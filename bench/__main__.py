@@ -48,6 +48,7 @@ def main() -> None:
         print(f"starting redis, central worker, agents and floor workers in {fleet.run_dir}")
         nodes = fleet.start_everything()
         wait_for_nodes([app, floor_app], nodes)
+        measure.wait_accepted([*shared, *per_host])
         report = run_all(app, floor_app, fleet, shared, per_host, measure)
     finally:
         fleet.stop_all()

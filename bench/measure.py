@@ -12,7 +12,6 @@ from celery import group
 from django.conf import settings
 
 from bench.topology import ROOT
-from cmdb.hosts.choices import KeyStateChoices
 from cmdb.hosts.models import Host
 from cmdb.jobs.choices import HostTaskStateChoices as State
 from cmdb.jobs.dispatch import CommandRequest, dispatch_command
@@ -37,8 +36,16 @@ def create_hosts(ips: list[str], agent: str) -> None:
         [Host(ip=ip, agent_name=agent, agent_status="online") for ip in ips],
         ignore_conflicts=True,
     )
-    # The bench's own agents, on this machine: accepted (an operator would `keys accept`).
-    Host.objects.filter(ip__in=ips).update(key_state=KeyStateChoices.ACCEPTED)
+
+
+def wait_accepted(ips: list[str], timeout: float = 120) -> None:
+    """Until the agents' registrations made these hosts accepted (CMDB_AUTO_ACCEPT=all,
+    bench.topology): dispatching before would find their keys pending."""
+    deadline = time.monotonic() + timeout
+    while Host.objects.accepted().filter(ip__in=ips).count() < len(ips):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the bench's {len(ips)} hosts were not all registered in time")
+        time.sleep(0.2)
 
 
 def wait_job(job: Job, timeout: float = 600) -> None:

@@ -63,6 +63,8 @@ def main() -> None:
         "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
         "DATABASE_URL": f"sqlite:///{run_dir / 'bench.sqlite3'}",
         "CMDB_COLLECT_ON_START": "0", "CMDB_LOGLEVEL": "WARNING",
+        # The bench's own agents, on this machine: their keys are accepted as they come.
+        "CMDB_AUTO_ACCEPT": "all",
     })  # fmt: skip
     os.environ.update(
         {
@@ -96,8 +98,6 @@ def main() -> None:
             (run_dir / ip).mkdir()
             agents[ip] = fleet.start_agent(ip, 1, {"CMDB_AGENT_ROOT": str(run_dir / ip)})
             Host.objects.get_or_create(ip=ip, defaults={"agent_name": f"agent@{ip}"})
-            # The bench's own agents: accepted, as an operator would (`manage.py keys accept`).
-            Host.objects.filter(ip=ip).update(key_state="accepted")
         wait_for(lambda: len(app.control.ping(timeout=1.0)) >= len(IPS) + 1, 90, "workers")
 
         started = time.perf_counter()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import math
 import time
 import types
@@ -75,29 +76,41 @@ def _wanted(hint) -> tuple[type, ...]:
     return (typing.get_origin(hint) or hint,)
 
 
+@functools.cache
+def _schema(cls) -> tuple[tuple[str, tuple[type, ...], bool], ...]:
+    """(name, accepted types, required) per field of ``cls``: worked out once per class (the
+    intake reads hundreds of reports a second; get_type_hints costs more than all the rest)."""
+    hints = typing.get_type_hints(cls)
+    schema = []
+    for f in dataclasses.fields(cls):
+        wanted = _wanted(hints[f.name])
+        if float in wanted:
+            wanted = (*wanted, int)  # JSON has one number type
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        schema.append((f.name, wanted, required))
+    return tuple(schema)
+
+
 def _check_fields(cls, data: dict, what: str) -> dict:
     """The dataclass fields of ``cls`` from ``data``, each of its declared type; WireError if
     one is missing (and has no default) or of another type. Unknown keys are left out."""
-    hints = typing.get_type_hints(cls)
     values = {}
-    for f in dataclasses.fields(cls):
-        if f.name not in data:
-            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise WireError(E_MISSING.format(what=what, name=f.name))
+    for name, wanted, required in _schema(cls):
+        if name not in data:
+            if required:
+                raise WireError(E_MISSING.format(what=what, name=name))
             continue
-        value, wanted = data[f.name], _wanted(hints[f.name])
-        if float in wanted:
-            wanted = (*wanted, int)  # JSON has one number type
+        value = data[name]
         if (
             isinstance(value, bool) and bool not in wanted  # True is an int to isinstance
         ) or not isinstance(value, wanted):
             names_ = " or ".join(t.__name__ for t in wanted)
-            raise WireError(E_TYPE.format(what=what, name=f.name, value=value, wanted=names_))
+            raise WireError(E_TYPE.format(what=what, name=name, value=value, wanted=names_))
         if (isinstance(value, float) and not math.isfinite(value)) or (
             isinstance(value, int) and abs(value) > INT_RANGE
         ):
-            raise WireError(E_RANGE.format(what=what, name=f.name, value=value))
-        values[f.name] = value
+            raise WireError(E_RANGE.format(what=what, name=name, value=value))
+        values[name] = value
     return values
 
 

@@ -61,3 +61,14 @@ def test_the_schema_declares_exactly_the_documents_fields():
 
     assert list(JobSerializer().fields) == list(job_doc)
     assert list(HostTaskSerializer().fields) == list(job_doc["tasks"][0])
+
+
+def test_the_command_lines_links_are_the_apis_routes():
+    from django.urls import reverse
+
+    from cmdb.jobs.management.commands.check_task import PATHS, path_to
+
+    args = {"pk": "00000000-0000-0000-0000-000000000001", "task_id": "t-1"}
+    for name, template in PATHS.items():
+        kwargs = {k: v for k, v in args.items() if "{" + k + "}" in template}
+        assert path_to(name, **kwargs) == reverse(name, kwargs=kwargs)
