@@ -12,7 +12,7 @@ def _key_action(verb: str, description: str):
     @admin.action(description=description, permissions=["manage_keys"])
     def act(modeladmin, request, queryset):
         done = getattr(keys, verb)(list(queryset.values_list("ip", flat=True)))
-        past = {"accept": "accepted", "reject": "rejected", "delete": "deleted"}[verb]
+        past = keys.VERBS[verb][0]
         modeladmin.message_user(request, f"keys {past}: {', '.join(done)}" if done
                                 else f"no key to {verb}", messages.SUCCESS if done
                                 else messages.WARNING)  # fmt: skip

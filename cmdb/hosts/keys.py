@@ -140,14 +140,34 @@ def _register(registration: Registration):
     return host, outcome
 
 
+#: What each verb leaves of a host's key and agent. Reject and delete take the agent's name
+#: too: heartbeats under it must not make the host look online.
+_FORGOTTEN_AGENT = {"agent_status": AgentStatusChoices.UNKNOWN, "agent_name": "", "agent_pid": None}
+VERBS = {
+    "accept": ("accepted", {"key_state": KeyStateChoices.ACCEPTED, "key_changed_at": None}),
+    "reject": ("rejected", {"key_state": KeyStateChoices.REJECTED, **_FORGOTTEN_AGENT}),
+    # Forgotten: the next registration is a new key (pending).
+    "delete": ("deleted", {"key_state": KeyStateChoices.NONE, "agent_key": "",
+                           "key_fingerprint": "", **_FORGOTTEN_AGENT}),
+}  # fmt: skip
+
+
+def _decide(verb: str, ips: list[str]) -> list[str]:
+    """Apply ``verb`` to the keys of these hosts that it changes; returns their IPs."""
+    past, fields = VERBS[verb]
+    hosts = Host.objects.filter(ip__in=ips).exclude(agent_key="")
+    if verb != "delete":
+        hosts = hosts.exclude(key_state=fields["key_state"])
+    done = sorted(hosts.values_list("ip", flat=True))
+    hosts.update(**fields)
+    for ip in done:
+        logger.warning("key of %s %s", ip, past)
+    return done
+
+
 def accept(ips: list[str]) -> list[str]:
     """Accept the pending (or rejected) keys of these hosts; returns the IPs accepted."""
-    hosts = Host.objects.filter(ip__in=ips).exclude(agent_key="")
-    hosts = hosts.exclude(key_state=KeyStateChoices.ACCEPTED)
-    done = sorted(hosts.values_list("ip", flat=True))
-    hosts.update(key_state=KeyStateChoices.ACCEPTED, key_changed_at=None)
-    for ip in done:
-        logger.warning("key of %s accepted", ip)
+    done = _decide("accept", ips)
     if done and settings.CMDB["COLLECT_ON_START"]:
         # What the host is: learnt at once, as for an agent that starts accepted.
         try:
@@ -158,24 +178,8 @@ def accept(ips: list[str]) -> list[str]:
 
 
 def reject(ips: list[str]) -> list[str]:
-    hosts = Host.objects.filter(ip__in=ips).exclude(agent_key="")
-    hosts = hosts.exclude(key_state=KeyStateChoices.REJECTED)
-    done = sorted(hosts.values_list("ip", flat=True))
-    # Its agent's name goes too: heartbeats under it must not make the host look online.
-    hosts.update(key_state=KeyStateChoices.REJECTED, agent_status=AgentStatusChoices.UNKNOWN,
-                 agent_name="", agent_pid=None)  # fmt: skip
-    for ip in done:
-        logger.warning("key of %s rejected", ip)
-    return done
+    return _decide("reject", ips)
 
 
 def delete(ips: list[str]) -> list[str]:
-    """Forget these hosts' keys: the next registration is a new key (pending)."""
-    hosts = Host.objects.filter(ip__in=ips).exclude(agent_key="")
-    done = sorted(hosts.values_list("ip", flat=True))
-    hosts.update(agent_key="", key_fingerprint="", key_state=KeyStateChoices.NONE,
-                 agent_status=AgentStatusChoices.UNKNOWN, agent_name="",
-                 agent_pid=None)  # fmt: skip
-    for ip in done:
-        logger.warning("key of %s deleted", ip)
-    return done
+    return _decide("delete", ips)

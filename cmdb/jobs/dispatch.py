@@ -161,6 +161,15 @@ def check_request(request: CommandRequest) -> None:
     _validate(request)
 
 
+def check_key() -> None:
+    """CannotSign unless this server can sign what agents run: said before a job is recorded
+    that no agent would run (or a file uploaded for one)."""
+    try:
+        signer.private_key()
+    except signer.SigningKeyError as exc:
+        raise CannotSign(str(exc)) from None
+
+
 def dispatch_command(request: CommandRequest, app: Celery) -> Job:
     """Record a command job for the targets and publish it; return the job at once.
 
@@ -169,11 +178,7 @@ def dispatch_command(request: CommandRequest, app: Celery) -> Job:
     from some outer commit.
     """
     hosts, timeout, reach = _validate(request)
-    # A server that cannot sign must say so before it records a job no agent would run.
-    try:
-        signer.private_key()
-    except signer.SigningKeyError as exc:
-        raise CannotSign(str(exc)) from None
+    check_key()
     now = timezone.now()
     # With a batch size, later batches wait unpublished (no reach deadline yet); the central
     # worker sends each when the one before it has ended (cmdb.jobs.batches).

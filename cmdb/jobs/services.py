@@ -21,11 +21,11 @@ from redis import RedisError
 
 from cmdb.celery import app as cmdb_app
 from cmdb.files import uploads
-from cmdb.jobs import dispatch, signer
+from cmdb.jobs import dispatch
 from cmdb.jobs.broker import BROKER_ERRORS
 from cmdb.jobs.choices import JobKindChoices
 from cmdb.jobs.dispatch import MAX_REACH_TIMEOUT, CommandRequest, Problems
-from cmdb.jobs.exceptions import BrokerDown, CannotSign, NotFound, Refused, TooLarge, Unavailable
+from cmdb.jobs.exceptions import BrokerDown, NotFound, Refused, TooLarge, Unavailable
 from cmdb.jobs.models import HostTask, Job
 from wire.blobs import TransferError
 
@@ -82,20 +82,6 @@ class Upload:
     archive: bool = False
 
 
-def _key_or_refuse() -> None:
-    """A server that cannot sign must say so before it records a job no agent would run, or
-    uploads a file for one."""
-    try:
-        signer.private_key()
-    except signer.SigningKeyError as exc:
-        raise CannotSign(str(exc)) from None
-
-
-def _dispatch(request: CommandRequest, app) -> Job:
-    # dispatch_command checks the key itself, before it records anything (CannotSign).
-    return dispatch.dispatch_command(request, app)
-
-
 def _check(request: CommandRequest, problems: Problems) -> None:
     """Every problem of the request at once: its own (``problems``) and its targets'."""
     try:
@@ -109,12 +95,14 @@ def _check(request: CommandRequest, problems: Problems) -> None:
 
 def run(command: str, targets: Targets, requested_by: str, app=cmdb_app) -> Job:
     """Run a shell command on every target; returns the job at once."""
-    return _dispatch(targets.request(JobKindChoices.COMMAND, requested_by, command), app)
+    return dispatch.dispatch_command(
+        targets.request(JobKindChoices.COMMAND, requested_by, command), app
+    )
 
 
 def collect(targets: Targets, requested_by: str, app=cmdb_app) -> Job:
     """Collect facts from every target again."""
-    return _dispatch(targets.request(JobKindChoices.COLLECT, requested_by), app)
+    return dispatch.dispatch_command(targets.request(JobKindChoices.COLLECT, requested_by), app)
 
 
 def _batching(batch: int | None, max_failures: int | None) -> dict:
@@ -160,7 +148,7 @@ def push(
     request = targets.request(JobKindChoices.PUSH, requested_by, params=batching)
     field_name = "file" if isinstance(source, Upload) else "source"
     _check(request, problems)
-    _key_or_refuse()
+    dispatch.check_key()  # before the upload, not only before the job
     try:
         if isinstance(source, Upload):
             params = uploads.prepare_upload(app, source.file, source.name, dest, mode, owner,
@@ -177,7 +165,7 @@ def push(
             raise Unavailable(E_SERVER_DISK.format(exc=exc)) from exc
         what = "the upload" if isinstance(source, Upload) else repr(source)
         raise Refused({field_name: [E_UNREADABLE.format(what=what, exc=exc)]}) from None
-    return _dispatch(replace(request, params={**params, **batching}), app)
+    return dispatch.dispatch_command(replace(request, params={**params, **batching}), app)
 
 
 def fetch(path: str, targets: Targets, requested_by: str, to: str | None = None,
@@ -193,7 +181,7 @@ def fetch(path: str, targets: Targets, requested_by: str, to: str | None = None,
         params["to"] = str(Path(to).resolve())
     request = targets.request(JobKindChoices.FETCH, requested_by, params=params)
     _check(request, problems)
-    return _dispatch(request, app)
+    return dispatch.dispatch_command(request, app)
 
 
 def find(ident: str) -> tuple[Job | None, list[HostTask]]:

@@ -46,7 +46,7 @@ class Command(FleetCommand):
             raise CommandError(f"unknown host(s): {', '.join(unknown)}; nothing changed",
                                returncode=EXIT_INVALID)  # fmt: skip
         done = getattr(keys, action)(ips)
-        verb = {"accept": "accepted", "reject": "rejected", "delete": "deleted"}[action]
+        verb = keys.VERBS[action][0]
         self.stdout.write(f"{verb}: {', '.join(done)}" if done else f"nothing {verb}")
 
     def _list(self):
