@@ -1,8 +1,13 @@
 """The server's Celery app: dispatches to host queues; the central worker runs cmdb tasks."""
 
+import logging
 import os
 
 from celery import Celery
+from celery.signals import worker_init
+from celery.worker import control as panel
+
+from wire import control
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "cmdb.settings")
 
@@ -14,3 +19,9 @@ app.autodiscover_tasks()
 # overdue host tasks.
 app.steps["consumer"].add("cmdb.jobs.intake:ResultIntake")
 app.steps["worker"].add("cmdb.jobs.monitor:MonitorStep")
+
+
+@worker_init.connect
+def _obey_only_harmless_control(sender=None, **_):
+    # The central worker, like every agent: anyone on the broker could otherwise shut it down.
+    control.obey_only_harmless(panel.Panel.data, logging.getLogger("cmdb.celery"))

@@ -123,16 +123,19 @@ class Fleet:
         self.processes[name] = proc
         return proc
 
-    def start_redis(self) -> subprocess.Popen:
+    def start_redis(
+        self, binary: str | None = None, options: list[str] | None = None
+    ) -> subprocess.Popen:
+        """A redis-server for ``redis_url``: the demo's (no users, no TLS), or ``binary`` with
+        ``options`` in place of its port (deploy.broker.server_options: an aclfile, TLS)."""
         url = urlparse(self.redis_url)
         data = self.run_dir / "redis"
         data.mkdir(parents=True, exist_ok=True)
         proc = self.spawn(
             "redis",
             [
-                find_redis_server(),
-                "--port",
-                str(url.port or 6379),
+                binary or find_redis_server(),
+                *(options or ["--port", str(url.port or 6379)]),
                 "--bind",
                 "127.0.0.1",
                 "--dir",

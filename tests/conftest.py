@@ -34,6 +34,8 @@ TEST_ENV = {
     "CMDB_RESULT_GRACE": "10",
     "CMDB_LOGLEVEL": "INFO",
     "CMDB_BLOB_RELEASE_AFTER": "1",
+    # Signed heartbeats several times within CMDB_AGENT_LOST_AFTER.
+    "CMDB_AGENT_HEARTBEAT": "1",
     # The suite's own agents are accepted as they come; the enrollment tests use others.
     "CMDB_AUTO_ACCEPT": AUTO_ACCEPTED,
 }

@@ -24,10 +24,11 @@ import typing
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from wire import names
+from wire import names, signing
 
 #: Raised with every change of a message's shape; both sides refuse any other.
-VERSION = 1
+#: 2: agents sign what they send (started notices, reports, heartbeats) with their own key.
+VERSION = 2
 
 E_NOT_OBJECT = "{what} is not an object"
 E_VERSION = "{what} is in wire version {got!r}; this side speaks version {want}"
@@ -37,6 +38,9 @@ E_RANGE = "{what}: {name!r} is {value!r:.80}, out of range"
 #: What a database column (BIGINT, DOUBLE) holds: a number beyond it is no number a peer meant.
 INT_RANGE = 2**63 - 1
 E_EMPTY_COMMAND = "empty command"
+#: The largest head or tail of a stream an agent captures, and the server stores: results
+#: travel through the broker.
+MAX_CAPTURE_BYTES = 1 << 20
 
 
 class WireError(ValueError):
@@ -135,6 +139,19 @@ class _Message:
     def from_wire(cls, data):
         return cls(**_check_fields(cls, _check_version(data, cls.WHAT), cls.WHAT))
 
+    def signed(self, key):
+        """This message with ``signature``: its sender's (wire.signing.sign_document) over all
+        the rest of it and its kind, so a field changed on the way, a message made by anyone
+        else, or one of another kind (a report passed off as a started notice) does not
+        verify against the sender's key."""
+        doc = {**self.to_wire(), "what": self.WHAT}
+        return dataclasses.replace(self, signature=signing.sign_document(key, doc))
+
+    @classmethod
+    def verify(cls, key, raw: dict) -> bool:
+        """True when ``raw``, as it arrived, is a message of this kind signed by ``key``."""
+        return signing.verify_document(key, {**raw, "what": cls.WHAT}, raw.get("signature"))
+
 
 # --- what the server sends ------------------------------------------------------------------------
 @dataclass(frozen=True, kw_only=True)
@@ -189,6 +206,9 @@ class PushSpec(Spec):
     tree: bool = False
     #: With ``tree``: {relative path: sha256} of its files, to tell "already equal".
     files: dict | None = None
+    #: Write even where a folder on the way is one a non-root user can change (who could then
+    #: swap what root writes there): the operator said so (workers.fdpath).
+    allow_unsafe_parents: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -246,6 +266,8 @@ class Started(_Message):
     agent: str = ""
     agent_pid: int | None = None
     started_at: float | None = None
+    #: The agent's signature over the rest (see _Message.signed).
+    signature: str = ""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -277,6 +299,8 @@ class Report(_Message):
     transfer: dict | None = None
     #: Fetch: the blob the host's file was sent as.
     fetch_manifest: dict | None = None
+    #: The agent's signature over the rest (see _Message.signed).
+    signature: str = ""
 
     @classmethod
     def refusal(cls, outcome: str, error: str, **fields) -> Report:
@@ -315,4 +339,23 @@ class Registration(_Message):
     #: The agent's own public key (PEM), and its signature over the rest of this message
     #: (wire.signing.sign_document): what the server accepts, as salt-key does, or not.
     pubkey: str = ""
+    signature: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Heartbeat(_Message):
+    """An agent is alive (or, ``offline``, shutting down): sent every few seconds as a worker
+    event, signed, in place of Celery's heartbeats for the server's verdicts (anyone on the
+    broker can send a "worker-heartbeat" or "worker-offline" in any worker's name)."""
+
+    WHAT: ClassVar[str] = "heartbeat"
+
+    #: The hosts (IPs) the agent serves, fixed when it started.
+    hosts: list
+    agent: str
+    agent_pid: int
+    #: The agent's clock when it sent this: the server takes only ever newer ones per host, so
+    #: an old heartbeat sent again says nothing.
+    at: float
+    offline: bool = False
     signature: str = ""

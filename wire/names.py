@@ -12,6 +12,10 @@ STORE_RESULT = "cmdb.jobs.store_result"
 TASK_STARTED = "cmdb.jobs.task_started"
 REGISTER_AGENT = "cmdb.hosts.register_agent"
 
+#: The worker event an agent's signed heartbeat travels as (workers.alive). "worker-" first:
+#: a worker without task events sends only the "worker" group's.
+HEARTBEAT_EVENT = "worker-cmdb-heartbeat"
+
 #: The broker when nothing else is configured: the Redis that `make up` starts on loopback.
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6389/0"
 #: The queue the central worker consumes for everything but results (registrations, ...).
@@ -27,8 +31,29 @@ def default_results_queue(central_queue: str) -> str:
 #: broadcast (it was offline) still refuses the message when it comes back.
 CANCELLED_KEY = "cmdb:cancelled:{task_id}"
 
+#: Redis hash of how many messages the server did not believe, by kind and reason
+#: (cmdb.jobs.trust): forged, re-targeted or replayed reports and heartbeats.
+DROPPED_KEY = "cmdb:dropped"
+
 #: Redis key an agent sets (NX) before running a task: a second delivery of it is refused.
-CLAIMED_KEY = "cmdb:claimed:{task_id}"
+#: Under the agent's own hosts (``hosts_tag``): the broker user of one host may write only
+#: its own claims, so it cannot pre-claim another host's task ids and make them refused.
+CLAIMED_KEY = "cmdb:claimed:{host}:{task_id}"
+
+#: kombu's bookkeeping of the messages a consumer was given and has not acknowledged yet (its
+#: Redis transport options), one set per agent: the default keys are shared by every consumer,
+#: so any of them could read the others' messages in flight, the central worker's results too.
+UNACKED_KEYS = {
+    "unacked_key": "unacked:{host}",
+    "unacked_index_key": "unacked_index:{host}",
+    "unacked_mutex_key": "unacked_mutex:{host}",
+}
+
+
+def hosts_tag(hosts) -> str:
+    """The hosts an agent serves (its identity) as one name in its own Redis keys: the IP,
+    for the usual agent of one host."""
+    return ",".join(sorted(hosts))
 
 
 def fetch_namespace(job_id, host: str) -> str:

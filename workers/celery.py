@@ -1,8 +1,11 @@
 """The agent's Celery app and the state of this agent process: no Django, no database."""
 
 from celery import Celery
+from celery.signals import worker_init
 
+from wire import transport
 from workers.agent import Agent
+from workers.alive import heartbeat_step
 from workers.config import AgentSettings
 
 _settings = AgentSettings.from_environ()
@@ -28,3 +31,19 @@ app.conf.update(
 
 #: What this agent process holds (its key, its claims, its broker client); the tasks are given it.
 agent = Agent(app, _settings)
+app.steps["consumer"].add(heartbeat_step(agent))
+
+
+@worker_init.connect
+def _own_broker_keys(sender=None, **_):
+    """Before the worker connects: kombu's unacknowledged messages under this agent's own keys,
+    and its own queue not declared either (nobody reads its binding table): a host's broker
+    user may write neither the shared keys nor any binding (deploy/BROKER.md)."""
+    if getattr(getattr(sender, "app", app), "main", app.main) != app.main:
+        return
+    queues = sender.app.amqp.queues.consume_from or {}
+    for queue in queues.values():
+        queue.no_declare = True
+    options = transport.agent_transport_options(queues)
+    sender.app.conf.broker_transport_options = {**sender.app.conf.broker_transport_options,
+                                                **options}  # fmt: skip

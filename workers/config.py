@@ -11,6 +11,10 @@ CMDB_AGENT_STATE_DIR  where run-once claims are kept (/var/lib/cmdb-agent for ro
 CMDB_AGENT_ROOT       treat this folder as "/" for pushes and fetches (several agents on
                       one machine: the demo and the tests)
 CMDB_SPOOL_DIR        where command output is spooled (the system's temp folder)
+CMDB_AGENT_HEARTBEAT  seconds between signed heartbeats (5; the server's CMDB_AGENT_LOST_AFTER
+                      must be a few of them)
+CMDB_AGENT_REMOTE_CONTROL  1 (the default): obey ping; 0: no remote control at all, as the
+                      unit runs it and as a host's broker user needs (deploy/BROKER.md)
 """
 
 import os
@@ -33,6 +37,8 @@ class AgentSettings:
     state_dir: Path
     root: str | None
     spool_dir: str | None
+    heartbeat: float = 5.0
+    remote_control: bool = True
 
     @classmethod
     def from_environ(cls, environ=os.environ) -> "AgentSettings":
@@ -52,6 +58,9 @@ class AgentSettings:
             state_dir=Path(state).expanduser(),
             root=environ.get("CMDB_AGENT_ROOT") or None,
             spool_dir=environ.get("CMDB_SPOOL_DIR") or None,
+            # At least 0.2 s: 0 would make the worker's timer send nothing else.
+            heartbeat=max(0.2, float(environ.get("CMDB_AGENT_HEARTBEAT") or 5)),
+            remote_control=(environ.get("CMDB_AGENT_REMOTE_CONTROL") or "1") != "0",
         )
 
     @property
@@ -59,4 +68,10 @@ class AgentSettings:
         return self.state_dir / "claims"
 
     def celery_config(self) -> dict:
-        return transport.celery_config(self.redis_url, self.central_queue, self.broker_timeout)
+        config = transport.celery_config(self.redis_url, self.central_queue, self.broker_timeout)
+        # Celery declares a queue each time it publishes to it, and kombu's declaring writes the
+        # exchange's binding table in Redis: everything here goes through the anonymous exchange
+        # (straight to the list), so the agent declares nothing and needs no write there.
+        config["task_routes"] = {"*": {"declare": []}}
+        config["worker_enable_remote_control"] = self.remote_control
+        return config

@@ -60,7 +60,8 @@ def claim_in_broker(agent, task_id: str, ttl: int) -> str | None:
     try:
         with agent.redis().pipeline(transaction=False) as pipe:
             pipe.exists(names.CANCELLED_KEY.format(task_id=task_id))
-            pipe.set(names.CLAIMED_KEY.format(task_id=task_id), agent.pid, nx=True, ex=ttl)
+            claim = names.CLAIMED_KEY.format(host=names.hosts_tag(agent.identity), task_id=task_id)
+            pipe.set(claim, agent.pid, nx=True, ex=ttl)
             cancelled, claimed = pipe.execute()
     except Exception:
         # The broker just delivered this message; if Redis is flaky now, running is the
@@ -88,15 +89,26 @@ def cancel_mark(agent, task_id: str):
     return cancelled
 
 
+class Unauthentic(Exception):
+    """The message is not the server's for this host, now: its refusal must not be signed."""
+
+    def __init__(self, report: Report):
+        super().__init__(report.error)
+        self.report = report
+
+
 def guarded(agent, task, raw, queue: str, body, claim_ttl: int, announce_late=False) -> Report:
     """Run ``body(agent, spec, cancelled)`` for this message if every check passes; else the
-    report of the refusal."""
+    report of the refusal. Raises Unauthentic (with the refusal) for a message the server did
+    not sign for this host: the agent's signature on anything about it would let whoever sent
+    it end a real task of the same id ("error: signature missing") in the host's name."""
     if not isinstance(raw, dict):
-        return Report.refusal(Outcome.ERROR, E_BAD_SPEC.format(reason="spec is not an object"))
+        raise Unauthentic(Report.refusal(Outcome.ERROR, E_BAD_SPEC.format(
+            reason="spec is not an object")))  # fmt: skip
     refusal = unauthentic(agent, task, raw, queue)
     if refusal:
         logger.warning("refused %s %s on %s: %s", task.name, task.request.id, queue, refusal)
-        return Report.refusal(Outcome.ERROR, refusal)
+        raise Unauthentic(Report.refusal(Outcome.ERROR, refusal))
     try:
         spec = SPECS[task.name].from_wire(raw)
     except WireError as exc:
@@ -115,6 +127,7 @@ def guarded(agent, task, raw, queue: str, body, claim_ttl: int, announce_late=Fa
         return Report.refusal(outcome, refusal)
     started = Started(task_id=task.request.id, host=queue, agent=task.request.hostname or "",
                       agent_pid=agent.pid, started_at=time.time())  # fmt: skip
+    started = started.signed(agent.own_key())
     reply_queue = spec.reply_queue or agent.settings.results_queue
 
     def announce() -> None:

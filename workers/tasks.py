@@ -5,7 +5,6 @@ central worker as the first argument of the link callback the dispatcher attache
 be JSON and must exist even when things go wrong.
 """
 
-import dataclasses
 import logging
 import math
 import os
@@ -16,11 +15,12 @@ import traceback
 from celery.app import trace
 from celery.exceptions import SoftTimeLimitExceeded
 from celery.signals import worker_init, worker_process_init, worker_ready
-from celery.worker import control
+from celery.worker import control as panel
 
 import collectors
-from wire import names, signing
+from wire import control, names, signing
 from wire.messages import (
+    MAX_CAPTURE_BYTES,
     CollectSpec,
     CommandSpec,
     FetchSpec,
@@ -37,18 +37,10 @@ from workers.identity import validate_ipv4
 
 logger = logging.getLogger(__name__)
 
-#: Largest head/tail a dispatcher may ask for: results travel through the broker.
-MAX_CAPTURE_BYTES = 1 << 20
 
 E_BACKSTOP = "killed by the agent's time limit backstop (the runner's own timeout did not fire)"
 E_INTERNAL = "agent error: {exc!r}"
 E_ALL_PLUGINS_FAILED = "every collector plugin failed"
-
-#: The only remote-control command an agent obeys. Anyone who can write to the broker can send
-#: one, unsigned: shutdown, cancel_consumer, add_consumer, pool_grow or revoke(terminate=True)
-#: would let them stop an agent, re-point it or kill the command it runs. Cancel needs none of
-#: them (the runner polls the cancel mark); ping lets operators and tests see who is there.
-CONTROL_COMMANDS = frozenset({"ping"})
 
 #: Celery's "succeeded" line without the return value: here that is the command's output, which
 #: must not land in every host's journal (it goes to the server, nowhere else).
@@ -60,29 +52,12 @@ LOG_SUCCESS = "Task %(name)s[%(id)s] succeeded in %(runtime)ss"
 CLAIM_TTL = claims.KEEP
 
 
-E_CONTROL = "remote control command {name!r} refused: an agent obeys only {allowed}"
-
-
-def _refuse_control(name: str):
-    def refused(state, **_):
-        logger.warning(E_CONTROL.format(name=name, allowed=", ".join(sorted(CONTROL_COMMANDS))))
-        return {"error": E_CONTROL.format(name=name, allowed=", ".join(sorted(CONTROL_COMMANDS)))}
-
-    return refused
-
-
-def _obey_only_harmless_control() -> None:
-    # The worker hands this registry to its control consumer (celery.worker.pidbox).
-    for name in set(control.Panel.data) - CONTROL_COMMANDS:
-        control.Panel.data[name] = _refuse_control(name)
-
-
 @worker_init.connect
 def _check_server_key(sender=None, **_):
     if getattr(getattr(sender, "app", app), "main", app.main) != app.main:
         return
     agent.started_worker(sender.app.amqp.queues.consume_from or {})
-    _obey_only_harmless_control()
+    control.obey_only_harmless(panel.Panel.data, logger)
     trace.LOG_SUCCESS = LOG_SUCCESS  # read by Celery's tracer at each success
     # `celery -A workers worker` too: an agent that could not check signatures would refuse
     # every message, so it does not start at all (python -m workers says so before this).
@@ -157,7 +132,8 @@ def _transferred(outcome: dict, started: float, clock: float, **fields) -> Repor
 
 def _push(agent, spec: PushSpec, cancelled) -> Report:
     started, clock = time.time(), time.monotonic()
-    common = {"mode": spec.mode, "owner": spec.owner, "root": agent.settings.root}
+    common = {"mode": spec.mode, "owner": spec.owner, "root": agent.settings.root,
+              "allow_unsafe_parents": spec.allow_unsafe_parents}  # fmt: skip
     if spec.tree:
         outcome = placing.receive_tree(agent.redis(), spec.manifest, spec.dest,
                                        files=spec.files or {}, **common)  # fmt: skip
@@ -178,14 +154,21 @@ def _fetch(agent, spec: FetchSpec, cancelled) -> Report:
 def _host_task(task, spec, body, announce_late: bool = False) -> dict:
     """Run ``body`` for a host task; whatever happens, return a report for the server."""
     queue = (task.request.delivery_info or {}).get("routing_key") or ""
+    sender = {"task_id": task.request.id, "host": queue, "agent": task.request.hostname or ""}
     try:
         report = guard.guarded(agent, task, spec, queue, body, CLAIM_TTL, announce_late)
+    except guard.Unauthentic as refused:
+        # Not the server's message: said unsigned (the log has it), believed by nobody.
+        return refused.report.with_sender(**sender, agent_pid=agent.pid).to_wire()
     except Exception as exc:
         logger.exception("%s %s failed inside the agent", task.name, task.request.id)
         report = Report.refusal(Outcome.ERROR, E_INTERNAL.format(exc=exc),
                                 traceback=traceback.format_exc(limit=20))  # fmt: skip
-    sender = {"task_id": task.request.id, "host": queue, "agent": task.request.hostname or ""}
-    return report.with_sender(**sender, agent_pid=agent.pid).to_wire()
+    # Signed over everything, its task id and host included: the server believes a report only
+    # when the key it accepted for the host this task was sent to verifies it. Only for a
+    # message the server signed for this host (guard.Unauthentic above), so every signed
+    # report answers one of the server's own messages.
+    return report.with_sender(**sender, agent_pid=agent.pid).signed(agent.own_key()).to_wire()
 
 
 @app.task(name=names.RUN_COMMAND, bind=True, ignore_result=True, acks_late=False)
@@ -228,7 +211,5 @@ def _register_with_server(sender=None, **_):
                                     agent=getattr(sender, "hostname", "") or "",
                                     agent_pid=os.getpid(), started_at=time.time(),
                                     pubkey=signing.public_pem(key).decode())  # fmt: skip
-        signature = signing.sign_document(key, registration.to_wire())
-        registration = dataclasses.replace(registration, signature=signature)
-        agent_app.send_task(names.REGISTER_AGENT, args=[registration.to_wire()],
+        agent_app.send_task(names.REGISTER_AGENT, args=[registration.signed(key).to_wire()],
                             queue=agent.settings.central_queue)  # fmt: skip

@@ -264,6 +264,7 @@ class JobViewSet(CancelMixin, mixins.CreateModelMixin, ReadOnlyViewSet):
                 Targets.of(data), request.user.get_username(), mode=data["mode"],
                 owner=data["owner"], batch=data.get("batch"),
                 max_failures=data.get("max_failures"), app=self.celery_app,
+                allow_unsafe_parents=data["allow_unsafe_parents"],
             )  # fmt: skip
         finally:
             upload.close()  # a large upload's spool file goes now, not at garbage collection

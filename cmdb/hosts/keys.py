@@ -46,7 +46,9 @@ def check_signed(registration: Registration) -> str | None:
         key = signing.public_key_from_pem(registration.pubkey)
     except signing.SigningKeyError as exc:
         return str(exc)
-    if not signing.verify_document(key, registration.to_wire(), registration.signature):
+    if not Registration.verify(
+        key, {**registration.to_wire(), "signature": registration.signature}
+    ):
         return signing.E_BAD_AGENT_SIGNATURE
     return None
 
@@ -90,7 +92,8 @@ def register(registration: Registration):
         # registration delayed in the broker (the central worker was down) is still taken.
         problem = "not newer than the last one of this key's agent (a replay?)"
     if problem:
-        logger.warning(E_NOT_SIGNED.format(ip=registration.ip, reason=problem))
+        # The IP as sent, escaped and short: nothing checked it yet (a forged log line).
+        logger.warning(E_NOT_SIGNED.format(ip=repr(registration.ip[:64]), reason=problem))
         return None, "refused"
     try:
         return _register(registration)

@@ -78,12 +78,20 @@ class ResultIntake(bootsteps.ConsumerStep):
                 accept=["json"],
                 prefetch_count=PREFETCH,
                 no_ack=not self.acks,
+                on_decode_error=self.on_decode_error,
             )
         ]
 
     def start(self, c):
         super().start(c)
         c.timer.call_repeatedly(FLUSH_INTERVAL, self.flush)
+
+    def on_decode_error(self, message, exc):
+        # Without this kombu raises, and the worker stops for good: the message goes back to
+        # the queue and stops the next one too. Anyone on the broker could send one.
+        logger.error("dropping an undecodable message on the results queue: %s", exc)
+        if self.acks:
+            message.ack()
 
     def on_message(self, body, message):
         self.buffer.append((body, message))
@@ -109,11 +117,20 @@ class ResultIntake(bootsteps.ConsumerStep):
             # Something in one message breaks the batch: store them one by one, so only that
             # message is set aside and the intake keeps moving.
             logger.exception("batch of %d failed; storing one by one", len(batch))
+            requeued = set()
             for item in batch:
                 try:
                     self.store([item])
+                except (OperationalError, InterfaceError):
+                    # The database, not the report: it must come again, not be dropped.
+                    logger.exception("could not store a report; requeued")
+                    close_old_connections()
+                    if self.acks:
+                        item[1].requeue()
+                    requeued.add(id(item))
                 except Exception:
                     logger.exception("dropping a report that cannot be stored")
+            batch = [item for item in batch if id(item) not in requeued]
         if self.acks:
             for _, message in batch:
                 message.ack()

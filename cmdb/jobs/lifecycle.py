@@ -93,7 +93,12 @@ def _set(task: HostTask, fields: dict) -> None:
 
 def begin(task: HostTask, notice: Started) -> bool:
     """The agent started the task. A notice that arrives after the result (two messages,
-    possibly in different batches) must not move a finished task backwards."""
+    possibly in different batches) must not move a finished task backwards. Nor may a notice
+    begin a task twice: an agent sends one per task, so a second (a captured one sent again)
+    must not bring a task found lost back to running with a new deadline."""
+    if task.started_at is not None and task.state != State.PENDING:
+        logger.info("host task %s: a second started notice ignored", task.task_id)
+        return False
     if not move(task, State.RUNNING, only_from=BEGIN_FROM):
         return False
     # The server's clock, not the agent's: the overdue backstop must not depend on host clocks.

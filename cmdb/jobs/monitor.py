@@ -1,47 +1,79 @@
-"""The central worker's monitor: agent liveness from heartbeats, and the sweeps that end
-overdue host tasks (cmdb.jobs.sweeps) on a thread of its own."""
+"""The central worker's monitor: agent liveness from their signed heartbeats (workers.alive),
+and the sweeps that end overdue host tasks (cmdb.jobs.sweeps) on a thread of its own."""
 
 import logging
+import math
 import threading
 import time
 from dataclasses import dataclass, field
 
 from celery import bootsteps
+from celery.events.receiver import EventReceiver
 from django.conf import settings
 from django.db import close_old_connections
 from django.utils import timezone
 
-from cmdb.jobs import signer, sweeps
+from cmdb.hosts.models import Host
+from cmdb.jobs import signer, sweeps, trust
+from wire import names, signing
+from wire.messages import Heartbeat, WireError
 
 logger = logging.getLogger(__name__)
+
+#: The most hosts one agent's heartbeat may speak for (an agent serves one, or a few).
+MAX_HOSTS_PER_AGENT = 64
 
 E_LOST_SILENT = "agent {agent} stopped sending heartbeats {silence:.0f} s ago while it ran"
 E_LOST_RESTARTED = "agent {agent} restarted (pid {old} -> {new}) while it ran"
 E_LOST_OFFLINE = "agent {agent} shut down while it ran"
+E_LOST_REPLACED = "agent {agent} is gone: {other} serves {ip} now"
 
 
 @dataclass
-class AgentSighting:
-    pid: int | None
+class Sighting:
+    """The newest signed heartbeat of a host's agent the monitor believed."""
+
+    agent: str
+    pid: int
+    #: The agent's clock in it (only ever newer ones are taken), and the monitor's when heard.
     at: float
+    heard: float
     offline: bool = False
 
 
 @dataclass
 class Liveness:
-    """What heartbeats say about each agent, by Celery node name. Pure: time is passed in."""
+    """What signed heartbeats say about each host's agent, by IP. Pure: time is passed in."""
 
     lost_after: float
     started: float
-    agents: dict[str, AgentSighting] = field(default_factory=dict)
+    hosts: dict[str, Sighting] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
-    #: When any worker (this central worker included) was last heard.
+    #: When any worker event (this central worker's own included) was last heard.
     last_event: float | None = None
 
-    def heard(self, agent: str, pid: int | None, at: float, offline: bool = False) -> None:
+    def event(self, now: float) -> None:
+        self.last_event = now
+
+    def listening(self, now: float) -> None:
+        """The event connection is (again) up: heartbeats sent while it was down are gone, so
+        no verdict until every live agent has had a full window to be heard."""
         with self.lock:
-            self.agents[agent] = AgentSighting(pid, at, offline)
-            self.last_event = at
+            self.started = now
+
+    def heard(self, ip: str, beat: Heartbeat, now: float) -> bool:
+        """Take a signed heartbeat for ``ip``; False (and nothing changes) unless it is newer
+        than the last one taken and recent by the server's clock (give or take the clock slack
+        signed messages have): one sent again later says nothing, nor one from the future."""
+        slack = signing.CLOCK_SLACK
+        if not now - self.lost_after - slack <= beat.at <= now + slack:
+            return False
+        with self.lock:
+            seen = self.hosts.get(ip)
+            if seen is not None and beat.at <= seen.at:
+                return False
+            self.hosts[ip] = Sighting(beat.agent, beat.agent_pid, beat.at, now, beat.offline)
+        return True
 
     def deaf(self, now: float) -> bool:
         """True when nothing at all was heard lately: our event connection is down, so the
@@ -50,30 +82,74 @@ class Liveness:
         return now - last > self.lost_after
 
     def online(self, now: float) -> set[str]:
+        """The IPs whose agent was heard lately and has not shut down."""
         with self.lock:
-            return {
-                name
-                for name, s in self.agents.items()
-                if not s.offline and now - s.at <= self.lost_after
-            }
+            return {ip for ip, s in self.hosts.items()
+                    if not s.offline and now - s.heard <= self.lost_after}  # fmt: skip
 
-    def verdict(self, agent: str, pid: int | None, now: float) -> str | None:
-        """Why a task running on ``agent`` (main pid ``pid``) is lost, or None if it may live."""
+    def verdict(self, ip: str, agent: str, pid: int | None, since: float, now: float) -> str | None:
+        """Why a task that agent ``agent`` (main pid ``pid``) began on host ``ip`` at ``since``
+        is lost, or None if it may live."""
+        if now - self.started <= self.lost_after:
+            # Not listening long enough: every live agent has not spoken yet, and an old
+            # heartbeat sent again (before the agent's next, newer one) must not condemn a task.
+            return None
         with self.lock:
-            seen = self.agents.get(agent)
+            seen = self.hosts.get(ip)
         if seen is None:
-            # Never heard since this monitor started: give the agent a full window first.
-            silence = now - self.started
+            silence = now - max(self.started, since)
             if silence > self.lost_after:
                 return E_LOST_SILENT.format(agent=agent, silence=silence)
             return None
-        if pid and seen.pid and seen.pid != pid:
+        if seen.agent != agent and agent:
+            return E_LOST_REPLACED.format(agent=agent, other=seen.agent, ip=ip)
+        if pid and seen.pid != pid:
             return E_LOST_RESTARTED.format(agent=agent, old=pid, new=seen.pid)
-        if seen.offline and now - seen.at > min(5.0, self.lost_after):
+        if seen.offline and now - seen.heard > min(5.0, self.lost_after):
             return E_LOST_OFFLINE.format(agent=agent)
-        if now - seen.at > self.lost_after:
-            return E_LOST_SILENT.format(agent=agent, silence=now - seen.at)
+        if now - seen.heard > self.lost_after:
+            return E_LOST_SILENT.format(agent=agent, silence=now - seen.heard)
         return None
+
+
+class SturdyReceiver(EventReceiver):
+    """Celery's event receiver, but one bad event costs only itself: Celery's raises on an
+    event it cannot read (a type that is a list, say), and the reconnect that follows would
+    miss real heartbeats. Anyone on the broker can publish events."""
+
+    def _receive(self, body, message, list=list, isinstance=isinstance):
+        for event in body if isinstance(body, list) else [body]:
+            try:
+                self.process(*self.event_from_message(event))
+            except Exception:
+                logger.warning("unreadable worker event dropped", exc_info=logger.isEnabledFor(
+                    logging.DEBUG))  # fmt: skip
+
+
+class AcceptedKeys:
+    """The accepted agents' keys by IP, read again every REFRESH seconds, and at once (at most
+    once a second) for an IP it does not know: a host accepted a moment ago is heard."""
+
+    REFRESH = 10.0
+
+    def __init__(self, clock):
+        self.clock = clock
+        self.keys: dict[str, str] = {}
+        self.loaded = -math.inf
+
+    def _load(self) -> None:
+        self.loaded = self.clock()
+        self.keys = dict(Host.objects.accepted().exclude(agent_key="")
+                         .values_list("ip", "agent_key"))  # fmt: skip
+
+    def get(self, ip: str) -> str | None:
+        age = self.clock() - self.loaded
+        if age > self.REFRESH or (ip not in self.keys and age > 1.0):
+            try:
+                self._load()
+            finally:
+                close_old_connections()
+        return self.keys.get(ip)
 
 
 class Monitor:
@@ -91,25 +167,56 @@ class Monitor:
         self.threads: list[threading.Thread] = []
         self._receiver = None
         self.last_expiry = 0.0
+        self.keys = AcceptedKeys(clock)
+        self.dropped = trust.Dropped()
+        self.dropped_flushed = 0.0
 
     # -- events ------------------------------------------------------------------------------
     def on_event(self, event: dict) -> None:
-        kind = event.get("type", "")
-        if not kind.startswith("worker-"):
+        kind = event.get("type", "") if isinstance(event, dict) else ""
+        if not isinstance(kind, str) or not kind.startswith("worker-"):
             return
-        self.liveness.heard(
-            event.get("hostname", ""),
-            event.get("pid"),
-            self.clock(),
-            offline=(kind == "worker-offline"),
-        )
+        now = self.clock()
+        self.liveness.event(now)
+        try:
+            if kind == names.HEARTBEAT_EVENT:
+                self.on_heartbeat(event.get("heartbeat"), now)
+            if now - self.dropped_flushed > 5.0:
+                self.dropped_flushed = now
+                self.dropped.flush(self.app)
+        except Exception:  # the database away, say: one event, not the listener
+            logger.exception("worker event not taken")
+
+    def on_heartbeat(self, raw, now: float) -> None:
+        """A signed heartbeat counts for each host it names whose accepted key signed it;
+        Celery's own worker-heartbeat and worker-offline (unsigned) count for nothing."""
+        try:
+            beat = Heartbeat.from_wire(raw)
+        except WireError:
+            agent = raw.get("agent") if isinstance(raw, dict) else None
+            return self.dropped.add(Heartbeat.WHAT, trust.R_MALFORMED, "?", agent)
+        if len(beat.hosts) > MAX_HOSTS_PER_AGENT:
+            return self.dropped.add(beat.WHAT, trust.R_MALFORMED, "many hosts", beat.agent)
+        verified: dict[str, str | None] = {}  # one check per key, not per host
+        for ip in beat.hosts:
+            pem = self.keys.get(ip) if isinstance(ip, str) else None
+            if pem is None:
+                self.dropped.add(beat.WHAT, trust.R_NOT_ACCEPTED, ip, beat.agent, quiet=True)
+                continue
+            if pem not in verified:
+                verified[pem] = trust.signed_by(Heartbeat, raw, pem)
+            if verified[pem]:
+                self.dropped.add(beat.WHAT, verified[pem], ip, beat.agent)
+            elif not self.liveness.heard(ip, beat, now):
+                self.dropped.add(beat.WHAT, trust.R_STALE, ip, beat.agent)
 
     def listen(self) -> None:
         handlers = {"*": self.on_event}
         while not self.stopping.is_set():
             try:
                 with self.app.connection_for_read() as conn:
-                    self._receiver = self.app.events.Receiver(conn, handlers=handlers)
+                    self._receiver = SturdyReceiver(conn, handlers=handlers, app=self.app)
+                    self.liveness.listening(self.clock())
                     self._receiver.capture(limit=None, timeout=None, wakeup=False)
             except Exception:
                 if self.stopping.is_set():

@@ -5,6 +5,8 @@ time (cmdb.jobs.intake), and one batch is a handful of queries in one transactio
 change through cmdb.jobs.lifecycle, the rows are written by cmdb.jobs.records.
 """
 
+import dataclasses
+import json
 import logging
 from collections.abc import Iterable
 from pathlib import Path
@@ -16,13 +18,13 @@ from cmdb.assets.store import store_report
 from cmdb.celery import app as cmdb_app
 from cmdb.files.fetched import store_fetched
 from cmdb.hosts.models import Host
-from cmdb.jobs import lifecycle, records
+from cmdb.jobs import lifecycle, records, trust
 from cmdb.jobs.broker import redis_client
 from cmdb.jobs.choices import HostTaskStateChoices as State
 from cmdb.jobs.choices import JobKindChoices
 from cmdb.jobs.models import HostTask
 from wire import blobs, names
-from wire.messages import Report, Started, VersionMismatch, WireError
+from wire.messages import MAX_CAPTURE_BYTES, Report, Started, VersionMismatch, WireError
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +35,14 @@ E_NOT_STORED = "not stored on the server: {exc}"
 E_FETCH_TOO_LARGE = ("refused: the host sent {size} bytes, more than CMDB_MAX_FETCH_BYTES "
                      "({limit})")  # fmt: skip
 E_VERSION = "the agent's report could not be read: {exc}; upgrade the agent or the server"
+E_TOO_LARGE = "the host's {name} was larger than the server keeps; not stored"
+
+#: The most the server keeps of a report's texts and documents (a stream's head and tail:
+#: wire.messages.MAX_CAPTURE_BYTES each, as agents capture).
+MAX_TEXT = 64 << 10
+MAX_NAME = 255
+MAX_DOCUMENT = 4 << 20
+TRANSFERS = frozenset({JobKindChoices.PUSH, JobKindChoices.FETCH})
 
 
 #: Where a report the server cannot read may end its task from: not a cancelled one (the
@@ -40,42 +50,100 @@ E_VERSION = "the agent's report could not be read: {exc}; upgrade the agent or t
 UNREADABLE_FROM = frozenset({State.PENDING, State.RUNNING, *State.inferred()})
 
 
-def _read(message, items: Iterable, mismatched: dict) -> list:
-    """The items that follow the contract (wire.messages), typed; the rest is dropped. A report
-    (not a notice, not a refused duplicate) in another version of the contract goes to
-    ``mismatched`` (task id -> why): the host did its part, and the operator must hear why
-    the server cannot say how it went."""
-    read = []
+def _cut(text: str, limit: int) -> tuple[str, bool]:
+    """At most ``limit`` bytes of ``text`` (UTF-8), and whether anything was cut."""
+    if len(text) * 4 <= limit:  # no character is more than 4 bytes: nothing to measure
+        return text, False
+    raw = text.encode("utf-8", "surrogatepass")
+    if len(raw) <= limit:
+        return text, False
+    return raw[:limit].decode("utf-8", "ignore"), True
+
+
+def _small(doc, limit: int = MAX_DOCUMENT) -> bool:
+    return doc is None or len(json.dumps(doc)) <= limit
+
+
+def bounded(report: Report, kind: str) -> Report:
+    """What the server stores of a report: only the parts its job's kind has (facts only from
+    a collection, a transfer only from a push or fetch, a file only from a fetch), each cut to
+    what the server keeps of it. An agent captures no more than this; whatever sends more is
+    not let fill the database."""
+    streams = {}
+    for name in ("stdout", "stderr"):
+        stream = getattr(report, name)
+        (head, cut_head), (tail, cut_tail) = (_cut(stream.head, MAX_CAPTURE_BYTES),
+                                              _cut(stream.tail, MAX_CAPTURE_BYTES))  # fmt: skip
+        if cut_head or cut_tail:
+            stream = dataclasses.replace(stream, head=head, tail=tail, truncated=True)
+        streams[name] = stream
+    fields = {
+        "error": _cut(report.error, MAX_TEXT)[0],
+        "traceback": _cut(report.traceback, MAX_TEXT)[0] if report.traceback else None,
+        "agent": _cut(report.agent, MAX_NAME)[0],
+        "facts_report": report.facts_report if kind == JobKindChoices.COLLECT else None,
+        "transfer": report.transfer if kind in TRANSFERS else None,
+        "fetch_manifest": report.fetch_manifest if kind == JobKindChoices.FETCH else None,
+    }
+    for name in ("facts_report", "transfer", "fetch_manifest"):
+        if not _small(fields[name]):
+            logger.warning("%s of %s dropped: larger than %d bytes", name, report.task_id,
+                           MAX_DOCUMENT)  # fmt: skip
+            fields[name] = None
+            fields["error"] = fields["error"] or E_TOO_LARGE.format(name=name)
+    return dataclasses.replace(report, **streams, **fields)
+
+
+def _believed(items, message, tasks: dict, dropped: trust.Dropped, mismatched: dict) -> list:
+    """The items (as they arrived) the accepted key of their task's host signed, read as
+    ``message``; the rest is dropped and counted (cmdb.jobs.trust). A signed report in another
+    version of the contract goes to ``mismatched`` (task id -> why): the host did its part,
+    and the operator must hear why the server cannot say how it went."""
+    believed = []
     for item in items:
+        task_id = item.get("task_id") if isinstance(item, dict) else None
+        task = tasks.get(task_id) if isinstance(task_id, str) else None
+        agent = item.get("agent") if isinstance(item, dict) else None
+        if task is None:
+            # A job deleted meanwhile, or a forged id: nothing to attach it to.
+            why = trust.R_MALFORMED if not isinstance(item, dict) else trust.R_UNKNOWN_TASK
+            dropped.add(message.WHAT, why, task_id, agent)
+            continue
+        host = task.host
+        why = trust.from_host(message, item, task.ip, host.agent_key if host else "",
+                              host.key_state if host else "")  # fmt: skip
+        if why:
+            dropped.add(message.WHAT, why, task_id, agent)
+            continue
         try:
-            read.append(message.from_wire(item))
+            read = message.from_wire(item)
         except WireError as exc:
-            task_id = item.get("task_id") if isinstance(item, dict) else None
             logger.error("%s for %s dropped: %s", message.WHAT, task_id, exc)
-            if (message is Report and isinstance(exc, VersionMismatch)
-                    and isinstance(task_id, str) and not item.get("duplicate")):  # fmt: skip
+            if message is Report and isinstance(exc, VersionMismatch) and not item.get("duplicate"):
                 mismatched[task_id] = E_VERSION.format(exc=exc)
-    return read
+            continue
+        believed.append(bounded(read, task.job.kind) if message is Report else read)
+    return believed
 
 
 def store_batch(started: Iterable[dict], finished: Iterable[dict]) -> int:
     """Apply "started" notices, then results, in one transaction; return host tasks changed."""
+    started, finished = list(started), list(finished)
+    ids = {i for item in [*started, *finished]
+           if isinstance(item, dict) and isinstance(i := item.get("task_id"), str)}  # fmt: skip
     mismatched: dict[str, str] = {}
-    started, finished = _read(Started, started, mismatched), _read(Report, finished, mismatched)
-    ids = {item.task_id for item in [*started, *finished]}
+    dropped = trust.Dropped()
     with transaction.atomic():
         # select_for_update: on PostgreSQL two central workers must not interleave on a task
-        # (SQLite takes the write lock at BEGIN IMMEDIATE anyway).
-        tasks = {t.task_id: t for t in HostTask.objects.select_for_update().filter(task_id__in=ids)}
+        # (SQLite takes the write lock at BEGIN IMMEDIATE anyway). Only the tasks' own rows.
+        rows = (HostTask.objects.select_related("host", "job").select_for_update(of=("self",))
+                .filter(task_id__in=list(ids)))  # fmt: skip
+        tasks = {t.task_id: t for t in rows}
         changed: dict[str, tuple[HostTask, dict]] = {}
-        for verb, items in ((lifecycle.begin, started), (lifecycle.report, finished)):
-            for item in items:
-                task = tasks.get(item.task_id)
-                if task is None:
-                    # For a job deleted meanwhile, or a forged id: nothing to attach it to.
-                    logger.warning("report for unknown host task %s from %s", item.task_id,
-                                   item.agent)  # fmt: skip
-                    continue
+        for verb, message, items in ((lifecycle.begin, Started, started),
+                                     (lifecycle.report, Report, finished)):  # fmt: skip
+            for item in _believed(items, message, tasks, dropped, mismatched):
+                task = tasks[item.task_id]
                 try:
                     moved = verb(task, item)
                 except (ValueError, OverflowError, OSError):
@@ -85,9 +153,11 @@ def store_batch(started: Iterable[dict], finished: Iterable[dict]) -> int:
                     continue
                 if moved:
                     payload = item.to_wire() if isinstance(item, Report) else {}
+                    payload.pop("signature", None)
                     changed[task.task_id] = (task, payload)
         records.write(changed)
         _store_facts([(task, p) for task, p in changed.values() if p.get("facts_report")])
+    dropped.flush(cmdb_app)
     if mismatched:
         # Unreadable, yet from an agent: the operator must hear why, not wait for "lost".
         pks = HostTask.objects.filter(task_id__in=mismatched).values_list("pk", flat=True)

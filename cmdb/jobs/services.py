@@ -124,10 +124,13 @@ def push(
     owner: str | None = None,
     batch: int | None = None,
     max_failures: int | None = None,
+    allow_unsafe_parents: bool = False,
     app=cmdb_app,
 ) -> Job:
     """Put a file (or a folder, as one archive unpacked on each host) at ``dest`` on every
     target. ``source`` is a path on this server (the CLI) or an Upload (the API, the admin).
+    ``allow_unsafe_parents``: also where a folder on the way is one a non-root user can change
+    (agents refuse that otherwise: that user could swap what root writes).
 
     Everything is checked before anything is uploaded (a large upload for a mistyped host
     would be for nothing, and a blob nobody pushes would sit in the broker for hours)."""
@@ -165,6 +168,8 @@ def push(
             raise Unavailable(E_SERVER_DISK.format(exc=exc)) from exc
         what = "the upload" if isinstance(source, Upload) else repr(source)
         raise Refused({field_name: [E_UNREADABLE.format(what=what, exc=exc)]}) from None
+    if allow_unsafe_parents:
+        params["agent"]["allow_unsafe_parents"] = True
     return dispatch.dispatch_command(replace(request, params={**params, **batching}), app)
 
 

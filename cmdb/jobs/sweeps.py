@@ -77,11 +77,12 @@ def _past_deadline(s: Sweep, started_at, timeout: int) -> bool:
 
 def lost(s: Sweep) -> int:
     running = HostTask.objects.filter(state=State.RUNNING).values_list(
-        "pk", "agent", "agent_pid", "started_at", "job__timeout"
+        "pk", "ip", "agent", "agent_pid", "started_at", "job__timeout"
     )
     ended = 0
-    for pk, agent, pid, started_at, timeout in running:
-        reason = None if s.deaf else s.liveness.verdict(agent, pid, s.now)
+    for pk, ip, agent, pid, started_at, timeout in running:
+        since = started_at.timestamp() if started_at else s.now
+        reason = None if s.deaf else s.liveness.verdict(ip, agent, pid, since, s.now)
         if reason is None and _past_deadline(s, started_at, timeout):
             reason = E_LOST_OVERDUE.format(grace=s.cfg["RESULT_GRACE"], timeout=timeout)
         if reason:
@@ -108,14 +109,14 @@ def host_status(s: Sweep) -> int:
     if s.deaf:
         return 0
     online = s.liveness.online(s.now)
-    hosts = Host.objects.filter(agent_name__in=online)
+    hosts = Host.objects.filter(ip__in=online)
     hosts.exclude(agent_status=Status.ONLINE).update(agent_status=Status.ONLINE, last_seen=s.now_dt)
     hosts.filter(last_seen__lt=s.now_dt - timedelta(seconds=LAST_SEEN_EVERY)).update(
         last_seen=s.now_dt
     )
     if s.now - s.liveness.started <= s.liveness.lost_after:
         return 0  # not listening long enough to call anyone silent
-    silent = Host.objects.filter(agent_status=Status.ONLINE).exclude(agent_name__in=online)
+    silent = Host.objects.filter(agent_status=Status.ONLINE).exclude(ip__in=online)
     return silent.filter(last_seen__lt=s.now_dt - timedelta(seconds=s.liveness.lost_after)).update(
         agent_status=Status.OFFLINE
     )

@@ -18,6 +18,7 @@ from cmdb.jobs import results
 from cmdb.jobs.choices import HostTaskStateChoices as State
 from cmdb.jobs.choices import JobKindChoices
 from cmdb.jobs.models import HostTask, Job
+from tests.support.factories import from_host
 from wire import blobs
 from wire.messages import Outcome, Report, Stream
 
@@ -42,8 +43,9 @@ def fetch_task(kind: str = JobKindChoices.FETCH, state: str = State.STORING) -> 
 
 
 def report(task: HostTask, manifest: dict) -> dict:
-    return Report(task_id=task.task_id, outcome=Outcome.OK, exit_code=0, agent=f"agent@{IP}",
-                  fetch_manifest=manifest, stdout=Stream.text("sent")).to_wire()  # fmt: skip
+    return from_host(task, Report(task_id=task.task_id, outcome=Outcome.OK, exit_code=0,
+                                  agent=f"agent@{IP}", fetch_manifest=manifest,
+                                  stdout=Stream.text("sent")))  # fmt: skip
 
 
 def test_a_received_file_leaves_the_task_storing_until_it_is_stored(broker, settings, tmp_path):

@@ -14,6 +14,7 @@ from cmdb.jobs import lifecycle, results
 from cmdb.jobs.choices import AGENT_TASK, TRANSITIONS, JobKindChoices
 from cmdb.jobs.choices import HostTaskStateChoices as State
 from cmdb.jobs.models import HostTask, Job
+from tests.support.factories import from_host
 from wire.messages import VERSION, Outcome, Report, Started
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -105,9 +106,9 @@ def test_a_report_moves_a_task_only_from_where_a_report_may_come():
 def test_a_started_notice_after_the_result_does_not_move_it_back():
     task = task_in(State.PENDING)
     results.store_batch(
-        [], [Report(task_id=task.task_id, outcome=Outcome.OK, exit_code=0).to_wire()]
+        [], [from_host(task, Report(task_id=task.task_id, outcome=Outcome.OK, exit_code=0))]
     )
-    results.store_batch([Started(task_id=task.task_id, agent="agent@x").to_wire()], [])
+    results.store_batch([from_host(task, Started(task_id=task.task_id, agent="agent@x"))], [])
 
     task.refresh_from_db()
     assert task.state == State.OK
@@ -119,7 +120,7 @@ def test_the_task_result_is_named_after_what_the_host_ran(kind):
     task = task_in(State.PENDING, kind)
 
     results.store_batch(
-        [], [Report(task_id=task.task_id, outcome=Outcome.ERROR, error="x").to_wire()]
+        [], [from_host(task, Report(task_id=task.task_id, outcome=Outcome.ERROR, error="x"))]
     )
 
     assert TaskResult.objects.get(task_id=task.task_id).task_name == AGENT_TASK[kind]
@@ -133,7 +134,7 @@ def test_a_report_in_another_version_of_the_contract_ends_the_task_saying_so():
         "v": VERSION + 1,
     }
 
-    results.store_batch([], [old])
+    results.store_batch([], [from_host(task, old)])
 
     task.refresh_from_db()
     assert task.state == State.ERROR
@@ -179,10 +180,11 @@ def test_what_cannot_be_read_ends_nothing_it_must_not(state):
     old = {"v": VERSION + 1, "task_id": task.task_id}
 
     results.store_batch(
-        [{**old, "agent": "agent@x"}], [{**old, "outcome": "ok", "duplicate": True}]
+        [from_host(task, {**old, "agent": "agent@x"})],
+        [from_host(task, {**old, "outcome": "ok", "duplicate": True})],
     )
     if state == State.CANCELLED:
-        results.store_batch([], [{**old, "outcome": "ok"}])
+        results.store_batch([], [from_host(task, {**old, "outcome": "ok"})])
 
     task.refresh_from_db()
     assert task.state == state and task.error == ""

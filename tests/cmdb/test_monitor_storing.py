@@ -11,6 +11,7 @@ from django.utils import timezone
 from cmdb.jobs import monitor
 from cmdb.jobs.choices import HostTaskStateChoices as State
 from cmdb.jobs.models import HostTask, Job
+from wire.messages import Heartbeat
 
 pytestmark = pytest.mark.django_db
 
@@ -27,8 +28,12 @@ def test_a_fetch_being_stored_outlives_its_agent_but_not_its_deadline():
     from cmdb.celery import app
 
     cfg = {**settings.CMDB, "RESULT_GRACE": 10}
+    now = time.time()
     sweeper = monitor.Monitor(app, cfg, clock=time.time)
-    sweeper.liveness.heard("agent@a", pid=8, at=time.time())  # restarted since it ran them
+    sweeper.liveness.listening(now - 60)  # listening long enough to judge
+    sweeper.liveness.event(now)
+    beat = Heartbeat(hosts=["127.0.1.95"], agent="agent@a", agent_pid=8, at=now)
+    sweeper.liveness.heard("127.0.1.95", beat, now)  # restarted since it ran them
     storing = running("fetch", State.STORING)
     command = running("command")
 

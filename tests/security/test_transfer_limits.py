@@ -13,6 +13,7 @@ from cmdb.jobs.choices import HostTaskStateChoices as State
 from cmdb.jobs.choices import JobKindChoices
 from cmdb.jobs.models import HostTask, Job
 from tests.support.cli import wait_state
+from tests.support.factories import from_host
 from tests.support.fleet import rooted_agents
 from wire import blobs, names
 from wire.messages import Report, Stream
@@ -64,8 +65,9 @@ def test_the_server_does_not_store_a_fetch_over_the_limit_that_comes_anyway(sett
     with redis_client(app) as client:
         manifest = blobs.put_blob(client, io.BytesIO(b"x" * 5000),
                                   namespace=names.fetch_namespace(job.pk, IP))  # fmt: skip
-    report = Report(task_id=task.task_id, outcome="ok", exit_code=0, fetch_manifest=manifest,
-                    stdout=Stream.text("sent")).to_wire()  # fmt: skip
+    sent = Report(task_id=task.task_id, outcome="ok", exit_code=0, fetch_manifest=manifest,
+                  stdout=Stream.text("sent"))  # fmt: skip
+    report = from_host(task, sent)
 
     results.store_batch([], [report])
     results.finish_fetch(task.task_id, report)

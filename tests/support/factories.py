@@ -1,6 +1,5 @@
 """Model factories and test data: hosts, signed headers, archives to upload."""
 
-import dataclasses
 import io
 import tarfile
 import time
@@ -9,9 +8,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cmdb.hosts.choices import AgentStatusChoices, KeyStateChoices
 from cmdb.hosts.models import Host
-from tests.support.fleet import AGENT_KEYS
+from tests.support.fleet import AGENT_KEYS, agent_private_key
 from wire import signing
-from wire.messages import Registration
+from wire.messages import Registration, Report
 
 
 def make_host(ip: str, hostname: str = "", with_agent: bool = True, key: bool = True) -> Host:
@@ -31,11 +30,36 @@ def make_host(ip: str, hostname: str = "", with_agent: bool = True, key: bool = 
     )
     if key and not host.agent_key:
         # The key of the suite's agent on that IP if there is one, else a key of its own.
-        pem = AGENT_KEYS.get(ip) or signing.public_pem(Ed25519PrivateKey.generate()).decode()
+        pem = AGENT_KEYS.get(ip) or signing.public_pem(HOST_KEYS.setdefault(
+            ip, Ed25519PrivateKey.generate())).decode()  # fmt: skip
         host.agent_key, host.key_state = pem, KeyStateChoices.ACCEPTED
         host.key_fingerprint = signing.key_fingerprint(signing.public_key_from_pem(pem))
         host.save(update_fields=["agent_key", "key_state", "key_fingerprint"])
     return host
+
+
+#: The private keys of test hosts that have no real agent (make_host made them).
+HOST_KEYS: dict[str, Ed25519PrivateKey] = {}
+
+
+def host_private_key(ip: str) -> Ed25519PrivateKey:
+    """The key a host's agent signs with: a real agent's of the suite, or make_host's own."""
+    return HOST_KEYS.get(ip) or agent_private_key(ip)
+
+
+def from_host(task, message, key: Ed25519PrivateKey | None = None, **changes) -> dict:
+    """``message`` (a Started, a Report, or a raw dict) as the agent of ``task``'s host sends it:
+    for that host, signed with its key (``key``: someone else's). The host is made (accepted)
+    if the test has none."""
+    if task.host_id is None:
+        task.host = make_host(task.ip, with_agent=False)
+        task.save(update_fields=["host"])
+    raw = message if isinstance(message, dict) else message.to_wire()
+    raw = {**raw, "host": task.ip, **changes}
+    raw.pop("signature", None)
+    what = (message if not isinstance(message, dict) else Report).WHAT
+    signature = signing.sign_document(key or host_private_key(task.ip), {**raw, "what": what})
+    return {**raw, "signature": signature}
 
 
 def signed_registration(ip: str, key: Ed25519PrivateKey | None = None, **fields) -> Registration:
@@ -44,8 +68,7 @@ def signed_registration(ip: str, key: Ed25519PrivateKey | None = None, **fields)
     fields.setdefault("started_at", time.time())
     registration = Registration(ip=ip, agent=f"agent@{ip}", agent_pid=fields.pop("agent_pid", 7),
                                 pubkey=signing.public_pem(key).decode(), **fields)  # fmt: skip
-    signature = signing.sign_document(key, registration.to_wire())
-    return dataclasses.replace(registration, signature=signature)
+    return registration.signed(key)
 
 
 def signed_headers(task: str, ip: str, task_id: str, spec: dict, ttl: float = 60, key=None):

@@ -7,12 +7,14 @@ from pathlib import Path
 
 from cmdb.celery import app
 from cmdb.jobs.choices import HostTaskStateChoices as State
+from wire import signing
 
 #: The agents the session's fleet runs (tests/conftest.py).
 AGENT_IPS = ["127.0.1.1", "127.0.1.2"]
 #: Their public keys (PEM) by IP, as they registered them: a host the tests make again after
 #: the inventory was emptied is the same agent's (tests.support.factories.make_host).
 AGENT_KEYS: dict[str, str] = {}
+AGENT_KEY_FILES: dict[str, Path] = {}
 #: Agents the suite starts are accepted as they come (CMDB_AUTO_ACCEPT): the suite's own, on
 #: this machine. Beyond, 127.0.1.128 and up, keys wait for an operator (tests/security).
 AUTO_ACCEPTED = "127.0.1.0/25"
@@ -73,6 +75,28 @@ def remember_keys(fleet, ips: list[str], timeout: float = 30) -> None:
     keys = wait_for(lambda: (k := made()) and len(k) == len(ips) and k, timeout,
                     f"{ips} to make their keys", interval=0.2)  # fmt: skip
     AGENT_KEYS.update(keys)
+    AGENT_KEY_FILES.update({ip: fleet.run_dir / "agent-state" / ip / "agent_key" for ip in keys})
+
+
+def agent_private_key(ip: str):
+    """The private key the suite's agent on ``ip`` made (remember_keys has found it)."""
+    if ip not in AGENT_KEY_FILES:
+        raise KeyError(f"no agent of the suite made a key for {ip}")
+    return signing.load_private_key(AGENT_KEY_FILES[ip])
+
+
+def dropped_counts() -> dict[str, int]:
+    """How many messages the server has not believed so far, by kind and reason."""
+    from cmdb.jobs import trust
+
+    return trust.dropped_counts(app)
+
+
+def wait_dropped(reason: str, before: dict[str, int], timeout: float = 30) -> int:
+    """Wait until the server has dropped one more message for ``reason`` ("report: unsigned")
+    than ``before`` says; return how many more."""
+    return wait_for(lambda: dropped_counts().get(reason, 0) - before.get(reason, 0), timeout,
+                    f"the server to drop a message ({reason})")  # fmt: skip
 
 
 def startup_collections_done(count: int) -> bool:

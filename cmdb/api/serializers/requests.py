@@ -125,6 +125,11 @@ class PushRequestSerializer(BatchFieldsMixin, TargetsSerializer):
         default=None,
         help_text="user or user:group (applied where the agent runs as root).",
     )
+    allow_unsafe_parents = serializers.BooleanField(
+        default=False,
+        help_text="Write even where a folder on the way to dest is one a non-root user can "
+        "change (refused otherwise: that user could swap what root writes).",
+    )
 
 
 class FetchRequestSerializer(TargetsSerializer):

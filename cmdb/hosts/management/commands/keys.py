@@ -3,9 +3,12 @@ as salt-key shows and decides them."""
 
 from django.core.management.base import CommandError
 
+from cmdb.celery import app
 from cmdb.hosts import keys
 from cmdb.hosts.choices import KeyStateChoices
 from cmdb.hosts.models import Host
+from cmdb.jobs import trust
+from cmdb.jobs.broker import BROKER_ERRORS
 from cmdb.jobs.cli import EXIT_INVALID, FleetCommand
 from cmdb.jobs.report import printable
 
@@ -63,3 +66,16 @@ class Command(FleetCommand):
                     changed = "  KEY CHANGED" if h.key_changed_at else ""
                     name = printable(h.hostname)  # what an agent said: no escapes to the terminal
                     self.stdout.write(f"  {h.ip:<16} {h.key_fingerprint}  {name}{changed}")
+        self._dropped()
+
+    def _dropped(self):
+        """What the server did not believe lately: forged or misdirected reports are an attack
+        (or a host with a changed key), and an operator deciding keys must see them."""
+        try:
+            counts = trust.dropped_counts(app)
+        except BROKER_ERRORS:
+            return
+        if counts:
+            self.stdout.write("dropped (not believed; the central worker's log says which):")
+            for what, count in counts.items():
+                self.stdout.write(f"  {count:>8}  {what}")

@@ -18,6 +18,12 @@ class Command(FleetCommand):
         parser.add_argument("--mode", help="octal mode to set, e.g. 0644")
         parser.add_argument("--owner", help="user or user:group to set (when the agent is root)")
         parser.add_argument(
+            "--allow-unsafe-parents",
+            action="store_true",
+            help="write even where a folder on the way is one a non-root user can change "
+            "(refused otherwise: that user could swap what root writes)",
+        )
+        parser.add_argument(
             "--batch",
             type=int,
             help="hosts at a time; the next batch starts when the previous one has ended",
@@ -32,5 +38,6 @@ class Command(FleetCommand):
         job = services.push(
             opts["source"], opts["dest"], targets(opts), requested_by(), mode=opts["mode"],
             owner=opts["owner"], batch=opts["batch"], max_failures=opts["max_failures"],
+            allow_unsafe_parents=opts["allow_unsafe_parents"],
         )  # fmt: skip
         print_job(self, job)
