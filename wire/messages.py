@@ -354,8 +354,12 @@ class Heartbeat(_Message):
     hosts: list
     agent: str
     agent_pid: int
-    #: The agent's clock when it sent this: the server takes only ever newer ones per host, so
-    #: an old heartbeat sent again says nothing.
+    #: The agent's clock when it sent this (the server takes only recent ones).
     at: float
+    #: Random per agent process, and counted from 1 in it: the server takes only ever later
+    #: ones per host, whatever the host's clock does meanwhile (an NTP step back), so an old
+    #: heartbeat sent again says nothing.
+    boot: str = ""
+    seq: int = 0
     offline: bool = False
     signature: str = ""

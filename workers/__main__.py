@@ -2,6 +2,7 @@
 
     python -m workers [--pubkey /etc/cmdb-agent/signing_key.pub] [--ip 10.0.3.55]
                       [--concurrency 4] [--loglevel info]
+    python -m workers --fingerprint     # this agent's own key, to compare with `keys list`
 
 Equivalent to `celery -A workers worker -Q <ip>` with the options a large fleet needs.
 """
@@ -58,7 +59,20 @@ def main(argv: list[str] | None = None) -> int:
         help="the server's public key (PEM), to verify every message with "
         "(default: $CMDB_AGENT_PUBKEY; required)",
     )
+    parser.add_argument(
+        "--fingerprint",
+        action="store_true",
+        help="print this agent's own key's fingerprint (made if there is none yet) and exit: "
+        "compare it with `manage.py keys list` before you accept the key",
+    )
     args, extra = parser.parse_known_args(argv)
+    if args.fingerprint:
+        try:
+            key = agent.own_key()
+        except (signing.SigningKeyError, OSError) as exc:
+            parser.exit(2, f"agent: {exc}\n")
+        print(signing.key_fingerprint(key.public_key()))
+        return 0
     # No key, no agent: there is no unsigned mode to fall back to. An agent that ran unsigned
     # messages would obey anyone who can write to the broker, and one that refused them all
     # would only look alive; `make up` and the tests always provide the key.

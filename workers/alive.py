@@ -8,7 +8,9 @@ pid and its clock, sent as a worker event (the same fan-out, fire-and-forget pat
 so nothing piles up in a queue while the central worker is down).
 """
 
+import itertools
 import logging
+import secrets
 import time
 
 from celery import bootsteps
@@ -30,6 +32,9 @@ class SignedHeartbeat(bootsteps.StartStopStep):
 
     requires = ("celery.worker.consumer.events:Events",)
     agent = None  # set by heartbeat_step
+    #: This process's heartbeats: which process, and how many so far.
+    boot = secrets.token_hex(8)
+    counter = itertools.count(1)
 
     def __init__(self, c, **kwargs):
         self.tref = None
@@ -53,7 +58,8 @@ class SignedHeartbeat(bootsteps.StartStopStep):
         if dispatcher is None or not self.agent.identity:
             return
         beat = Heartbeat(hosts=sorted(self.agent.identity), agent=c.hostname,
-                         agent_pid=self.agent.pid, at=time.time(), offline=offline)  # fmt: skip
+                         agent_pid=self.agent.pid, at=time.time(), boot=self.boot,
+                         seq=next(self.counter), offline=offline)  # fmt: skip
         try:
             dispatcher.send(names.HEARTBEAT_EVENT, heartbeat=beat.signed(self.agent.own_key())
                             .to_wire(), retry=not offline)  # fmt: skip

@@ -19,6 +19,7 @@ import time
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from cmdb.hosts.choices import AgentStatusChoices, KeyStateChoices
@@ -120,19 +121,31 @@ def _register(registration: Registration):
             outcome = "new key"
             host.agent_key, host.key_fingerprint = key, fingerprint(key)
             host.key_state = KeyStateChoices.ACCEPTED if auto_accept else KeyStateChoices.PENDING
-        elif host.agent_key != key:
+        elif host.agent_key != key and host.key_state in (KeyStateChoices.ACCEPTED,
+                                                           KeyStateChoices.PENDING):  # fmt: skip
             outcome = "changed key"
             logger.warning(W_KEY_CHANGED.format(ip=host.ip, new=fingerprint(key),
                                                 old=host.key_fingerprint))  # fmt: skip
-            host.agent_key, host.key_fingerprint = key, fingerprint(key)
+            if host.key_state == KeyStateChoices.ACCEPTED or host.candidate_key:
+                # As salt-key keeps it: the accepted key stays on record (and what the host ran
+                # under it still counts) until an operator accepts the new one or rejects it.
+                # Anyone on the broker can send this registration.
+                host.candidate_key, host.candidate_fingerprint = key, fingerprint(key)
+            else:  # pending, never accepted: the newest key is the one to decide on
+                host.agent_key, host.key_fingerprint = key, fingerprint(key)
             host.key_state, host.key_changed_at = KeyStateChoices.PENDING, now
-            host.agent_status, host.agent_name = AgentStatusChoices.UNKNOWN, ""
+        elif host.agent_key != key:
+            outcome = "changed key"  # rejected: it stays rejected, whatever key comes
         elif (host.agent_name, host.agent_pid) != (registration.agent, registration.agent_pid):
             outcome = "restarted"
         else:
             outcome = "same key"
-        host.agent_started = registration.started_at
-        if host.key_state == KeyStateChoices.ACCEPTED:
+        if key == host.agent_key:
+            # Only for the key on record: a candidate's registration (anyone's) must not make
+            # the real agent's next one look like a replay.
+            host.agent_started = registration.started_at
+        if host.key_state == KeyStateChoices.ACCEPTED or (host.candidate_key
+                                                         and key == host.agent_key):  # fmt: skip
             # Only an accepted key's holder speaks for the host: its name and pid are what the
             # monitor judges the host's tasks by.
             host.agent_status, host.last_seen = AgentStatusChoices.ONLINE, now
@@ -151,7 +164,16 @@ VERBS = {
     "reject": ("rejected", {"key_state": KeyStateChoices.REJECTED, **_FORGOTTEN_AGENT}),
     # Forgotten: the next registration is a new key (pending).
     "delete": ("deleted", {"key_state": KeyStateChoices.NONE, "agent_key": "",
-                           "key_fingerprint": "", **_FORGOTTEN_AGENT}),
+                           "key_fingerprint": "", "candidate_key": "", "candidate_fingerprint": "",
+                           **_FORGOTTEN_AGENT}),
+}  # fmt: skip
+_NO_CANDIDATE = {"candidate_key": "", "candidate_fingerprint": "", "key_changed_at": None}
+#: What accept and reject do to a host with a candidate key (another key after an accepted one):
+#: accept puts it in the accepted one's place; reject drops it, and the accepted one stays.
+CANDIDATE_VERBS = {
+    "accept": {"agent_key": F("candidate_key"), "key_fingerprint": F("candidate_fingerprint"),
+               "key_state": KeyStateChoices.ACCEPTED, **_NO_CANDIDATE},
+    "reject": {"key_state": KeyStateChoices.ACCEPTED, **_NO_CANDIDATE},
 }  # fmt: skip
 
 
@@ -159,13 +181,23 @@ def _decide(verb: str, ips: list[str]) -> list[str]:
     """Apply ``verb`` to the keys of these hosts that it changes; returns their IPs."""
     past, fields = VERBS[verb]
     hosts = Host.objects.filter(ip__in=ips).exclude(agent_key="")
-    if verb != "delete":
-        hosts = hosts.exclude(key_state=fields["key_state"])
-    done = sorted(hosts.values_list("ip", flat=True))
-    hosts.update(**fields)
-    for ip in done:
+    with transaction.atomic():
+        changed = set()
+        if verb in CANDIDATE_VERBS:
+            candidates = hosts.filter(candidate_key__gt="")
+            changed = set(candidates.values_list("ip", flat=True))
+            candidates.update(**CANDIDATE_VERBS[verb])
+            for ip in sorted(changed):
+                logger.warning("the new key of %s %s%s", ip, past,
+                               "; its accepted key stays" if verb == "reject" else "")  # fmt: skip
+            hosts = hosts.exclude(ip__in=changed)
+        if verb != "delete":
+            hosts = hosts.exclude(key_state=fields["key_state"])
+        done = set(hosts.values_list("ip", flat=True))
+        hosts.update(**fields)
+    for ip in sorted(done):
         logger.warning("key of %s %s", ip, past)
-    return done
+    return sorted(done | changed)
 
 
 def accept(ips: list[str]) -> list[str]:

@@ -75,6 +75,13 @@ class HostQuerySet(models.QuerySet):
         receive anything."""
         return self.filter(key_state=KeyStateChoices.ACCEPTED)
 
+    def speaking(self):
+        """Hosts whose accepted key is believed: the accepted ones, and those pending only
+        because another key (a candidate) turned up: until an operator decides, what the host
+        ran under its accepted key still counts."""
+        changed = models.Q(key_state=KeyStateChoices.PENDING, candidate_key__gt="")
+        return self.filter(models.Q(key_state=KeyStateChoices.ACCEPTED) | changed)
+
 
 class Host(models.Model):
     ip = models.GenericIPAddressField(
@@ -111,6 +118,13 @@ class Host(models.Model):
         "key changed", null=True, blank=True,
         help_text="When its agent came back with another key (pending again since).",
     )  # fmt: skip
+    candidate_key = models.TextField(
+        "candidate key", blank=True,
+        help_text="Another key an agent registered for this host after its key was accepted: "
+        "the accepted one stays until an operator accepts (or rejects) this one.",
+    )  # fmt: skip
+    candidate_fingerprint = models.CharField("candidate key fingerprint", max_length=64,
+                                             blank=True)  # fmt: skip
     last_seen = models.DateTimeField(
         "last seen", null=True, blank=True, help_text="Last registration or heartbeat."
     )

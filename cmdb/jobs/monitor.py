@@ -35,10 +35,21 @@ class Sighting:
 
     agent: str
     pid: int
-    #: The agent's clock in it (only ever newer ones are taken), and the monitor's when heard.
+    #: The agent's clock in it, and the monitor's when heard.
     at: float
     heard: float
     offline: bool = False
+    #: Which agent process sent it, and its count there (only ever later ones are taken).
+    boot: str = ""
+    seq: int = 0
+
+
+def _later(beat: Heartbeat, seen: Sighting) -> bool:
+    """``beat`` comes after ``seen``: later in the same agent process by its count (whatever its
+    clock did), or from another process and later by the host's clock."""
+    if beat.boot and beat.boot == seen.boot:
+        return beat.seq > seen.seq
+    return beat.at > seen.at
 
 
 @dataclass
@@ -70,9 +81,10 @@ class Liveness:
             return False
         with self.lock:
             seen = self.hosts.get(ip)
-            if seen is not None and beat.at <= seen.at:
+            if seen is not None and not _later(beat, seen):
                 return False
-            self.hosts[ip] = Sighting(beat.agent, beat.agent_pid, beat.at, now, beat.offline)
+            self.hosts[ip] = Sighting(beat.agent, beat.agent_pid, beat.at, now, beat.offline,
+                                      beat.boot, beat.seq)  # fmt: skip
         return True
 
     def deaf(self, now: float) -> bool:
@@ -139,7 +151,7 @@ class AcceptedKeys:
 
     def _load(self) -> None:
         self.loaded = self.clock()
-        self.keys = dict(Host.objects.accepted().exclude(agent_key="")
+        self.keys = dict(Host.objects.speaking().exclude(agent_key="")
                          .values_list("ip", "agent_key"))  # fmt: skip
 
     def get(self, ip: str) -> str | None:

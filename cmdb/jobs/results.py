@@ -111,7 +111,8 @@ def _believed(items, message, tasks: dict, dropped: trust.Dropped, mismatched: d
             continue
         host = task.host
         why = trust.from_host(message, item, task.ip, host.agent_key if host else "",
-                              host.key_state if host else "")  # fmt: skip
+                              host.key_state if host else "",
+                              candidate=bool(host and host.candidate_key))  # fmt: skip
         if why:
             dropped.add(message.WHAT, why, task_id, agent)
             continue

@@ -56,13 +56,19 @@ def signed_by(message, raw: dict, pem: str) -> str | None:
     return None
 
 
-def from_host(message, raw: dict, ip: str, pem: str, key_state: str) -> str | None:
+def from_host(message, raw: dict, ip: str, pem: str, key_state: str,
+              candidate: bool = False) -> str | None:  # fmt: skip
     """Why ``raw`` is not a ``message`` from the host ``ip`` (its accepted key ``pem``), or None.
+    ``candidate``: another key turned up since ``pem`` was accepted (Host.objects.speaking):
+    until an operator decides, ``pem`` still speaks for the host.
 
     Checked on the message as it arrived, before it is read: a report in another version of the
     contract is still known to be the host's (and then ends its task with "upgrade").
     """
-    if key_state != KeyStateChoices.ACCEPTED or not pem:
+    speaks = key_state == KeyStateChoices.ACCEPTED or (
+        candidate and key_state == KeyStateChoices.PENDING
+    )
+    if not speaks or not pem:
         return R_NOT_ACCEPTED
     if raw.get("host") != ip:
         # Signed by this host's key, yet for another host's task: a host speaks for itself only.

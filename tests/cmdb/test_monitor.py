@@ -96,3 +96,17 @@ def test_a_monitor_that_hears_nobody_at_all_is_deaf_not_a_judge():
 
     live.event(1011.0)
     assert not live.deaf(1015.0)
+
+
+def test_within_one_agent_process_the_count_orders_heartbeats_not_the_clock():
+    live = make()
+    first = Heartbeat(hosts=[IP], agent="agent@a", agent_pid=7, at=1005.0, boot="b1", seq=1)
+    assert live.heard(IP, first, now=1005.0)
+    # NTP stepped the host's clock back: its next heartbeat is still taken.
+    stepped = Heartbeat(hosts=[IP], agent="agent@a", agent_pid=7, at=1001.0, boot="b1", seq=2)
+    assert live.heard(IP, stepped, now=1006.0)
+    # The first one again: not later in its process, whatever it says of the time.
+    assert not live.heard(IP, first, now=1007.0)
+    # Another process (a restart): later by the host's clock, or nothing.
+    older = Heartbeat(hosts=[IP], agent="agent@a", agent_pid=6, at=1000.0, boot="b0", seq=99)
+    assert not live.heard(IP, older, now=1007.0)

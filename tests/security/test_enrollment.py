@@ -13,14 +13,16 @@ from django.core.management import call_command
 from cmdb.hosts import keys
 from cmdb.hosts.choices import KeyStateChoices as Key
 from cmdb.hosts.models import Host
-from cmdb.jobs import services
+from cmdb.jobs import results, services
 from cmdb.jobs.choices import HostTaskStateChoices as State
 from cmdb.jobs.exceptions import Refused
 from cmdb.jobs.models import Job
 from tests.support.api import make_user, token_client
 from tests.support.cli import wait_state
-from tests.support.factories import signed_registration
+from tests.support.factories import from_host, signed_registration
 from tests.support.fleet import wait_for
+from wire import signing
+from wire.messages import Report
 
 IP = "127.0.1.200"  # beyond the suite's auto-accepted agents
 pytestmark = pytest.mark.django_db
@@ -66,6 +68,46 @@ def test_another_key_makes_the_host_pending_again_loudly_and_changes_nothing_els
     assert host.key_changed_at is not None and host.agent_pid == 1  # no takeover of its pid
     assert "ANOTHER KEY" in caplog.text
     assert "pending" in refused_run(IP)[0]
+
+
+def test_a_changed_key_waits_beside_the_accepted_one_until_an_operator_decides(capsys):
+    """As salt-key keeps them: anyone on the broker can register another key for a host, so
+    the accepted one stays on record (what the host ran under it still counts) until an
+    operator compares fingerprints and accepts the new key, or rejects it."""
+    old, new = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    keys.register(signed_registration(IP, old, agent_pid=1))
+    keys.accept([IP])
+    job = Job.objects.create(command="apt-get upgrade", timeout=30, reach_timeout=30)
+    task = job.host_tasks.create(host=Host.objects.get(ip=IP), ip=IP, task_id="t-" + "9" * 34,
+                                 state=State.RUNNING)  # fmt: skip
+
+    host, _ = keys.register(signed_registration(IP, new, agent_pid=666))
+    accepted_fp = signing.key_fingerprint(old.public_key())
+    assert (host.key_state, host.key_fingerprint) == (Key.PENDING, accepted_fp)
+    assert host.candidate_fingerprint == signing.key_fingerprint(new.public_key())
+    call_command("keys")
+    listed = capsys.readouterr().out
+    assert accepted_fp in listed and f"new: {host.candidate_fingerprint}" in listed
+
+    # The real agent's report of what it ran still counts; the newcomer's does not.
+    now = time.time()
+    report = Report(task_id=task.task_id, outcome="ok", exit_code=0, started_at=now,
+                    finished_at=now, duration=0.0)  # fmt: skip
+    assert results.store_batch([], [from_host(task, report, key=new)]) == 0
+    assert results.store_batch([], [from_host(task, report, key=old)]) == 1
+
+    assert keys.reject([IP]) == [IP]  # the new key: the accepted one stays
+    host.refresh_from_db()
+    assert (host.key_state, host.key_fingerprint, host.candidate_key) == (
+        Key.ACCEPTED,
+        accepted_fp,
+        "",
+    )
+    keys.register(signed_registration(IP, new, agent_pid=667))
+    assert keys.accept([IP]) == [IP]  # now the new one, in the accepted one's place
+    host.refresh_from_db()
+    assert host.key_state == Key.ACCEPTED and host.agent_key == signing.public_pem(new).decode()
+    assert host.candidate_key == "" and host.key_changed_at is None
 
 
 @pytest.mark.parametrize("forge", ["unsigned", "other key", "not a key"])

@@ -66,6 +66,12 @@ class Command(FleetCommand):
                     changed = "  KEY CHANGED" if h.key_changed_at else ""
                     name = printable(h.hostname)  # what an agent said: no escapes to the terminal
                     self.stdout.write(f"  {h.ip:<16} {h.key_fingerprint}  {name}{changed}")
+                    if h.candidate_key:
+                        # Compare with the host's own (`python -m workers --fingerprint` there).
+                        self.stdout.write(
+                            f"  {'':<16} new: {h.candidate_fingerprint}  (accept "
+                            "takes it; reject keeps the accepted one above)"
+                        )
         self._dropped()
 
     def _dropped(self):
