@@ -44,7 +44,9 @@ HOST_KEYS: dict[str, Ed25519PrivateKey] = {}
 
 def host_private_key(ip: str) -> Ed25519PrivateKey:
     """The key a host's agent signs with: a real agent's of the suite, or make_host's own."""
-    return HOST_KEYS.get(ip) or agent_private_key(ip)
+    # In make_host's order: a suite agent's key first (HOST_KEYS may hold one made for its IP
+    # by a test that ran before the fleet started).
+    return agent_private_key(ip) if ip in AGENT_KEYS else HOST_KEYS[ip]
 
 
 def from_host(task, message, key: Ed25519PrivateKey | None = None, **changes) -> dict:
