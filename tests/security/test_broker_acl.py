@@ -25,7 +25,7 @@ from deploy import broker
 from deploy.local import Fleet
 from tests.support.cli import ID_LINE, dispatch, wait_state
 from tests.support.factories import make_host
-from tests.support.fleet import ROOT, free_port, remember_keys, wait_for
+from tests.support.fleet import ROOT, free_port, redis7, remember_keys, wait_for
 from wire import names, transport
 
 pytestmark = [pytest.mark.fleet, pytest.mark.django_db(transaction=True)]
@@ -34,17 +34,6 @@ A, B = "127.0.1.110", "127.0.1.111"  # auto-accepted (tests.support.fleet.AUTO_A
 USER_A, USER_B = transport.agent_username(A), transport.agent_username(B)
 SERVER = "cmdb-server"
 SHA = "ab" * 32
-
-
-def redis7() -> str:
-    """Debian's redis-server (or $REDIS7_SERVER): the recipe needs Redis >= 7. CI installs it
-    (.ci/run), so there a missing one is a failure, not a skip."""
-    binary = broker.find_redis7()
-    if binary is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(broker.E_NO_REDIS7)
-        pytest.skip(broker.E_NO_REDIS7)
-    return binary
 
 
 def broker_acl(env: dict, *args: str) -> tuple[str, dict[str, str]]:

@@ -34,7 +34,7 @@ from deploy import broker
 from deploy.local import Fleet
 from tests.support.cli import dispatch, wait_state
 from tests.support.factories import make_host
-from tests.support.fleet import ROOT, free_port, remember_keys, wait_for
+from tests.support.fleet import ROOT, free_port, redis7, remember_keys, wait_for
 from wire import transport
 
 pytestmark = [pytest.mark.fleet, pytest.mark.django_db(transaction=True)]
@@ -43,15 +43,6 @@ IP = "127.0.1.113"  # auto-accepted (tests.support.fleet.AUTO_ACCEPTED)
 USER = transport.agent_username(IP)
 SERVER = "cmdb-server"
 E_UNVERIFIED = "certificate verify failed"
-
-
-def redis7() -> str:
-    binary = broker.find_redis7()
-    if binary is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(broker.E_NO_REDIS7)
-        pytest.skip(broker.E_NO_REDIS7)
-    return binary
 
 
 # --- Certificates, as an operator's CA would make them ----------------------------------------

@@ -1,12 +1,16 @@
 """Helpers for tests that drive real processes: waiting, free ports, agents and their pings."""
 
 import contextlib
+import os
 import socket
 import time
 from pathlib import Path
 
+import pytest
+
 from cmdb.celery import app
 from cmdb.jobs.choices import HostTaskStateChoices as State
+from deploy import broker
 from wire import signing
 
 #: The agents the session's fleet runs (tests/conftest.py).
@@ -97,6 +101,17 @@ def wait_dropped(reason: str, before: dict[str, int], timeout: float = 30) -> in
     than ``before`` says; return how many more."""
     return wait_for(lambda: dropped_counts().get(reason, 0) - before.get(reason, 0), timeout,
                     f"the server to drop a message ({reason})")  # fmt: skip
+
+
+def redis7() -> str:
+    """Debian's redis-server (or $REDIS7_SERVER): the broker recipe needs Redis >= 7. CI installs
+    it (.ci/run), so there a missing one is a failure, not a skip."""
+    binary = broker.find_redis7()
+    if binary is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(broker.E_NO_REDIS7)
+        pytest.skip(broker.E_NO_REDIS7)
+    return binary
 
 
 def startup_collections_done(count: int) -> bool:
