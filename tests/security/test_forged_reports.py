@@ -185,3 +185,64 @@ def test_forged_heartbeats_do_not_make_a_running_command_lost(fleet):
     # Dropped and counted once the monitor flushes its counts (every 5 s).
     wait_dropped(f"heartbeat: {BAD_KEY}", before)
     assert dropped_counts()["heartbeat: unsigned"] > before.get("heartbeat: unsigned", 0)
+
+
+@pytest.mark.django_db
+def test_a_task_id_that_is_no_string_costs_only_its_own_message(redis_url):
+    task = task_for()
+    before = dropped_counts()
+
+    assert results.store_batch([{"task_id": ["x"]}], [{"task_id": {"a": 1}}, "nonsense",
+                                                      from_host(task, ok(task))]) == 1  # fmt: skip
+
+    assert dropped_counts()["report: malformed"] > before.get("report: malformed", 0)
+
+
+@pytest.mark.django_db
+def test_a_started_notice_sent_again_does_not_bring_a_lost_task_back(redis_url):
+    task = task_for()
+    notice = from_host(task, Started(task_id=task.task_id, agent=f"agent@{IP}"))
+    assert results.store_batch([notice], []) == 1
+    HostTask.objects.filter(pk=task.pk).update(state=State.LOST, error="gone")
+
+    assert results.store_batch([notice], []) == 0  # a captured one, sent again
+
+    task.refresh_from_db()
+    assert (task.state, task.error) == (State.LOST, "gone")
+
+
+@pytest.mark.django_db
+def test_a_report_passed_off_as_a_started_notice_is_not_believed(redis_url):
+    task = task_for()
+    report = from_host(task, ok(task))
+
+    assert results.store_batch([report], []) == 0
+
+    task.refresh_from_db()
+    assert task.state == State.PENDING
+
+
+@pytest.mark.fleet
+@pytest.mark.django_db(transaction=True)
+def test_poison_on_the_results_queue_and_the_event_bus_stops_nothing(fleet):
+    """An undecodable message on the results queue (kombu raises on it, and used to stop the
+    central worker for good), and events Celery's receiver cannot read (it reconnected after
+    each, missing real heartbeats): a command running meanwhile still ends ok, not lost."""
+    from kombu import Exchange, Producer
+
+    host = make_host(A)
+    job = services.run("sleep 8; echo done", services.Targets(hosts=[host.ip], timeout=30), "t")
+    task = wait_state(job.host_tasks.get().task_id, {State.RUNNING}, timeout=30)
+
+    with app.connection_for_write() as conn:
+        producer = Producer(conn.default_channel)
+        producer.publish({"__type__": "nope", "__value__": 1}, routing_key=settings.CMDB[
+            "RESULTS_QUEUE"], serializer="json")  # fmt: skip
+        events = Exchange("celeryev", type="topic")
+        for _ in range(200):
+            producer.publish([{"type": "worker-x"}, {"type": ["poison"]}], exchange=events,
+                             routing_key="worker.heartbeat", serializer="json")  # fmt: skip
+            time.sleep(0.04)
+
+    done = wait_state(task.task_id, {State.OK, State.LOST, State.ERROR}, timeout=30)
+    assert done.state == State.OK and done.stdout_head == "done\n", done.error
