@@ -86,6 +86,7 @@ def lost(s: Sweep) -> int:
         if reason is None and _past_deadline(s, started_at, timeout):
             reason = E_LOST_OVERDUE.format(grace=s.cfg["RESULT_GRACE"], timeout=timeout)
         if reason:
+            logger.warning("host task on %s lost: %s", ip, reason)
             ended += len(lifecycle.conclude([pk], State.LOST, reason, only_from={State.RUNNING}))
     return ended
 

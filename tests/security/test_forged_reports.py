@@ -150,7 +150,7 @@ def test_a_forged_ok_does_not_end_a_real_running_command_before_its_result(fleet
     task.refresh_from_db()
     assert task.state == State.RUNNING
     done = wait_state(task.task_id, {State.OK, State.ERROR, State.LOST}, timeout=30)
-    assert done.state == State.OK and done.stdout_head == "real\n"
+    assert done.state == State.OK and done.stdout_head == "real\n", done.error
     after = dropped_counts()
     assert after["report: unsigned"] > before.get("report: unsigned", 0)
     assert after[f"report: {BAD_KEY}"] >= before.get(f"report: {BAD_KEY}", 0) + 2
