@@ -18,7 +18,7 @@ from tests.support.fleet import rooted_agents
 from wire import blobs, names
 from wire.messages import Report, Stream
 
-IP = "127.0.1.61"
+IP = "127.0.1.65"  # not test_deploy's (two agents on one IP would confuse the monitor)
 
 
 class Growing(io.BytesIO):
