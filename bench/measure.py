@@ -9,14 +9,16 @@ import uuid
 
 import psutil
 from celery import group
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from django.conf import settings
 
 from bench.topology import ROOT
+from cmdb.hosts.choices import KeyStateChoices
 from cmdb.hosts.models import Host
 from cmdb.jobs.choices import HostTaskStateChoices as State
 from cmdb.jobs.dispatch import CommandRequest, dispatch_command
 from cmdb.jobs.models import HostTask, Job
-from wire import names
+from wire import names, signing
 from wire.messages import Report, Stream
 
 POLL = 0.01
@@ -126,19 +128,31 @@ def cli_times(env: dict, ips: list[str], app, reps: int = 5) -> dict:
 def store_rate(app, count: int) -> dict:
     """Publish ``count`` agent-shaped results at once; time until the central worker stored all."""
     job = Job.objects.create(command="burst", timeout=60, reach_timeout=600)
+    # Accepted hosts, each report signed as its agent would (one key for all: verifying costs
+    # the same whoever holds it).
+    key = Ed25519PrivateKey.generate()
+    pem = signing.public_pem(key).decode()
+    ips = [f"127.5.{i // 250}.{i % 250 + 1}" for i in range(count)]
+    Host.objects.filter(ip__in=ips).delete()
+    hosts = Host.objects.bulk_create(
+        Host(ip=ip, agent_key=pem, key_state=KeyStateChoices.ACCEPTED) for ip in ips
+    )
     tasks = HostTask.objects.bulk_create(
-        HostTask(job=job, ip=f"127.5.{i // 250}.{i % 250 + 1}", task_id=str(uuid.uuid4()))
-        for i in range(count)
+        HostTask(job=job, host=host, ip=host.ip, task_id=str(uuid.uuid4())) for host in hosts
     )
     now = time.time()
     stream = Stream.text("bench-host\n")
+    # Signed before the clock starts: thousands of agents sign their own.
+    payloads = [
+        Report(task_id=t.task_id, host=t.ip, agent="agent@burst", agent_pid=1, outcome="ok",
+               exit_code=0, stdout=stream, started_at=now, finished_at=now, duration=0.002,
+               pid=2).signed(key).to_wire()
+        for t in tasks
+    ]  # fmt: skip
     started = time.perf_counter()
     # Pipelined, as thousands of agents publishing at once would fill the queue.
     with app.producer_or_acquire() as producer, producer.batch(max_size=500):
-        for t in tasks:
-            payload = Report(task_id=t.task_id, host=t.ip, agent="agent@burst", agent_pid=1,
-                             outcome="ok", exit_code=0, stdout=stream, started_at=now,
-                             finished_at=now, duration=0.002, pid=2).to_wire()  # fmt: skip
+        for payload in payloads:
             app.send_task(names.STORE_RESULT, args=[payload],
                           queue=settings.CMDB["RESULTS_QUEUE"], producer=producer)  # fmt: skip
     published = time.perf_counter() - started

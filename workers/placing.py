@@ -16,6 +16,7 @@ import hashlib
 import logging
 import math
 import os
+import posixpath
 import pwd
 import shutil
 import stat
@@ -46,11 +47,21 @@ E_NOT_ROOT = "owner left unchanged (the agent does not run as root)"
 E_SWAPPED = ("{path} was swapped for something else as the push put it in place: "
              "what is there is not what was pushed")  # fmt: skip
 E_BAD_ARCHIVE = "not a readable tar archive: {reason}"
+R_CLASH = "it is both a folder and something else"
 E_FETCH_TOO_LARGE = ("{path} is {size} bytes, more than the {max_bytes} a fetch may bring "
                      "(CMDB_MAX_FETCH_BYTES)")  # fmt: skip
 DETAIL_SKIPPED = "already equal"
 DETAIL_VERIFIED = "sha256 verified"
 DETAIL_SENT = "{size} bytes, sha256 {sha256}"
+W_OWNER_LEFT = ("owner not set on %s: no part of the push (a link, or a file not listed), so "
+                "not one it can check before a chown; left as it is")  # fmt: skip
+W_ASIDE_SWAPPED = ("left %s: the old folder was swapped for something else as it was moved "
+                   "aside, and what is there now is not the push's to remove")  # fmt: skip
+W_ASIDE_LEFT = ("could not remove all of the old folder, now %s: what is left is in folders "
+                "of another owner, on another file system, or was changed meanwhile")  # fmt: skip
+
+#: Bytes copied at a time from an archive member to its file.
+COPY_CHUNK = 1 << 20
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -118,15 +129,22 @@ def _digest(fd: int) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
+def _has_owner(st: os.stat_result, ids: tuple[int, int] | None) -> bool:
+    return not ids or (ids[0] in (-1, st.st_uid) and ids[1] in (-1, st.st_gid))
+
+
 def _keepable(st: os.stat_result, mode: int | None, ids: tuple[int, int] | None) -> bool:
-    """Whether an equal file or folder may stay as it is, rather than be replaced by a new copy:
-    not when someone who can write it now would lose that (its old owner, once it becomes
-    root's): they may hold it open to write it later, or (a folder) swap what is in it after it
-    was compared. A new copy is a file that nobody holds."""
-    uid = ids[0] if ids and ids[0] != -1 else st.st_uid
+    """Whether an equal file or folder may stay as it is, rather than be replaced by a new copy.
+
+    Not when another user owns it (root's, the agent's or the owner asked for alone): in /tmp
+    anyone can make the destination's name first, and they may hold their file open to write
+    it later. Not when someone who can write it now would lose that (its old owner, once it
+    becomes root's): the same, or (a folder) they swap what is in it after it was compared.
+    A new copy is a file that nobody holds."""
+    asked = ids[0] if ids and ids[0] != -1 else None
     gid = ids[1] if ids and ids[1] != -1 else st.st_gid
     new_mode = st.st_mode if mode is None else mode
-    if st.st_uid not in (0, os.geteuid(), uid):
+    if st.st_uid not in (0, os.geteuid(), asked):
         return False
     group_keeps = bool(new_mode & stat.S_IWGRP) and gid == st.st_gid
     if st.st_mode & stat.S_IWGRP and st.st_gid not in (0, os.getegid()) and not group_keeps:
@@ -134,23 +152,43 @@ def _keepable(st: os.stat_result, mode: int | None, ids: tuple[int, int] | None)
     return not (st.st_mode & stat.S_IWOTH and not new_mode & stat.S_IWOTH)
 
 
+def _inherited(old: os.stat_result | None, default: int | None):
+    """(mode, owner) a new copy takes over from the ``old`` file or folder it replaces, as
+    editing it would have left them; (``default``, None: root's) when it has none to give.
+
+    Only one of root's (or the agent's own user's) that has no other name gives them: anyone
+    can make the name first in /tmp (their file would make the new copy theirs, mode 0666), or
+    with fs.protected_hardlinks=0 put a hard link to a setuid-root binary there (the operator's
+    content would become setuid root). Set-id and sticky bits are taken from root's only."""
+    if old is None or old.st_uid not in (0, os.geteuid()):
+        return default, None
+    if not stat.S_ISDIR(old.st_mode) and old.st_nlink != 1:
+        return default, None
+    mode = stat.S_IMODE(old.st_mode)
+    if not (old.st_uid == 0 and _is_root()):
+        mode &= 0o777
+    return mode, (old.st_uid, old.st_gid) if _is_root() else None
+
+
 def _set_attrs(fd: int, mode, ids, old: os.stat_result | None = None, default=None) -> None:
-    """Give the open file or folder ``fd`` the mode and owner asked for; else those of the ``old``
-    one it replaces, as editing it would have left it (or ``default``: a temp file's 0600 would
-    hide a pushed file from its service). Through the descriptor: a name can be swapped for a
+    """Give the open file or folder ``fd`` the mode and owner asked for; else those it inherits
+    from the ``old`` one it replaces (_inherited), or ``default``: a temp file's 0600 would
+    hide a pushed file from its service. Through the descriptor: a name can be swapped for a
     link between two calls, an open file cannot. The owner first: chown clears set-user-ID."""
-    mode = mode if mode is not None else stat.S_IMODE(old.st_mode) if old else default
-    ids = ids or ((old.st_uid, old.st_gid) if old and _is_root() else None)
+    kept_mode, kept_ids = _inherited(old, default)
+    mode = mode if mode is not None else kept_mode
+    ids = ids or kept_ids
     if ids:
         os.fchown(fd, *ids)
     if mode is not None:
         os.fchmod(fd, mode)
 
 
-def _undo(parent: fdpath.Parent, temp: str | None, folder: bool = False) -> None:
-    """Take back what a failed transfer left: its temp file or folder, the folders it made."""
-    if temp and folder:
-        shutil.rmtree(temp, ignore_errors=True, dir_fd=parent.fd)  # follows no link inside
+def _undo(parent: fdpath.Parent, temp: str | None, folder_fd: int | None = None) -> None:
+    """Take back what a failed transfer left: its temp file or folder (held open as
+    ``folder_fd``: removed through it, whatever is at its name now), the folders it made."""
+    if temp and folder_fd is not None:
+        fdpath.remove_tree(parent.fd, temp, folder_fd)
     elif temp:
         with contextlib.suppress(OSError):
             os.unlink(temp, dir_fd=parent.fd)
@@ -179,7 +217,7 @@ def _place_file(client, manifest, parent, target, mode, ids, owner, sha, size) -
         old = fdpath.lstat_in(parent.fd, name)
         if old and stat.S_ISDIR(old.st_mode):
             return _failed(E_IS_DIR.format(path=target))
-        if old and _kept_if_equal(parent.fd, name, sha, mode, ids):
+        if old and _kept_if_equal(parent.fd, name, sha, size, mode, ids):
             return _done(TransferOutcome.SKIPPED, DETAIL_SKIPPED, sha, size, owner)
         fd, temp = fdpath.create_temp(parent.fd, name)
         with os.fdopen(fd, "wb") as f:
@@ -204,17 +242,18 @@ def _place_file(client, manifest, parent, target, mode, ids, owner, sha, size) -
     return _done(TransferOutcome.VERIFIED, DETAIL_VERIFIED, sha, written, owner)
 
 
-def _kept_if_equal(dir_fd: int, name: str, sha: str, mode, ids) -> bool:
+def _kept_if_equal(dir_fd: int, name: str, sha: str, size: int, mode, ids) -> bool:
     """Whether the file ``name`` already has the pushed content and may stay; if so it gets the
     mode and owner asked for, through the file as opened (a link is never equal, nor followed).
-    Another name for the same file (a hard link), or a writer who would lose that right
-    (_keepable), and it is replaced by a new copy instead."""
+    Another name for the same file (a hard link), another user's file or a writer who would
+    lose that right (_keepable), and it is replaced by a new copy instead. Sizes are compared
+    first: a user's sparse terabyte at the name is not read through."""
     fd = fdpath.open_inside(dir_fd, name)
     if fd is None:
         return False
     try:
         st = os.fstat(fd)
-        if not (stat.S_ISREG(st.st_mode) and st.st_nlink == 1 and _keepable(st, mode, ids)):
+        if not (st.st_nlink == 1 and st.st_size == size and _keepable(st, mode, ids)):
             return False
         if _digest(fd) != sha:
             return False
@@ -222,53 +261,6 @@ def _kept_if_equal(dir_fd: int, name: str, sha: str, mode, ids) -> bool:
         return True
     finally:
         os.close(fd)
-
-
-def _chown_tree(top_fd: int, ids: tuple[int, int] | None, label) -> None:
-    """An owner asked for a folder owns all it holds, as `chown -R` would leave it (``mode``
-    stays the top folder's alone: the archive carries each file's own). The top folder itself
-    is left to the caller, to be done last.
-
-    Root is chowning a tree its new owner may already own (a re-run), who may be changing it
-    meanwhile: so no path is followed. os.fwalk opens each folder relative to its parent, from
-    the open top, and checks it is the one it listed; files and folders are chowned through a
-    descriptor opened without following links, links themselves by name (lchown). A file with
-    other hard links (perhaps to /etc/shadow) is left alone.
-    """
-    if not ids:
-        return
-    for here, dirnames, filenames, dirfd in os.fwalk(".", dir_fd=top_fd, follow_symlinks=False):
-        for name in dirnames + filenames:
-            where = os.path.normpath(os.path.join(label, here, name))
-            _chown_entry(dirfd, name, ids, where)
-
-
-def _chown_entry(dir_fd: int, name: str, ids: tuple[int, int], where: str) -> None:
-    st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-    if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
-        # Links (and anything else an old tree may hold): opening is no way to reach them.
-        os.chown(name, *ids, dir_fd=dir_fd, follow_symlinks=False)
-        return
-    flags = fdpath.DIR_FLAGS if stat.S_ISDIR(st.st_mode) else fdpath.FILE_FLAGS
-    fd = os.open(name, flags, dir_fd=dir_fd)  # O_NOFOLLOW: swapped for a link, it fails
-    try:
-        now = os.fstat(fd)
-        if stat.S_ISREG(now.st_mode) and now.st_nlink > 1:
-            logger.warning("owner not set on %s: it has other hard links", where)
-            return
-        os.fchown(fd, *ids)
-    finally:
-        os.close(fd)
-
-
-def _contents_keepable(top_fd: int, ids: tuple[int, int] | None) -> bool:
-    """_keepable for everything in the open folder (links aside: they cannot be written)."""
-    for _, dirnames, filenames, dirfd in os.fwalk(".", dir_fd=top_fd, follow_symlinks=False):
-        for name in dirnames + filenames:
-            st = os.stat(name, dir_fd=dirfd, follow_symlinks=False)
-            if not stat.S_ISLNK(st.st_mode) and not _keepable(st, None, ids):
-                return False
-    return True
 
 
 def receive_tree(client, manifest, dest, files, mode=None, owner=None, root=None, *,
@@ -292,34 +284,30 @@ def receive_tree(client, manifest, dest, files, mode=None, owner=None, root=None
 
 def _place_tree(client, manifest, parent, target, files, mode, ids, owner, sha, size) -> dict:
     name, pfd = target.name, parent.fd
-    work, work_fd, placed = None, None, False
+    work, work_fd, old_fd, placed = None, None, None, False
     try:
         old = fdpath.lstat_in(pfd, name)
         if old and not stat.S_ISDIR(old.st_mode):
             return _failed(E_NOT_DIR.format(path=target))
         if old and _tree_kept_if_equal(pfd, name, files, mode, ids, target):
             return _done(TransferOutcome.SKIPPED, DETAIL_SKIPPED, sha, size, owner)
-        spool_fd, spool_name = fdpath.create_temp(pfd, name, os.O_RDWR)
-        os.unlink(spool_name, dir_fd=pfd)  # open, and by no name
-        with os.fdopen(spool_fd, "w+b") as spool:
+        # Everything happens in a folder of root's alone, the spool included: no other user can
+        # see, swap or hold anything of it before it is complete and given its owner.
+        work_fd, work = fdpath.make_temp_dir(pfd, name, parent.path)
+        with os.fdopen(fdpath.spool_in(work_fd), "w+b") as spool:
             get_blob(client, manifest, spool)
             spool.seek(0)
             with tarfile.open(fileobj=spool, mode="r:") as tar:
                 members = tar.getmembers()
                 if problem := unsafe_member(members):  # all checked before anything is written
                     return _failed(E_UNSAFE_MEMBER.format(name=problem[0], reason=problem[1]))
-                work_fd, work = fdpath.make_temp_dir(pfd, name)
-                # Into the open work folder, whatever is done meanwhile to the names above it.
-                # The data filter is a second line of defence (3.11.7's has known bypasses).
-                into = fdpath.path_of(work_fd, os.path.join(parent.path, work))
-                tar.extractall(into, members=members, filter="data")
-        # Contents first, while the work folder is still root's (0700): the owner cannot swap
-        # anything inside it before it is done.
-        _chown_tree(work_fd, ids, target)
-        _set_attrs(work_fd, mode, ids, old, NEW_DIR_MODE)
+                _extract(tar, members, work_fd, ids)
+        _set_attrs(work_fd, mode, ids, old, NEW_DIR_MODE)  # last: now others may enter it
         if old:
-            # Two renames, not atomic: dest is briefly absent. Linux's renameat2(RENAME_EXCHANGE)
-            # would close the gap, but the stdlib has no binding for it.
+            # Held open, so that what is removed below is the old tree, whatever is at its
+            # names by then. Two renames, not atomic: dest is briefly absent. Linux's
+            # renameat2(RENAME_EXCHANGE) would close the gap; the stdlib has no binding for it.
+            old_fd = fdpath.open_inside(pfd, name, folder=True)
             aside = f".{name}.cmdb-old-{fdpath.temp_suffix()}"
             os.rename(name, aside, src_dir_fd=pfd, dst_dir_fd=pfd)
             try:
@@ -328,7 +316,7 @@ def _place_tree(client, manifest, parent, target, files, mode, ids, owner, sha, 
                 os.rename(aside, name, src_dir_fd=pfd, dst_dir_fd=pfd)
                 raise
             placed = True
-            shutil.rmtree(aside, ignore_errors=True, dir_fd=pfd)  # a link there is not followed
+            _remove_aside(pfd, aside, old_fd, target)
         else:
             os.rename(work, name, src_dir_fd=pfd, dst_dir_fd=pfd)
             placed = True
@@ -336,38 +324,190 @@ def _place_tree(client, manifest, parent, target, files, mode, ids, owner, sha, 
             return _failed(E_SWAPPED.format(path=target))
         fdpath.fsync_dir(pfd)
     finally:
+        if old_fd is not None:
+            os.close(old_fd)
+        if not placed:
+            _undo(parent, work, work_fd)
         if work_fd is not None:
             os.close(work_fd)
-        if not placed:
-            _undo(parent, work, folder=True)
     return _done(TransferOutcome.VERIFIED, DETAIL_VERIFIED, sha, size, owner)
+
+
+def _remove_aside(pfd: int, aside: str, old_fd: int | None, target) -> None:
+    """Remove the old tree, renamed to ``aside``, through ``old_fd`` (fdpath.remove_tree); what
+    cannot be removed that way stays, and the log says where."""
+    where = os.path.join(os.path.dirname(target), aside)
+    if old_fd is None or not fdpath.holds(pfd, aside, old_fd):
+        logger.warning(W_ASIDE_SWAPPED, where)
+    elif not fdpath.remove_tree(pfd, aside, old_fd):
+        logger.warning(W_ASIDE_LEFT, where)
+
+
+def _extract(tar: tarfile.TarFile, members, top: int, ids: tuple[int, int] | None) -> None:
+    """Write the checked ``members`` into the open, empty folder ``top`` (root's alone, 0700),
+    giving each file and link the owner asked for and each folder its own mode (as the data
+    filter would, no group or other write: and never the umask's 0777).
+
+    Through folder descriptors, not tarfile's paths: every entry is made relative to the folder
+    it goes in, with O_EXCL | O_NOFOLLOW, so that nothing is ever followed, whatever the checks
+    may have missed. Folders stay root's and 0700 until all is in, then get their mode and
+    owner deepest first: nobody else can enter any of it before the caller gives ``top`` its
+    own, last."""
+    folders: dict[str, tuple[int, float | None]] = {}  # relpath: (mode, mtime)
+    for m in members:
+        parts = [p for p in posixpath.normpath(m.name).split("/") if p not in ("", ".")]
+        if not parts:
+            continue  # "." is ``top``: its mode and owner are the push's
+        rel = "/".join(parts)
+        try:
+            here = _make_folders(top, parts[:-1], folders)
+            try:
+                _extract_member(tar, m, here, parts[-1], ids)
+            finally:
+                if here != top:
+                    os.close(here)
+        except (FileExistsError, NotADirectoryError):
+            raise TransferError(E_UNSAFE_MEMBER.format(name=m.name, reason=R_CLASH)) from None
+        if m.isdir():  # usable by its owner whatever the archive says, as files are
+            folders[rel] = (m.mode & 0o755 | 0o700, m.mtime)
+    for rel in sorted(folders, key=lambda r: r.split("/"), reverse=True):
+        fd = fdpath.open_inside(top, rel, folder=True)
+        if fd is None:  # nobody else can enter ``top``: not possible
+            raise TransferError(fdpath.E_CHANGED.format(path=rel))
+        try:
+            if ids:
+                os.fchown(fd, *ids)
+            folder_mode, mtime = folders[rel]
+            os.fchmod(fd, folder_mode)
+            if mtime is not None:
+                os.utime(fd, (mtime, mtime))
+        finally:
+            os.close(fd)
+
+
+def _make_folders(top: int, parts: list[str], folders: dict) -> int:
+    """Open the folder ``parts`` under ``top``, making what is missing (0700 for now, and
+    NEW_DIR_MODE in the end unless a member of its own says otherwise). The caller closes it."""
+    here = top
+    for depth, part in enumerate(parts, 1):
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(part, 0o700, dir_fd=here)
+            folders.setdefault("/".join(parts[:depth]), (NEW_DIR_MODE, None))
+        try:
+            opened = os.open(part, fdpath.DIR_FLAGS, dir_fd=here)
+        finally:
+            if here != top:
+                os.close(here)
+        here = opened
+    return here
+
+
+def _extract_member(tar, m: tarfile.TarInfo, here: int, name: str, ids) -> None:
+    if m.isdir():
+        with contextlib.suppress(FileExistsError):  # made before for a member inside it
+            os.mkdir(name, 0o700, dir_fd=here)
+        if not stat.S_ISDIR(os.stat(name, dir_fd=here, follow_symlinks=False).st_mode):
+            raise FileExistsError(name)
+    elif m.issym():
+        os.symlink(m.linkname, name, dir_fd=here)
+        if ids:  # by name, in a folder only root can reach: nothing can be swapped in
+            os.chown(name, *ids, dir_fd=here, follow_symlinks=False)
+    else:
+        fd = os.open(name, os.O_WRONLY | fdpath.TEMP_FLAGS, 0o600, dir_fd=here)
+        with os.fdopen(fd, "wb") as out:
+            shutil.copyfileobj(tar.extractfile(m), out, COPY_CHUNK)
+            out.flush()
+            if ids:
+                os.fchown(fd, *ids)
+            os.fchmod(fd, _file_mode(m.mode))
+            os.utime(fd, (m.mtime, m.mtime))
+
+
+def _file_mode(mode: int) -> int:
+    """A file's mode from its archive, as tarfile's data filter has it: no set-id, sticky,
+    group or other write bits, always readable and writable by its owner, and executable by
+    group or others only if by its owner."""
+    mode &= 0o755
+    if not mode & 0o100:
+        mode &= ~0o111
+    return mode | 0o600
 
 
 def _tree_kept_if_equal(dir_fd: int, name: str, files, mode, ids, target) -> bool:
     """Whether the folder ``name`` already holds every file in ``files`` ({relpath: sha256}) and
-    may stay; if so it gets the owner and mode asked for. Looked at through open folders,
-    following no link (a link on the way is never equal); replaced instead when a writer of
-    anything in it would lose that right (_keepable)."""
+    may stay; if so it gets the mode asked for. Looked at through open folders, following no
+    link (a link on the way is never equal).
+
+    Replaced by a new copy instead when anything in it is another user's (but the owner asked
+    for), or a writer of anything in it would lose that right (_keepable); and when the owner
+    asked for does not have it yet, but for listed files: their owner is set on the very file
+    that was hashed, and only when it has no other name. Anything else may have been swapped in
+    by whoever can change the folders (the owner asked for, say) between a look and a chown:
+    root's file from their home, or a link that root's file is renamed over. Entries that are
+    no part of the push (links, files not listed) stay as they are, and are not chowned."""
     top = fdpath.open_inside(dir_fd, name, folder=True)
     if top is None:
         return False
+    listed = dict(files or {})
     try:
-        if not (_keepable(os.fstat(top), mode, ids) and _contents_keepable(top, ids)):
+        st = os.fstat(top)
+        if not (_keepable(st, mode, ids) and _has_owner(st, ids)):
             return False
-        for rel, digest in dict(files or {}).items():
-            fd = None if unsafe_name(rel) else fdpath.open_inside(top, rel)
-            if fd is None:
+        if any(unsafe_name(rel) for rel in listed):
+            return False
+        try:
+            if not _entries_keepable(top, ids, listed, target):
                 return False
-            try:
-                if not stat.S_ISREG(os.fstat(fd).st_mode) or _digest(fd) != digest:
-                    return False
-            finally:
-                os.close(fd)
-        _chown_tree(top, ids, target)
+            if not all(_listed_file_kept(top, rel, listed[rel], ids) for rel in listed):
+                return False
+        except OSError:  # changed while looked at (fdpath.Changed), or gone: a new copy is safe
+            return False
         _set_attrs(top, mode, ids)
         return True
     finally:
         os.close(top)
+
+
+def _entries_keepable(top: int, ids, listed: dict, target) -> bool:
+    """_keepable for everything in the open folder; and, with an owner asked for, every folder
+    must have it already (a folder cannot be checked as a file is, by its content)."""
+    left = []
+    for rel, _, name, st in fdpath.walk(top):
+        path = posixpath.join(rel, name)
+        if not _entry_keepable(st, ids):
+            return False
+        if not _has_owner(st, ids) and path not in listed:
+            left.append(path)
+    if left:
+        where = ", ".join(os.path.join(target, path) for path in left)
+        logger.warning(W_OWNER_LEFT, where)
+    return True
+
+
+def _entry_keepable(st: os.stat_result, ids) -> bool:
+    if stat.S_ISLNK(st.st_mode):  # cannot be written; but another user's is still not ours
+        return st.st_uid in (0, os.geteuid(), ids[0] if ids else 0)
+    if stat.S_ISDIR(st.st_mode) and not _has_owner(st, ids):
+        return False
+    return _keepable(st, None, ids)
+
+
+def _listed_file_kept(top: int, rel: str, digest: str, ids) -> bool:
+    """Whether the listed file ``rel`` is equal and may stay; it gets the owner asked for then.
+    The very inode hashed, with no other name: whatever it was before (root's file a user moved
+    here, say), giving it to the owner is the same as placing a new copy of it."""
+    fd = fdpath.open_inside(top, rel)
+    if fd is None:
+        return False
+    try:
+        st = os.fstat(fd)
+        if st.st_nlink != 1 or not _keepable(st, None, ids) or _digest(fd) != digest:
+            return False
+        if not _has_owner(st, ids):
+            os.fchown(fd, *ids)
+        return True
+    finally:
+        os.close(fd)
 
 
 def send_file(
@@ -382,14 +522,12 @@ def send_file(
     """
     try:
         target = resolve_under(root, path)
-        # Opened first, then looked at through the descriptor: what is checked is what is read.
-        # Links are followed, unlike a push's: the operator may name /usr/bin/editor on purpose,
-        # and what is read goes to the operator, not to a local user.
-        # O_NONBLOCK: opening a fifo would otherwise wait for a writer.
-        fd = os.open(target, os.O_RDONLY | os.O_NONBLOCK)
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):  # a fifo would block, a device might never end
-            os.close(fd)
+        # Looked at through a descriptor before anything is read: what is checked is what is
+        # read. Links are followed, unlike a push's: the operator may name /usr/bin/editor on
+        # purpose, and what is read goes to the operator, not to a local user. But O_PATH first:
+        # opening a device as root can do things (a tape rewinds, a modem dials), a fifo waits.
+        fd, st = fdpath.open_regular(os.open(target, os.O_PATH | os.O_CLOEXEC))
+        if fd is None:
             why = E_IS_DIR if stat.S_ISDIR(st.st_mode) else E_NOT_FILE
             return _failed(why.format(path=target))
         with os.fdopen(fd, "rb") as f:

@@ -4,12 +4,20 @@ The agent is root. The attacks as the review ran them: a link swapped in for the
 work folder, followed by chmod/chown by path (a stand-in /etc/shadow became 0644 and nobody's,
 and the host task said "verified"); a user's ``~/.config -> /etc/cron.d`` followed (a file of the
 user's choosing landed in cron.d). Users are played by chown to nobody (65534) in tmp_path; the
-races are made deterministic by doing the user's move at the moment it would win.
+races are made deterministic by doing the user's move at the moment it would win, as nobody in a
+forked child (as_user) where what the kernel lets a user do is the point.
 """
 
+import contextlib
+import grp
+import logging
 import os
+import signal
 import stat
-import tarfile
+import struct
+import subprocess
+import traceback
+from pathlib import Path
 
 import pytest
 
@@ -21,7 +29,8 @@ from tests.support.factories import make_host
 from tests.support.fleet import rooted_agents
 from wire.blobs import put_blob
 from workers import fdpath, placing
-from workers.placing import receive_file, receive_tree, send_file
+from workers.fdpath import NEW_DIR_MODE
+from workers.placing import NEW_FILE_MODE, receive_file, receive_tree, send_file
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="plays a local user with chown: root")
 
@@ -49,6 +58,51 @@ def untouched(path, data=SHADOW) -> bool:
     st = path.lstat()
     return (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, path.read_bytes()) == (
         0o640, 0, 0, data)  # fmt: skip
+
+
+def as_user(cwd, step, uid=NOBODY, gid=NOBODY) -> bool:
+    """Run ``step`` as a local user, in a forked child that drops root in ``cwd`` (so that the
+    steps need no search right on tmp_path's 0700 ancestors); whether it succeeded."""
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.chdir(cwd)
+            os.setgroups([])
+            os.setgid(gid)
+            os.setuid(uid)
+            step()
+            code = 0
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status) == 0
+
+
+@contextlib.contextmanager
+def no_longer_than(seconds):
+    """Fail, rather than hang the suite, if the agent waits on a fifo."""
+
+    def hung(*_):
+        raise AssertionError(f"still blocked after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def posix_acl(*entries) -> bytes:
+    """A system.posix_acl_access value, as the kernel stores it: (tag, perm, id) entries."""
+    return struct.pack("<I", 2) + b"".join(struct.pack("<HHI", *entry) for entry in entries)
+
+
+ANY = 0xFFFFFFFF  # the id of the entries that have none (owner, owning group, mask, other)
 
 
 def tree_manifest(store, tmp_path):
@@ -210,15 +264,15 @@ def test_allowed_a_work_folder_swapped_for_a_link_gets_nothing_through_it(
     manifest, files = tree_manifest(store, tmp_path)
     roots_own = folder(tmp_path / "cron.d", mode=0o700)
     home = folder(tmp_path / "home", NOBODY, NOBODY)
-    real_extractall = tarfile.TarFile.extractall
+    real_extract = placing._extract
 
-    def swapped_before_unpacking(self, path, *args, **kwargs):
+    def swapped_before_unpacking(tar, members, top, ids):
         (work,) = [p for p in home.iterdir() if p.name.startswith(".site.cmdb-") and p.is_dir()]
         work.rename(home / "moved-away")
         work.symlink_to(roots_own)
-        return real_extractall(self, path, *args, **kwargs)
+        return real_extract(tar, members, top, ids)
 
-    monkeypatch.setattr(tarfile.TarFile, "extractall", swapped_before_unpacking)
+    monkeypatch.setattr(placing, "_extract", swapped_before_unpacking)
     outcome = receive_tree(store, manifest, str(home / "site"), files, mode=0o755,
                            owner="nobody:nogroup", allow_unsafe_parents=True)  # fmt: skip
 
@@ -372,6 +426,465 @@ def test_a_fetch_still_follows_the_operators_links(store, tmp_path):
     folder(root / "usr")
     (root / "usr" / "bin").symlink_to("../etc/alternatives")
     assert send_file(store, "/usr/bin/editor", root=str(root))["outcome"] == "sent"
+
+
+# --- A name a user made first (sticky /tmp): the push takes nothing over from it ---------------
+
+
+def sticky_tmp(tmp_path):
+    return folder(tmp_path / "tmp", mode=0o1777)
+
+
+def test_a_users_file_at_the_name_in_tmp_lends_the_new_file_neither_owner_nor_mode(store, tmp_path):
+    """The review's attack: the user makes /tmp/run.sh first (0666, or setuid 04777 of theirs);
+    the push took over their owner and mode, so they could append to root's script."""
+    tmp = sticky_tmp(tmp_path)
+    assert as_user(tmp, lambda: (open("run.sh", "w").close(), os.chmod("run.sh", 0o666)))
+    assert as_user(tmp, lambda: (open("r2.sh", "w").close(), os.chmod("r2.sh", 0o4777)))
+    manifest = upload(store, b"#!/bin/sh\necho maintenance\n")
+
+    asked = receive_file(store, manifest, str(tmp / "run.sh"), mode=0o755)
+    defaults = receive_file(store, manifest, str(tmp / "r2.sh"))
+
+    assert asked["outcome"] == defaults["outcome"] == "verified", (asked, defaults)
+    for name, mode in (("run.sh", 0o755), ("r2.sh", NEW_FILE_MODE)):
+        st = (tmp / name).lstat()
+        assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (0, 0, mode), name
+
+    def append():
+        with open("run.sh", "ab") as f:
+            f.write(b"cp /bin/sh /tmp/x; chmod u+s /tmp/x\n")
+
+    assert not as_user(tmp, append)
+    assert (tmp / "run.sh").read_bytes() == b"#!/bin/sh\necho maintenance\n"
+
+
+def test_an_equal_file_a_user_made_first_is_replaced_not_kept(store, tmp_path):
+    """Skipped before, and so still theirs, held open to be written after the push."""
+    tmp = sticky_tmp(tmp_path)
+    script = b"#!/bin/sh\necho maintenance\n"
+    assert as_user(tmp, lambda: Path("run.sh").write_bytes(script))
+    with open(tmp / "run.sh", "r+b") as held:  # as the user would hold it
+        outcome = receive_file(store, upload(store, script), str(tmp / "run.sh"), mode=0o755)
+        held.write(b"#!/bin/sh\nid > /tmp/pwned\n")
+
+    assert outcome["outcome"] == "verified", outcome
+    st = (tmp / "run.sh").lstat()
+    assert ((tmp / "run.sh").read_bytes(), st.st_uid, stat.S_IMODE(st.st_mode)) == (
+        script, 0, 0o755)  # fmt: skip
+
+
+def test_a_users_folder_at_the_name_in_tmp_is_replaced_by_one_of_roots(store, tmp_path):
+    """The tree took over the user's folder as its top: they could then swap bin/run."""
+    tmp = sticky_tmp(tmp_path)
+    assert as_user(tmp, lambda: os.mkdir("site", 0o755))
+    manifest, files = tree_manifest(store, tmp_path)
+
+    outcome = receive_tree(store, manifest, str(tmp / "site"), files)
+
+    assert outcome["outcome"] == "verified", outcome
+    site = tmp / "site"
+    assert {p.lstat().st_uid for p in [site, *site.rglob("*")]} == {0}
+    assert stat.S_IMODE(site.stat().st_mode) == NEW_DIR_MODE
+
+    def swap_bin_run():
+        os.rename("site/bin", "site/old-bin")
+
+    assert not as_user(tmp, swap_bin_run)
+
+
+def test_a_hard_link_to_a_setuid_binary_at_the_name_lends_the_push_no_set_id_bit(store, tmp_path):
+    """With fs.protected_hardlinks=0 (the kernel's default) a user can link /usr/bin/passwd
+    into /tmp; made here by root, as the test host protects hard links."""
+    tmp = sticky_tmp(tmp_path)
+    passwd = tmp_path / "passwd"
+    passwd.write_bytes(b"\x7fELF...")
+    passwd.chmod(0o4755)
+    os.link(passwd, tmp / "tool")
+
+    outcome = receive_file(store, upload(store, b"#!/bin/sh\n"), str(tmp / "tool"))
+
+    assert outcome["outcome"] == "verified", outcome
+    st = (tmp / "tool").lstat()
+    assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (0, NEW_FILE_MODE)
+    assert stat.S_IMODE(passwd.stat().st_mode) == 0o4755 and passwd.read_bytes() == b"\x7fELF..."
+
+
+# --- An equal tree: nothing its owner can swap in is chowned -----------------------------------
+
+
+def test_an_equal_tree_is_never_chowned_through_what_its_owner_swaps_in(
+    store, tmp_path, monkeypatch
+):
+    """The review's attack on the skip path: the tree's owner renames root's file (here the
+    authorized_keys root keeps in their home) over their own link between root's lstat and
+    lchown; or unlinks their name of a hard link to /etc/shadow between open and the nlink
+    check. Both became theirs."""
+    home = folder(tmp_path / "home", NOBODY, NOBODY)
+    shadow = stand_in_shadow(tmp_path / "shadow")
+    manifest, files = tree_manifest(store, tmp_path)
+    dest = home / "site"
+    kw = {"owner": "nobody:nogroup", "allow_unsafe_parents": True}
+    assert receive_tree(store, manifest, str(dest), files, **kw)["outcome"] == "verified"
+    keys = stand_in_shadow(home / "authorized_keys", b"ssh-ed25519 AAAA admin\n")
+    assert as_user(dest, lambda: os.symlink("nowhere", "x"))
+    os.link(shadow, dest / "y")  # as with fs.protected_hardlinks=0
+    real_lstat_in = fdpath.lstat_in
+    moved = []
+
+    def user_moves_roots_file_over_the_link(dir_fd, name):
+        st = real_lstat_in(dir_fd, name)
+        if name == "x" and st and stat.S_ISLNK(st.st_mode) and not moved:
+            moved.append(as_user(dest, lambda: os.rename("../authorized_keys", "x")))
+        return st
+
+    monkeypatch.setattr(fdpath, "lstat_in", user_moves_roots_file_over_the_link)
+    outcome = receive_tree(store, manifest, str(dest), files, **kw)
+
+    assert moved == [True]
+    assert outcome["outcome"] == "skipped", outcome
+    assert untouched(dest / "x", b"ssh-ed25519 AAAA admin\n") and untouched(shadow)
+    assert not keys.exists()
+
+
+def test_an_equal_tree_whose_folders_lack_the_owner_asked_for_is_replaced_not_chowned(
+    store, tmp_path
+):
+    """A folder of root's in the owner's tree may have been moved in by them from elsewhere;
+    nothing checks a folder as a hash checks a file: a new copy is placed instead."""
+    manifest, files = tree_manifest(store, tmp_path)
+    dest = tmp_path / "srv" / "site"
+    assert receive_tree(store, manifest, str(dest), files, owner="nobody")["outcome"] == "verified"
+    os.lchown(dest / "conf", 0, 0)
+    old = dest.stat().st_ino
+
+    outcome = receive_tree(store, manifest, str(dest), files, owner="nobody")
+
+    assert outcome["outcome"] == "verified", outcome
+    assert dest.stat().st_ino != old
+    assert {p.lstat().st_uid for p in [dest, *dest.rglob("*")]} == {NOBODY}
+    assert receive_tree(store, manifest, str(dest), files, owner="nobody")["outcome"] == "skipped"
+
+
+# --- Who else can write a folder: POSIX ACLs, and root's group ---------------------------------
+
+
+def test_a_posix_acl_that_lets_a_user_write_a_folder_of_roots_is_refused(store, tmp_path):
+    """The review's folder: root:root 0775, so root's group alone by its bits, but an ACL entry
+    lets nobody write it. Only write that the mask lets through counts."""
+    app = folder(tmp_path / "srv" / "app", mode=0o775)
+    manifest = upload(store, b"port = 80\n")
+    entries = [(1, 7, ANY), (2, 7, NOBODY), (4, 5, ANY), (0x10, 7, ANY), (0x20, 5, ANY)]
+    os.setxattr(app, "system.posix_acl_access", posix_acl(*entries))
+    assert as_user(app, lambda: open("app.conf", "w").close())  # the ACL does let them
+    os.unlink(app / "app.conf")
+
+    outcome = receive_file(store, manifest, str(app / "app.conf"))
+
+    assert outcome["outcome"] == "failed"
+    assert outcome["detail"].startswith(
+        f"refused: the folder {app} can be changed by user nobody (uid 65534), as a POSIX ACL "
+        "lets them write it: they could swap"
+    )
+    group = [(1, 7, ANY), (4, 5, ANY), (8, 7, NOBODY), (0x10, 7, ANY), (0x20, 5, ANY)]
+    os.setxattr(app, "system.posix_acl_access", posix_acl(*group))  # nogroup, not nobody
+    detail = receive_file(store, manifest, str(app / "app.conf"))["detail"]
+    assert "can be changed by the members of group nogroup (gid 65534), as a POSIX ACL" in detail
+    masked = [(1, 7, ANY), (2, 7, NOBODY), (4, 5, ANY), (0x10, 5, ANY), (0x20, 5, ANY)]
+    os.setxattr(app, "system.posix_acl_access", posix_acl(*masked))  # the mask allows no write
+    app.chmod(0o755)  # the group bits are the mask
+    assert receive_file(store, manifest, str(app / "app.conf"))["outcome"] == "verified"
+
+
+def test_an_acl_the_agent_cannot_read_counts_as_letting_someone_write():
+    st = os.stat("/")
+    assert fdpath.changers(st, posix_acl((1, 7, ANY), (4, 5, ANY), (0x20, 5, ANY))) is None
+    assert fdpath.changers(st, b"\x02\x00\x00\x00\x01\x00") == (
+        "whoever its POSIX ACL names (the ACL could not be read: 6 bytes is not a whole number "
+        "of ACL entries)"
+    )
+    assert fdpath.changers(st, struct.pack("<I", 1)).endswith("unknown ACL version 1)")
+    assert fdpath.parse_acl(posix_acl((2, 6, 1000))) == [(2, 6, 1000)]
+
+
+def test_a_folder_of_root_s_group_is_refused_when_others_are_in_that_group(
+    store, tmp_path, monkeypatch
+):
+    srv = folder(tmp_path / "srv", mode=0o775)
+    manifest = upload(store, b"x\n")
+    assert receive_file(store, manifest, str(srv / "a"))["outcome"] == "verified"
+    real_getgrgid = grp.getgrgid
+    with_nobody = grp.struct_group(("root", "x", 0, ["nobody"]))
+    monkeypatch.setattr(grp, "getgrgid", lambda g: with_nobody if g == 0 else real_getgrgid(g))
+
+    outcome = receive_file(store, manifest, str(srv / "b"))
+
+    assert outcome["detail"].startswith(
+        f"refused: the folder {srv} can be changed by the members of group root (gid 0), nobody "
+        "among them, as it is group-writable: "
+    )
+
+
+# --- The work folder: the one made, or refused; taken back through what is held ----------------
+
+
+def test_an_old_tree_renamed_over_the_new_work_folder_is_refused(store, tmp_path, monkeypatch):
+    """The review's attack: a tree pushed as root:nogroup 0775 (the user is in nogroup); the
+    user renames it over the new, empty work folder before root opens it, then swaps a folder
+    in it for a link to cron.d as tarfile unpacks. It was root's, so it passed the check."""
+    home = folder(tmp_path / "home", NOBODY, NOBODY)
+    cron = folder(tmp_path / "cron.d", mode=0o700)
+    manifest, files = tree_manifest(store, tmp_path)
+    first = receive_tree(store, manifest, str(home / "site"), files, mode=0o775,
+                         owner="root:nogroup", allow_unsafe_parents=True)  # fmt: skip
+    assert first["outcome"] == "verified", first
+    real_mkdir, work = os.mkdir, []
+
+    def user_renames_the_old_tree_over_it(name, mode=0o777, *, dir_fd=None):
+        real_mkdir(name, mode, dir_fd=dir_fd)
+        if isinstance(name, str) and name.startswith(".site.cmdb-"):
+            work.append(name)
+            assert as_user(home, lambda: (os.rename("site", name), os.mkdir("site")))
+
+    monkeypatch.setattr(os, "mkdir", user_renames_the_old_tree_over_it)
+    outcome = receive_tree(store, manifest, str(home / "site"), files, mode=0o755,
+                           owner="root", allow_unsafe_parents=True)  # fmt: skip
+    monkeypatch.undo()
+
+    assert outcome == {"outcome": "failed", "detail": (
+        f"refused: the new folder {home / work[0]} was swapped for another before it was used "
+        "(what is there now is a folder of root (uid 0), mode 0775, with 3 entries in it, not an "
+        "empty folder of root's alone): someone who can change the folder it is in is racing "
+        "this push")}  # fmt: skip
+    assert os.listdir(cron) == []
+
+
+@pytest.mark.parametrize("swapped_for", ["fifo", "link to root's fifo"])
+def test_a_work_folder_swapped_for_a_fifo_is_taken_back_without_opening_it(
+    store, tmp_path, monkeypatch, swapped_for
+):
+    """The review's attack on the undo: the user renames the work folder away, puts a fifo (or
+    a link to one of root's) at its name and makes the rename into place fail; shutil.rmtree
+    then opened the fifo by name and the agent hung."""
+    home = folder(tmp_path / "home", NOBODY, NOBODY)
+    roots_fifo = tmp_path / "roots-fifo"
+    os.mkfifo(roots_fifo, 0o666)
+    manifest, files = tree_manifest(store, tmp_path)
+    real_extract = placing._extract
+
+    def user_swaps_the_work_folder(tar, members, top, ids):
+        (work,) = [p.name for p in home.iterdir() if p.name.startswith(".site.cmdb-")]
+
+        def swap():
+            os.rename(work, "stash")
+            if swapped_for == "fifo":
+                os.mkfifo(work)
+            else:
+                os.symlink(roots_fifo, work)
+            os.makedirs("site/keep")  # rename(work, "site") now fails: not empty
+
+        assert as_user(home, swap)
+        return real_extract(tar, members, top, ids)
+
+    monkeypatch.setattr(placing, "_extract", user_swaps_the_work_folder)
+    with no_longer_than(20):
+        outcome = receive_tree(store, manifest, str(home / "site"), files,
+                               allow_unsafe_parents=True)  # fmt: skip
+
+    assert outcome["outcome"] == "failed", outcome
+    # What was extracted went into the folder held open (now "stash"), and was taken back
+    # through it; the user's entry at its old name is left alone.
+    assert os.listdir(home / "stash") == []
+    assert stat.S_ISFIFO(roots_fifo.lstat().st_mode)
+    assert sorted(p.name for p in home.iterdir() if not p.name.startswith(".site.cmdb-")) == [
+        "site", "stash"]  # fmt: skip
+
+
+def test_an_old_tree_is_removed_through_descriptors_and_what_it_leads_to_stays(
+    store, tmp_path, monkeypatch, caplog
+):
+    """The old tree is the user's: a fifo in it, a link to a folder of root's, a folder of
+    root's they moved in, and a folder they swap for a link while it is being removed."""
+    home = folder(tmp_path / "home", NOBODY, NOBODY)
+    roots_own = folder(tmp_path / "etc", mode=0o755)
+    (roots_own / "passwd").write_text("root:x:0:0::/root:/bin/sh\n")
+    site = home / "site"
+
+    def users_tree():
+        os.makedirs("site/sub/deeper")
+        open("site/sub/deeper/f", "w").close()
+        os.mkfifo("site/fifo")
+        os.symlink(roots_own, "site/to-etc")
+
+    assert as_user(home, users_tree)
+    folder(site / "roots-folder")
+    (site / "roots-folder" / "keep").write_text("root's\n")
+    real_lstat_in, swapped = fdpath.lstat_in, []
+
+    def user_swaps_sub_for_a_link(dir_fd, name):
+        st = real_lstat_in(dir_fd, name)
+        if name == "sub" and not swapped:
+
+            def swap():
+                (aside,) = [n for n in os.listdir() if n.startswith(".site.cmdb-old-")]
+                os.rename(f"{aside}/sub", "sub-moved")
+                os.symlink(roots_own, f"{aside}/sub")
+
+            swapped.append(as_user(home, swap))
+        return st
+
+    monkeypatch.setattr(fdpath, "lstat_in", user_swaps_sub_for_a_link)
+    manifest, files = tree_manifest(store, tmp_path)
+    with no_longer_than(20), caplog.at_level(logging.WARNING, logger="workers.placing"):
+        outcome = receive_tree(store, manifest, str(site), files, allow_unsafe_parents=True)
+
+    assert swapped == [True]
+    assert outcome["outcome"] == "verified", outcome
+    assert (roots_own / "passwd").read_text() == "root:x:0:0::/root:/bin/sh\n"
+    (aside,) = [p for p in home.iterdir() if p.name.startswith(".site.cmdb-old-")]
+    assert sorted(os.listdir(aside)) == ["roots-folder", "sub"]  # all else went
+    assert (aside / "roots-folder" / "keep").read_text() == "root's\n"
+    assert (aside / "sub").is_symlink() and (home / "sub-moved" / "deeper" / "f").exists()
+    assert f"could not remove all of the old folder, now {aside}" in caplog.text
+
+
+def test_the_spool_of_an_archive_has_no_name_where_a_user_can_see_it(store, tmp_path, monkeypatch):
+    home = folder(tmp_path / "home", NOBODY, NOBODY)
+    manifest, files = tree_manifest(store, tmp_path)
+    real_get_blob, seen = placing.get_blob, []
+
+    def looking_while_downloading(client, manifest, f):
+        seen.append(sorted(os.listdir(home)))
+        return real_get_blob(client, manifest, f)
+
+    monkeypatch.setattr(placing, "get_blob", looking_while_downloading)
+    assert receive_tree(store, manifest, str(home / "site"), files,
+                        allow_unsafe_parents=True)["outcome"] == "verified"  # fmt: skip
+
+    ((work,),) = seen
+    assert work.startswith(".site.cmdb-") and (home / "site").is_dir()
+    assert stat.S_IMODE(os.stat(home / "site").st_mode) == NEW_DIR_MODE
+
+
+def test_folders_in_a_pushed_tree_get_their_own_mode_whatever_the_umask(store, tmp_path):
+    """tarfile's data filter leaves a folder's mode to mkdir: 0777 under the agent's umask 0."""
+    manifest, files = tree_manifest(store, tmp_path)
+    mask = os.umask(0)
+    try:
+        outcome = receive_tree(store, manifest, str(tmp_path / "opt" / "app"), files, owner="root")
+    finally:
+        os.umask(mask)
+    assert outcome["outcome"] == "verified", outcome
+    app = tmp_path / "opt" / "app"
+    folders = [p for p in app.rglob("*") if stat.S_ISDIR(p.lstat().st_mode)]
+    modes = {p.name: stat.S_IMODE(p.lstat().st_mode) for p in folders}
+    assert modes == {"bin": 0o755, "conf": 0o755, "empty": 0o755}, modes
+
+
+# --- Below a folder a user can change: no link, no other file system ---------------------------
+
+
+def test_below_a_users_folder_not_even_a_link_of_roots_is_followed(store, tmp_path):
+    """A folder of root's in the user's home may have been moved there by them, with root's
+    link to /etc in it: the link looked like root's own before."""
+    home = folder(tmp_path / "home", NOBODY, NOBODY)
+    etc = folder(tmp_path / "etc")
+    sub = folder(home / "sub")
+    (sub / "etc").symlink_to(etc)
+
+    outcome = receive_file(store, upload(store, b"x\n"), str(sub / "etc" / "cron.conf"),
+                           allow_unsafe_parents=True)  # fmt: skip
+
+    assert outcome["detail"].startswith(
+        f"refused: {sub / 'etc'} is a symbolic link below {home}, which can be changed by user "
+        "nobody (uid 65534), who owns it, and a push never follows such a link"
+    )
+    assert os.listdir(etc) == []
+
+
+@pytest.fixture
+def mounted(tmp_path):
+    """A file system mounted below a user's folder (as FUSE would let them): tmpfs here."""
+    home = folder(tmp_path / "home", NOBODY, NOBODY)
+    point = folder(home / "mnt")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=0755", "cmdb-test", str(point)],
+                          capture_output=True, text=True)  # fmt: skip
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        yield home, point
+    finally:
+        subprocess.run(["umount", str(point)], check=True)
+
+
+def test_below_a_users_folder_no_other_file_system_is_entered(store, mounted):
+    home, point = mounted
+    outcome = receive_file(store, upload(store, b"x\n"), str(point / "x"),
+                           allow_unsafe_parents=True)  # fmt: skip
+    assert outcome["detail"] == (
+        f"refused: {point} is on another file system than {home}, which can be changed by user "
+        "nobody (uid 65534), who owns it: a push never enters one below such a folder, even with "
+        "allow_unsafe_parents (the user may have mounted it there, with FUSE say, and then "
+        "decide what every file in it is)"
+    )
+    assert os.listdir(point) == []
+
+
+# --- Reading: fetch and the skip path open nothing but regular files ---------------------------
+
+
+def test_a_fetch_opens_nothing_but_a_regular_file(store, tmp_path, monkeypatch):
+    """Links are followed for the operator, but a device or fifo behind one is never opened
+    (opening can do things: a tape rewinds, a fifo waits): O_PATH, then fstat."""
+    home = folder(tmp_path / "home", NOBODY, NOBODY)
+    roots_fifo = tmp_path / "roots-fifo"
+    os.mkfifo(roots_fifo, 0o600)
+    (home / "pipe.txt").symlink_to(roots_fifo)
+    (home / "dev.txt").symlink_to("/dev/null")
+    (home / "notes.txt").write_text("notes\n")
+    real_open, opened = os.open, []
+
+    def recording_open(path, flags, *args, **kwargs):
+        opened.append((str(path), flags))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", recording_open)
+    for name in ("pipe.txt", "dev.txt"):
+        outcome = send_file(store, str(home / name))
+        assert outcome == {"outcome": "failed", "detail": f"{home / name} is not a regular file"}
+    assert send_file(store, str(home / "notes.txt"))["outcome"] == "sent"
+    monkeypatch.undo()
+
+    named = [(path, flags) for path, flags in opened if path.startswith(str(home))]
+    assert [os.path.basename(p) for p, _ in named] == ["pipe.txt", "dev.txt", "notes.txt"]
+    assert all(flags & os.O_PATH for _, flags in named)
+
+
+def test_an_equal_size_is_checked_before_anything_is_read(store, tmp_path, monkeypatch):
+    """A sparse terabyte at the name in /tmp was hashed through before it was found unequal."""
+    target = tmp_path / "app.conf"
+    with open(target, "wb") as f:
+        f.truncate(1 << 40)
+    hashed = []
+    monkeypatch.setattr(placing, "_digest", lambda fd: hashed.append(fd) or "0" * 64)
+
+    outcome = receive_file(store, upload(store, b"small\n"), str(target))
+
+    assert outcome["outcome"] == "verified" and hashed == []
+    assert target.read_bytes() == b"small\n"
+
+
+def test_without_proc_reading_fails_closed(store, tmp_path, monkeypatch):
+    (tmp_path / "app.conf").write_text("x\n")
+    real_isdir = os.path.isdir
+    monkeypatch.setattr(os.path, "isdir", lambda p: p != "/proc/self/fd" and real_isdir(p))
+    no_proc = (
+        "/proc is not mounted: the agent reopens what it checked through /proc/self/fd (so that "
+        "what it checked is what it reads), and refuses to read or write anything without it"
+    )
+    assert send_file(store, str(tmp_path / "app.conf")) == {"outcome": "failed", "detail": no_proc}
+    pushed = receive_file(store, upload(store, b"x\n"), str(tmp_path / "app.conf"))
+    assert pushed == {"outcome": "failed", "detail": no_proc}
 
 
 # --- End to end: the refusal reaches the host task ---------------------------------------------
