@@ -442,8 +442,8 @@ def walk(top: int) -> Iterator[tuple[str, int, str, os.stat_result]]:
                     raise Changed(E_CHANGED.format(path=posixpath.join(rel, name)))
                 child = _open_listed(here, name, st)
                 try:
-                    names = iter(sorted(os.listdir(child)))
-                    stack.append((posixpath.join(rel, name), child, names))
+                    inside = iter(sorted(os.listdir(child)))
+                    stack.append((posixpath.join(rel, name), child, inside))
                 except BaseException:
                     os.close(child)
                     raise

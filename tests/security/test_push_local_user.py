@@ -260,19 +260,19 @@ def test_allowed_a_work_folder_swapped_for_a_link_gets_nothing_through_it(
     store, tmp_path, monkeypatch
 ):
     """The same for a folder: the work folder swapped for a link to a folder of root's just
-    before the archive is unpacked; extraction, chown and chmod go to the open folder."""
+    after it is made; extraction, chown and chmod go to the open folder."""
     manifest, files = tree_manifest(store, tmp_path)
     roots_own = folder(tmp_path / "cron.d", mode=0o700)
     home = folder(tmp_path / "home", NOBODY, NOBODY)
-    real_extract = placing._extract
+    real_make_temp_dir = fdpath.make_temp_dir
 
-    def swapped_before_unpacking(tar, members, top, ids):
-        (work,) = [p for p in home.iterdir() if p.name.startswith(".site.cmdb-") and p.is_dir()]
-        work.rename(home / "moved-away")
-        work.symlink_to(roots_own)
-        return real_extract(tar, members, top, ids)
+    def swapped_before_unpacking(*args, **kwargs):
+        fd, name = real_make_temp_dir(*args, **kwargs)
+        (home / name).rename(home / "moved-away")
+        (home / name).symlink_to(roots_own)
+        return fd, name
 
-    monkeypatch.setattr(placing, "_extract", swapped_before_unpacking)
+    monkeypatch.setattr(fdpath, "make_temp_dir", swapped_before_unpacking)
     outcome = receive_tree(store, manifest, str(home / "site"), files, mode=0o755,
                            owner="nobody:nogroup", allow_unsafe_parents=True)  # fmt: skip
 
@@ -670,10 +670,10 @@ def test_a_work_folder_swapped_for_a_fifo_is_taken_back_without_opening_it(
     roots_fifo = tmp_path / "roots-fifo"
     os.mkfifo(roots_fifo, 0o666)
     manifest, files = tree_manifest(store, tmp_path)
-    real_extract = placing._extract
+    real_make_temp_dir = fdpath.make_temp_dir
 
-    def user_swaps_the_work_folder(tar, members, top, ids):
-        (work,) = [p.name for p in home.iterdir() if p.name.startswith(".site.cmdb-")]
+    def user_swaps_the_work_folder(*args, **kwargs):
+        fd, work = real_make_temp_dir(*args, **kwargs)
 
         def swap():
             os.rename(work, "stash")
@@ -684,9 +684,9 @@ def test_a_work_folder_swapped_for_a_fifo_is_taken_back_without_opening_it(
             os.makedirs("site/keep")  # rename(work, "site") now fails: not empty
 
         assert as_user(home, swap)
-        return real_extract(tar, members, top, ids)
+        return fd, work
 
-    monkeypatch.setattr(placing, "_extract", user_swaps_the_work_folder)
+    monkeypatch.setattr(fdpath, "make_temp_dir", user_swaps_the_work_folder)
     with no_longer_than(20):
         outcome = receive_tree(store, manifest, str(home / "site"), files,
                                allow_unsafe_parents=True)  # fmt: skip
