@@ -9,6 +9,7 @@ central worker that dies mid-batch loses nothing (they are delivered again; stor
 idempotent).
 """
 
+import contextlib
 import logging
 
 from celery import bootsteps
@@ -84,7 +85,22 @@ class ResultIntake(bootsteps.ConsumerStep):
 
     def start(self, c):
         super().start(c)
-        c.timer.call_repeatedly(FLUSH_INTERVAL, self.flush)
+        # Once per start: the consumer restarts this step after every broker loss.
+        self.tref = c.timer.call_repeatedly(FLUSH_INTERVAL, self.flush)
+
+    def _close(self, c, cancel_consumers=True):
+        if getattr(self, "tref", None) is not None:
+            c.timer.cancel(self.tref)
+            self.tref = None
+        if c.connection is not None:
+            return super()._close(c, cancel_consumers)
+        # The broker is gone and Celery has dropped the connection (consumer.py sets it to None
+        # before it restarts the steps): Celery's own _close would ask None for its errors, an
+        # AttributeError the issue-14 fault run logged at broker losses. What is left to close
+        # went with the connection.
+        for consumer in self.consumers or []:
+            with contextlib.suppress(Exception):
+                consumer.channel and consumer.channel.close()
 
     def on_decode_error(self, message, exc):
         # Without this kombu raises, and the worker stops for good: the message goes back to

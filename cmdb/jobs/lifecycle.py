@@ -116,6 +116,11 @@ def report(task: HostTask, report: Report) -> bool:
         logger.warning("agent %s refused a duplicate of %s", report.agent, task.task_id)
         return False
     state = OUTCOME_STATE.get(report.outcome, State.ERROR)
+    if state == State.CANCELLED and task.state == State.UNREACHABLE:
+        # A late agent refusing what the server gave up on (the sweep's cancel mark): nobody
+        # cancelled it, and "never delivered in time" stays the truth.
+        logger.info("host task %s: a late agent refused it; it stays unreachable", task.task_id)
+        return False
     fields = {
         "exit_code": report.exit_code,
         **_stream_fields("stdout", report.stdout),

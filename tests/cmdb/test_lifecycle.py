@@ -188,3 +188,15 @@ def test_what_cannot_be_read_ends_nothing_it_must_not(state):
 
     task.refresh_from_db()
     assert task.state == state and task.error == ""
+
+
+@pytest.mark.django_db
+def test_a_late_agents_refusal_of_an_unreachable_task_is_no_cancel():
+    """The sweep ends a task unreachable and marks it cancelled, so that a late agent will not
+    run it; the agent's refusal ("cancelled before it started") must not turn it into a cancel
+    nobody made."""
+    task = task_in(State.UNREACHABLE)
+    refusal = Report(task_id=task.task_id, outcome=Outcome.CANCELLED,
+                     error="cancelled before it started")  # fmt: skip
+
+    assert not lifecycle.report(task, refusal) and task.state == State.UNREACHABLE
