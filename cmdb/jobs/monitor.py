@@ -117,10 +117,13 @@ class Liveness:
             return E_LOST_REPLACED.format(agent=agent, other=seen.agent, ip=ip)
         if pid and seen.pid != pid:
             return E_LOST_RESTARTED.format(agent=agent, old=pid, new=seen.pid)
-        if seen.offline and now - seen.heard > min(5.0, self.lost_after):
+        # The task's own start counts as a sign of life (its notice is signed): a heartbeat
+        # from before it (the host was not accepted for a while, say) says nothing against it.
+        if seen.offline and seen.heard >= since and now - seen.heard > min(5.0, self.lost_after):
             return E_LOST_OFFLINE.format(agent=agent)
-        if now - seen.heard > self.lost_after:
-            return E_LOST_SILENT.format(agent=agent, silence=now - seen.heard)
+        last = max(seen.heard, since)
+        if now - last > self.lost_after:
+            return E_LOST_SILENT.format(agent=agent, silence=now - last)
         return None
 
 

@@ -110,3 +110,13 @@ def test_within_one_agent_process_the_count_orders_heartbeats_not_the_clock():
     # Another process (a restart): later by the host's clock, or nothing.
     older = Heartbeat(hosts=[IP], agent="agent@a", agent_pid=6, at=1000.0, boot="b0", seq=99)
     assert not live.heard(IP, older, now=1007.0)
+
+
+def test_a_heartbeat_from_before_the_task_began_says_nothing_against_it():
+    """Its agent's heartbeats were not taken for a while (its host was not accepted, say),
+    then it began a task: the signed started notice is as good a sign of life."""
+    live = make()
+    live.heard(IP, beat(1005.0), now=1005.0)
+
+    assert live.verdict(IP, "agent@a", 7, since=1060.0, now=1062.0) is None
+    assert "stopped sending heartbeats" in live.verdict(IP, "agent@a", 7, 1060.0, now=1071.0)
