@@ -47,9 +47,7 @@ def check_signed(registration: Registration) -> str | None:
         key = signing.public_key_from_pem(registration.pubkey)
     except signing.SigningKeyError as exc:
         return str(exc)
-    if not Registration.verify(
-        key, {**registration.to_wire(), "signature": registration.signature}
-    ):
+    if not Registration.verify(key, registration.to_wire()):  # its signature field included
         return signing.E_BAD_AGENT_SIGNATURE
     return None
 

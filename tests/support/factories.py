@@ -1,5 +1,6 @@
 """Model factories and test data: hosts, signed headers, archives to upload."""
 
+import dataclasses
 import io
 import tarfile
 import time
@@ -56,12 +57,15 @@ def from_host(task, message, key: Ed25519PrivateKey | None = None, **changes) ->
     if task.host_id is None:
         task.host = make_host(task.ip, with_agent=False)
         task.save(update_fields=["host"])
-    raw = message if isinstance(message, dict) else message.to_wire()
-    raw = {**raw, "host": task.ip, **changes}
+    key = key or host_private_key(task.ip)
+    if not isinstance(message, dict) and not changes:
+        return dataclasses.replace(message, host=task.ip).signed(key).to_wire()
+    # A raw dict (another version, a field of another type) is signed as a report would be.
+    what = Report.WHAT if isinstance(message, dict) else message.WHAT
+    raw = {**(message if isinstance(message, dict) else message.to_wire()), "host": task.ip,
+           **changes}  # fmt: skip
     raw.pop("signature", None)
-    what = (message if not isinstance(message, dict) else Report).WHAT
-    signature = signing.sign_document(key or host_private_key(task.ip), {**raw, "what": what})
-    return {**raw, "signature": signature}
+    return {**raw, "signature": signing.sign_document(key, {**raw, "what": what})}
 
 
 def signed_registration(ip: str, key: Ed25519PrivateKey | None = None, **fields) -> Registration:
