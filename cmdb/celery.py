@@ -17,7 +17,7 @@ app.autodiscover_tasks()
 
 # The central worker also takes agents' results in batches, watches their heartbeats and ends
 # overdue host tasks.
-app.steps["consumer"].add("cmdb.jobs.intake:ResultIntake")
+app.steps["worker"].add("cmdb.jobs.intake:IntakeStep")
 app.steps["worker"].add("cmdb.jobs.monitor:MonitorStep")
 
 

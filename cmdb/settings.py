@@ -239,9 +239,6 @@ CMDB = {
     #: Run the monitor (overdue tasks, agent liveness) in this central worker (anything but
     #: "0" is on: a monitor left out by an empty value would end no task ever).
     "MONITOR": os.environ.get("CMDB_MONITOR", "1") != "0",
-    #: Acknowledge results only once stored (off: about 3x the store rate, at the price of the
-    #: batch in hand if the central worker dies; cmdb.jobs.intake).
-    "INTAKE_ACKS": os.environ.get("CMDB_INTAKE_ACKS", "1") != "0",
     #: Seconds a pushed blob must have been left alone before it is released: a push being
     #: prepared now reuses (and refreshes) the same blob before its job exists.
     "BLOB_RELEASE_AFTER": int(os.environ.get("CMDB_BLOB_RELEASE_AFTER", "60")),

@@ -1,31 +1,83 @@
 """The central worker's intake: agents' "started" notices and results, stored in batches.
 
 Agents send both as ordinary Celery task messages (the result is the link callback of
-workers.run_command) to the results queue. A Celery task per message costs a round of Celery
-overhead and a transaction each: a few hundred per second on SQLite. This consumer takes
-up to FLUSH_EVERY messages, or whatever arrived within FLUSH_INTERVAL, and stores them in one
-transaction (results.store_batch); messages are acknowledged only after the commit, so a
-central worker that dies mid-batch loses nothing (they are delivered again; storing is
-idempotent).
+workers.run_command), which kombu's Redis transport LPUSHes onto the results queue's list. A
+Celery task per message costs a round of Celery overhead and a transaction each: a few hundred
+per second on SQLite. This intake takes up to FLUSH_EVERY messages at once and stores them in
+one transaction (results.store_batch).
+
+Why not kombu's consumer for it: its Redis transport BRPOPs a message and only then records it
+as unacknowledged (HSET + ZADD, a second round trip). A central worker killed between the two
+loses that result for good; one killed after leaves it unacknowledged until the visibility
+timeout (1 h) restores it, long after its task was judged. The issue-14 fault run saw both.
+
+What this does instead is Redis' reliable-queue pattern: LMOVE moves each message, atomically,
+from the results list to a processing list of this central worker's own (named after its node);
+only once the batch is committed is that list deleted (the acknowledgement). Whatever dies when,
+a message is on one of the two lists or stored:
+- this worker restarting (the same node name) first puts its predecessor's list back;
+- a worker that never comes back stops renewing its lease (LEASE seconds), and any live intake
+  puts its list back;
+- the database failing puts the batch back (after a pause, not in a hot loop).
+A batch stored twice (killed between the commit and the delete, or a slow worker whose lease
+ran out) changes nothing the second time: every state change is checked (cmdb.jobs.lifecycle).
+
+Why not Redis Streams (XREADGROUP/XACK/XAUTOCLAIM), which do the same: agents would have to
+publish differently, and their broker users be allowed XADD. A list keeps the wire format, every
+agent already deployed and the agents' ACL (LPUSH only) as they are. Needs Redis >= 6.2 (LMOVE).
 """
 
-import contextlib
+import base64
+import binascii
+import json
 import logging
+import threading
+import time
+from dataclasses import dataclass
 
 from celery import bootsteps
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, close_old_connections
-from kombu import Consumer, Exchange, Queue
+from kombu import Exchange, Queue
 
 from cmdb.jobs import results
+from cmdb.jobs.broker import BROKER_ERRORS
 from wire import names
 
 logger = logging.getLogger(__name__)
 
 FLUSH_EVERY = 500
-FLUSH_INTERVAL = 0.005
-#: Unacknowledged messages the broker hands over at once; more than one batch keeps it busy.
-PREFETCH = 2 * FLUSH_EVERY
+#: The server's own keys (no agent may touch them: its broker user has no right on cmdb:intake).
+PROCESSING_KEY = "cmdb:intake:{consumer}:processing"
+LEASE_KEY = "cmdb:intake:{consumer}:lease"
+#: Every central worker's node name that has taken from the results list.
+CONSUMERS_KEY = "cmdb:intake:consumers"
+#: Seconds a take waits for the first message of a batch (and so, between lease renewals).
+WAIT = 1.0
+#: Seconds a worker's claim on its processing list lasts without renewal; longer than any
+#: batch takes to store, or a live worker's batch would be put back and stored twice.
+LEASE = 60
+#: Seconds between looks for the lists of workers whose lease ran out.
+RECLAIM_EVERY = 10.0
+#: Seconds to wait after the database or the broker failed, before trying again.
+BACKOFF = 1.0
+
+#: Up to ARGV[1] more messages from the results list to the processing list, in one round trip.
+TAKE_MORE = """
+local out = {}
+for i = 1, tonumber(ARGV[1]) do
+  local m = redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT')
+  if not m then break end
+  out[i] = m
+end
+return out
+"""
+#: Everything on a processing list back onto the results list, where it is taken next.
+PUT_BACK = """
+local n = 0
+while redis.call('LMOVE', KEYS[1], KEYS[2], 'LEFT', 'RIGHT') do n = n + 1 end
+return n
+"""
 
 
 def results_queue_for(name: str) -> Queue:
@@ -33,127 +85,206 @@ def results_queue_for(name: str) -> Queue:
     return Queue(name, Exchange(name), routing_key=name)
 
 
-def split(messages) -> tuple[list[dict], list[dict], list]:
-    """Sort decoded task messages into started notices, results and ones we cannot use."""
+@dataclass(frozen=True)
+class Keys:
+    """The Redis keys of one central worker's intake."""
+
+    queue: str
+    consumer: str
+
+    @property
+    def processing(self) -> str:
+        return PROCESSING_KEY.format(consumer=self.consumer)
+
+    @property
+    def lease(self) -> str:
+        return LEASE_KEY.format(consumer=self.consumer)
+
+    def of(self, consumer: str) -> "Keys":
+        return Keys(self.queue, consumer)
+
+
+def decode(raw: bytes) -> tuple[str | None, object]:
+    """A message as kombu's Redis transport stores it -> (task name, Celery body); ValueError
+    when it is not one (anyone on the broker can push anything)."""
+    try:
+        envelope = json.loads(raw)
+        headers, props = envelope["headers"], envelope["properties"]
+        if envelope.get("content-type") != "application/json":
+            raise ValueError(f"content type {envelope.get('content-type')!r} is not JSON")
+        body = envelope["body"]
+        if props.get("body_encoding") == "base64":
+            body = base64.b64decode(body, validate=True)
+        return headers.get("task"), json.loads(body)
+    except (KeyError, TypeError, AttributeError, binascii.Error, UnicodeDecodeError) as exc:
+        raise ValueError(f"not a task message: {exc!r}") from None
+
+
+def split(bodies) -> tuple[list[dict], list[dict], list]:
+    """Sort (task name, body) pairs into started notices, results and ones we cannot use."""
     started, finished, bad = [], [], []
-    for body, message in messages:
-        name = message.headers.get("task")
+    for name, body in bodies:
         try:
-            args = body[0]
-            item = args[0]
+            item = body[0][0]
             if not isinstance(item, dict):
                 raise TypeError("first argument is not an object")
         except (TypeError, IndexError, KeyError) as exc:
-            bad.append((message, exc))
+            bad.append(exc)
             continue
         if name == names.TASK_STARTED:
             started.append(item)
         elif name == names.STORE_RESULT:
             finished.append(item)
         else:
-            bad.append((message, f"unexpected task {name!r}"))
+            bad.append(f"unexpected task {name!r}")
     return started, finished, bad
 
 
-class ResultIntake(bootsteps.ConsumerStep):
-    """Consumes settings.CMDB["RESULTS_QUEUE"] in batches inside the central worker."""
-
-    def __init__(self, parent, **kwargs):
-        self.buffer: list = []
-        self.flush_every = FLUSH_EVERY
-        #: With acks (the default) a report leaves the broker only once it is committed. Off,
-        #: kombu's Redis transport skips two round trips per message (the unacked bookkeeping
-        #: on delivery and the ack), at the price of losing the reports in the current batch
-        #: (at most FLUSH_INTERVAL's worth) if the central worker dies; their tasks then end
-        #: "lost" by the monitor's deadline.
-        self.acks = settings.CMDB["INTAKE_ACKS"]
-        super().__init__(parent, **kwargs)
-
-    def get_consumers(self, channel):
-        queue = results_queue_for(settings.CMDB["RESULTS_QUEUE"])
-        return [
-            Consumer(
-                channel,
-                queues=[queue],
-                callbacks=[self.on_message],
-                accept=["json"],
-                prefetch_count=PREFETCH,
-                no_ack=not self.acks,
-                on_decode_error=self.on_decode_error,
-            )
-        ]
-
-    def start(self, c):
-        super().start(c)
-        # Once per start: the consumer restarts this step after every broker loss.
-        self.tref = c.timer.call_repeatedly(FLUSH_INTERVAL, self.flush)
-
-    def _close(self, c, cancel_consumers=True):
-        if getattr(self, "tref", None) is not None:
-            c.timer.cancel(self.tref)
-            self.tref = None
-        if c.connection is not None:
-            return super()._close(c, cancel_consumers)
-        # The broker is gone and Celery has dropped the connection (consumer.py sets it to None
-        # before it restarts the steps): Celery's own _close would ask None for its errors, an
-        # AttributeError the issue-14 fault run logged at broker losses. What is left to close
-        # went with the connection.
-        for consumer in self.consumers or []:
-            with contextlib.suppress(Exception):
-                consumer.channel and consumer.channel.close()
-
-    def on_decode_error(self, message, exc):
-        # Without this kombu raises, and the worker stops for good: the message goes back to
-        # the queue and stops the next one too. Anyone on the broker could send one.
-        logger.error("dropping an undecodable message on the results queue: %s", exc)
-        if self.acks:
-            message.ack()
-
-    def on_message(self, body, message):
-        self.buffer.append((body, message))
-        if len(self.buffer) >= self.flush_every:
-            self.flush()
-
-    def flush(self):
-        if not self.buffer:
-            return
-        batch, self.buffer = self.buffer, []
+def store(raws: list[bytes]) -> None:
+    """Store one batch of raw messages; what cannot be read is logged and dropped."""
+    bodies = []
+    for raw in raws:
         try:
-            self.store(batch)
+            bodies.append(decode(raw))
+        except ValueError as exc:
+            logger.error("dropping an undecodable message on the results queue: %s", exc)
+    started, finished, bad = split(bodies)
+    for why in bad:
+        logger.error("dropping malformed message on the results queue: %s", why)
+    results.store_batch(started, finished)
+
+
+class Intake:
+    """Takes the results list in batches on a thread of its own, as the module says."""
+
+    def __init__(self, app, consumer: str, queue: str, clock=time.monotonic):
+        self.app, self.clock = app, clock
+        self.keys = Keys(queue, consumer)
+        self.stopping = threading.Event()
+        self.thread: threading.Thread | None = None
+        self.reclaimed_at = float("-inf")
+
+    # -- the broker's side -----------------------------------------------------------------
+    def _renew(self, client) -> None:
+        with client.pipeline(transaction=False) as pipe:
+            pipe.sadd(CONSUMERS_KEY, self.keys.consumer)
+            pipe.set(self.keys.lease, 1, ex=LEASE)
+            pipe.execute()
+
+    def _put_back(self, client, keys: Keys) -> int:
+        return client.eval(PUT_BACK, 2, keys.processing, keys.queue)
+
+    def _reclaim(self, client) -> None:
+        """Put back the lists of workers whose lease ran out (they died and did not return)."""
+        self.reclaimed_at = self.clock()
+        for raw in client.smembers(CONSUMERS_KEY):
+            other = raw.decode() if isinstance(raw, bytes) else raw
+            if other == self.keys.consumer or client.exists(self.keys.of(other).lease):
+                continue
+            if n := self._put_back(client, self.keys.of(other)):
+                logger.warning("put back %d results intake %s took and did not store", n, other)
+            client.srem(CONSUMERS_KEY, other)
+
+    def _take(self, client) -> list[bytes]:
+        first = client.blmove(self.keys.queue, self.keys.processing, WAIT, "RIGHT", "LEFT")
+        if first is None:
+            return []
+        return [first, *client.eval(TAKE_MORE, 2, self.keys.queue, self.keys.processing,
+                                    FLUSH_EVERY - 1)]  # fmt: skip
+
+    # -- one round -------------------------------------------------------------------------
+    def round(self, client) -> int:
+        """Renew the lease, take a batch, store it, acknowledge it; how many were stored."""
+        self._renew(client)
+        if self.clock() - self.reclaimed_at > RECLAIM_EVERY:
+            self._reclaim(client)
+        batch = self._take(client)
+        if not batch:
+            return 0
+        try:
+            self._store(batch)
         except (OperationalError, InterfaceError):
-            # The database is down or locked for too long: give the messages back to the
-            # broker so that nothing an agent reported is lost.
-            logger.exception("could not store %d reports; requeued", len(batch))
+            # The database is down or locked for too long: the batch goes back to the broker
+            # so that nothing an agent reported is lost, and is taken again after a pause.
+            logger.exception("could not store %d reports; put back", len(batch))
             close_old_connections()
-            if self.acks:
-                for _, message in batch:
-                    message.requeue()
-            return
+            self._put_back(client, self.keys)
+            self.stopping.wait(BACKOFF)
+            return 0
+        client.delete(self.keys.processing)  # the acknowledgement: all of it is committed
+        return len(batch)
+
+    def _store(self, batch: list[bytes]) -> None:
+        close_old_connections()
+        try:
+            store(batch)
+        except (OperationalError, InterfaceError):
+            raise
         except Exception:
             # Something in one message breaks the batch: store them one by one, so only that
-            # message is set aside and the intake keeps moving.
+            # message is set aside and the intake keeps moving. A database error on one of
+            # them is the database's, not the report's: the whole batch goes back (storing
+            # what was stored again changes nothing).
             logger.exception("batch of %d failed; storing one by one", len(batch))
-            requeued = set()
-            for item in batch:
+            for raw in batch:
                 try:
-                    self.store([item])
+                    store([raw])
                 except (OperationalError, InterfaceError):
-                    # The database, not the report: it must come again, not be dropped.
-                    logger.exception("could not store a report; requeued")
-                    close_old_connections()
-                    if self.acks:
-                        item[1].requeue()
-                    requeued.add(id(item))
+                    raise
                 except Exception:
                     logger.exception("dropping a report that cannot be stored")
-            batch = [item for item in batch if id(item) not in requeued]
-        if self.acks:
-            for _, message in batch:
-                message.ack()
 
-    @staticmethod
-    def store(batch) -> None:
-        started, finished, bad = split(batch)
-        for _message, why in bad:
-            logger.error("dropping malformed message on the results queue: %s", why)
-        results.store_batch(started, finished)
+    # -- the thread ------------------------------------------------------------------------
+    def run(self) -> None:
+        down = False
+        while not self.stopping.is_set():
+            try:
+                with self.app.connection_for_write() as conn:
+                    client = conn.default_channel.client
+                    # Declared as Celery would: agents' publishes are routed by this binding.
+                    results_queue_for(self.keys.queue)(conn.default_channel).declare()
+                    # Our node name is ours alone: what a predecessor of it took and did not
+                    # acknowledge is put back before anything else.
+                    if n := self._put_back(client, self.keys):
+                        logger.warning("put back %d results this worker took before", n)
+                    if down:
+                        logger.warning("results intake: broker reachable again")
+                    down = False
+                    while not self.stopping.is_set():
+                        self.round(client)
+            except BROKER_ERRORS as exc:
+                if not down:
+                    logger.warning("results intake: broker unreachable (%s); retrying", exc)
+                down = True
+                self.stopping.wait(BACKOFF)
+            except Exception:
+                logger.exception("results intake failed; restarting it")
+                self.stopping.wait(BACKOFF)
+
+    def start(self) -> None:
+        self.thread = threading.Thread(target=self.run, name="cmdb-intake", daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        if self.thread is not None:
+            # A batch being stored finishes and is acknowledged; one that cannot be in time is
+            # put back by the next start of this node (its processing list stays).
+            self.thread.join(timeout=WAIT + 10)
+
+
+class IntakeStep(bootsteps.StartStopStep):
+    """Runs the Intake inside the central worker."""
+
+    requires = {"celery.worker.components:Pool"}
+
+    def __init__(self, worker, **kwargs):
+        self.intake = None
+
+    def start(self, worker):
+        self.intake = Intake(worker.app, worker.hostname, settings.CMDB["RESULTS_QUEUE"])
+        self.intake.start()
+
+    def stop(self, worker):
+        if self.intake:
+            self.intake.stop()
