@@ -36,9 +36,12 @@ CANCELLED_KEY = "cmdb:cancelled:{task_id}"
 DROPPED_KEY = "cmdb:dropped"
 
 #: Redis key an agent sets (NX) before running a task: a second delivery of it is refused.
-#: Under the agent's own hosts (``hosts_tag``): the broker user of one host may write only
-#: its own claims, so it cannot pre-claim another host's task ids and make them refused.
+#: Under the task's host (its queue): the broker user of one host may write only its own
+#: claims, so it cannot pre-claim another host's task ids and make them refused. The server
+#: sets it too, at a task's reach deadline (CLAIMED_BY_SERVER): the fence that makes
+#: "unreachable" provable, since an agent that finds it taken does not run the task.
 CLAIMED_KEY = "cmdb:claimed:{host}:{task_id}"
+CLAIMED_BY_SERVER = "server"
 
 #: kombu's bookkeeping of the messages a consumer was given and has not acknowledged yet (its
 #: Redis transport options), one set per agent: the default keys are shared by every consumer,

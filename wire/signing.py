@@ -30,9 +30,17 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 #: not a kwarg: the task functions keep their signature, and an agent older than signing ignores it.
 HEADER = "cmdb_auth"
 
-#: Seconds a host's clock may run behind or ahead of the server's (dispatch gives Celery's
-#: ``expires`` the same slack): a valid message must not be refused for a slightly wrong clock.
+#: Seconds a host's clock may run behind or ahead of the server's, for what is not a deadline
+#: (a deadline too far ahead, heartbeats' and registrations' times): a valid message must not be
+#: refused for a slightly wrong clock.
 CLOCK_SLACK = 300
+
+#: Seconds past its deadline, on the host's clock, that an agent still starts a task (dispatch
+#: gives Celery's ``expires`` the same). Small: a task the server has ended must not start. The
+#: server's fence at the reach deadline (wire.names.CLAIMED_BY_SERVER) is what decides; this
+#: keeps a host whose clock is slightly behind from starting what the server already gave up
+#: on, and one a little ahead from refusing what the server still waits for.
+DEADLINE_SLACK = 5
 
 #: The longest a signed message stays valid (dispatch's reach timeout is at most 3000 s). Agents
 #: refuse a deadline further off, so their run-once claims (workers.claims.KEEP) outlive it.
@@ -80,7 +88,7 @@ def verify(key: Ed25519PublicKey, auth, task: str, host: str, task_id: str, spec
     except (InvalidSignature, binascii.Error, TypeError, ValueError):
         return E_INVALID
     now = time.time() if now is None else now
-    if now > deadline + CLOCK_SLACK:
+    if now > deadline + DEADLINE_SLACK:
         return E_EXPIRED.format(ago=now - deadline)
     if deadline - now > MAX_VALIDITY + CLOCK_SLACK:
         return E_TOO_FAR.format(ahead=deadline - now)

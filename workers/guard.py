@@ -18,6 +18,8 @@ E_NOT_OUR_QUEUE = "message for queue {queue!r} reached the agent of {identity}; 
 E_CANCELLED = "cancelled before it started"
 E_NO_CLAIM = "the run-once claim could not be recorded on this host ({reason}); refused"
 E_DUPLICATE = "this task id already ran on this broker; a second delivery was refused"
+E_FENCED = "the server ended this task before it started here (unreachable or cancelled); refused"
+E_NO_BROKER_CLAIM = "could not claim the task in the broker ({exc}); refused, not run"
 E_BAD_SPEC = "malformed task: {reason}"
 
 
@@ -51,28 +53,32 @@ def claim_here(agent, task_id: str) -> str | None:
         return E_NO_CLAIM.format(reason=exc)
 
 
-def claim_in_broker(agent, task_id: str, ttl: int) -> str | None:
+def claim_in_broker(agent, host: str, task_id: str, ttl: int) -> str | None:
     """Check the operator's cancel mark and claim the task id in Redis; why not to run, or None.
 
     The claim makes a command run at most once even if Redis hands the message out again
-    (a restored unacknowledged message, a replayed one).
+    (a restored unacknowledged message, a replayed one), and it is the server's fence: at the
+    reach deadline the server takes the claim itself (names.CLAIMED_BY_SERVER) and calls the
+    task unreachable only if it got it. So a claim that cannot be taken means not running,
+    whatever the reason: the server may have ended the task already.
     """
+    claim = names.CLAIMED_KEY.format(host=host, task_id=task_id)
     try:
         with agent.redis().pipeline(transaction=False) as pipe:
             pipe.exists(names.CANCELLED_KEY.format(task_id=task_id))
-            claim = names.CLAIMED_KEY.format(host=names.hosts_tag(agent.identity), task_id=task_id)
             pipe.set(claim, agent.pid, nx=True, ex=ttl)
-            cancelled, claimed = pipe.execute()
-    except Exception:
-        # The broker just delivered this message; if Redis is flaky now, running is the
-        # behaviour the operator asked for.
+            pipe.get(claim)
+            cancelled, claimed, holder = pipe.execute()
+    except Exception as exc:
         logger.warning("could not check or claim %s", task_id, exc_info=True)
-        return None
+        return E_NO_BROKER_CLAIM.format(exc=type(exc).__name__)
     if cancelled:
         return E_CANCELLED
-    if not claimed:
-        return E_DUPLICATE
-    return None
+    if claimed:
+        return None
+    if holder in (names.CLAIMED_BY_SERVER, names.CLAIMED_BY_SERVER.encode()):
+        return E_FENCED
+    return E_DUPLICATE
 
 
 def cancel_mark(agent, task_id: str):
@@ -117,9 +123,9 @@ def guarded(agent, task, raw, queue: str, body, claim_ttl: int, announce_late=Fa
         # A message re-targeted to another host's queue (or run in-process) must not run here.
         return Report.refusal(Outcome.ERROR, E_WRONG_HOST.format(wanted=spec.host, queue=queue))
     refusal = claim_here(agent, task.request.id) or claim_in_broker(
-        agent, task.request.id, claim_ttl
+        agent, queue, task.request.id, claim_ttl
     )
-    if refusal == E_DUPLICATE:
+    if refusal in (E_DUPLICATE, E_FENCED):
         # The first delivery owns the host task: this copy must not touch its record.
         return Report.refusal(Outcome.ERROR, refusal, duplicate=True)
     if refusal:

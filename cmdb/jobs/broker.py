@@ -1,6 +1,7 @@
 """The server's direct uses of the broker's Redis (beyond publishing tasks), and its errors."""
 
 import contextlib
+import json
 
 import redis
 from kombu.exceptions import KombuError
@@ -30,3 +31,48 @@ def mark_cancelled(app, task_ids: list[str], ttl: int = CANCEL_MARK_TTL) -> None
         for task_id in task_ids:
             pipe.set(names.CANCELLED_KEY.format(task_id=task_id), 1, ex=ttl)
         pipe.execute()
+
+
+def fence(app, tasks: list[tuple[str, str]], ttl: int = CANCEL_MARK_TTL) -> dict[str, str | None]:
+    """Take the run-once claim of each (task id, host) for the server; task id -> None where the
+    server got it (no agent will ever start that task: workers.guard refuses a claim taken),
+    else the claim's holder (the pid of the agent that took the task first)."""
+    if not tasks:
+        return {}
+    with redis_client(app) as client, client.pipeline(transaction=False) as pipe:
+        for task_id, host in tasks:
+            key = names.CLAIMED_KEY.format(host=host, task_id=task_id)
+            pipe.set(key, names.CLAIMED_BY_SERVER, nx=True, ex=ttl)
+            pipe.get(key)
+        replies = pipe.execute()
+    out = {}
+    for (task_id, _), got, holder in zip(tasks, replies[::2], replies[1::2], strict=True):
+        out[task_id] = None if got else _text(holder)
+    return out
+
+
+def _text(value) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value or "")
+
+
+#: A host queue longer than this is not searched for messages to take out: the fence already
+#: makes them harmless (their agent refuses them), and the sweep must stay quick.
+UNQUEUE_SCAN_LIMIT = 10_000
+
+
+def unqueue(app, host: str, task_ids: set[str]) -> set[str]:
+    """Take the messages of ``task_ids`` out of ``host``'s queue; returns the ids it removed (the
+    rest were already taken by an agent, or the queue was too long to search)."""
+    removed = set()
+    with redis_client(app) as client:
+        if client.llen(host) > UNQUEUE_SCAN_LIMIT:
+            return removed
+        for raw in client.lrange(host, 0, -1):
+            try:
+                task_id = json.loads(raw)["headers"]["id"]
+            except (ValueError, KeyError, TypeError):
+                continue
+            # LREM of this exact message: 1 only if it was still there (no agent took it).
+            if task_id in task_ids and client.lrem(host, 1, raw):
+                removed.add(task_id)
+    return removed

@@ -47,7 +47,7 @@ class HostTaskStateChoices(models.TextChoices):
 
     @classmethod
     def inferred(cls) -> frozenset[str]:
-        """End states the server concludes on its own; a real result from the agent wins."""
+        """End states the server concludes on its own (final: a late result is kept beside)."""
         return frozenset({cls.UNREACHABLE, cls.LOST})
 
     @classmethod
@@ -63,15 +63,18 @@ _S = HostTaskStateChoices
 TRANSITIONS: dict[str, frozenset[str]] = {
     # Started by its agent, reported at once (a fetch's file may come before the notice),
     # never picked up, cancelled before it started, or not sent at all.
-    _S.PENDING: frozenset({_S.RUNNING, _S.STORING, _S.UNREACHABLE, *_S.reported()}),
+    # never picked up (the server holds its claim), taken by an agent that then died.
+    _S.PENDING: frozenset({_S.RUNNING, _S.STORING, _S.UNREACHABLE, _S.LOST, *_S.reported()}),
     # Reported, or its agent died; a fetch's host sent its file.
     _S.RUNNING: frozenset({_S.STORING, _S.LOST, *_S.reported()}),
     # The server stored the file (ok), could not (error), did not in time (lost), or the
     # operator cancelled it meanwhile.
     _S.STORING: frozenset({_S.OK, _S.ERROR, _S.LOST, _S.CANCELLED}),
-    # What the server inferred gives way to what the host says actually happened.
-    _S.UNREACHABLE: frozenset({_S.RUNNING, _S.STORING, *_S.reported()}),
-    _S.LOST: frozenset({_S.RUNNING, _S.STORING, *_S.reported()}),
+    # Provably never started: the server took its run-once claim (cmdb.jobs.sweeps).
+    _S.UNREACHABLE: frozenset(),
+    # Final too: a result that comes after is kept beside it (late_state), not in its place.
+    # Only the server's own storing of a fetched file it gave up on may still end it.
+    _S.LOST: frozenset({_S.OK, _S.ERROR}),
     # A result that raced with the cancel, or the agent's own word on a cancel it honoured.
     _S.CANCELLED: frozenset({_S.STORING, *_S.reported()}),
     # What the host reported is final.

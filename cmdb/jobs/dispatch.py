@@ -19,7 +19,7 @@ from cmdb.assets.where import parse_all as parse_where
 from cmdb.hosts.choices import KeyStateChoices
 from cmdb.hosts.models import Host, HostGroup, TargetError
 from cmdb.jobs import lifecycle, signer
-from cmdb.jobs.broker import BROKER_ERRORS, mark_cancelled
+from cmdb.jobs.broker import BROKER_ERRORS, fence, mark_cancelled
 from cmdb.jobs.choices import HostTaskStateChoices as State
 from cmdb.jobs.choices import JobKindChoices
 from cmdb.jobs.exceptions import BrokerDown, CannotSign, Refused
@@ -62,10 +62,10 @@ E_CANCELLED_STORING = "cancelled while the server was storing its file"
 # one that black-holes them after broker_connection_timeout per attempt.
 RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.5, "interval_max": 1}
 
-#: Slack on Celery's ``expires`` and on the signed deadline, which agents check against their own
-#: clocks: a host whose clock runs ahead must not drop messages the server still waits for. The
-#: server's reach deadline (and the cancel mark it sets on unreachable tasks) is what decides.
-EXPIRES_SLACK = timedelta(seconds=signing.CLOCK_SLACK)
+#: Slack on Celery's ``expires``, as agents give the signed deadline (wire.signing): a host whose
+#: clock runs ahead must not drop messages the server still waits for. The server's fence at the
+#: reach deadline (cmdb.jobs.broker.fence) is what decides.
+EXPIRES_SLACK = timedelta(seconds=signing.DEADLINE_SLACK)
 
 #: Messages per pipelined flush. When a flush fails its whole chunk and the rest are marked
 #: not dispatched (a connection that dies mid-pipeline may have delivered part of that chunk).
@@ -308,9 +308,10 @@ def publish(job: Job, tasks: list[HostTask], app: Celery) -> None:
 def cancel(tasks: list[HostTask], app: Celery) -> int:
     """Cancel the tasks that have not finished; return how many were asked to stop.
 
-    A pending task (or a fetch the server is storing) ends cancelled at once. A running one is
-    stopped by its agent, whose runner polls the mark and kills the command's process group;
-    the agent then reports the end.
+    A pending task ends cancelled at once if the server gets its run-once claim (no agent
+    will start it then); one an agent has claimed is being started, and is stopped like a
+    running one: its agent's runner polls the mark, kills the command's process group and
+    reports the end. A fetch the server is storing ends cancelled at once.
     """
     active = [t for t in tasks if t.state in State.active()]
     if not active:
@@ -318,8 +319,12 @@ def cancel(tasks: list[HostTask], app: Celery) -> int:
     # Agents refuse a marked task before they run it and stop it while it runs (they obey no
     # remote control, so a revoke broadcast would reach nobody).
     mark_cancelled(app, [t.task_id for t in active])
+    published = [t for t in active if t.state == State.PENDING and t.reach_deadline is not None]
+    holders = fence(app, [(t.task_id, t.ip) for t in published])
     # No agent has anything of these to stop: they end now.
+    now = [t.pk for t in active if t.state == State.STORING
+           or (t.state == State.PENDING and holders.get(t.task_id) is None)]  # fmt: skip
     why = {State.PENDING: E_CANCELLED_PENDING, State.STORING: E_CANCELLED_STORING}
-    lifecycle.conclude([t.pk for t in active if t.state in why], State.CANCELLED,
-                       lambda t: why.get(t.state, ""), only_from=set(why))  # fmt: skip
+    lifecycle.conclude(now, State.CANCELLED, lambda t: why.get(t.state, ""),
+                       only_from=set(why))  # fmt: skip
     return len(active)

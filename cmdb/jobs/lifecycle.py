@@ -5,9 +5,12 @@ states the caller means to move from (``only_from``: what it saw, so that a task
 meanwhile keeps its new state). A refused move changes nothing and is logged. The verbs below
 are the events of a host task's life; each says where it may come from:
 
-    begin        the agent started it                      pending, unreachable, lost
-    report       the agent's report arrived                pending, running, unreachable, lost,
-                                                           cancelled
+    begin        the agent started it                      pending
+    report       the agent's report arrived                pending, running, cancelled; on a
+                                                           lost task it is kept as a late
+                                                           result, on an unreachable one (the
+                                                           server held its claim: it never ran)
+                                                           it is only logged
     stored       the server stored a fetched file          storing, lost
     not_stored   ... or could not                          storing, lost
     conclude     the server's own verdict (unreachable, lost, cancelled, not dispatched):
@@ -41,8 +44,8 @@ OUTCOME_STATE = {
     Outcome.ERROR: State.ERROR,
 }
 
-BEGIN_FROM = frozenset({State.PENDING, *State.inferred()})
-REPORT_FROM = frozenset({State.PENDING, State.RUNNING, State.CANCELLED, *State.inferred()})
+BEGIN_FROM = frozenset({State.PENDING})
+REPORT_FROM = frozenset({State.PENDING, State.RUNNING, State.CANCELLED})
 STORED_FROM = frozenset({State.STORING, State.LOST})
 
 R_ILLEGAL = "not a move a host task makes"
@@ -108,18 +111,20 @@ def begin(task: HostTask, notice: Started) -> bool:
 
 
 def report(task: HostTask, report: Report) -> bool:
-    """What the host says happened. It beats what the server inferred (unreachable, lost) and
-    a cancel that raced with the command finishing. A fetch whose host sent its file goes on
-    as storing: it ends once the server has stored it (cmdb.jobs.results.finish_fetch)."""
+    """What the host says happened. It beats a cancel that raced with the command finishing. A
+    fetch whose host sent its file goes on as storing: it ends once the server has stored it
+    (cmdb.jobs.results.finish_fetch). After the server's own verdict it changes no state: on a
+    lost task it is kept as its late result (when, what), an unreachable one never ran."""
     if report.duplicate:
         # An agent refused a second delivery of this task id: the first one owns the record.
         logger.warning("agent %s refused a duplicate of %s", report.agent, task.task_id)
         return False
     state = OUTCOME_STATE.get(report.outcome, State.ERROR)
-    if state == State.CANCELLED and task.state == State.UNREACHABLE:
-        # A late agent refusing what the server gave up on (the sweep's cancel mark): nobody
-        # cancelled it, and "never delivered in time" stays the truth.
-        logger.info("host task %s: a late agent refused it; it stays unreachable", task.task_id)
+    if task.state == State.UNREACHABLE:
+        # The server held its run-once claim: only a refusal can come (a late agent, or the
+        # cancel mark the sweep set): nobody cancelled it, and it never ran.
+        logger.info("host task %s: %s from its agent after it was unreachable, ignored (%s)",
+                    task.task_id, state, _text(report.error)[:200])  # fmt: skip
         return False
     fields = {
         "exit_code": report.exit_code,
@@ -132,6 +137,8 @@ def report(task: HostTask, report: Report) -> bool:
         "duration": report.duration,
         "error": _text(report.error),
     }
+    if task.state == State.LOST:
+        return _late(task, state, fields)
     manifest = report.fetch_manifest
     if manifest and state == State.OK:
         state = State.STORING
@@ -144,6 +151,20 @@ def report(task: HostTask, report: Report) -> bool:
         )
     if not move(task, state, only_from=REPORT_FROM):
         return False
+    _set(task, fields)
+    return True
+
+
+def _late(task: HostTask, state: str, fields: dict) -> bool:
+    """Keep a result that came after the server called its task lost (a frozen agent that
+    thawed, a network that healed): beside the verdict, which stays. The first one only."""
+    if task.late_state:
+        return False
+    logger.warning("host task %s: a late result (%s) after it was lost, kept", task.task_id, state)
+    # The verdict's time and reason stay; the rest is what the host said (it had nothing).
+    said = f"; the late result says: {fields['error']}" if fields["error"] else ""
+    fields = {**fields, "late_state": state, "late_at": timezone.now(),
+              "finished_at": task.finished_at, "error": task.error + said}  # fmt: skip
     _set(task, fields)
     return True
 

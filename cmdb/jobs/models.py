@@ -132,6 +132,11 @@ class HostTask(models.Model):
     finished_at = models.DateTimeField("finished", null=True, blank=True)
     duration = models.FloatField("duration (s)", null=True, blank=True)
     error = models.TextField("error", blank=True)
+    late_state = models.CharField(
+        "late result", max_length=16, choices=State.choices, blank=True,
+        help_text="What the host reported after the server had called the task lost.",
+    )  # fmt: skip
+    late_at = models.DateTimeField("late result received", null=True, blank=True)
     fetched = models.JSONField(
         "fetched file",
         null=True,

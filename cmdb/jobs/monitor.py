@@ -99,6 +99,12 @@ class Liveness:
             return {ip for ip, s in self.hosts.items()
                     if not s.offline and now - s.heard <= self.lost_after}  # fmt: skip
 
+    def agent_of(self, ip: str) -> str:
+        """The node name of ``ip``'s agent as last heard, or ""."""
+        with self.lock:
+            seen = self.hosts.get(ip)
+        return seen.agent if seen else ""
+
     def verdict(self, ip: str, agent: str, pid: int | None, since: float, now: float) -> str | None:
         """Why a task that agent ``agent`` (main pid ``pid``) began on host ``ip`` at ``since``
         is lost, or None if it may live."""

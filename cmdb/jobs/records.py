@@ -28,8 +28,8 @@ FAILURE_EXCEPTION = {
 #: Every HostTask field a state change may set (one prepared UPDATE writes them all).
 WRITTEN_FIELDS = [
     "state", "exit_code", "agent", "agent_pid", "started_at", "finished_at", "duration", "error",
-    "fetched", *(f"{s}_{p}" for s in ("stdout", "stderr") for p in ("head", "tail", "bytes",
-                                                                    "truncated")),
+    "fetched", "late_state", "late_at",
+    *(f"{s}_{p}" for s in ("stdout", "stderr") for p in ("head", "tail", "bytes", "truncated")),
 ]  # fmt: skip
 
 TASK_RESULT_FIELDS = [

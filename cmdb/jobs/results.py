@@ -46,8 +46,8 @@ TRANSFERS = frozenset({JobKindChoices.PUSH, JobKindChoices.FETCH})
 
 
 #: Where a report the server cannot read may end its task from: not a cancelled one (the
-#: operator's word), not one already ended by what the host said.
-UNREADABLE_FROM = frozenset({State.PENDING, State.RUNNING, *State.inferred()})
+#: operator's word), not one already ended (by what the host said, or by the server's verdict).
+UNREADABLE_FROM = frozenset({State.PENDING, State.RUNNING})
 
 
 def _cut(text: str, limit: int) -> tuple[str, bool]:

@@ -4,7 +4,10 @@ Decision 4 of the design: every host task reaches a terminal state. A message no
 waits in Redis forever and Celery's ``expires`` is only checked by a worker that receives it, so
 the server keeps its own deadlines here:
 
-- pending past its reach deadline            -> unreachable
+- pending past its reach deadline            -> unreachable, if the server takes its run-once
+                                                claim (the fence; its message is taken out of
+                                                the queue); else its agent's (below)
+- pending, claimed by an agent that is gone  -> lost (took it, died before saying it started)
 - running on an agent that stopped beating   -> lost (kill -9, power off, network gone)
 - running on an agent that restarted         -> lost (same node name, new pid)
 - running past timeout + grace with no word  -> lost (the backstop for everything else)
@@ -22,21 +25,28 @@ from cmdb.files.pushed import release_finished_pushes
 from cmdb.hosts.choices import AgentStatusChoices as Status
 from cmdb.hosts.models import Host
 from cmdb.jobs import batches, lifecycle
-from cmdb.jobs.broker import mark_cancelled
+from cmdb.jobs.broker import fence, mark_cancelled, unqueue
 from cmdb.jobs.choices import HostTaskStateChoices as State
 from cmdb.jobs.exceptions import BrokerDown
 from cmdb.jobs.models import HostTask
 
 logger = logging.getLogger(__name__)
 
-E_UNREACHABLE = "no agent picked it up within {reach} s: is the agent for {ip} running?"
+E_UNREACHABLE = ("no agent took it within {reach} s: is the agent for {ip} running? It was taken "
+                 "out of the queue and will never run")  # fmt: skip
+E_UNREACHABLE_HELD = ("the agent for {ip} received it but had not started it within {reach} s; it "
+                      "will not run now (the server holds its run-once claim)")  # fmt: skip
+E_UNREACHABLE_UNSENT = ("{dispatch_error}; no agent took it within {reach} s, and it will never "
+                        "run")  # fmt: skip
+E_LOST_TAKEN = ("the agent took it (pid {pid}) but had not said it started when {why}; it may "
+                "have run")  # fmt: skip
+E_LOST_TAKEN_OVERDUE = ("the agent took it (pid {pid}) and has said nothing {grace} s past the "
+                        "{timeout} s timeout; it may have run")  # fmt: skip
 E_LOST_OVERDUE = "no result {grace} s after its {timeout} s timeout"
 E_NOT_STORED = ("the host sent its file, but the server did not finish storing it within "
                 "{limit} s (did the central worker stop? the broker hands the storing back to "
                 "one within an hour, and then this task ends ok)")  # fmt: skip
 
-#: Slack past a reach deadline, for a "started" notice still queued behind results.
-REACH_SLACK = 2.0
 #: Seconds between writes of an online host's last_seen (status changes write at once).
 LAST_SEEN_EVERY = 30.0
 
@@ -55,19 +65,62 @@ class Sweep:
 
 
 def unreachable(s: Sweep) -> int:
-    overdue = dict(
-        HostTask.objects.filter(
-            state=State.PENDING, reach_deadline__lt=s.now_dt - timedelta(seconds=REACH_SLACK)
-        ).values_list("pk", "job__reach_timeout")
-    )
+    """Pending tasks past their reach deadline: unreachable only where the server takes their
+    run-once claim (the fence: no agent starts them after that, workers.guard), and their
+    message out of the host's queue where it still is. A task an agent claimed first is its
+    agent's: it waits for its notice or result, or for that agent's death (then lost)."""
+    overdue = list(
+        HostTask.objects.filter(state=State.PENDING, reach_deadline__lt=s.now_dt).values_list(
+            "pk", "task_id", "ip", "reach_deadline", "job__reach_timeout", "job__timeout",
+            "job__dispatch_error",
+        )
+    )  # fmt: skip
     if not overdue:
         return 0
-    ended = lifecycle.conclude(overdue, State.UNREACHABLE,
-                               lambda t: E_UNREACHABLE.format(reach=overdue[t.pk], ip=t.ip),
+    holders = fence(s.app, [(row[1], row[2]) for row in overdue])
+    fenced, taken = [], []
+    for row in overdue:
+        (taken if holders[row[1]] else fenced).append(row)
+    removed = set()
+    by_ip: dict[str, set[str]] = {}
+    for _, task_id, ip, *_ in fenced:
+        by_ip.setdefault(ip, set()).add(task_id)
+    for ip, ids in by_ip.items():
+        removed |= unqueue(s.app, ip, ids)
+    reasons = {}
+    for pk, task_id, ip, _, reach, _, dispatch_error in fenced:
+        if dispatch_error:
+            reasons[pk] = E_UNREACHABLE_UNSENT.format(dispatch_error=dispatch_error, reach=reach)
+        elif task_id in removed:
+            reasons[pk] = E_UNREACHABLE.format(reach=reach, ip=ip)
+        else:
+            reasons[pk] = E_UNREACHABLE_HELD.format(reach=reach, ip=ip)
+    ended = lifecycle.conclude(reasons, State.UNREACHABLE, lambda t: reasons[t.pk],
                                only_from={State.PENDING})  # fmt: skip
-    # An agent that turns up late must not run what the server gave up on.
+    # Belt and braces: an agent checks the cancel mark before the claim.
     mark_cancelled(s.app, ended)
-    return len(ended)
+    return len(ended) + _taken_and_silent(s, taken, holders)
+
+
+def _taken_and_silent(s: Sweep, taken: list, holders: dict) -> int:
+    """Tasks an agent claimed but never said it started: lost once that agent is found dead
+    (or restarted), or past the timeout with no word."""
+    ended = 0
+    for pk, task_id, ip, deadline, _, timeout, _ in taken:
+        holder = holders[task_id]
+        pid = int(holder) if holder.isdigit() else None
+        why = None if s.deaf else s.liveness.verdict(ip, s.liveness.agent_of(ip), pid,
+                                                     deadline.timestamp(), s.now)  # fmt: skip
+        if why:
+            reason = E_LOST_TAKEN.format(pid=holder, why=why)
+        elif _past_deadline(s, deadline, timeout):
+            reason = E_LOST_TAKEN_OVERDUE.format(pid=holder, grace=s.cfg["RESULT_GRACE"],
+                                                 timeout=timeout)  # fmt: skip
+        else:
+            continue
+        logger.warning("host task on %s lost: %s", ip, reason)
+        ended += len(lifecycle.conclude([pk], State.LOST, reason, only_from={State.PENDING}))
+    return ended
 
 
 def _past_deadline(s: Sweep, started_at, timeout: int) -> bool:

@@ -15,7 +15,7 @@ from cmdb.jobs.choices import AGENT_TASK, TRANSITIONS, JobKindChoices
 from cmdb.jobs.choices import HostTaskStateChoices as State
 from cmdb.jobs.models import HostTask, Job
 from tests.support.factories import from_host
-from wire.messages import VERSION, Outcome, Report, Started
+from wire.messages import VERSION, Outcome, Report, Started, Stream
 
 ROOT = Path(__file__).resolve().parents[2]
 PAIRS = list(itertools.product(State.values, repeat=2))
@@ -34,8 +34,12 @@ def test_the_table_names_every_state_and_only_terminal_ones_lack_a_way_out():
         if state in State.active():
             assert targets & State.terminal(), f"{state} can never end"
     # What the host reported is final: nothing the server infers or hears later changes it.
-    for final in (State.OK, State.FAILED, State.TIMEOUT, State.ERROR):
+    # So is "unreachable" (never started: the server holds its claim).
+    for final in (State.OK, State.FAILED, State.TIMEOUT, State.ERROR, State.UNREACHABLE):
         assert TRANSITIONS[final] == frozenset()
+    # "lost" only by the server's own storing of a file it had given up on.
+    assert TRANSITIONS[State.LOST] == {State.OK, State.ERROR}
+    assert State.LOST not in lifecycle.REPORT_FROM | lifecycle.BEGIN_FROM
     assert State.PENDING not in set().union(*TRANSITIONS.values())  # nothing goes back
 
 
@@ -95,7 +99,9 @@ def test_a_report_moves_a_task_only_from_where_a_report_may_come():
     for state in State.values:
         task = task_in(state)
         moved = lifecycle.report(task, report)
-        assert moved is (state in lifecycle.REPORT_FROM and State.OK in TRANSITIONS[state])
+        late = state == State.LOST  # kept beside the verdict, which stays
+        moves = state in lifecycle.REPORT_FROM and State.OK in TRANSITIONS[state]
+        assert moved is (late or moves)
     # The host's part of a fetch is done once the server stores its file: a late (or
     # forged) report must not end a storing task.
     storing = task_in(State.STORING, JobKindChoices.FETCH)
@@ -200,3 +206,35 @@ def test_a_late_agents_refusal_of_an_unreachable_task_is_no_cancel():
                      error="cancelled before it started")  # fmt: skip
 
     assert not lifecycle.report(task, refusal) and task.state == State.UNREACHABLE
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("outcome", [Outcome.OK, Outcome.CANCELLED, Outcome.ERROR])
+def test_nothing_an_agent_says_turns_an_unreachable_task_into_something_else(outcome):
+    task = task_in(State.UNREACHABLE)
+    refusal = Report(task_id=task.task_id, outcome=outcome)
+    results.store_batch([from_host(task, Started(task_id=task.task_id, agent="agent@x"))],
+                        [from_host(task, refusal)])  # fmt: skip
+    task.refresh_from_db()
+    assert task.state == State.UNREACHABLE and not task.late_state
+
+
+@pytest.mark.django_db
+def test_a_result_after_lost_is_kept_beside_the_verdict_and_only_the_first():
+    task = task_in(State.LOST)
+    HostTask.objects.filter(pk=task.pk).update(error="agent a@x stopped sending heartbeats")
+    task.refresh_from_db()
+    verdict_at = task.finished_at
+    late = Report(task_id=task.task_id, outcome=Outcome.OK, exit_code=0, agent="a@x",
+                  stdout=Stream.text("thawed\n"), duration=31.0)  # fmt: skip
+    results.store_batch([from_host(task, Started(task_id=task.task_id, agent="a@x"))],
+                        [from_host(task, late)])  # fmt: skip
+    task.refresh_from_db()
+    assert (task.state, task.late_state, task.exit_code) == (State.LOST, State.OK, 0)
+    assert task.stdout_head == "thawed\n" and task.late_at is not None
+    assert task.error == "agent a@x stopped sending heartbeats"
+    assert task.finished_at == verdict_at
+    # A second report (a duplicate delivery, a forgery replayed) changes nothing.
+    results.store_batch([], [from_host(task, {**late.to_wire(), "exit_code": 3})])
+    task.refresh_from_db()
+    assert (task.late_state, task.exit_code) == (State.OK, 0)

@@ -235,6 +235,40 @@ def test_known_host_without_agent_ends_unreachable(manage, fleet):
         key = names.CANCELLED_KEY.format(task_id=host["task_id"])
         assert conn.default_channel.client.exists(key)
     assert TaskResult.objects.get(task_id=host["task_id"]).status == "FAILURE"
+    # Provably never delivered: its message was taken out of the queue, and the server holds
+    # its run-once claim, which an agent finds taken and then refuses.
+    with app.connection_for_write() as conn:
+        client = conn.default_channel.client
+        assert client.llen("127.0.1.99") == 0
+        claim = names.CLAIMED_KEY.format(host="127.0.1.99", task_id=host["task_id"])
+        assert client.get(claim) == names.CLAIMED_BY_SERVER.encode()
+
+
+def test_an_agent_frozen_past_the_reach_deadline_never_runs_the_task(manage, fleet, tmp_path):
+    """SIGSTOP: the message is in the queue, or already handed to the frozen agent's connection
+    (a BRPOP that was waiting). At the deadline the server takes it out or, failing that, takes
+    its claim; the thawed agent finds nothing to run or a claim taken, and refuses."""
+    from cmdb.celery import app
+
+    ip = "127.0.1.51"
+    agent = fleet.start_agent(ip, concurrency=1)
+    wait_for(lambda: ping_nodes(app, [f"agent@{ip}"]), 60, "the agent to freeze", interval=0.5)
+    remember_keys(fleet, [ip])
+    make_host(ip)
+    marker = tmp_path / "ran"
+    os.killpg(agent.pid, signal.SIGSTOP)
+    try:
+        job_id = dispatch(manage, f"touch {marker}", ip, extra=["--reach-timeout", "2"])
+        task = wait_state(HostTask.objects.get(job_id=job_id).task_id, {State.UNREACHABLE},
+                          timeout=30)  # fmt: skip
+    finally:
+        os.killpg(agent.pid, signal.SIGCONT)
+    assert "will not run now" in task.error or "will never run" in task.error
+    wait_for(lambda: ping_nodes(app, [f"agent@{ip}"]), 30, "the thawed agent", interval=0.5)
+    time.sleep(2)
+    task.refresh_from_db()
+    assert task.state == State.UNREACHABLE and not marker.exists()
+    fleet.stop(f"agent-{ip}")
 
 
 def test_agent_killed_mid_command_ends_lost(manage, fleet, tmp_path):

@@ -140,7 +140,7 @@ def test_a_signed_message_past_its_deadline_runs_nothing(fleet, hosts, tmp_path)
     task = host_task(hosts[1], f"touch {marker}")
     spec = spec_of(task)
     headers = signed_headers(names.RUN_COMMAND, task.ip, task.task_id, spec,
-                             ttl=-signing.CLOCK_SLACK - 60)  # fmt: skip
+                             ttl=-signing.DEADLINE_SLACK - 10)  # fmt: skip
 
     before = publish(task, spec, headers)
 
