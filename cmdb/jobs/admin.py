@@ -52,6 +52,7 @@ class HostTaskInline(RecordMixin, admin.TabularInline):
     fields = (
         "ip",
         "state",
+        "late_state",
         "exit_code",
         "duration",
         "stdout_head",

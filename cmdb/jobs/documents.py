@@ -50,6 +50,13 @@ def fetched_file(task: HostTask, link: Link) -> dict | None:
             "removed": _time(task.fetched_removed_at)}  # fmt: skip
 
 
+def late_result(task: HostTask) -> dict | None:
+    """What the host reported after the server had called the task lost; the verdict stays."""
+    if not task.late_state:
+        return None
+    return {"state": task.late_state, "received_at": _time(task.late_at)}
+
+
 def task_document(task: HostTask, link: Link, output: bool = True) -> dict:
     """``output``: with the host's output (stdout, stderr); else they are null."""
     return {
@@ -66,6 +73,7 @@ def task_document(task: HostTask, link: Link, output: bool = True) -> dict:
         "finished_at": _time(task.finished_at),
         "agent": task.agent,
         "error": task.error,
+        "late": late_result(task),
         "stdout": task.stream("stdout") if output else None,
         "stderr": task.stream("stderr") if output else None,
         "file": fetched_file(task, link),

@@ -9,6 +9,8 @@ from cmdb.jobs.models import HostTask, Job
 
 def _header(task: HostTask) -> str:
     parts = [task.state]
+    if task.late_state:
+        parts.append(f"then a late result: {task.late_state}")
     if task.exit_code is not None:
         parts.append(f"exit {task.exit_code}")
     if task.duration is not None:
@@ -47,6 +49,9 @@ def format_task(task: HostTask) -> str:
     lines = [_header(task) + "\n"]
     if task.error:
         lines.append(f"[{task.state}] {printable(task.error)}\n")
+    if task.late_state:
+        lines.append(f"[late result] {task.late_state}, received {task.late_at:%Y-%m-%d %H:%M:%S} "
+                     "UTC after that verdict; what the host said follows\n")  # fmt: skip
     lines.append(_with_newline(printable(stream_text(task, "stdout"))))
     stderr = printable(stream_text(task, "stderr"))
     if stderr:

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from django_celery_results.models import TaskResult
 
-from cmdb.jobs import lifecycle, results
+from cmdb.jobs import documents, lifecycle, results
+from cmdb.jobs import report as report_text
 from cmdb.jobs.choices import AGENT_TASK, TRANSITIONS, JobKindChoices
 from cmdb.jobs.choices import HostTaskStateChoices as State
 from cmdb.jobs.models import HostTask, Job
@@ -234,6 +235,11 @@ def test_a_result_after_lost_is_kept_beside_the_verdict_and_only_the_first():
     assert task.stdout_head == "thawed\n" and task.late_at is not None
     assert task.error == "agent a@x stopped sending heartbeats"
     assert task.finished_at == verdict_at
+    # Shown, in check_task and the API, beside the verdict.
+    shown = report_text.format_task(task)
+    assert "(lost, then a late result: ok, exit 0" in shown
+    assert "[late result] ok, received" in shown
+    assert documents.late_result(task)["state"] == State.OK
     # A second report (a duplicate delivery, a forgery replayed) changes nothing.
     results.store_batch([], [from_host(task, {**late.to_wire(), "exit_code": 3})])
     task.refresh_from_db()

@@ -5,6 +5,7 @@ from rest_framework import serializers
 from rest_framework.reverse import reverse
 
 from cmdb.jobs import documents
+from cmdb.jobs.choices import HostTaskStateChoices as State
 from cmdb.jobs.models import HostTask, Job
 
 
@@ -36,6 +37,11 @@ class FetchedFileSerializer(serializers.Serializer):
         allow_null=True,
         help_text="When the server's copy was removed (CMDB_FETCH_KEEP_DAYS); null while kept.",
     )
+
+
+class LateResultSerializer(serializers.Serializer):
+    state = serializers.ChoiceField(choices=State.choices, help_text="What the host reported.")
+    received_at = serializers.DateTimeField(help_text="When the server received it.")
 
 
 class RenderedMixin:
@@ -74,6 +80,10 @@ class HostTaskSerializer(RenderedMixin, serializers.ModelSerializer):
     file = serializers.SerializerMethodField(
         help_text="Fetch: the server's copy of this host's file; null until stored."
     )
+    late = serializers.SerializerMethodField(
+        help_text="A result the host sent after the server had called the task lost (the state "
+        "stays lost; exit code and output are the late result's); null if none."
+    )
 
     class Meta:
         model = HostTask
@@ -91,6 +101,7 @@ class HostTaskSerializer(RenderedMixin, serializers.ModelSerializer):
             "finished_at",
             "agent",
             "error",
+            "late",
             "stdout",
             "stderr",
             "file",
@@ -99,6 +110,10 @@ class HostTaskSerializer(RenderedMixin, serializers.ModelSerializer):
 
     def to_representation(self, task: HostTask) -> dict:
         return documents.task_document(task, self.link(), self.output())
+
+    @extend_schema_field(LateResultSerializer(allow_null=True))
+    def get_late(self, task: HostTask) -> dict | None:
+        return documents.late_result(task)
 
     @extend_schema_field(FetchedFileSerializer(allow_null=True))
     def get_file(self, task: HostTask) -> dict | None:
