@@ -192,12 +192,14 @@ CMDB = {
     "MAX_TIMEOUT": int(os.environ.get("CMDB_MAX_TIMEOUT", str(24 * 3600))),
     #: Seconds a host's agent has to pick a task up before the host task is "unreachable".
     "REACH_TIMEOUT": int(os.environ.get("CMDB_REACH_TIMEOUT", "60")),
-    #: Seconds without a heartbeat after which a running host task's agent is taken for dead.
-    "AGENT_LOST_AFTER": float(os.environ.get("CMDB_AGENT_LOST_AFTER", "15")),
+    #: Seconds without a heartbeat after which a running host task's agent is taken for dead:
+    #: three of the agents' 2 s heartbeats missed, and a second for a busy host or broker. With
+    #: the 1 s sweep a dead agent's tasks end lost within 9 s.
+    "AGENT_LOST_AFTER": float(os.environ.get("CMDB_AGENT_LOST_AFTER", "7")),
     #: Seconds past a command's own timeout before it is "lost" even if its agent looks alive.
     "RESULT_GRACE": int(os.environ.get("CMDB_RESULT_GRACE", "60")),
     #: How often the central worker's monitor looks for overdue host tasks.
-    "SWEEP_INTERVAL": float(os.environ.get("CMDB_SWEEP_INTERVAL", "2")),
+    "SWEEP_INTERVAL": float(os.environ.get("CMDB_SWEEP_INTERVAL", "1")),
     #: Bytes of each stream's head and tail kept per host (the middle is counted, not kept).
     "HEAD_BYTES": int(os.environ.get("CMDB_HEAD_BYTES", "65536")),
     "TAIL_BYTES": int(os.environ.get("CMDB_TAIL_BYTES", "65536")),

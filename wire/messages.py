@@ -293,6 +293,9 @@ class Report(_Message):
     traceback: str | None = None
     #: A second delivery of a task id the agent had already run: it did not run again.
     duplicate: bool = False
+    #: From an agent that found the task's command left by its dead predecessor and ended it
+    #: (workers.orphans): the task is lost, and ``error`` says what was killed.
+    reaped: bool = False
     #: Collect: what the collectors found (facts and errors per plugin).
     facts_report: dict | None = None
     #: Push and fetch: {"outcome": TransferOutcome, "detail": ..., ...}.

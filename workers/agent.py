@@ -8,7 +8,7 @@ import dataclasses
 import os
 
 from wire import signing
-from workers import claims
+from workers import claims, orphans
 from workers.config import AgentSettings
 
 
@@ -21,6 +21,7 @@ class Agent:
         self._public_key = None
         self._own_key = None
         self._ledger = None
+        self._records = None
         self._connection = None
         #: The hosts (IPs) this agent serves, fixed when the worker starts: what it consumes
         #: then, before anyone can reach it. Remote control (add_consumer) cannot change it.
@@ -53,6 +54,12 @@ class Agent:
         if self._ledger is None:
             self._ledger = claims.Ledger(self.settings.claims_folder)
         return self._ledger
+
+    def running(self) -> orphans.Records:
+        """The records of the commands this host's agents run (workers.orphans)."""
+        if self._records is None:
+            self._records = orphans.Records(self.settings.state_dir / "running")
+        return self._records
 
     def redis(self):
         """The broker's own Redis client (kombu's), so Sentinel and TLS URLs work as for Celery."""

@@ -11,8 +11,8 @@ CMDB_AGENT_STATE_DIR  where run-once claims are kept (/var/lib/cmdb-agent for ro
 CMDB_AGENT_ROOT       treat this folder as "/" for pushes and fetches (several agents on
                       one machine: the demo and the tests)
 CMDB_SPOOL_DIR        where command output is spooled (the system's temp folder)
-CMDB_AGENT_HEARTBEAT  seconds between signed heartbeats (5; the server's CMDB_AGENT_LOST_AFTER
-                      must be a few of them)
+CMDB_AGENT_HEARTBEAT  seconds between signed heartbeats (2; the server's CMDB_AGENT_LOST_AFTER,
+                      7, must be a few of them)
 CMDB_AGENT_REMOTE_CONTROL  1 (the default): obey ping; 0: no remote control at all, as the
                       unit runs it and as a host's broker user needs (deploy/BROKER.md)
 """
@@ -59,7 +59,7 @@ class AgentSettings:
             root=environ.get("CMDB_AGENT_ROOT") or None,
             spool_dir=environ.get("CMDB_SPOOL_DIR") or None,
             # At least 0.2 s: 0 would make the worker's timer send nothing else.
-            heartbeat=max(0.2, float(environ.get("CMDB_AGENT_HEARTBEAT") or 5)),
+            heartbeat=max(0.2, float(environ.get("CMDB_AGENT_HEARTBEAT") or 2)),
             remote_control=(environ.get("CMDB_AGENT_REMOTE_CONTROL") or "1") != "0",
         )
 

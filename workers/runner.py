@@ -54,6 +54,7 @@ def run_command(
     cwd: str | None = None,
     env: dict | None = None,
     spool_dir: str | None = None,
+    on_start: Callable[[int], None] | None = None,
     kill_grace: float = 2.0,
     clock=time.monotonic,
     wallclock=time.time,
@@ -66,6 +67,8 @@ def run_command(
     exception raised while waiting also kills the tree, and is then re-raised.
     `cancelled` is asked every `cancel_every` seconds while the command runs (the agent checks
     the operator's cancel mark in Redis); True kills the tree and returns CANCELLED.
+    `on_start` is given the shell's pid (its session's id) as soon as it exists: the agent
+    records it, so that its successor can end the session if the agent dies (workers.orphans).
     `clock` drives the timeout and `duration`; `wallclock` gives `started_at`/`finished_at`.
     """
     if not isinstance(command, str) or not command.strip():
@@ -111,6 +114,8 @@ def run_command(
 
         error = ""
         try:
+            if on_start is not None:
+                on_start(proc.pid)
             reason = _supervise(
                 proc, spools, start + timeout, max_output_bytes, clock, cancelled, cancel_every
             )

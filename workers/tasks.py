@@ -5,6 +5,7 @@ central worker as the first argument of the link callback the dispatcher attache
 be JSON and must exist even when things go wrong.
 """
 
+import contextlib
 import logging
 import math
 import os
@@ -12,6 +13,7 @@ import socket
 import time
 import traceback
 
+from celery import current_task
 from celery.app import trace
 from celery.exceptions import SoftTimeLimitExceeded
 from celery.signals import worker_init, worker_process_init, worker_ready
@@ -78,6 +80,24 @@ def _capture_size(size: int) -> int:
 
 
 def _run(agent, spec: CommandSpec, cancelled) -> Report:
+    task_id = current_task.request.id
+
+    def record(pid: int) -> None:
+        # So that the next agent ends this command if this one dies (workers.orphans). A record
+        # that cannot be written costs only that: the command is already running.
+        try:
+            agent.running().add(task_id, spec.host, pid, agent.pid)
+        except (OSError, ValueError) as exc:
+            logger.error("could not record running command %s: %s", task_id, exc)
+
+    try:
+        return _ran(agent, spec, cancelled, record)
+    finally:
+        with contextlib.suppress(OSError):
+            agent.running().remove(task_id)
+
+
+def _ran(agent, spec: CommandSpec, cancelled, record) -> Report:
     result = runner.run_command(
         spec.command,
         timeout=float(spec.timeout),
@@ -91,6 +111,7 @@ def _run(agent, spec: CommandSpec, cancelled) -> Report:
         # Only the soft time limit backstop raises this now: the runner's own timeout failed.
         interrupts=(SoftTimeLimitExceeded,),
         spool_dir=agent.settings.spool_dir,
+        on_start=record,
     )
     outcome, error = result.outcome, result.error
     if outcome == Outcome.CANCELLED and not cancelled():
@@ -197,10 +218,12 @@ def fetch_file(self, spec: dict) -> dict:
 
 @worker_ready.connect
 def _register_with_server(sender=None, **_):
-    """Tell the server which hosts this agent serves: one message per IP queue it consumes."""
+    """Tell the server which hosts this agent serves: one message per IP queue it consumes;
+    and end what a dead predecessor left running, telling the server of each."""
     agent_app = getattr(sender, "app", app)
     if agent_app.main != app.main:
         return
+    _reap_orphans(agent_app, getattr(sender, "hostname", "") or "")
     for name in agent_app.amqp.queues.consume_from or {}:
         try:
             ip = validate_ipv4(name)
@@ -213,3 +236,19 @@ def _register_with_server(sender=None, **_):
                                     pubkey=signing.public_pem(key).decode())  # fmt: skip
         agent_app.send_task(names.REGISTER_AGENT, args=[registration.signed(key).to_wire()],
                             queue=agent.settings.central_queue)  # fmt: skip
+
+
+def _reap_orphans(agent_app, hostname: str) -> None:
+    try:
+        found = agent.running().reap()
+    except OSError as exc:
+        logger.error("could not look for commands a dead agent left running: %s", exc)
+        return
+    for orphan in found:
+        if orphan.host not in agent.identity:
+            continue  # not a host this agent may speak for (its broker user could not, either)
+        report = Report.refusal(Outcome.ERROR, orphan.error, task_id=orphan.task_id,
+                                host=orphan.host, agent=hostname, agent_pid=agent.pid,
+                                reaped=True)  # fmt: skip
+        agent_app.send_task(names.STORE_RESULT, args=[report.signed(agent.own_key()).to_wire()],
+                            queue=agent.settings.results_queue)  # fmt: skip

@@ -119,6 +119,8 @@ def report(task: HostTask, report: Report) -> bool:
         # An agent refused a second delivery of this task id: the first one owns the record.
         logger.warning("agent %s refused a duplicate of %s", report.agent, task.task_id)
         return False
+    if report.reaped:
+        return _reaped(task, _text(report.error))
     state = OUTCOME_STATE.get(report.outcome, State.ERROR)
     if task.state == State.UNREACHABLE:
         # The server held its run-once claim: only a refusal can come (a late agent, or the
@@ -153,6 +155,22 @@ def report(task: HostTask, report: Report) -> bool:
         return False
     _set(task, fields)
     return True
+
+
+def _reaped(task: HostTask, said: str) -> bool:
+    """The restarted agent ended what its dead predecessor left of this task's command: lost,
+    with what was killed; said beside an earlier lost verdict."""
+    if task.state in (State.PENDING, State.RUNNING):
+        if not move(task, State.LOST, only_from={State.PENDING, State.RUNNING}):
+            return False
+        now = timezone.now()
+        _set(task, {"error": said, "finished_at": now})
+        _set_duration(task, now)
+        return True
+    if task.state == State.LOST and said not in task.error:
+        _set(task, {"error": f"{task.error}; then {said}"})
+        return True
+    return False
 
 
 def _late(task: HostTask, state: str, fields: dict) -> bool:

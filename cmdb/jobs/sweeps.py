@@ -42,6 +42,8 @@ E_LOST_TAKEN = ("the agent took it (pid {pid}) but had not said it started when 
                 "have run")  # fmt: skip
 E_LOST_TAKEN_OVERDUE = ("the agent took it (pid {pid}) and has said nothing {grace} s past the "
                         "{timeout} s timeout; it may have run")  # fmt: skip
+#: Said with every verdict on a running command: what the server cannot know yet.
+E_LOST_HINT = "; the command may still be running there, until the agent restarts and kills it"
 E_LOST_OVERDUE = "no result {grace} s after its {timeout} s timeout"
 E_NOT_STORED = ("the host sent its file, but the server did not finish storing it within "
                 "{limit} s (did the central worker stop? the broker hands the storing back to "
@@ -140,7 +142,8 @@ def lost(s: Sweep) -> int:
             reason = E_LOST_OVERDUE.format(grace=s.cfg["RESULT_GRACE"], timeout=timeout)
         if reason:
             logger.warning("host task on %s lost: %s", ip, reason)
-            ended += len(lifecycle.conclude([pk], State.LOST, reason, only_from={State.RUNNING}))
+            ended += len(lifecycle.conclude([pk], State.LOST, reason + E_LOST_HINT,
+                                            only_from={State.RUNNING}))  # fmt: skip
     return ended
 
 

@@ -1,5 +1,6 @@
 """The everyday loop through real Redis, a real central worker and real agent processes."""
 
+import contextlib
 import json
 import os
 import re
@@ -15,7 +16,6 @@ from django_celery_results.models import TaskResult
 
 from cmdb.jobs.choices import HostTaskStateChoices as State
 from cmdb.jobs.models import HostTask, Job
-from deploy.local import stop_group
 from tests.support.cli import ID_LINE, dispatch, wait_job, wait_state
 from tests.support.factories import from_host, make_host, signed_headers
 from tests.support.fleet import (
@@ -36,6 +36,13 @@ pytestmark = [pytest.mark.fleet, pytest.mark.django_db(transaction=True)]
 @pytest.fixture
 def hosts(fleet):
     return [make_host(ip) for ip in AGENT_IPS]
+
+
+def _alive(proc: psutil.Process) -> bool:
+    try:
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 def pid_gone(pid: int) -> bool:
@@ -284,14 +291,29 @@ def test_agent_killed_mid_command_ends_lost(manage, fleet, tmp_path):
     task = HostTask.objects.get(job_id=job_id)
     wait_state(task.task_id, {State.RUNNING})
 
+    command = psutil.Process(int(wait_for(pidfile.read_text, 10, "the command's pid")))
+
     os.killpg(agent.pid, signal.SIGKILL)
     agent.wait()
+    killed = time.monotonic()
 
     task = wait_state(task.task_id, {State.LOST}, timeout=30)
-    assert "stopped sending heartbeats" in task.error
+    # Within 10 s by default (lost_after 7, sweep 1); the suite's settings are 6 and 0.5.
+    assert time.monotonic() - killed < 10
+    assert "stopped sending heartbeats" in task.error and "may still be running" in task.error
     assert TaskResult.objects.get(task_id=task.task_id).status == "FAILURE"
-    # The command had its own session; kill it so it does not outlive the test.
-    stop_group(int(pidfile.read_text()), signal.SIGKILL, timeout=2)
+    # The command had its own session: it outlived its agent. The next agent ends it.
+    assert command.is_running()
+    fleet.start_agent(ip, concurrency=1)
+    try:
+        wait_for(lambda: not _alive(command), 60, "the restarted agent to kill the orphan")
+        task = wait_for(lambda: HostTask.objects.filter(pk=task.pk, error__contains="killed what")
+                        .first(), 30, "the restarted agent's word")  # fmt: skip
+        assert task.state == State.LOST and "the restarted agent killed" in task.error
+    finally:
+        with contextlib.suppress(psutil.Error):
+            command.kill()
+        fleet.stop(f"agent-{ip}")
 
 
 def test_message_for_another_host_is_refused_by_the_agent(fleet, hosts, tmp_path):
