@@ -174,11 +174,12 @@ CENTRAL_QUEUE = os.environ.get("CMDB_CENTRAL_QUEUE") or names.DEFAULT_CENTRAL_QU
 #: Where agents send "started" notices and results: the central worker's batch intake.
 RESULTS_QUEUE = os.environ.get("CMDB_RESULTS_QUEUE") or names.default_results_queue(CENTRAL_QUEUE)
 
+_BROKER_TIMEOUT = float(os.environ.get("CMDB_BROKER_TIMEOUT") or 4)
 # Read by cmdb/celery.py with namespace "CELERY": broker_url becomes CELERY_BROKER_URL, etc.
 for _key, _value in {
-    **transport.celery_config(
-        BROKER_URL, CENTRAL_QUEUE, float(os.environ.get("CMDB_BROKER_TIMEOUT") or 4)
-    ),
+    # A broker that does not answer within CMDB_BROKER_TIMEOUT (connecting, or once connected:
+    # one frozen by SIGSTOP or a full disk accepts connections and says nothing) is down.
+    **transport.celery_config(BROKER_URL, CENTRAL_QUEUE, _BROKER_TIMEOUT, _BROKER_TIMEOUT),
     # Every per-host task id gets a django-celery-results row, written by the central worker.
     "result_backend": "django-db",
     "result_extended": True,
@@ -190,6 +191,9 @@ CMDB = {
     #: Seconds a command may run on a host before its process group is killed.
     "DEFAULT_TIMEOUT": int(os.environ.get("CMDB_DEFAULT_TIMEOUT", "300")),
     "MAX_TIMEOUT": int(os.environ.get("CMDB_MAX_TIMEOUT", str(24 * 3600))),
+    #: Seconds publishing a job's messages may take in all (every retry included) before the
+    #: broker counts as down: the job is then not dispatched, and `run` exits 3.
+    "DISPATCH_TIMEOUT": float(os.environ.get("CMDB_DISPATCH_TIMEOUT", "5")),
     #: Seconds a host's agent has to pick a task up before the host task is "unreachable".
     "REACH_TIMEOUT": int(os.environ.get("CMDB_REACH_TIMEOUT", "60")),
     #: Seconds without a heartbeat after which a running host task's agent is taken for dead:

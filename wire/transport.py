@@ -9,8 +9,11 @@ from urllib.parse import parse_qs, urlsplit
 from wire import names
 
 
-def celery_config(broker_url: str, central_queue: str, broker_timeout: float = 4.0) -> dict:
-    """Celery settings common to agents and the server, from values their settings read."""
+def celery_config(broker_url: str, central_queue: str, broker_timeout: float = 4.0,
+                  socket_timeout: float = 30) -> dict:  # fmt: skip
+    """Celery settings common to agents and the server, from values their settings read.
+    ``socket_timeout``: how long a broker that accepted a connection may take to answer; the
+    server's is short (a frozen broker must fail a dispatch in seconds), an agent's longer."""
     return {
         "broker_url": broker_url,
         "broker_use_ssl": tls_options(broker_url),
@@ -20,7 +23,7 @@ def celery_config(broker_url: str, central_queue: str, broker_timeout: float = 4
         "broker_connection_timeout": broker_timeout,
         "broker_transport_options": {
             "socket_connect_timeout": 4,
-            "socket_timeout": 30,
+            "socket_timeout": socket_timeout,
             # No message here has a priority: one Redis list per queue (kombu's default is four,
             # "<queue>\x06\x16<3|6|9>"), so that a host's broker user names its queue, no more.
             "priority_steps": [0],

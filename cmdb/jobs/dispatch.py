@@ -6,6 +6,7 @@ that is down becomes BrokerDown within seconds, with the job saying it was not s
 """
 
 import logging
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -59,8 +60,25 @@ E_CANCELLED_PENDING = "cancelled before any agent started it"
 E_CANCELLED_STORING = "cancelled while the server was storing its file"
 
 # Publishing retries briefly: a broker that refuses connections is reported in about a second,
-# one that black-holes them after broker_connection_timeout per attempt.
+# one that black-holes them or answers nothing after CMDB_BROKER_TIMEOUT per attempt; and all of
+# it within one deadline (CMDB_DISPATCH_TIMEOUT), however many attempts that leaves.
 RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.5, "interval_max": 1}
+
+
+class DispatchDeadline(OSError):
+    """Publishing has taken the whole dispatch deadline: the broker counts as down."""
+
+
+def _within(deadline: float, attempt: float):
+    """kombu's errback before each retry: no retry that could not end (``attempt`` seconds,
+    the broker timeout, after its pause) before the deadline."""
+
+    def errback(exc, interval):
+        if time.monotonic() + interval + attempt > deadline:
+            raise DispatchDeadline(f"{exc} (and no answer within the dispatch deadline)") from exc
+
+    return errback
+
 
 #: Slack on Celery's ``expires``, as agents give the signed deadline (wire.signing): a host whose
 #: clock runs ahead must not drop messages the server still waits for. The server's fence at the
@@ -229,7 +247,8 @@ def _spec(job: Job, task: HostTask, reply_queue: str) -> Spec:
     )
 
 
-def _send(app: Celery, producer, job: Job, task: HostTask, reply_queue: str, store) -> None:
+def _send(app: Celery, producer, job: Job, task: HostTask, reply_queue: str, store,
+          retry_policy: dict) -> None:  # fmt: skip
     spec = _spec(job, task, reply_queue)
     name, raw = spec.TASK, spec.to_wire()
     app.send_task(
@@ -252,7 +271,7 @@ def _send(app: Celery, producer, job: Job, task: HostTask, reply_queue: str, sto
         time_limit=job.timeout + 60,
         link=store,
         retry=True,
-        retry_policy=RETRY_POLICY,
+        retry_policy=retry_policy,
     )
 
 
@@ -267,19 +286,19 @@ def publish(job: Job, tasks: list[HostTask], app: Celery) -> None:
     reply_queue = settings.CMDB["RESULTS_QUEUE"]
     store = app.signature(names.STORE_RESULT, options={"queue": reply_queue})
     sent = uncertain = 0
+    deadline = time.monotonic() + settings.CMDB["DISPATCH_TIMEOUT"]
+    attempt = app.conf.broker_transport_options.get("socket_timeout") or 0
+    policy = {**RETRY_POLICY, "errback": _within(deadline, attempt)}
     try:
         with app.producer_or_acquire() as producer:
-            producer.connection.ensure_connection(
-                max_retries=RETRY_POLICY["max_retries"], interval_start=0, interval_step=0.5,
-                interval_max=1,
-            )  # fmt: skip
+            producer.connection.ensure_connection(**policy)
             # One pipelined round trip per chunk (kombu's Producer.batch), not one per host.
             for start in range(0, len(tasks), BATCH_SIZE):
                 chunk = tasks[start : start + BATCH_SIZE]
                 uncertain = len(chunk)
                 with producer.batch(max_size=len(chunk)):
                     for task in chunk:
-                        _send(app, producer, job, task, reply_queue, store)
+                        _send(app, producer, job, task, reply_queue, store, policy)
                 sent, uncertain = sent + len(chunk), 0
     except BROKER_ERRORS as exc:
         reason = E_BROKER_DOWN.format(url=redacted(app.conf.broker_url), exc=exc)

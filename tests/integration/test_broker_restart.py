@@ -44,3 +44,32 @@ def test_after_a_broker_restart_the_loop_works_again_and_the_intake_restarts_cle
         assert "Error on restarting" not in log and "results intake failed" not in log
     finally:
         fleet.stop_all()
+
+
+def test_a_frozen_broker_fails_a_dispatch_in_seconds_and_job_and_tasks_agree(
+    tmp_path, process_env, manage
+):  # fmt: skip
+    """SIGSTOP: the broker accepts connections (the kernel does) and answers nothing."""
+    from cmdb.jobs.choices import HostTaskStateChoices as State
+    from cmdb.jobs.models import Job
+    from tests.support.factories import make_host
+
+    env = {**process_env, "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
+    fleet = Fleet(tmp_path / "frozen", env)
+    make_host(IP, with_agent=False)
+    try:
+        redis = fleet.start_redis()
+        redis.send_signal(signal.SIGSTOP)
+        try:
+            out = manage("run", "echo never", "--hosts", IP, env=env, timeout=60)
+        finally:
+            redis.send_signal(signal.SIGCONT)
+        assert out.returncode == 3, out.stdout + out.stderr
+        assert "broker unreachable" in out.stderr
+        assert out.elapsed < 12  # CMDB_DISPATCH_TIMEOUT is 5: a hang check, not a speed test
+        job = Job.objects.get()
+        assert "broker unreachable" in job.dispatch_error
+        [task] = job.host_tasks.all()
+        assert task.state == State.ERROR and task.error.startswith("not dispatched")
+    finally:
+        fleet.stop_all()
