@@ -23,6 +23,13 @@ E_CANCELLED = "cancelled by operator"
 E_OUTPUT_LIMIT = "output exceeded {limit} bytes; killed"
 E_SIGNALLED = "terminated by signal {name}"
 E_UNKILLABLE = "pid {pid} did not exit after SIGKILL (stuck in the kernel?)"
+E_SPOOL_FULL = ("output incomplete: the spool's filesystem{where} filled up while the command "
+                "ran ({free} bytes left), so what it wrote past {kept:,} bytes may be "
+                "lost")  # fmt: skip
+
+#: Free bytes on the spool's filesystem below which the output is said to be incomplete: a
+#: write that did not fit was refused (ENOSPC) to the command, which we cannot see otherwise.
+SPOOL_LOW = 64 << 10
 
 POLL_INTERVAL = 0.05  # seconds between checks of exit status and output size
 REAP_TIMEOUT = 5.0  # how long to wait for the shell after SIGKILL before giving up on it
@@ -113,12 +120,12 @@ def run_command(
             return failed_to_start(E_SPAWN.format(reason=exc))
 
         error = ""
+        spool_free = SpoolFree(spools[0].fileno())
         try:
             if on_start is not None:
                 on_start(proc.pid)
-            reason = _supervise(
-                proc, spools, start + timeout, max_output_bytes, clock, cancelled, cancel_every
-            )
+            reason = _supervise(proc, spools, start + timeout, max_output_bytes, clock,
+                                cancelled, cancel_every, spool_free)  # fmt: skip
         except interrupts:
             reason = Outcome.CANCELLED
         except BaseException:
@@ -140,6 +147,14 @@ def run_command(
             }[reason]
             if not _kill_tree(proc, kill_grace):
                 error += "; " + E_UNKILLABLE.format(pid=proc.pid)
+        # Once more at the end: the spool files still hold everything, so a filesystem the
+        # command filled between two polls is still full now.
+        spool_free.look()
+        if spool_free.least < SPOOL_LOW:
+            kept = sum(os.fstat(s.fileno()).st_size for s in spools)
+            full = E_SPOOL_FULL.format(where=f" ({spool_dir})" if spool_dir else "",
+                                       free=spool_free.least, kept=kept)  # fmt: skip
+            error = f"{error}; {full}" if error else full
         return RunResult(
             outcome=outcome,
             exit_code=proc.returncode,
@@ -154,11 +169,14 @@ def run_command(
 
 
 def _supervise(
-    proc, spools, deadline, max_output_bytes, clock, cancelled=None, cancel_every=0.5
+    proc, spools, deadline, max_output_bytes, clock, cancelled=None, cancel_every=0.5,
+    spool_free=None,
 ) -> Outcome | None:
     """Wait for the shell in short polls; return None on exit, else why it must be killed."""
     next_cancel_check = clock() + cancel_every
     while True:
+        if spool_free is not None:
+            spool_free.look()
         remaining = deadline - clock()
         if remaining <= 0:
             return Outcome.TIMEOUT
@@ -175,6 +193,23 @@ def _supervise(
         # what the command writes in one poll interval.
         if sum(os.fstat(s.fileno()).st_size for s in spools) > max_output_bytes:
             return Outcome.ERROR
+
+
+class SpoolFree:
+    """The least free space seen on the spool files' filesystem (for the runner's user: root
+    may write into the reserved blocks)."""
+
+    def __init__(self, fd: int):
+        self.fd, self.least = fd, float("inf")
+        self.root = os.geteuid() == 0
+
+    def look(self) -> None:
+        try:
+            st = os.fstatvfs(self.fd)
+        except OSError:
+            return
+        free = (st.f_bfree if self.root else st.f_bavail) * st.f_frsize
+        self.least = min(self.least, free)
 
 
 def _kill_tree(proc: subprocess.Popen, grace: float) -> bool:

@@ -4,6 +4,7 @@ import json
 import os
 import resource
 import signal
+import subprocess
 import threading
 import time
 
@@ -412,3 +413,39 @@ def test_cancel_check_stops_the_command_and_keeps_partial_output(tmp_path):
     assert result.error == "cancelled by operator"
     assert result.stdout.head == "partial\n"
     assert time.monotonic() - started < 10
+
+
+# --- a spool that fills up ------------------------------------------------------------------
+
+
+@pytest.fixture
+def tiny_spool(tmp_path):
+    """A 256 KiB tmpfs as the spool (root only: mounting needs it)."""
+    folder = tmp_path / "tiny"
+    folder.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs takes root")
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(folder)],
+                             capture_output=True, text=True)  # fmt: skip
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield str(folder)
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def test_a_spool_that_fills_up_is_said_not_hidden(run, tiny_spool):
+    # dd is refused the writes that do not fit, says so on stderr (refused too), and the
+    # shell exits 0: only the free space tells.
+    result = run("dd if=/dev/zero bs=1k count=2000 2>/dev/null; true", spool_dir=tiny_spool)
+
+    assert result.outcome == Outcome.OK and result.exit_code == 0
+    assert result.stdout.total_bytes < 2_000_000
+    assert result.error.startswith("output incomplete: the spool's filesystem")
+    assert "may be lost" in result.error
+
+
+def test_a_roomy_spool_says_nothing(run):
+    result = run("dd if=/dev/zero bs=1k count=2000 2>/dev/null")
+    assert result.error == "" and result.stdout.total_bytes == 2_048_000
