@@ -169,7 +169,13 @@ def run_command(
 
 
 def _supervise(
-    proc, spools, deadline, max_output_bytes, clock, cancelled=None, cancel_every=0.5,
+    proc,
+    spools,
+    deadline,
+    max_output_bytes,
+    clock,
+    cancelled=None,
+    cancel_every=0.5,
     spool_free=None,
 ) -> Outcome | None:
     """Wait for the shell in short polls; return None on exit, else why it must be killed."""
