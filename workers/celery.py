@@ -7,6 +7,7 @@ from wire import transport
 from workers.agent import Agent
 from workers.alive import heartbeat_step
 from workers.config import AgentSettings
+from workers.redeliver import redeliver_step
 
 _settings = AgentSettings.from_environ()
 
@@ -32,6 +33,7 @@ app.conf.update(
 #: What this agent process holds (its key, its claims, its broker client); the tasks are given it.
 agent = Agent(app, _settings)
 app.steps["consumer"].add(heartbeat_step(agent))
+app.steps["consumer"].add(redeliver_step(agent))
 
 
 @worker_init.connect

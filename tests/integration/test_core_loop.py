@@ -470,3 +470,36 @@ def test_dispatch_refuses_to_run_inside_a_transaction(fleet, hosts):
     with pytest.raises(RuntimeError), transaction.atomic():
         dispatch_command(CommandRequest("true", [AGENT_IPS[0]]), app)
     assert not Job.objects.exists()
+
+
+def test_what_a_killed_agent_had_prefetched_runs_once_it_is_back(manage, fleet, tmp_path):
+    """kombu keeps a prefetched message unacknowledged for an hour (its visibility timeout);
+    the restarted agent gives it back at once (workers.redeliver), and it runs, once."""
+    from cmdb.celery import app
+    from wire import names
+
+    ip = "127.0.1.52"
+    agent = fleet.start_agent(ip, concurrency=1)
+    wait_for(lambda: ping_nodes(app, [f"agent@{ip}"]), 60, "the agent", interval=0.5)
+    remember_keys(fleet, [ip])
+    make_host(ip)
+    marker = tmp_path / "ran"
+    busy = dispatch(manage, "sleep 30", ip)
+    wait_state(HostTask.objects.get(job_id=busy).task_id, {State.RUNNING})
+    waiting = dispatch(manage, f"echo x >> {marker}", ip)
+    unacked = names.UNACKED_KEYS["unacked_key"].format(host=ip)
+    with app.connection_for_write() as conn:
+        client = conn.default_channel.client
+        wait_for(lambda: client.hlen(unacked), 10, "the second message prefetched")
+    os.killpg(agent.pid, signal.SIGKILL)
+    agent.wait()
+    fleet.start_agent(ip, concurrency=1)
+    try:
+        task = wait_state(HostTask.objects.get(job_id=waiting).task_id, {State.OK}, timeout=60)
+        assert marker.read_text() == "x\n" and task.exit_code == 0
+        lost = wait_state(HostTask.objects.get(job_id=busy).task_id, {State.LOST}, timeout=30)
+        assert "killed what was left" in wait_for(
+            lambda: HostTask.objects.get(pk=lost.pk).error if "killed" in
+            HostTask.objects.get(pk=lost.pk).error else "", 30, "the orphan's end")  # fmt: skip
+    finally:
+        fleet.stop(f"agent-{ip}")
