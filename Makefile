@@ -25,8 +25,17 @@ status: venv
 demo: venv
 	$(PY) -m deploy.local demo
 
+# The suite runs once per database: SQLite (the default) and PostgreSQL (production's), the
+# latter on a throwaway cluster of its own (tests/support/postgres.py). What the suite needs
+# from the system is checked, or installed as root, before pytest starts (deploy/testdeps.sh).
+# `make test TEST_DATABASES=sqlite` for one pass; PYTEST_ARGS go to both.
+TEST_DATABASES ?= sqlite postgresql
+PYTEST_ARGS ?=
+
 test: venv
-	$(PY) -m pytest
+	sh deploy/testdeps.sh $(TEST_DATABASES)
+	$(if $(filter sqlite,$(TEST_DATABASES)),env -u DATABASE_URL $(PY) -m pytest $(PYTEST_ARGS))
+	$(if $(filter postgresql,$(TEST_DATABASES)),$(PY) -m tests.support.postgres $(PY) -m pytest $(PYTEST_ARGS))
 
 lint: venv
 	$(VENV)/bin/ruff check .

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 import redis
@@ -108,12 +109,18 @@ def redis_url(run_dir):
 
 
 def database_url() -> str:
+    """The test database (Django's ``test_...``, made by now) as a URL for the subprocesses."""
     from django.db import connection
 
     s = connection.settings_dict
     if s["ENGINE"].endswith("sqlite3"):
         return f"sqlite:///{s['NAME']}"
-    return f"postgres://{s['USER']}:{s['PASSWORD']}@{s['HOST']}:{s['PORT'] or 5432}/{s['NAME']}"
+    # Quoted: the host may be a unix socket's folder (tests/support/postgres.py), a password
+    # anything at all.
+    login = quote(s["USER"], safe="") + (f":{quote(s['PASSWORD'], safe='')}" if s["PASSWORD"]
+                                          else "")  # fmt: skip
+    host = quote(s["HOST"], safe="") + (f":{s['PORT']}" if s["PORT"] else "")
+    return f"postgres://{login}@{host}/{quote(s['NAME'], safe='')}"
 
 
 @pytest.fixture(scope="session")
