@@ -111,10 +111,23 @@ class Records:
 
 
 def _agent_alive(pid: int, started: float | None) -> bool:
-    if pid == os.getpid():
-        return True
+    """The agent process ``pid`` that started at ``started`` still runs (a pid reused since,
+    this process's own after a reboot or in a container, is another process)."""
     now = _started(pid)
     return now is not None and (started is None or abs(now - started) < 1.0)
+
+
+def _ours() -> set[int]:
+    """This process and its ancestors: an agent started from inside a dead agent's command (a
+    restart by hand, nohup) must not kill itself."""
+    ours, proc = set(), psutil.Process()
+    while proc is not None:
+        ours.add(proc.pid)
+        try:
+            proc = proc.parent()
+        except psutil.Error:
+            break
+    return ours
 
 
 def kill_session(sid: int, leader_started: float | None) -> int:
@@ -124,10 +137,10 @@ def kill_session(sid: int, leader_started: float | None) -> int:
     leader = _started(sid)
     if leader is not None and (leader_started is None or abs(leader - leader_started) >= 1.0):
         return 0  # the pid is someone else's now (or cannot be told from someone else's)
-    members = []
+    members, ours = [], _ours()
     for proc in psutil.process_iter():
         with contextlib.suppress(OSError, psutil.Error):
-            if os.getsid(proc.pid) == sid:
+            if os.getsid(proc.pid) == sid and proc.pid not in ours:
                 members.append(proc)
     for proc in members:
         with contextlib.suppress(psutil.Error):

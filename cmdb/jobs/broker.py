@@ -35,8 +35,9 @@ def mark_cancelled(app, task_ids: list[str], ttl: int = CANCEL_MARK_TTL) -> None
 
 def fence(app, tasks: list[tuple[str, str]], ttl: int = CANCEL_MARK_TTL) -> dict[str, str | None]:
     """Take the run-once claim of each (task id, host) for the server; task id -> None where the
-    server got it (no agent will ever start that task: workers.guard refuses a claim taken),
-    else the claim's holder (the pid of the agent that took the task first)."""
+    server holds it (now, or since an earlier try whose verdict was not written: no agent will
+    ever start that task, workers.guard refuses a claim taken), else the claim's holder (the
+    pid of the agent that took the task first, as that host's agent wrote it)."""
     if not tasks:
         return {}
     with redis_client(app) as client, client.pipeline(transaction=False) as pipe:
@@ -47,7 +48,8 @@ def fence(app, tasks: list[tuple[str, str]], ttl: int = CANCEL_MARK_TTL) -> dict
         replies = pipe.execute()
     out = {}
     for (task_id, _), got, holder in zip(tasks, replies[::2], replies[1::2], strict=True):
-        out[task_id] = None if got else _text(holder)
+        held = got or _text(holder) == names.CLAIMED_BY_SERVER
+        out[task_id] = None if held else _text(holder)
     return out
 
 
@@ -60,19 +62,42 @@ def _text(value) -> str:
 UNQUEUE_SCAN_LIMIT = 10_000
 
 
-def unqueue(app, host: str, task_ids: set[str]) -> set[str]:
-    """Take the messages of ``task_ids`` out of ``host``'s queue; returns the ids it removed (the
-    rest were already taken by an agent, or the queue was too long to search)."""
-    removed = set()
-    with redis_client(app) as client:
-        if client.llen(host) > UNQUEUE_SCAN_LIMIT:
-            return removed
-        for raw in client.lrange(host, 0, -1):
-            try:
-                task_id = json.loads(raw)["headers"]["id"]
-            except (ValueError, KeyError, TypeError):
-                continue
-            # LREM of this exact message: 1 only if it was still there (no agent took it).
-            if task_id in task_ids and client.lrem(host, 1, raw):
-                removed.add(task_id)
-    return removed
+#: Messages read from a host's queue per round trip while looking for those to take out.
+UNQUEUE_CHUNK = 200
+#: A message larger than this is not parsed (the server's own are a few KiB; a host's agent may
+#: push anything onto its own queue).
+UNQUEUE_MAX_MESSAGE = 256 << 10
+
+
+def _task_id_of(raw: bytes) -> str | None:
+    if len(raw) > UNQUEUE_MAX_MESSAGE:
+        return None
+    try:
+        task_id = json.loads(raw)["headers"]["id"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return task_id if isinstance(task_id, str) else None
+
+
+def unqueue(client, host: str, task_ids: set[str]) -> set[str]:
+    """Take the messages of ``task_ids`` out of ``host``'s queue (``client``: the broker's
+    Redis); returns the ids it removed. The rest were already taken by an agent, or the queue
+    was too long to search; the fence makes them harmless either way."""
+    removed: set[str] = set()
+    length = client.llen(host)
+    if length > UNQUEUE_SCAN_LIMIT:
+        return removed
+    found = []
+    for start in range(0, length, UNQUEUE_CHUNK):
+        for raw in client.lrange(host, start, start + UNQUEUE_CHUNK - 1):
+            task_id = _task_id_of(raw)
+            if task_id in task_ids:
+                found.append((task_id, raw))
+    if not found:
+        return removed
+    # LREM of each exact message: 1 only if it was still there (no agent took it meanwhile).
+    with client.pipeline(transaction=False) as pipe:
+        for _, raw in found:
+            pipe.lrem(host, 1, raw)
+        counts = pipe.execute()
+    return {task_id for (task_id, _), n in zip(found, counts, strict=True) if n}

@@ -15,10 +15,12 @@ What this does instead is Redis' reliable-queue pattern: LMOVE moves each messag
 from the results list to a processing list of this central worker's own (named after its node);
 only once the batch is committed is that list deleted (the acknowledgement). Whatever dies when,
 a message is on one of the two lists or stored:
-- this worker restarting (the same node name) first puts its predecessor's list back;
-- a worker that never comes back stops renewing its lease (LEASE seconds), and any live intake
-  puts its list back;
-- the database failing puts the batch back (after a pause, not in a hot loop).
+- a central worker that died on this machine is found dead (pid and start time) by the next
+  intake here, which puts its list back at once;
+- one that died elsewhere stops renewing its lease (LEASE seconds, renewed by a thread of its
+  own), and any live intake puts its list back;
+- the database failing, or refusing every write, puts the batch back (after a pause, not in a
+  hot loop); a message that alone cannot be stored is kept aside (DEAD_KEY), never dropped.
 A batch stored twice (killed between the commit and the delete, or a slow worker whose lease
 ran out) changes nothing the second time: every state change is checked (cmdb.jobs.lifecycle).
 
@@ -31,13 +33,16 @@ import base64
 import binascii
 import json
 import logging
+import os
+import socket
 import threading
 import time
 from dataclasses import dataclass
 
+import psutil
 from celery import bootsteps
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, close_old_connections
+from django.db import DatabaseError, InterfaceError, OperationalError, close_old_connections
 from kombu import Exchange, Queue
 
 from cmdb.jobs import results
@@ -50,15 +55,20 @@ FLUSH_EVERY = 500
 #: The server's own keys (no agent may touch them: its broker user has no right on cmdb:intake).
 PROCESSING_KEY = "cmdb:intake:{consumer}:processing"
 LEASE_KEY = "cmdb:intake:{consumer}:lease"
-#: Every central worker's node name that has taken from the results list.
+#: Every intake that has taken from the results list (node name and process).
 CONSUMERS_KEY = "cmdb:intake:consumers"
-#: Seconds a take waits for the first message of a batch (and so, between lease renewals).
+#: What could not be stored though the database took the rest: kept for a person to look at,
+#: never dropped (newest first, the last DEAD_KEEP).
+DEAD_KEY = "cmdb:intake:dead"
+DEAD_KEEP = 10_000
+
+#: Seconds a take waits for the first message of a batch.
 WAIT = 1.0
-#: Seconds a worker's claim on its processing list lasts without renewal; longer than any
-#: batch takes to store, or a live worker's batch would be put back and stored twice.
-LEASE = 60
-#: Seconds between looks for the lists of workers whose lease ran out.
-RECLAIM_EVERY = 10.0
+#: Seconds an intake's claim on its processing list lasts without renewal; renewed by a thread
+#: of its own every LEASE / 3, however long a batch takes to store.
+LEASE = 15
+#: Seconds between looks for the lists of intakes whose lease ran out.
+RECLAIM_EVERY = 5.0
 #: Seconds to wait after the database or the broker failed, before trying again.
 BACKOFF = 1.0
 
@@ -78,6 +88,42 @@ local n = 0
 while redis.call('LMOVE', KEYS[1], KEYS[2], 'LEFT', 'RIGHT') do n = n + 1 end
 return n
 """
+#: Another intake's list put back and forgotten, only if its lease is gone (ARGV[2] = "1": or
+#: its process is known dead), in one step: it cannot renew and take a batch in between.
+RECLAIM = """
+if ARGV[2] ~= '1' and redis.call('EXISTS', KEYS[3]) == 1 then return -1 end
+local n = 0
+while redis.call('LMOVE', KEYS[1], KEYS[2], 'LEFT', 'RIGHT') do n = n + 1 end
+redis.call('DEL', KEYS[3])
+redis.call('SREM', KEYS[4], ARGV[1])
+return n
+"""
+
+
+def consumer_name(node: str) -> str:
+    """``node`` (Celery's node name) and this process: two intakes never share a list, even two
+    started with the same node name, or one restarted while the old one still stores."""
+    return f"{node}:{socket.gethostname()}:{os.getpid()}:{_started(os.getpid())}"
+
+
+def _started(pid: int) -> int:
+    try:
+        return int(psutil.Process(pid).create_time())
+    except psutil.Error:
+        return 0
+
+
+def known_dead(consumer: str) -> bool:
+    """An intake of this machine whose process is gone (by pid and start time): its list can
+    be put back at once rather than after its lease."""
+    parts = consumer.rsplit(":", 3)
+    if len(parts) != 4 or parts[1] != socket.gethostname():
+        return False
+    try:
+        pid, started = int(parts[2]), int(parts[3])
+    except ValueError:
+        return False
+    return _started(pid) != started
 
 
 def results_queue_for(name: str) -> Queue:
@@ -161,7 +207,7 @@ class Intake:
         self.app, self.clock = app, clock
         self.keys = Keys(queue, consumer)
         self.stopping = threading.Event()
-        self.thread: threading.Thread | None = None
+        self.threads: list[threading.Thread] = []
         self.reclaimed_at = float("-inf")
 
     # -- the broker's side -----------------------------------------------------------------
@@ -175,15 +221,18 @@ class Intake:
         return client.eval(PUT_BACK, 2, keys.processing, keys.queue)
 
     def _reclaim(self, client) -> None:
-        """Put back the lists of workers whose lease ran out (they died and did not return)."""
+        """Put back the lists of intakes that died (lease gone, or process gone)."""
         self.reclaimed_at = self.clock()
         for raw in client.smembers(CONSUMERS_KEY):
             other = raw.decode() if isinstance(raw, bytes) else raw
-            if other == self.keys.consumer or client.exists(self.keys.of(other).lease):
+            if other == self.keys.consumer:
                 continue
-            if n := self._put_back(client, self.keys.of(other)):
+            keys = self.keys.of(other)
+            dead = "1" if known_dead(other) else "0"
+            n = client.eval(RECLAIM, 4, keys.processing, keys.queue, keys.lease, CONSUMERS_KEY,
+                            other, dead)  # fmt: skip
+            if n > 0:
                 logger.warning("put back %d results intake %s took and did not store", n, other)
-            client.srem(CONSUMERS_KEY, other)
 
     def _take(self, client) -> list[bytes]:
         first = client.blmove(self.keys.queue, self.keys.processing, WAIT, "RIGHT", "LEFT")
@@ -194,47 +243,73 @@ class Intake:
 
     # -- one round -------------------------------------------------------------------------
     def round(self, client) -> int:
-        """Renew the lease, take a batch, store it, acknowledge it; how many were stored."""
-        self._renew(client)
+        """Take a batch, store it, acknowledge it; how many were stored."""
         if self.clock() - self.reclaimed_at > RECLAIM_EVERY:
             self._reclaim(client)
         batch = self._take(client)
         if not batch:
             return 0
-        try:
-            self._store(batch)
-        except (OperationalError, InterfaceError):
-            # The database is down or locked for too long: the batch goes back to the broker
-            # so that nothing an agent reported is lost, and is taken again after a pause.
-            logger.exception("could not store %d reports; put back", len(batch))
+        close_old_connections()
+        dead = self._store(batch)
+        if dead is None:
+            # The database is down, locked for too long, or refuses every write (a read-only
+            # replica after a failover): the batch goes back to the broker so that nothing an
+            # agent reported is lost, and is taken again after a pause.
             close_old_connections()
             self._put_back(client, self.keys)
             self.stopping.wait(BACKOFF)
             return 0
-        client.delete(self.keys.processing)  # the acknowledgement: all of it is committed
-        return len(batch)
+        with client.pipeline(transaction=True) as pipe:
+            if dead:
+                pipe.lpush(DEAD_KEY, *dead)
+                pipe.ltrim(DEAD_KEY, 0, DEAD_KEEP - 1)
+            pipe.delete(self.keys.processing)  # the acknowledgement: the rest is committed
+            pipe.execute()
+        return len(batch) - len(dead)
 
-    def _store(self, batch: list[bytes]) -> None:
-        close_old_connections()
+    def _store(self, batch: list[bytes]) -> list[bytes] | None:
+        """Store ``batch``; the messages that could not be stored while others were (kept
+        aside), or None when the database took none of it (the batch must go back)."""
         try:
             store(batch)
+            return []
         except (OperationalError, InterfaceError):
-            raise
+            logger.exception("could not store %d reports; put back", len(batch))
+            return None
         except Exception:
             # Something in one message breaks the batch: store them one by one, so only that
-            # message is set aside and the intake keeps moving. A database error on one of
-            # them is the database's, not the report's: the whole batch goes back (storing
-            # what was stored again changes nothing).
+            # message is set aside and the intake keeps moving (storing what was stored again
+            # changes nothing).
             logger.exception("batch of %d failed; storing one by one", len(batch))
-            for raw in batch:
-                try:
-                    store([raw])
-                except (OperationalError, InterfaceError):
-                    raise
-                except Exception:
-                    logger.exception("dropping a report that cannot be stored")
+        dead, stored, refused = [], 0, 0
+        for raw in batch:
+            try:
+                store([raw])
+                stored += 1
+            except (OperationalError, InterfaceError):
+                logger.exception("could not store a report; the batch is put back")
+                return None
+            except Exception as exc:
+                logger.exception("a report that cannot be stored is kept aside in %s", DEAD_KEY)
+                dead.append(raw)
+                refused += isinstance(exc, DatabaseError)
+        if not stored and refused == len(batch) > 1:
+            return None  # the database refused every one of them: its fault, not theirs
+        return dead
 
-    # -- the thread ------------------------------------------------------------------------
+    # -- the threads -----------------------------------------------------------------------
+    def renew_forever(self) -> None:
+        """The lease, renewed apart from the storing: a batch that takes long to store (a
+        locked database) must not look like a dead intake's and be stored twice meanwhile."""
+        while not self.stopping.is_set():
+            try:
+                with self.app.connection_for_write() as conn:
+                    while not self.stopping.is_set():
+                        self._renew(conn.default_channel.client)
+                        self.stopping.wait(LEASE / 3)
+            except Exception:
+                self.stopping.wait(BACKOFF)
+
     def run(self) -> None:
         down = False
         while not self.stopping.is_set():
@@ -243,10 +318,7 @@ class Intake:
                     client = conn.default_channel.client
                     # Declared as Celery would: agents' publishes are routed by this binding.
                     results_queue_for(self.keys.queue)(conn.default_channel).declare()
-                    # Our node name is ours alone: what a predecessor of it took and did not
-                    # acknowledge is put back before anything else.
-                    if n := self._put_back(client, self.keys):
-                        logger.warning("put back %d results this worker took before", n)
+                    self._renew(client)
                     if down:
                         logger.warning("results intake: broker reachable again")
                     down = False
@@ -262,15 +334,17 @@ class Intake:
                 self.stopping.wait(BACKOFF)
 
     def start(self) -> None:
-        self.thread = threading.Thread(target=self.run, name="cmdb-intake", daemon=True)
-        self.thread.start()
+        for target, name in ((self.run, "cmdb-intake"), (self.renew_forever, "cmdb-lease")):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self.threads.append(thread)
 
     def stop(self) -> None:
         self.stopping.set()
-        if self.thread is not None:
-            # A batch being stored finishes and is acknowledged; one that cannot be in time is
-            # put back by the next start of this node (its processing list stays).
-            self.thread.join(timeout=WAIT + 10)
+        # A batch being stored finishes and is acknowledged; one that cannot be in time is
+        # put back by another intake once this process is gone.
+        for thread in self.threads:
+            thread.join(timeout=WAIT + 10)
 
 
 class IntakeStep(bootsteps.StartStopStep):
@@ -282,7 +356,8 @@ class IntakeStep(bootsteps.StartStopStep):
         self.intake = None
 
     def start(self, worker):
-        self.intake = Intake(worker.app, worker.hostname, settings.CMDB["RESULTS_QUEUE"])
+        self.intake = Intake(worker.app, consumer_name(worker.hostname),
+                             settings.CMDB["RESULTS_QUEUE"])  # fmt: skip
         self.intake.start()
 
     def stop(self, worker):

@@ -8,9 +8,9 @@ are the events of a host task's life; each says where it may come from:
     begin        the agent started it                      pending
     report       the agent's report arrived                pending, running, cancelled; on a
                                                            lost task it is kept as a late
-                                                           result, on an unreachable one (the
-                                                           server held its claim: it never ran)
-                                                           it is only logged
+                                                           result, and on an unreachable one a
+                                                           refusal is only logged (the server
+                                                           held its claim: it never ran)
     stored       the server stored a fetched file          storing, lost
     not_stored   ... or could not                          storing, lost
     conclude     the server's own verdict (unreachable, lost, cancelled, not dispatched):
@@ -46,6 +46,9 @@ OUTCOME_STATE = {
 
 BEGIN_FROM = frozenset({State.PENDING})
 REPORT_FROM = frozenset({State.PENDING, State.RUNNING, State.CANCELLED})
+#: Outcomes only a command (or collection, push, fetch) that ran has; a refusal is an error or
+#: a cancel.
+RAN = frozenset({State.OK, State.FAILED, State.TIMEOUT})
 STORED_FROM = frozenset({State.STORING, State.LOST})
 
 R_ILLEGAL = "not a move a host task makes"
@@ -80,6 +83,21 @@ def _text(value) -> str:
     return str(value or "").replace("\x00", "\ufffd")
 
 
+#: What the columns hold (PostgreSQL refuses more; SQLite would keep anything): HostTask.agent,
+#: and the integer columns (agent_pid, exit_code).
+MAX_AGENT_NAME = 255
+INT32 = 2**31 - 1
+
+
+def _name(value) -> str:
+    return _text(value)[:MAX_AGENT_NAME]
+
+
+def _int32(value, low: int = -INT32 - 1) -> int | None:
+    """``value`` if the column can hold it, else None (a pid or exit code no host has)."""
+    return value if isinstance(value, int) and low <= value <= INT32 else None
+
+
 def _stream_fields(prefix: str, stream) -> dict:
     return {
         f"{prefix}_head": _text(stream.head),
@@ -105,8 +123,8 @@ def begin(task: HostTask, notice: Started) -> bool:
     if not move(task, State.RUNNING, only_from=BEGIN_FROM):
         return False
     # The server's clock, not the agent's: the overdue backstop must not depend on host clocks.
-    _set(task, {"started_at": timezone.now(), "agent": notice.agent, "agent_pid": notice.agent_pid,
-                "error": ""})  # fmt: skip
+    _set(task, {"started_at": timezone.now(), "agent": _name(notice.agent),
+                "agent_pid": _int32(notice.agent_pid, 0), "error": ""})  # fmt: skip
     return True
 
 
@@ -122,23 +140,29 @@ def report(task: HostTask, report: Report) -> bool:
     if report.reaped:
         return _reaped(task, _text(report.error))
     state = OUTCOME_STATE.get(report.outcome, State.ERROR)
-    if task.state == State.UNREACHABLE:
-        # The server held its run-once claim: only a refusal can come (a late agent, or the
-        # cancel mark the sweep set): nobody cancelled it, and it never ran.
+    if task.state == State.UNREACHABLE and state not in RAN:
+        # The server held its run-once claim: a refusal is all that can come (a late agent, or
+        # the cancel mark the sweep set): nobody cancelled it, and it never ran.
         logger.info("host task %s: %s from its agent after it was unreachable, ignored (%s)",
                     task.task_id, state, _text(report.error)[:200])  # fmt: skip
         return False
     fields = {
-        "exit_code": report.exit_code,
+        "exit_code": _int32(report.exit_code),
         **_stream_fields("stdout", report.stdout),
         **_stream_fields("stderr", report.stderr),
-        "agent": report.agent or task.agent,
-        "agent_pid": report.agent_pid or task.agent_pid,
+        "agent": _name(report.agent) or task.agent,
+        "agent_pid": _int32(report.agent_pid, 0) or task.agent_pid,
         "started_at": _ts(report.started_at) or task.started_at,
         "finished_at": _ts(report.finished_at),
         "duration": report.duration,
         "error": _text(report.error),
     }
+    if task.state == State.UNREACHABLE:
+        # Only if the broker lost the agent's claim (restarted without its data, a failover
+        # to a replica behind) could the server's fence have succeeded on a task that ran.
+        logger.error("host task %s ran after all, though unreachable: did the broker lose its "
+                     "data? (the fence needs a broker that keeps it)", task.task_id)  # fmt: skip
+        return _late(task, state, fields)
     if task.state == State.LOST:
         return _late(task, state, fields)
     manifest = report.fetch_manifest
@@ -174,11 +198,12 @@ def _reaped(task: HostTask, said: str) -> bool:
 
 
 def _late(task: HostTask, state: str, fields: dict) -> bool:
-    """Keep a result that came after the server called its task lost (a frozen agent that
-    thawed, a network that healed): beside the verdict, which stays. The first one only."""
+    """Keep a result that came after the server's verdict (lost: a frozen agent that thawed, a
+    network that healed): beside it, the verdict stays. The first one only."""
     if task.late_state:
         return False
-    logger.warning("host task %s: a late result (%s) after it was lost, kept", task.task_id, state)
+    logger.warning("host task %s: a late result (%s) after it was %s, kept", task.task_id,
+                   state, task.state)  # fmt: skip
     # The verdict's time and reason stay; the rest is what the host said (it had nothing).
     said = f"; the late result says: {fields['error']}" if fields["error"] else ""
     fields = {**fields, "late_state": state, "late_at": timezone.now(),

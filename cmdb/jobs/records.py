@@ -37,6 +37,9 @@ TASK_RESULT_FIELDS = [
     "task_args", "task_kwargs", "worker", "date_started", "date_done",
 ]  # fmt: skip
 
+#: django-celery-results' TaskResult.worker is shorter than HostTask.agent.
+WORKER_LENGTH = TaskResult._meta.get_field("worker").max_length
+
 #: Rows per INSERT statement (SQLite caps the variables in one statement).
 BULK_BATCH = 200
 
@@ -64,7 +67,7 @@ def _task_result(task: HostTask, payload: dict, kind: str, now: datetime) -> Tas
         task_name=AGENT_TASK[kind],
         task_args=json.dumps([{"job": str(task.job_id), "host": task.ip}]),
         task_kwargs="{}",
-        worker=task.agent or None,
+        worker=task.agent[:WORKER_LENGTH] or None,
         date_started=task.started_at,
         date_done=now,
     )

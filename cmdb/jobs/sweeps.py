@@ -25,7 +25,7 @@ from cmdb.files.pushed import release_finished_pushes
 from cmdb.hosts.choices import AgentStatusChoices as Status
 from cmdb.hosts.models import Host
 from cmdb.jobs import batches, lifecycle
-from cmdb.jobs.broker import fence, mark_cancelled, unqueue
+from cmdb.jobs.broker import fence, mark_cancelled, redis_client, unqueue
 from cmdb.jobs.choices import HostTaskStateChoices as State
 from cmdb.jobs.exceptions import BrokerDown
 from cmdb.jobs.models import HostTask
@@ -83,12 +83,18 @@ def unreachable(s: Sweep) -> int:
     fenced, taken = [], []
     for row in overdue:
         (taken if holders[row[1]] else fenced).append(row)
+    # The fence is the proof; taking the messages out only tidies the queues and picks the
+    # words. One host's queue (its agent may push anything onto it) must not hold up the rest.
     removed = set()
     by_ip: dict[str, set[str]] = {}
     for _, task_id, ip, *_ in fenced:
         by_ip.setdefault(ip, set()).add(task_id)
-    for ip, ids in by_ip.items():
-        removed |= unqueue(s.app, ip, ids)
+    with redis_client(s.app) as client:
+        for ip, ids in by_ip.items():
+            try:
+                removed |= unqueue(client, ip, ids)
+            except Exception:
+                logger.warning("could not take messages out of %s's queue", ip, exc_info=True)
     reasons = {}
     for pk, task_id, ip, _, reach, _, dispatch_error in fenced:
         if dispatch_error:
@@ -104,13 +110,22 @@ def unreachable(s: Sweep) -> int:
     return len(ended) + _taken_and_silent(s, taken, holders)
 
 
+def _pid(holder: str) -> int | None:
+    """The pid an agent wrote as its claim's value; None for anything else (a host's agent
+    may write what it likes under its own claims)."""
+    if holder.isascii() and holder.isdigit() and len(holder) < 10:
+        return int(holder)
+    return None
+
+
 def _taken_and_silent(s: Sweep, taken: list, holders: dict) -> int:
     """Tasks an agent claimed but never said it started: lost once that agent is found dead
     (or restarted), or past the timeout with no word."""
     ended = 0
     for pk, task_id, ip, deadline, _, timeout, _ in taken:
         holder = holders[task_id]
-        pid = int(holder) if holder.isdigit() else None
+        pid = _pid(holder)
+        holder = str(pid) if pid is not None else "unknown"
         why = None if s.deaf else s.liveness.verdict(ip, s.liveness.agent_of(ip), pid,
                                                      deadline.timestamp(), s.now)  # fmt: skip
         if why:
@@ -121,8 +136,17 @@ def _taken_and_silent(s: Sweep, taken: list, holders: dict) -> int:
         else:
             continue
         logger.warning("host task on %s lost: %s", ip, reason)
-        ended += len(lifecycle.conclude([pk], State.LOST, reason, only_from={State.PENDING}))
+        ended += _conclude_one(pk, reason, State.PENDING)
     return ended
+
+
+def _conclude_one(pk: int, reason: str, seen: str) -> int:
+    """End one task lost; one that cannot be written must not keep the next from ending."""
+    try:
+        return len(lifecycle.conclude([pk], State.LOST, reason, only_from={seen}))
+    except Exception:
+        logger.exception("could not end host task %s lost", pk)
+        return 0
 
 
 def _past_deadline(s: Sweep, started_at, timeout: int) -> bool:
@@ -142,8 +166,7 @@ def lost(s: Sweep) -> int:
             reason = E_LOST_OVERDUE.format(grace=s.cfg["RESULT_GRACE"], timeout=timeout)
         if reason:
             logger.warning("host task on %s lost: %s", ip, reason)
-            ended += len(lifecycle.conclude([pk], State.LOST, reason + E_LOST_HINT,
-                                            only_from={State.RUNNING}))  # fmt: skip
+            ended += _conclude_one(pk, reason + E_LOST_HINT, State.RUNNING)
     return ended
 
 

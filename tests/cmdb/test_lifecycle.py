@@ -100,7 +100,7 @@ def test_a_report_moves_a_task_only_from_where_a_report_may_come():
     for state in State.values:
         task = task_in(state)
         moved = lifecycle.report(task, report)
-        late = state == State.LOST  # kept beside the verdict, which stays
+        late = state in State.inferred()  # kept beside the verdict, which stays
         moves = state in lifecycle.REPORT_FROM and State.OK in TRANSITIONS[state]
         assert moved is (late or moves)
     # The host's part of a fetch is done once the server stores its file: a late (or
@@ -212,12 +212,15 @@ def test_a_late_agents_refusal_of_an_unreachable_task_is_no_cancel():
 @pytest.mark.django_db
 @pytest.mark.parametrize("outcome", [Outcome.OK, Outcome.CANCELLED, Outcome.ERROR])
 def test_nothing_an_agent_says_turns_an_unreachable_task_into_something_else(outcome):
+    """A refusal (an error, a cancel) is ignored; a result only a run has (the broker lost the
+    claim) is kept beside the verdict, as after lost."""
     task = task_in(State.UNREACHABLE)
     refusal = Report(task_id=task.task_id, outcome=outcome)
     results.store_batch([from_host(task, Started(task_id=task.task_id, agent="agent@x"))],
                         [from_host(task, refusal)])  # fmt: skip
     task.refresh_from_db()
-    assert task.state == State.UNREACHABLE and not task.late_state
+    assert task.state == State.UNREACHABLE
+    assert task.late_state == (State.OK if outcome == Outcome.OK else "")
 
 
 @pytest.mark.django_db

@@ -136,3 +136,75 @@ def test_decode_says_what_is_wrong():
         intake.decode(b'{"headers": {}, "properties": {}, "content-type": "application/json"}')
     with pytest.raises(ValueError, match="not JSON"):
         intake.decode(b'{"headers": {}, "properties": {}, "body": "", "content-type": "x"}')
+
+
+# --- one round of the intake, in this process, on the suite's broker --------------------------
+@pytest.fixture
+def own_queue(redis_url):
+    """A results list nobody else consumes, and an intake for it that no thread runs."""
+    queue = f"test.results.{uuid.uuid4().hex[:8]}"
+    one = intake.Intake(app, intake.consumer_name("test@here"), queue)
+    with app.connection_for_write() as conn:
+        client = conn.default_channel.client
+        yield one, client, queue
+        client.delete(queue, one.keys.processing, intake.DEAD_KEY)
+
+
+def push(client, queue: str, payloads: list[dict]) -> None:
+    with app.connection_for_write() as conn:
+        producer = app.amqp.Producer(conn)
+        for payload in payloads:
+            app.send_task(names.STORE_RESULT, args=[payload], queue=queue, producer=producer)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_database_that_refuses_every_write_gets_the_batch_back(own_queue, monkeypatch):
+    from django.db import InternalError
+
+    one, client, queue = own_queue
+    items = burst(1)[:3]
+    push(client, queue, [p for _, p in items])
+
+    def refuse(raws):
+        raise InternalError("cannot execute UPDATE in a read-only transaction")
+
+    monkeypatch.setattr(intake, "BACKOFF", 0)
+    monkeypatch.setattr(intake, "store", refuse)
+    assert one.round(client) == 0
+    assert client.llen(queue) == 3 and client.llen(one.keys.processing) == 0
+    assert client.llen(intake.DEAD_KEY) == 0
+
+    monkeypatch.undo()
+    assert one.round(client) == 3
+    assert stored_right([t for t, _ in items]) == 3
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_message_that_alone_cannot_be_stored_is_kept_aside_not_dropped(own_queue, monkeypatch):
+    one, client, queue = own_queue
+    items = burst(1)[:3]
+    push(client, queue, [p for _, p in items])
+    poison = items[1][0].task_id
+    real_store = intake.store
+
+    def store(raws):
+        if any(poison.encode() in intake.base64.b64decode(intake.json.loads(r)["body"])
+               for r in raws):  # fmt: skip
+            raise RuntimeError("a bug that this one message trips")
+        real_store(raws)
+
+    monkeypatch.setattr(intake, "store", store)
+    assert one.round(client) == 2
+    assert stored_right([items[0][0], items[2][0]]) == 2
+    [kept] = client.lrange(intake.DEAD_KEY, 0, -1)
+    assert poison.encode() in intake.base64.b64decode(intake.json.loads(kept)["body"])
+    assert client.llen(one.keys.processing) == 0
+
+
+def test_an_intake_of_this_machine_whose_process_is_gone_is_known_dead():
+    me = intake.consumer_name("central@x")
+    assert not intake.known_dead(me)
+    node, host, pid, started = me.rsplit(":", 3)
+    assert intake.known_dead(f"{node}:{host}:{pid}:{int(started) - 100}")  # the pid reused
+    assert not intake.known_dead(f"{node}:elsewhere:{pid}:1")  # another machine: its lease says
+    assert not intake.known_dead("central-ghost@nowhere")

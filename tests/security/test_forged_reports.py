@@ -10,7 +10,6 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from django.conf import settings
 from django.core.management import call_command
-from django.db import DataError, connection
 from django_celery_results.models import TaskResult
 
 from cmdb.assets.models import Asset
@@ -107,19 +106,6 @@ def test_facts_come_only_from_collections(redis_url):
     assert Asset.objects.filter(host__ip=IP).exists()
 
 
-#: PostgreSQL enforces a varchar's length and an integer's range where SQLite stores anything:
-#: the intake writes an agent's name, cut to HostTask.agent's 255 characters, into
-#: TaskResult.worker (django-celery-results: 100) and into HostTask.agent from a started
-#: notice without cutting it at all, and a pid past PositiveIntegerField's 2**31 - 1 as it
-#: came. Each is a DataError there, and that message is dropped (cmdb/jobs, reported).
-ON_POSTGRES_TOO_LONG = pytest.mark.xfail(
-    connection.vendor == "postgresql", strict=True, raises=DataError,
-    reason="cmdb/jobs/records.py writes an agent name of 101-255 characters into "
-    "TaskResult.worker (varchar(100)); started notices and pids are not bounded (results.py)",
-)  # fmt: skip
-
-
-@ON_POSTGRES_TOO_LONG
 @pytest.mark.django_db
 def test_what_a_host_sends_is_cut_to_what_the_server_keeps(redis_url):
     task = task_for()
@@ -142,11 +128,10 @@ def test_what_a_host_sends_is_cut_to_what_the_server_keeps(redis_url):
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("fields", [
-    pytest.param({"agent": "a" * 150}, id="agent 150", marks=ON_POSTGRES_TOO_LONG),
-    # Only reports are cut (results.bounded), on any database: SQLite keeps all 10,000.
-    pytest.param({"agent": "a" * 10_000}, id="agent 10k", marks=pytest.mark.xfail(
-        strict=True, reason="cmdb/jobs/results.py cuts reports' fields, not started notices'")),
-    pytest.param({"agent_pid": 2**31}, id="pid", marks=ON_POSTGRES_TOO_LONG),
+    pytest.param({"agent": "a" * 150}, id="agent 150"),
+    # Cut on any database (SQLite would keep all 10,000; PostgreSQL refuses past a column).
+    pytest.param({"agent": "a" * 10_000}, id="agent 10k"),
+    pytest.param({"agent_pid": 2**31}, id="pid"),
 ])  # fmt: skip
 def test_a_started_notice_is_cut_to_what_the_server_keeps(fields, redis_url):
     """A host's own notice with a name or pid the columns cannot hold still begins its task,
@@ -166,7 +151,6 @@ def test_a_started_notice_is_cut_to_what_the_server_keeps(fields, redis_url):
     assert task.state == State.RUNNING and len(task.agent) <= results.MAX_NAME
 
 
-@ON_POSTGRES_TOO_LONG
 @pytest.mark.django_db
 def test_a_report_with_a_pid_past_the_column_is_stored(redis_url):
     task = task_for()
