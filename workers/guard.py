@@ -137,7 +137,13 @@ def guarded(agent, task, raw, queue: str, body, claim_ttl: int, announce_late=Fa
     reply_queue = spec.reply_queue or agent.settings.results_queue
 
     def announce() -> None:
-        task.app.send_task(names.TASK_STARTED, args=[started.to_wire()], queue=reply_queue)
+        # A notice that cannot be sent costs only itself: the command runs on, and its result
+        # (or its claim, at the reach deadline) tells the server what the notice would have.
+        try:
+            task.app.send_task(names.TASK_STARTED, args=[started.to_wire()], queue=reply_queue)
+        except Exception:
+            logger.warning("could not send the started notice of %s", task.request.id,
+                           exc_info=True)  # fmt: skip
 
     cancelled = cancel_mark(agent, task.request.id)
     if not announce_late:
