@@ -124,10 +124,12 @@ class Fleet:
         return proc
 
     def start_redis(
-        self, binary: str | None = None, options: list[str] | None = None
+        self, binary: str | None = None, options: list[str] | None = None, persist: bool = False
     ) -> subprocess.Popen:
         """A redis-server for ``redis_url``: the demo's (no users, no TLS), or ``binary`` with
-        ``options`` in place of its port (deploy.broker.server_options: an aclfile, TLS)."""
+        ``options`` in place of its port (deploy.broker.server_options: an aclfile, TLS).
+        ``persist``: an append-only file in its folder, so a restart on the same folder keeps
+        the queues (the fault suite's broker restarts)."""
         url = urlparse(self.redis_url)
         data = self.run_dir / "redis"
         data.mkdir(parents=True, exist_ok=True)
@@ -144,7 +146,7 @@ class Fleet:
                 "--save",
                 "",
                 "--appendonly",
-                "no",
+                "yes" if persist else "no",
             ],
         )
         client = redis.Redis.from_url(self.redis_url, socket_connect_timeout=1)
@@ -292,6 +294,30 @@ def stop_group(pid: int, sig: int = signal.SIGTERM, timeout: float = 15.0) -> No
         time.sleep(0.1)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGKILL)
+
+
+def interrupt_on_signals() -> None:
+    """SIGTERM and SIGHUP raise KeyboardInterrupt, as Ctrl-C does: the ``finally`` that stops
+    what a run started (the bench, the fault suite) then runs however it is ended."""
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, interrupt)
+
+
+@contextlib.contextmanager
+def shielded():
+    """Ctrl-C and SIGTERM ignored inside: a second one must not cut short stopping a fleet
+    (and leave its processes behind)."""
+    sigs = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    before = {sig: signal.signal(sig, signal.SIG_IGN) for sig in sigs}
+    try:
+        yield
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
 
 
 def _setup_django(fleet: Fleet):
