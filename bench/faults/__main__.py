@@ -3,7 +3,7 @@
 Starts a fleet of its own under a temporary folder (Redis with an append-only file, the
 central worker, agents on 127.14.x.y queues, SQLite), injects each scenario's fault, compares
 the commands' markers with what the server recorded, and writes bench/out/faults.json (and the
-processes' logs to bench/out/faults-logs/). Exit 1 when any scenario lost, ran twice, ran late,
+processes' logs beside it, in faults-logs/). Exit 1 when any scenario lost, ran twice, ran late,
 left stuck or ended wrong a task; everything it started is stopped on exit, on an exception
 and on SIGINT/SIGTERM.
 """
@@ -104,7 +104,7 @@ def main(argv=None) -> int:
             if left:
                 log(f"killed {left} process(es) the commands left behind")
             unmount(run_dir / "spool-tmpfs")
-            logs = OUT / "faults-logs"
+            logs = args.out.parent / "faults-logs"
             shutil.rmtree(logs, ignore_errors=True)
             if fleet.logs.exists():
                 shutil.copytree(fleet.logs, logs)
