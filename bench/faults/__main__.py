@@ -54,7 +54,7 @@ def main(argv=None) -> int:
                        if k.startswith(("CMDB_", "REDIS_", "DATABASE_", "DJANGO_"))})  # fmt: skip
     names = [n for n in NAMES if not args.only or n in args.only]
     started = time.monotonic()
-    tallies, watch, ctx = [], None, None
+    tallies, watch, ctx, interrupted = [], None, None, False
     log(f"fault suite ({'short' if args.short else 'full'}): {', '.join(names)}; in {run_dir}")
     try:
         fleet.start_redis()
@@ -87,9 +87,13 @@ def main(argv=None) -> int:
             except Exception as exc:
                 tally.error = f"{type(exc).__name__}: {exc}"
                 log(f"{name}: {traceback.format_exc()}")
+            except KeyboardInterrupt:
+                interrupted = True  # no healing: everything is about to be stopped
+                raise
             finally:
-                ctx.heal()
-                ctx.stop_agents()
+                if not interrupted:
+                    ctx.heal()
+                    ctx.stop_agents()
                 if name == "spool_full":
                     scenarios.spool_cleanup(ctx)
             tally.figures["seconds"] = [round(time.monotonic() - begun, 1)]
@@ -148,4 +152,9 @@ def report(tallies, args, seconds: float) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt as exc:
+        # The finally in main() has stopped everything by now.
+        log(f"interrupted ({exc or 'Ctrl-C'}): everything the suite started is stopped")
+        sys.exit(130)
