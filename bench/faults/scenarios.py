@@ -142,15 +142,26 @@ def central_kill(ctx: Context, tally: Tally, run: int) -> None:
         ctx.start_agents(hosts, concurrency=2)
     jobs = 20 if ctx.short else 100
     reach = 10 if ctx.short else 15
+    total = jobs * len(hosts)
     sent: list[Sent] = []
+    killed = None
+
+    def kill():
+        tally.figure("stored_when_killed", f"{ctx.ended(sent)}/{total}")
+        ctx.fleet.kill("central")
+        return time.monotonic()
+
     for i in range(jobs):
         # Some exit non-zero: the true result is the exit code, not just "it ran".
         sent += ctx.dispatch(hosts, code=3 if i % 5 == 4 else 0, timeout=10, reach=reach)
-    # In the middle of the burst: some stored, most still coming.
-    wait_until(lambda: ctx.ended(sent) >= len(sent) // 4, 20, 0.05)
-    tally.figure("stored_when_killed", f"{ctx.ended(sent)}/{len(sent)}")
-    ctx.fleet.kill("central")
-    time.sleep(2)
+        # In the middle of the burst: a quarter stored, the rest still being dispatched, run
+        # and reported (while no central worker is there to take it).
+        if killed is None and i % 5 == 4 and ctx.ended(sent) >= total // 4:
+            killed = kill()
+    if killed is None:
+        wait_until(lambda: ctx.ended(sent) >= total // 4, 20, 0.05)
+        killed = kill()
+    time.sleep(max(0.0, killed + 2 - time.monotonic()))
     ctx.start_central()
     ctx.wait_ended(sent, reach + SETTLE)
     tally.judge(ctx.fleet, ctx.watch, sent)
