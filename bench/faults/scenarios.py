@@ -9,6 +9,9 @@ import signal
 import time
 from dataclasses import dataclass, field
 
+import redis
+from django.conf import settings
+
 from bench.faults.harness import (
     SETTLE,
     FaultFleet,
@@ -164,7 +167,28 @@ def central_kill(ctx: Context, tally: Tally, run: int) -> None:
     time.sleep(max(0.0, killed + 2 - time.monotonic()))
     ctx.start_central()
     ctx.wait_ended(sent, reach + SETTLE)
+    before = len(tally.lost_ids)
     tally.judge(ctx.fleet, ctx.watch, sent)
+    where_messages_are(ctx, tally, tally.lost_ids[before:], [settings.CMDB["RESULTS_QUEUE"]],
+                       "lost_result_is")  # fmt: skip
+
+
+def where_messages_are(ctx: Context, tally: Tally, task_ids: list[str], queues: list[str],
+                       figure: str) -> None:  # fmt: skip
+    """Where messages naming these tasks are in Redis: still in one of ``queues``, taken but
+    never acknowledged (kombu's unacked hash, given back only after the visibility timeout),
+    or nowhere (gone for good)."""
+    if not task_ids:
+        return
+    client = redis.Redis.from_url(ctx.fleet.redis_url)
+    try:
+        queued = b"".join(m for q in queues for m in client.lrange(q, 0, -1))
+        unacked = b"".join(client.hvals("unacked"))
+    finally:
+        client.close()
+    for task_id in task_ids:
+        key = task_id.encode()
+        tally.figure(figure, "queued" if key in queued else "unacked" if key in unacked else "gone")
 
 
 def _late_back(run: int) -> float:
@@ -313,7 +337,7 @@ def redis_restart(ctx: Context, tally: Tally, run: int) -> None:
     tally.figure("run_ok_after_s", round(ok_at - restarted, 1) if ok_at else None)
     ctx.wait_ended(sent, reach + SETTLE)
     states: dict[str, int] = {}
-    stranded = 0
+    stranded = []
     for s in sent:
         state = ctx.state(s)
         states[state] = states.get(state, 0) + 1
@@ -321,7 +345,9 @@ def redis_restart(ctx: Context, tally: Tally, run: int) -> None:
         # of it: a task that never ran was taken (prefetched) and dropped, not "never
         # delivered", which is all `unreachable` may mean (decision 10).
         if state == State.UNREACHABLE and not ctx.fleet.marks(s.token).get(s.ip):
-            stranded += 1
+            stranded.append(s.task_id)
+    where_messages_are(ctx, tally, stranded, hosts, "stranded_message_is")
+    stranded = len(stranded)
     tally.counts["wrong"] += stranded
     tally.figure("unreachable_agents_up", stranded)
     tally.figure("end_states", states)

@@ -58,6 +58,8 @@ class Tally:
         self.figures: dict[str, list] = {}
         self.notes: list[str] = []
         self.skipped: str | None = None
+        #: Task ids of the commands that ran and were not stored right.
+        self.lost_ids: list[str] = []
         self.error: str | None = None
 
     def figure(self, key: str, value) -> None:
@@ -135,6 +137,7 @@ class Tally:
                 c["stored_right"] += 1
             else:
                 c["lost"] += 1
+                self.lost_ids.append(s.task_id)
                 self.note(f"{s.ip} {s.task_id[:8]}: ran (exit {s.code}"
                           f"{'' if marks.ends else ', never ended'}), stored {task.state}"
                           f" exit {task.exit_code}: {task.error[:120]}")  # fmt: skip
