@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv up down status demo test lint bench clean
+.PHONY: venv up down status restart demo test lint bench faults clean
 
 venv: $(STAMP)
 
@@ -19,8 +19,16 @@ up: venv
 down:
 	@test -x $(PY) && $(PY) -m deploy.local down || echo "nothing to stop (no .venv)"
 
-status: venv
-	$(PY) -m deploy.local status
+# No .venv: nothing can have been started from this checkout (and building one to say so is
+# minutes of pip).
+status:
+	@if test -x $(PY); then $(PY) -m deploy.local status; \
+	else echo "nothing is running (no .venv here: \`make up\` builds it and starts the fleet)"; fi
+
+# One process of the running fleet, the others left alone: WHAT=central|beat|web|redis|"agent IP".
+restart: venv
+	@test -n "$(WHAT)" || { echo 'usage: make restart WHAT=central|beat|web|redis|"agent 127.0.1.2"'; exit 2; }
+	$(PY) -m deploy.local restart $(WHAT)
 
 demo: venv
 	$(PY) -m deploy.local demo
@@ -45,6 +53,10 @@ bench: venv
 	$(PY) -m bench
 	$(PY) -m bench.push
 	$(PY) -m bench.signing
+
+# The fault-injection suite (issue 14): its own fleet, every scenario; FAULTS_ARGS=--short etc.
+faults: venv
+	$(PY) -m bench.faults $(FAULTS_ARGS)
 
 clean: down
 	rm -rf .run

@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench.topology import BenchFleet, host_ips, wait_for_nodes
+from bench.topology import BenchFleet, host_ips, interrupt_on_signals, wait_for_nodes
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out"
@@ -20,6 +20,9 @@ PER_HOST_SIZES = [n for n in SIZES if n <= 10]
 
 
 def main() -> None:
+    # Ctrl-C and SIGTERM (a CI timeout, `kill`) both end in the finally below, which stops
+    # every process this run started.
+    interrupt_on_signals()
     shutil.rmtree(OUT / "run", ignore_errors=True)
     (OUT / "run").mkdir(parents=True)
     shared, per_host = host_ips("3", max(SIZES)), host_ips("4", max(PER_HOST_SIZES or [0]))

@@ -15,7 +15,7 @@ import time
 import psutil
 
 from bench.topology import ROOT, free_port
-from deploy.local import Fleet, wait_for
+from deploy.local import Fleet, interrupt_on_signals, shielded, wait_for
 
 OUT = ROOT / "bench" / "out"
 IPS = ["127.9.0.1", "127.9.0.2", "127.9.0.3"]
@@ -56,6 +56,8 @@ class PeakRss:
 
 
 def main() -> None:
+    # Ctrl-C and SIGTERM both end in the finally below, which stops what this run started.
+    interrupt_on_signals()
     run_dir = OUT / "push-run"
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True)
@@ -122,7 +124,8 @@ def main() -> None:
         states = list(HostTask.objects.filter(job=job).values_list("state", flat=True))
         api = api_push(fleet, run_dir, agents)
     finally:
-        fleet.stop_all()
+        with shielded():
+            fleet.stop_all()
     mib = 1 << 20
     result = {
         "size_mb": SIZE_MB, "hosts": len(IPS), "states": states,

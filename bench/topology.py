@@ -2,7 +2,14 @@
 
 from pathlib import Path
 
-from deploy.local import ROOT, Fleet, free_port, wait_for  # noqa: F401 (ROOT re-exported)
+from deploy.local import (  # noqa: F401 (ROOT, interrupt_on_signals re-exported)
+    ROOT,
+    Fleet,
+    free_port,
+    interrupt_on_signals,
+    shielded,
+    wait_for,
+)
 
 #: Same scheduling for agents and the floor's workers.
 FAIR = ("--optimization", "fair")
@@ -39,6 +46,11 @@ class BenchFleet(Fleet):
         )
         self.shared_ips = shared_ips
         self.per_host_ips = per_host_ips
+
+    def stop_all(self) -> list[str]:
+        # Hundreds of processes: a second Ctrl-C must not leave half of them running.
+        with shielded():
+            return super().stop_all()
 
     def start_everything(self) -> list[str]:
         self.start_redis()

@@ -1,6 +1,7 @@
 """A whole system on this machine: Redis, the central worker and a demo fleet of agents.
 
     python -m deploy.local up|down|status|demo      (what `make up`, `make down`, ... call)
+    python -m deploy.local restart central|beat|web|redis|agent IP   (`make restart WHAT=...`)
 
 Every process is started in its own session with a pid file under $CMDB_RUN_DIR/pids, so `down`
 stops exactly what `up` started, and logs go to $CMDB_RUN_DIR/logs. The test suite uses the
@@ -124,10 +125,12 @@ class Fleet:
         return proc
 
     def start_redis(
-        self, binary: str | None = None, options: list[str] | None = None
+        self, binary: str | None = None, options: list[str] | None = None, persist: bool = False
     ) -> subprocess.Popen:
         """A redis-server for ``redis_url``: the demo's (no users, no TLS), or ``binary`` with
-        ``options`` in place of its port (deploy.broker.server_options: an aclfile, TLS)."""
+        ``options`` in place of its port (deploy.broker.server_options: an aclfile, TLS).
+        ``persist``: an append-only file in its folder, so a restart on the same folder keeps
+        the queues (the fault suite's broker restarts)."""
         url = urlparse(self.redis_url)
         data = self.run_dir / "redis"
         data.mkdir(parents=True, exist_ok=True)
@@ -144,7 +147,7 @@ class Fleet:
                 "--save",
                 "",
                 "--appendonly",
-                "no",
+                "yes" if persist else "no",
             ],
         )
         client = redis.Redis.from_url(self.redis_url, socket_connect_timeout=1)
@@ -294,6 +297,30 @@ def stop_group(pid: int, sig: int = signal.SIGTERM, timeout: float = 15.0) -> No
         os.killpg(pid, signal.SIGKILL)
 
 
+def interrupt_on_signals() -> None:
+    """SIGTERM and SIGHUP raise KeyboardInterrupt, as Ctrl-C does: the ``finally`` that stops
+    what a run started (the bench, the fault suite) then runs however it is ended."""
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, interrupt)
+
+
+@contextlib.contextmanager
+def shielded():
+    """Ctrl-C and SIGTERM ignored inside: a second one must not cut short stopping a fleet
+    (and leave its processes behind)."""
+    sigs = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    before = {sig: signal.signal(sig, signal.SIG_IGN) for sig in sigs}
+    try:
+        yield
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+
+
 def _setup_django(fleet: Fleet):
     os.environ.update({k: v for k, v in fleet.env.items() if k.startswith(("CMDB_", "DJANGO_"))})
     django.setup()
@@ -335,10 +362,7 @@ def up(fleet: Fleet, hosts: list[str]) -> None:
 
     # Rows left ONLINE by an earlier session must not pass for this session's agents.
     Host.objects.filter(ip__in=hosts).update(agent_status="unknown")
-    if not settings.CMDB["AUTO_ACCEPT"]:
-        # The demo's own agents, on this machine: their keys are accepted as they come. On a
-        # real fleet nothing is (`manage.py keys list`, then `keys accept IP`).
-        fleet.env["CMDB_AUTO_ACCEPT"] = ",".join(hosts)
+    if accept_demo_agents(fleet, hosts):
         print(f"accepting the keys of this machine's demo agents as they come: "
               f"CMDB_AUTO_ACCEPT={fleet.env['CMDB_AUTO_ACCEPT']}")  # fmt: skip
     print("starting the central worker, beat and the web server")
@@ -347,10 +371,7 @@ def up(fleet: Fleet, hosts: list[str]) -> None:
     fleet.start_web(settings.CMDB["WEB_PORT"])
     for ip in hosts:
         print(f"starting agent on {ip}")
-        # Demo hosts share this machine: each sees its own folder as "/" for push and fetch.
-        root = fleet.run_dir / "hosts" / ip
-        root.mkdir(parents=True, exist_ok=True)
-        fleet.start_agent(ip, extra_env={"CMDB_AGENT_ROOT": str(root)})
+        start_demo_agent(fleet, ip)
     wait_for_agents(hosts)
     print(
         f"up: {len(hosts)} agents online; web at http://127.0.0.1:{settings.CMDB['WEB_PORT']}/ "
@@ -363,11 +384,100 @@ def down(fleet: Fleet) -> None:
     print(f"stopped: {', '.join(names)}" if names else "nothing was running")
 
 
+def accept_demo_agents(fleet: Fleet, hosts: list[str]) -> bool:
+    """Unless CMDB_AUTO_ACCEPT says otherwise, the demo's own agents, on this machine, have
+    their keys accepted as they come (the central worker decides). On a real fleet nothing is
+    (`manage.py keys list`, then `keys accept IP`). True if set here."""
+    if settings.CMDB["AUTO_ACCEPT"] or not hosts:
+        return False
+    fleet.env["CMDB_AUTO_ACCEPT"] = ",".join(hosts)
+    return True
+
+
+def start_demo_agent(fleet: Fleet, ip: str) -> subprocess.Popen:
+    # Demo hosts share this machine: each sees its own folder as "/" for push and fetch.
+    root = fleet.run_dir / "hosts" / ip
+    root.mkdir(parents=True, exist_ok=True)
+    return fleet.start_agent(ip, extra_env={"CMDB_AGENT_ROOT": str(root)})
+
+
+def running(fleet: Fleet) -> dict[str, int | None]:
+    """Every process with a pid file: its pid if it is still the one started, else None."""
+    pidfiles = sorted(fleet.pids.glob("*.pid")) if fleet.pids.exists() else []
+    return {p.stem: read_pidfile(p) for p in pidfiles}
+
+
+E_NOTHING_RUNS = "nothing is running (no pid files in {pids}); start with `make up`"
+
+
 def status(fleet: Fleet) -> None:
-    for pidfile in sorted(fleet.pids.glob("*.pid")) if fleet.pids.exists() else []:
-        pid = read_pidfile(pidfile)
-        state = "running" if pid is not None else "gone"
-        print(f"{pidfile.stem:<20} pid {pidfile.read_text().split()[0]:<8} {state}")
+    found = running(fleet)
+    if not found:
+        print(E_NOTHING_RUNS.format(pids=fleet.pids))
+        return
+    for name, pid in found.items():
+        recorded = (fleet.pids / f"{name}.pid").read_text().split()[0]
+        print(f"{name:<20} pid {recorded:<8} {'running' if pid is not None else 'gone'}")
+    if not any(found.values()):
+        print(f"nothing is running: every process above has gone (`make down` clears "
+              f"{fleet.pids})")  # fmt: skip
+
+
+#: What `restart` knows how to start again, by pid file name; agents are agent-<ip>.
+RESTARTABLE = ("central", "beat", "web", "redis")
+E_RESTART_WHAT = "restart what? central, beat, web, redis or agent IP (got {what!r})"
+
+
+def restart_name(what: list[str]) -> str:
+    """``["central"]``, ``["agent", "127.0.1.2"]`` or ``["agent-127.0.1.2"]`` -> pid file name."""
+    if len(what) == 2 and what[0] == "agent":
+        return f"agent-{what[1]}"
+    if len(what) == 1 and (what[0] in RESTARTABLE or what[0].startswith("agent-")):
+        return what[0]
+    raise SystemExit(E_RESTART_WHAT.format(what=" ".join(what)))
+
+
+def restart(fleet: Fleet, what: list[str], timeout: float = 60.0) -> None:
+    """Stop one process of a running local fleet (by its pid file) and start it again, with
+    what `up` gives it; the others keep running."""
+    name = restart_name(what)
+    found = running(fleet)
+    if not any(found.values()):
+        raise SystemExit(E_NOTHING_RUNS.format(pids=fleet.pids))
+    if name == "redis" and not settings.CMDB["EMBEDDED_REDIS"]:
+        raise SystemExit("REDIS_URL is set: that broker is not ours to restart")
+    agents = [n.removeprefix("agent-") for n in found if n.startswith("agent-")]
+    if name.startswith("agent-") and name.removeprefix("agent-") not in agents:
+        agents.append(name.removeprefix("agent-"))
+    # The central worker must go on accepting the demo agents' keys, as `up` had it.
+    accept_demo_agents(fleet, agents)
+    print(f"stopping {name}" if found.get(name) else f"{name} was not running")
+    fleet.stop(name)
+    if name == "central":
+        fleet.start_central()
+    elif name == "beat":
+        fleet.start_beat()
+    elif name == "web":
+        fleet.start_web(settings.CMDB["WEB_PORT"])
+    elif name == "redis":
+        fleet.start_redis()  # waits until it answers
+    else:
+        start_demo_agent(fleet, name.removeprefix("agent-"))
+    if name in ("central",) or name.startswith("agent-"):
+        _setup_django(fleet)
+        from cmdb.celery import app
+
+        node = f"central@{socket.gethostname()}" if name == "central" else name.replace("-", "@", 1)
+
+        def answers():
+            return any(node in reply for reply in app.control.ping([node], timeout=1.0))
+
+        wait_for(answers, timeout, f"{node} to answer a ping", interval=0.5)
+    else:
+        time.sleep(1)
+        if fleet.processes[name].poll() is not None:
+            raise SystemExit(f"{name} exited at once; see {fleet.logs / (name + '.log')}")
+    print(f"restarted {name} (pid {fleet.processes[name].pid}); logs in {fleet.logs}")
 
 
 def demo(fleet: Fleet) -> None:
@@ -423,7 +533,8 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m deploy.local", description=__doc__.split("\n")[0]
     )
-    parser.add_argument("action", choices=["up", "down", "status", "demo"])
+    parser.add_argument("action", choices=["up", "down", "status", "demo", "restart"])
+    parser.add_argument("what", nargs="*", help="restart: central, beat, web, redis or agent IP")
     parser.add_argument("--hosts", nargs="+", default=DEMO_HOSTS, help="agent IPs (127.x)")
     args = parser.parse_args(argv)
     os.environ.setdefault(ENVIRONMENT_VARIABLE, "cmdb.settings")
@@ -434,6 +545,8 @@ def main(argv=None) -> None:
         down(fleet)
     elif args.action == "status":
         status(fleet)
+    elif args.action == "restart":
+        restart(fleet, args.what)
     else:
         demo(fleet)
 

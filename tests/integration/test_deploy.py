@@ -1,24 +1,31 @@
-"""Push and fetch through real agents, each with its own root folder on this one machine."""
+"""Push and fetch through real agents, each with its own root folder on this one machine; and
+operating the local fleet (`python -m deploy.local status`, `restart`)."""
 
 import hashlib
 import io
 import json
 import os
 import stat
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
+import psutil
 import pytest
 
 from cmdb.jobs.choices import HostTaskStateChoices as State
 from cmdb.jobs.models import HostTask
-from tests.support.cli import ID_LINE, wait_job
+from deploy.local import Fleet, read_pidfile
+from tests.support.cli import ID_LINE, dispatch, wait_job
 from tests.support.factories import make_host
-from tests.support.fleet import rooted_agents, wait_for
+from tests.support.fleet import ROOT, ping_nodes, remember_keys, rooted_agents, wait_for
 
 pytestmark = [pytest.mark.fleet, pytest.mark.django_db(transaction=True)]
 
 IPS = ["127.0.1.61", "127.0.1.62", "127.0.1.63"]
+#: The agent the restart test starts and restarts (auto-accepted, nobody else's).
+OPS_IP = "127.0.1.67"
 MB = 1 << 20
 
 
@@ -213,3 +220,62 @@ def test_fetch_copies_each_hosts_file_into_its_own_folder(manage, hosts, roots, 
     stored = HostTask.objects.get(job_id=kept["id"]).fetched["path"]
     assert stored == str(settings.CMDB["FETCH_DIR"] / kept["id"] / IPS[0] / "app.log")
     assert Path(stored).read_text() == f"log of {IPS[0]}\n"
+
+
+def local(*args: str, env: dict, timeout: float = 120) -> subprocess.CompletedProcess:
+    """`python -m deploy.local ARGS`, as `make status` and `make restart` run it."""
+    return subprocess.run([sys.executable, "-m", "deploy.local", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)  # fmt: skip
+
+
+def gone(pid: int) -> bool:
+    # The old agent was this process's child: killed, it is a zombie until reaped.
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def test_status_and_restart_say_when_nothing_runs(tmp_path, process_env):
+    env = {**os.environ, **process_env, "CMDB_RUN_DIR": str(tmp_path / "never-up")}
+
+    status = local("status", env=env)
+    restart = local("restart", "central", env=env)
+
+    assert status.returncode == 0 and "nothing is running" in status.stdout, status
+    assert restart.returncode != 0 and "nothing is running" in restart.stderr, restart
+    pids = tmp_path / "gone" / "pids"
+    pids.mkdir(parents=True)
+    (pids / "central.pid").write_text("999999999 1.0")  # a pid no process has
+    gone = local("status", env={**env, "CMDB_RUN_DIR": str(tmp_path / "gone")})
+    assert "central" in gone.stdout and "gone" in gone.stdout
+    assert "nothing is running" in gone.stdout
+
+
+def test_restart_starts_one_agent_again_and_leaves_the_rest_running(
+    fleet, manage, process_env, tmp_path
+):  # fmt: skip
+    from cmdb.celery import app
+
+    ops = Fleet(tmp_path / "ops", process_env)
+    try:
+        ops.start_agent(OPS_IP, concurrency=1)
+        wait_for(lambda: ping_nodes(app, [f"agent@{OPS_IP}"]), 90, "the agent", interval=0.5)
+        remember_keys(ops, [OPS_IP])
+        make_host(OPS_IP)
+        old = read_pidfile(ops.pids / f"agent-{OPS_IP}.pid")
+        central = read_pidfile(fleet.pids / "central.pid")
+
+        out = local("restart", "agent", OPS_IP, env=ops.env)
+
+        assert out.returncode == 0, out.stdout + out.stderr
+        new = read_pidfile(ops.pids / f"agent-{OPS_IP}.pid")
+        assert new is not None and new != old
+        assert gone(old), f"the old agent (pid {old}) still runs"
+        assert read_pidfile(fleet.pids / "central.pid") == central  # the rest left alone
+        status = local("status", env=ops.env)
+        assert f"agent-{OPS_IP}" in status.stdout and "running" in status.stdout
+        data, code = wait_job(manage, dispatch(manage, "echo back", OPS_IP))
+        assert code == 0 and data["tasks"][0]["stdout"]["head"] == "back\n"
+    finally:
+        ops.stop_all()
