@@ -349,7 +349,9 @@ def up(fleet: Fleet, hosts: list[str]) -> None:
         return
     if settings.CMDB["EMBEDDED_REDIS"]:
         print(f"starting redis-server at {fleet.redis_url}")
-        fleet.start_redis()
+        # With its data on disk: the run-once claims are what make "unreachable" provable, and
+        # a restart (make restart WHAT=redis) must not forget them, nor the queues.
+        fleet.start_redis(persist=True)
     else:
         print(f"using REDIS_URL at {urlparse(fleet.redis_url).hostname}")
     fleet.run_dir.mkdir(parents=True, exist_ok=True)
@@ -460,7 +462,7 @@ def restart(fleet: Fleet, what: list[str], timeout: float = 60.0) -> None:
     elif name == "web":
         fleet.start_web(settings.CMDB["WEB_PORT"])
     elif name == "redis":
-        fleet.start_redis()  # waits until it answers
+        fleet.start_redis(persist=True)  # waits until it answers
     else:
         start_demo_agent(fleet, name.removeprefix("agent-"))
     if name in ("central",) or name.startswith("agent-"):

@@ -2,8 +2,7 @@
 
 One run of every scenario against processes of its own (its own Redis, central worker and
 agents on 127.14.x.y, under a temporary folder), then one test per scenario asserting the
-zeros `make faults` gates on: nothing lost, twice, late, stuck or wrong. A scenario today's code
-fails is marked xfail with the fix it waits for; the mark goes when the fix lands.
+zeros `make faults` gates on: nothing lost, twice, late, stuck or wrong.
 """
 
 import json
@@ -44,16 +43,10 @@ def assert_zeros(found: dict) -> None:
     assert not counted, json.dumps(found, indent=1)
 
 
-@pytest.mark.xfail(strict=False, reason="results do not survive the central worker: kombu's "
-                   "Redis transport pops a result before recording it unacknowledged (needs an "
-                   "acknowledged delivery path for results, issue 14)")  # fmt: skip
 def test_a_central_worker_killed_mid_burst_loses_no_result(faults):
     assert_zeros(measured(faults, "central_kill"))
 
 
-@pytest.mark.xfail(strict=False, reason="an agent back after the reach deadline still runs the "
-                   "task (the signed deadline and `expires` allow +300 s; needs agents to refuse "
-                   "past the deadline with a small slack)")  # fmt: skip
 def test_an_agent_back_after_the_reach_deadline_runs_nothing(faults):
     assert_zeros(measured(faults, "agent_late"))
 
@@ -65,14 +58,11 @@ def test_an_agent_back_after_the_sweep_leaves_the_task_unreachable(faults):
 
 
 def test_a_frozen_agents_late_result_is_kept_without_changing_the_verdict(faults):
-    # Frozen 12 s in the short run: today's agent is not found lost that soon (15 s), so this
-    # holds. Once lost comes within 10 s, it holds only if the late result is kept beside the
-    # verdict (today lost turns into ok: the full run counts it as wrong).
+    # Frozen 12 s in the short run: found lost within it (7 s), then the thawed agent's result
+    # is kept beside the verdict, which stays (the scenario counts a lost turned ok as wrong).
     assert_zeros(measured(faults, "agent_frozen"))
 
 
-@pytest.mark.xfail(strict=False, reason="lost takes ~16 s after kill -9 (goal < 10 s) and a "
-                   "restarted agent does not kill its predecessor's process trees")  # fmt: skip
 def test_a_killed_agents_task_is_lost_within_10_s_and_its_tree_killed(faults):
     found = measured(faults, "agent_kill")
     assert_zeros(found)
@@ -80,25 +70,17 @@ def test_a_killed_agents_task_is_lost_within_10_s_and_its_tree_killed(faults):
     assert not any(found["tree_left_after_restart"]), "the killed command's tree lives on"
 
 
-@pytest.mark.xfail(strict=False, reason="after a Redis restart the messages agents had "
-                   "prefetched are stranded and end unreachable while every agent is up (needs "
-                   "the server to remove a message before calling it unreachable)")  # fmt: skip
 def test_a_broker_restart_ends_every_task_truly(faults):
     found = measured(faults, "redis_restart")
     assert_zeros(found)
     assert faults["redis_restart_run_ok_s"] is not None
 
 
-@pytest.mark.xfail(strict=False, reason="`run` with a frozen broker hangs ~91 s (three 30 s "
-                   "socket timeouts) before exit 3, and its tasks blame the agent while the job "
-                   "says not dispatched (needs one dispatch deadline)")  # fmt: skip
 def test_a_frozen_broker_fails_dispatch_fast_and_job_and_tasks_agree(faults):
     found = measured(faults, "frozen_broker_dispatch")
     assert_zeros(found)
     assert found["run_exit_code"] == [3]
 
 
-@pytest.mark.xfail(strict=False, reason="a spool that fills while the command runs is not "
-                   "reported: the output is silently cut (ok, truncated false)")  # fmt: skip
 def test_a_full_spool_is_reported_as_incomplete_output(faults):
     assert_zeros(measured(faults, "spool_full"))
