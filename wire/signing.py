@@ -36,11 +36,12 @@ HEADER = "cmdb_auth"
 CLOCK_SLACK = 300
 
 #: Seconds past its deadline, on the host's clock, that an agent still starts a task (dispatch
-#: gives Celery's ``expires`` the same). Small: a task the server has ended must not start. The
-#: server's fence at the reach deadline (wire.names.CLAIMED_BY_SERVER) is what decides; this
-#: keeps a host whose clock is slightly behind from starting what the server already gave up
-#: on, and one a little ahead from refusing what the server still waits for.
-DEADLINE_SLACK = 5
+#: gives Celery's ``expires`` the same). Small: nothing starts late, even with the central
+#: worker down (nobody to fence). The server's fence at the reach deadline
+#: (wire.names.CLAIMED_BY_SERVER) is what decides; this is for a host whose clock is a little
+#: behind or ahead (keep hosts on NTP: one more than a second ahead refuses a task taken in
+#: the last moment before its deadline, which then ends in error, saying so).
+DEADLINE_SLACK = 1
 
 #: The longest a signed message stays valid (dispatch's reach timeout is at most 3000 s). Agents
 #: refuse a deadline further off, so their run-once claims (workers.claims.KEEP) outlive it.
