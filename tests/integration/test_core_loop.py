@@ -38,6 +38,18 @@ def hosts(fleet):
     return [make_host(ip) for ip in AGENT_IPS]
 
 
+def own_agent(fleet, ip: str):
+    """An agent of the test's own (one pool process), answering, and its host made with the
+    key it registered: the test may kill it."""
+    from cmdb.celery import app
+
+    agent = fleet.start_agent(ip, concurrency=1)
+    wait_for(lambda: ping_nodes(app, [f"agent@{ip}"]), 60, f"the agent of {ip}", interval=0.5)
+    remember_keys(fleet, [ip])  # the host made next is that agent's, with its key
+    make_host(ip)
+    return agent
+
+
 def _alive(proc: psutil.Process) -> bool:
     try:
         return proc.status() != psutil.STATUS_ZOMBIE
@@ -258,10 +270,7 @@ def test_an_agent_frozen_past_the_reach_deadline_never_runs_the_task(manage, fle
     from cmdb.celery import app
 
     ip = "127.0.1.51"
-    agent = fleet.start_agent(ip, concurrency=1)
-    wait_for(lambda: ping_nodes(app, [f"agent@{ip}"]), 60, "the agent to freeze", interval=0.5)
-    remember_keys(fleet, [ip])
-    make_host(ip)
+    agent = own_agent(fleet, ip)
     marker = tmp_path / "ran"
     os.killpg(agent.pid, signal.SIGSTOP)
     try:
@@ -279,13 +288,9 @@ def test_an_agent_frozen_past_the_reach_deadline_never_runs_the_task(manage, fle
 
 
 def test_agent_killed_mid_command_ends_lost(manage, fleet, tmp_path):
-    from cmdb.celery import app
 
     ip = "127.0.1.50"
-    agent = fleet.start_agent(ip, concurrency=1)
-    wait_for(lambda: ping_nodes(app, [f"agent@{ip}"]), 60, "the doomed agent", interval=0.5)
-    remember_keys(fleet, [ip])  # the host made next is that agent's, with its key
-    make_host(ip)
+    agent = own_agent(fleet, ip)
     pidfile = tmp_path / "cmd.pid"
     job_id = dispatch(manage, f"echo $$ > {pidfile}; sleep 60", ip)
     task = HostTask.objects.get(job_id=job_id)
@@ -480,10 +485,7 @@ def test_what_a_killed_agent_had_prefetched_runs_once_it_is_back(manage, fleet, 
     from wire import names
 
     ip = "127.0.1.52"
-    agent = fleet.start_agent(ip, concurrency=1)
-    wait_for(lambda: ping_nodes(app, [f"agent@{ip}"]), 60, "the agent", interval=0.5)
-    remember_keys(fleet, [ip])
-    make_host(ip)
+    agent = own_agent(fleet, ip)
     marker = tmp_path / "ran"
     busy = dispatch(manage, "sleep 30", ip)
     wait_state(HostTask.objects.get(job_id=busy).task_id, {State.RUNNING})
