@@ -303,8 +303,8 @@ def test_agent_killed_mid_command_ends_lost(manage, fleet, tmp_path):
     killed = time.monotonic()
 
     task = wait_state(task.task_id, {State.LOST}, timeout=30)
-    # Within 10 s by default (lost_after 7, sweep 1); the suite's settings are 6 and 0.5.
-    assert time.monotonic() - killed < 10
+    # A hang check (the suite's lost_after is 6 s): `make faults` measures the default's.
+    assert time.monotonic() - killed < 25
     assert "stopped sending heartbeats" in task.error and "may still be running" in task.error
     assert TaskResult.objects.get(task_id=task.task_id).status == "FAILURE"
     # The command had its own session: it outlived its agent. The next agent ends it.
