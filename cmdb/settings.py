@@ -73,6 +73,7 @@ INSTALLED_APPS = [
     "cmdb.hosts",
     "cmdb.jobs",
     "cmdb.assets",
+    "cmdb.access",
     "cmdb.api",
 ]
 
