@@ -32,3 +32,9 @@ class Actor:
     @classmethod
     def system(cls, via: str = "system") -> "Actor":
         return cls(None, via)
+
+
+def actor_of(request, via: str = "api") -> Actor:
+    """The actor of an HTTP request: its user, and the address the connection came from (not
+    X-Forwarded-For, which the client writes)."""
+    return Actor(request.user, via, request.META.get("REMOTE_ADDR", "") or "")

@@ -1,6 +1,7 @@
 """The API's errors: the service layer's, mapped once to status codes, and the ones HTTP adds.
 
 Refused      400  {field: [reasons]} (the CLI's "targets" is the body's "hosts")
+NotPermitted 403  {field: [reasons]}: the targets outside the requester's grants, by name
 TooLarge     413  {"detail": ...}
 NotFound     404
 CannotSign   503  {"detail": ...}: nothing was recorded or sent
@@ -10,10 +11,17 @@ BrokerDown   503  {"detail": ..., "job": id when the job was recorded}
 from django.http import JsonResponse
 from django.views.defaults import page_not_found
 from rest_framework import status
-from rest_framework.exceptions import APIException, NotFound, ValidationError
+from rest_framework.exceptions import APIException, NotFound, PermissionDenied, ValidationError
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from cmdb.jobs.exceptions import BrokerDown, CannotSign, Refused, ServiceError, TooLarge
+from cmdb.jobs.exceptions import (
+    BrokerDown,
+    CannotSign,
+    NotPermitted,
+    Refused,
+    ServiceError,
+    TooLarge,
+)
 from cmdb.jobs.exceptions import NotFound as NoSuchId
 
 #: Request fields per field of a Refused (the CLI says targets where the API says hosts).
@@ -65,6 +73,8 @@ def flat_errors(errors: dict) -> dict[str, list[str]]:
 def as_api_error(exc: ServiceError) -> APIException:
     if isinstance(exc, TooLarge):
         return PayloadTooLarge(E_TOO_LARGE.format(exc=exc))
+    if isinstance(exc, NotPermitted):
+        return PermissionDenied(by_request_field(exc.by_field))
     if isinstance(exc, Refused):
         return ValidationError(by_request_field(exc.by_field))
     if isinstance(exc, NoSuchId):

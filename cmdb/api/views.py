@@ -26,6 +26,7 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 
+from cmdb.access.actor import actor_of
 from cmdb.api import filtersets, serializers
 from cmdb.api.errors import Gone, flat_errors
 from cmdb.api.pagination import CappedLimitOffsetPagination
@@ -246,7 +247,7 @@ class JobViewSet(CancelMixin, mixins.CreateModelMixin, ReadOnlyViewSet):
         return self.request_serializers.get(self.action) or super().get_serializer_class()
 
     def create(self, request, *args, **kwargs):
-        data, by = self._valid(request), request.user.get_username()
+        data, by = self._valid(request), actor_of(request)
         if data["kind"] == JobKindChoices.COLLECT:
             job = services.collect(Targets.of(data), by, app=self.celery_app)
         else:
@@ -261,7 +262,7 @@ class JobViewSet(CancelMixin, mixins.CreateModelMixin, ReadOnlyViewSet):
         try:
             job = services.push(
                 Upload(upload, upload.name, upload.size, archive=data["archive"]), data["dest"],
-                Targets.of(data), request.user.get_username(), mode=data["mode"],
+                Targets.of(data), actor_of(request), mode=data["mode"],
                 owner=data["owner"], batch=data.get("batch"),
                 max_failures=data.get("max_failures"), app=self.celery_app,
                 allow_unsafe_parents=data["allow_unsafe_parents"],
@@ -273,7 +274,7 @@ class JobViewSet(CancelMixin, mixins.CreateModelMixin, ReadOnlyViewSet):
     @action(detail=False, methods=["post"])
     def fetch(self, request, *args, **kwargs):
         data = self._valid(request)
-        job = services.fetch(data["path"], Targets.of(data), request.user.get_username(),
+        job = services.fetch(data["path"], Targets.of(data), actor_of(request),
                              app=self.celery_app)  # fmt: skip
         return self._accepted(job)
 

@@ -16,6 +16,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from cmdb.access import grants
 from cmdb.assets.where import parse_all as parse_where
 from cmdb.hosts.choices import KeyStateChoices
 from cmdb.hosts.models import Host, HostGroup, TargetError
@@ -23,7 +24,7 @@ from cmdb.jobs import lifecycle, signer
 from cmdb.jobs.broker import BROKER_ERRORS, fence, mark_cancelled
 from cmdb.jobs.choices import HostTaskStateChoices as State
 from cmdb.jobs.choices import JobKindChoices
-from cmdb.jobs.exceptions import BrokerDown, CannotSign, Refused
+from cmdb.jobs.exceptions import BrokerDown, CannotSign, NotPermitted, Refused
 from cmdb.jobs.models import HostTask, Job
 from wire import names, signing
 from wire.messages import CollectSpec, CommandSpec, FetchSpec, PushSpec, Spec
@@ -114,6 +115,9 @@ class CommandRequest:
     where: list[str] = field(default_factory=list)
     #: Kind-specific: "agent" (what the agent task gets), "batch", "max_failures", "to" ...
     params: dict = field(default_factory=dict)
+    #: Who asks (cmdb.access.actor.Actor): a user's request reaches only the hosts their grants
+    #: allow; None, or an actor without a user, is the server's own (a schedule, a key accepted).
+    actor: object | None = None
 
 
 def _select_hosts(request: CommandRequest, problems: Problems) -> list[Host]:
@@ -170,6 +174,12 @@ def _validate(request: CommandRequest) -> tuple[list[Host], int, int]:
     hosts = _select_hosts(request, problems)
     if problems:
         raise Refused(problems)
+    user = getattr(request.actor, "user", None)
+    if user is not None:
+        # Every target, before anything is recorded: refused by name, nothing dispatched.
+        problems.add("targets", *grants.refusals(user, grants.ACTION_OF_KIND[request.kind], hosts))
+        if problems:
+            raise NotPermitted(problems)
     return hosts, timeout, reach
 
 

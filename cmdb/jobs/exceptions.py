@@ -5,7 +5,8 @@ by each front-end (CLI exit codes, API status codes, admin messages)::
 
     ServiceError
      ├── Refused          the request is wrong; nothing was recorded (``by_field``)
-     │    └── TooLarge    an upload over CMDB_MAX_UPLOAD_BYTES
+     │    ├── TooLarge    an upload over CMDB_MAX_UPLOAD_BYTES
+     │    └── NotPermitted  a target outside the requester's grants (cmdb.access)
      ├── NotFound         no job or host task has that id
      └── Unavailable      the server cannot act now; ``job`` when one was recorded
           ├── CannotSign  this server has no signing key it can use
@@ -40,6 +41,10 @@ class Refused(ServiceError, ValueError):
 
 class TooLarge(Refused):
     """An upload larger than the server takes."""
+
+
+class NotPermitted(Refused):
+    """Some targets are outside what the requester's grants allow; nothing was recorded."""
 
 
 class NotFound(ServiceError, LookupError):

@@ -19,6 +19,7 @@ from django.conf import settings
 from kombu.exceptions import KombuError
 from redis import RedisError
 
+from cmdb.access.actor import Actor
 from cmdb.celery import app as cmdb_app
 from cmdb.files import uploads
 from cmdb.jobs import dispatch
@@ -64,11 +65,17 @@ class Targets:
                    where=list(given.get("where") or []), timeout=given.get("timeout"),
                    reach_timeout=given.get("reach_timeout"))  # fmt: skip
 
-    def request(self, kind: str, requested_by: str, command: str = "", params=None):
+    def request(self, kind: str, requested_by: "str | Actor", command: str = "", params=None):
+        """``requested_by``: the Actor asking (a user's request reaches only what their grants
+        allow), or a label for the server's own doing ("schedule", "key accepted")."""
+        actor = requested_by if isinstance(requested_by, Actor) else None
+        # The job names the user (what `requested_by=` filters on); the audit trail has the
+        # front-end and the address too.
+        label = (actor.username or actor.via) if actor else requested_by
         return CommandRequest(kind=kind, command=command, targets=list(self.hosts),
                               groups=list(self.groups), where=list(self.where),
                               timeout=self.timeout, reach_timeout=self.reach_timeout,
-                              requested_by=requested_by, params=params or {})  # fmt: skip
+                              requested_by=label, params=params or {}, actor=actor)  # fmt: skip
 
 
 @dataclass(frozen=True)

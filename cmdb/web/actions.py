@@ -6,6 +6,7 @@ from django.contrib.admin import helpers
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 
+from cmdb.access.actor import actor_of
 from cmdb.jobs import services
 from cmdb.jobs.exceptions import BrokerDown, CannotSign, Refused
 from cmdb.jobs.services import Targets, Upload
@@ -38,14 +39,14 @@ def run_command(modeladmin, request, queryset):
     if not ("apply" in request.POST and form.is_valid()):
         return _form_page(modeladmin, request, queryset, "Run a command", "Run", form,
                           "run_command")  # fmt: skip
-    data, by = form.cleaned_data, request.user.get_username()
+    data, by = form.cleaned_data, actor_of(request, "admin")
     return _act(modeladmin, request, lambda: services.run(
         data["command"], _targets(queryset, data["timeout"]), by))  # fmt: skip
 
 
 @admin.action(description="Collect facts from selected hosts", permissions=["collect_facts"])
 def collect_facts(modeladmin, request, queryset):
-    by = request.user.get_username()
+    by = actor_of(request, "admin")
     return _act(modeladmin, request, lambda: services.collect(_targets(queryset), by))
 
 
@@ -65,7 +66,7 @@ def push_file(modeladmin, request, queryset):
     form = PushFileForm(request.POST if applying else None, request.FILES if applying else None)
     if not (applying and form.is_valid()):
         return _form_page(modeladmin, request, queryset, "Push a file", "Push", form, "push_file")
-    data, by = form.cleaned_data, request.user.get_username()
+    data, by = form.cleaned_data, actor_of(request, "admin")
     upload = data["file"]
     try:
         return _act(modeladmin, request, lambda: services.push(
@@ -85,6 +86,6 @@ def fetch_file(modeladmin, request, queryset):
         return _form_page(
             modeladmin, request, queryset, "Fetch a file", "Fetch", form, "fetch_file"
         )
-    path, by = form.cleaned_data["path"], request.user.get_username()
+    path, by = form.cleaned_data["path"], actor_of(request, "admin")
     # Kept under FETCH_DIR/<job id>/, where the job page links each copy.
     return _act(modeladmin, request, lambda: services.fetch(path, _targets(queryset), by))

@@ -10,6 +10,7 @@ from django_celery_results.models import TaskResult
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from cmdb.access.models import Action, Grant
 from cmdb.assets.models import Asset, Change, HostFacts
 from cmdb.hosts.models import Host, HostGroup
 from cmdb.jobs.choices import HostTaskStateChoices as State
@@ -27,7 +28,11 @@ VIEW_ALL = [
 ]
 
 
-def make_user(*perms: str, username: str | None = None, superuser: bool = False) -> User:
+def make_user(*perms: str, username: str | None = None, superuser: bool = False,
+              everywhere: bool = True) -> User:  # fmt: skip
+    """A user with exactly ``perms`` (what kinds of thing they may do) and, with
+    ``everywhere``, a grant of every action on all hosts (where): the tests of grants
+    themselves say where instead (cmdb.access)."""
     username = username or f"user-{uuid.uuid4().hex[:8]}"
     if superuser:
         return User.objects.create_superuser(username, f"{username}@example.com", "pw")
@@ -37,6 +42,8 @@ def make_user(*perms: str, username: str | None = None, superuser: bool = False)
         user.user_permissions.add(
             Permission.objects.get(content_type__app_label=app_label, codename=codename)
         )
+    if everywhere:
+        Grant.objects.create(actions=list(Action.values), all_hosts=True).users.add(user)
     return user
 
 

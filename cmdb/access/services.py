@@ -1,0 +1,52 @@
+"""Adding and removing grants, for the CLI (and any other front-end): checked as a whole."""
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django.db import transaction
+
+from cmdb.access import grants
+from cmdb.access.models import Grant
+from cmdb.hosts.models import HostGroup
+from cmdb.jobs.dispatch import Problems
+from cmdb.jobs.exceptions import NotFound, Refused
+
+E_NO_USER = "no user {name!r}"
+E_NO_GROUP = "no group {name!r} (a Django group of users; host groups are --host-group)"
+E_NO_GRANT = "no grant {pk}"
+
+
+def add(principal: str, actions: list[str], host_groups: list[str] = (), all_hosts=False,
+        where: list[str] = (), max_hosts: int | None = None, note: str = "") -> Grant:  # fmt: skip
+    """A grant for ``principal`` (a username, or @group for a Django group)."""
+    problems = Problems()
+    user = group = None
+    if principal.startswith("@"):
+        group = Group.objects.filter(name=principal[1:]).first()
+        if group is None:
+            problems.add("principal", E_NO_GROUP.format(name=principal[1:]))
+    else:
+        user = get_user_model().objects.filter(username=principal).first()
+        if user is None:
+            problems.add("principal", E_NO_USER.format(name=principal))
+    problems.add("grant", *grants.check(list(actions), list(host_groups), all_hosts, list(where)))
+    if problems:
+        raise Refused(problems)
+    with transaction.atomic():
+        grant = Grant.objects.create(actions=list(dict.fromkeys(actions)), all_hosts=all_hosts,
+                                     where=list(where), max_hosts=max_hosts, note=note)  # fmt: skip
+        grant.host_groups.set(HostGroup.objects.filter(name__in=host_groups))
+        if user is not None:
+            grant.users.add(user)
+        else:
+            grant.groups.add(group)
+    return grant
+
+
+def remove(pk: int) -> Grant:
+    grant = Grant.objects.filter(pk=pk).first()
+    if grant is None:
+        raise NotFound(E_NO_GRANT.format(pk=pk))
+    text = str(grant)
+    grant.delete()
+    grant.description = text
+    return grant
