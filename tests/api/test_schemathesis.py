@@ -80,6 +80,10 @@ def api_server(fleet, process_env, tmp_path):
     assert "Traceback" not in server_log, server_log
 
 
+#: What schemathesis prints when CPython 3.11 itself fails in it (not a finding about our API).
+TOOL_CRASH = "SystemError: AST constructor recursion depth mismatch"
+
+
 def seed() -> str:
     """One of everything for the item endpoints; returns a superuser's token."""
     host = make_host(FUZZ_HOST, hostname="fuzz-target", with_agent=False)
@@ -130,6 +134,12 @@ def test_no_operation_answers_a_server_error(api_server, process_env, tmp_path):
 
     # In tmp_path: schemathesis and Hypothesis keep caches in the working directory.
     run = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
+    if run.returncode != 0 and TOOL_CRASH in run.stdout:
+        # CPython 3.11's own bug inside schemathesis (the ast module under recursion), seen once
+        # in CI: the tool crashed, it found nothing; one more run decides.
+        report.unlink(missing_ok=True)
+        run = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True,
+                             timeout=240)  # fmt: skip
 
     assert run.returncode == 0, run.stdout[-20000:] + run.stderr[-5000:]
     codes = statuses(report)
