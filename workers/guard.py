@@ -22,6 +22,9 @@ E_FENCED = "the server ended this task before it started here (unreachable or ca
 E_NO_BROKER_CLAIM = "could not claim the task in the broker ({exc}); refused, not run"
 E_BAD_SPEC = "malformed task: {reason}"
 
+#: Seconds an agent keeps trying to take a task's claim while the broker is away.
+CLAIM_PATIENCE = 15.0
+
 
 def unauthentic(agent, task, raw: dict, queue: str) -> str | None:
     """Why this message is not the server's, for this host, now; None when it is.
@@ -63,15 +66,22 @@ def claim_in_broker(agent, host: str, task_id: str, ttl: int) -> str | None:
     whatever the reason: the server may have ended the task already.
     """
     claim = names.CLAIMED_KEY.format(host=host, task_id=task_id)
-    try:
-        with agent.redis().pipeline(transaction=False) as pipe:
-            pipe.exists(names.CANCELLED_KEY.format(task_id=task_id))
-            pipe.set(claim, agent.pid, nx=True, ex=ttl)
-            pipe.get(claim)
-            cancelled, claimed, holder = pipe.execute()
-    except Exception as exc:
-        logger.warning("could not check or claim %s", task_id, exc_info=True)
-        return E_NO_BROKER_CLAIM.format(exc=type(exc).__name__)
+    # A broker that restarts just after handing the message over (a few seconds) is waited
+    # for: the claim decides, and the task should run if the server has not ended it.
+    give_up = time.monotonic() + CLAIM_PATIENCE
+    while True:
+        try:
+            with agent.redis().pipeline(transaction=False) as pipe:
+                pipe.exists(names.CANCELLED_KEY.format(task_id=task_id))
+                pipe.set(claim, agent.pid, nx=True, ex=ttl)
+                pipe.get(claim)
+                cancelled, claimed, holder = pipe.execute()
+            break
+        except Exception as exc:
+            if time.monotonic() > give_up:
+                logger.warning("could not check or claim %s", task_id, exc_info=True)
+                return E_NO_BROKER_CLAIM.format(exc=type(exc).__name__)
+            time.sleep(0.5)
     if cancelled:
         return E_CANCELLED
     if claimed:

@@ -101,3 +101,38 @@ def unqueue(client, host: str, task_ids: set[str]) -> set[str]:
             pipe.lrem(host, 1, raw)
         counts = pipe.execute()
     return {task_id for (task_id, _), n in zip(found, counts, strict=True) if n}
+
+
+#: Redis key marking a task whose message the server sent once more (at most once).
+RESENT_KEY = "cmdb:resent:{task_id}"
+#: Releases the server's own claim only (an agent's, taken meanwhile, stays).
+RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+def held_by_agent(client, host: str, task_ids: set[str]) -> set[str]:
+    """Which of ``task_ids`` sit in the unacknowledged messages of ``host``'s agent (kombu's
+    hash under the agent's own keys): handed over, not yet started."""
+    key = names.UNACKED_KEYS["unacked_key"].format(host=names.hosts_tag([host]))
+    found = set()
+    for raw in client.hvals(key):
+        try:
+            message = json.loads(raw)[0]
+            task_id = message["headers"]["id"]
+        except (ValueError, KeyError, TypeError, IndexError):
+            continue
+        if isinstance(task_id, str) and task_id in task_ids:
+            found.add(task_id)
+    return found
+
+
+def release_for_resend(client, task_id: str, host: str, ttl: int = CANCEL_MARK_TTL) -> bool:
+    """Mark ``task_id`` resent (once only) and give up the server's claim on it; False if it
+    was resent before (then the claim stays, and the task ends unreachable)."""
+    if not client.set(RESENT_KEY.format(task_id=task_id), 1, nx=True, ex=ttl):
+        return False
+    key = names.CLAIMED_KEY.format(host=host, task_id=task_id)
+    client.eval(RELEASE, 1, key, names.CLAIMED_BY_SERVER)
+    return True

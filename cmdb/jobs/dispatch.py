@@ -334,6 +334,21 @@ def publish(job: Job, tasks: list[HostTask], app: Celery) -> None:
     Job.objects.filter(pk=job.pk).update(dispatched_at=job.dispatched_at)
 
 
+def resend(job: Job, tasks: list[HostTask], app: Celery) -> None:
+    """Publish the messages of ``tasks`` once more (their reach deadlines already moved on):
+    for messages the broker lost after handing them over (cmdb.jobs.sweeps). Safe whatever
+    became of the first copy: the run-once claims let only one of the two run. BROKER_ERRORS
+    propagate; nothing is marked here."""
+    reply_queue = settings.CMDB["RESULTS_QUEUE"]
+    store = app.signature(names.STORE_RESULT, options={"queue": reply_queue})
+    deadline = time.monotonic() + settings.CMDB["DISPATCH_TIMEOUT"]
+    attempt = app.conf.broker_transport_options.get("socket_timeout") or 0
+    policy = {**RETRY_POLICY, "errback": _within(deadline, attempt)}
+    with app.producer_or_acquire() as producer:
+        for task in tasks:
+            _send(app, producer, job, task, reply_queue, store, policy)
+
+
 def cancel(tasks: list[HostTask], app: Celery) -> int:
     """Cancel the tasks that have not finished; return how many were asked to stop.
 

@@ -25,8 +25,16 @@ from cmdb.files.pushed import release_finished_pushes
 from cmdb.hosts.choices import AgentStatusChoices as Status
 from cmdb.hosts.models import Host
 from cmdb.jobs import batches, lifecycle
-from cmdb.jobs.broker import fence, mark_cancelled, redis_client, unqueue
+from cmdb.jobs.broker import (
+    fence,
+    held_by_agent,
+    mark_cancelled,
+    redis_client,
+    release_for_resend,
+    unqueue,
+)
 from cmdb.jobs.choices import HostTaskStateChoices as State
+from cmdb.jobs.dispatch import resend
 from cmdb.jobs.exceptions import BrokerDown
 from cmdb.jobs.models import HostTask
 
@@ -95,6 +103,8 @@ def unreachable(s: Sweep) -> int:
                 removed |= unqueue(client, ip, ids)
             except Exception:
                 logger.warning("could not take messages out of %s's queue", ip, exc_info=True)
+    resent = _resend_lost_messages(s, fenced, removed)
+    fenced = [row for row in fenced if row[0] not in resent]
     reasons = {}
     for pk, task_id, ip, _, reach, _, dispatch_error in fenced:
         if dispatch_error:
@@ -108,6 +118,51 @@ def unreachable(s: Sweep) -> int:
     # Belt and braces: an agent checks the cancel mark before the claim.
     mark_cancelled(s.app, ended)
     return len(ended) + _taken_and_silent(s, taken, holders)
+
+
+def _resend_lost_messages(s: Sweep, fenced: list, removed: set[str]) -> set[int]:
+    """Send once more, with a new reach deadline, what a live agent's broker lost: a message
+    that is neither in its host's queue nor among what its agent holds, and that no agent
+    claimed. kombu's Redis transport pops a message before it records it as held; a broker
+    killed in between (or restarted without its data) loses it while the agent is up. Sent
+    again at most once; the pks resent (they stay pending)."""
+    online = s.liveness.online(s.now) if not s.deaf else set()
+    candidates = [row for row in fenced
+                  if row[1] not in removed and not row[6] and row[2] in online]  # fmt: skip
+    if not candidates:
+        return set()
+    resent: dict[int, tuple] = {}
+    with redis_client(s.app) as client:
+        by_ip: dict[str, set[str]] = {}
+        for _, task_id, ip, *_ in candidates:
+            by_ip.setdefault(ip, set()).add(task_id)
+        held = set()
+        for ip, ids in by_ip.items():
+            held |= held_by_agent(client, ip, ids)
+        for row in candidates:
+            pk, task_id, ip, *_ = row
+            if task_id not in held and release_for_resend(client, task_id, ip):
+                resent[pk] = row
+    if not resent:
+        return set()
+    tasks = list(HostTask.objects.select_related("job").filter(pk__in=resent))
+    for task in tasks:
+        task.reach_deadline = s.now_dt + timedelta(seconds=task.job.reach_timeout)
+        HostTask.objects.filter(pk=task.pk, state=State.PENDING).update(
+            reach_deadline=task.reach_deadline
+        )
+    by_job: dict = {}
+    for task in tasks:
+        by_job.setdefault(task.job_id, (task.job, []))[1].append(task)
+    for job, job_tasks in by_job.values():
+        try:
+            resend(job, job_tasks, s.app)
+            logger.warning("sent %d message(s) of job %s again: the broker lost them after "
+                           "handing them to a live agent", len(job_tasks), job.pk)  # fmt: skip
+        except Exception:
+            # Their next deadline ends them (unreachable: they were resent once already).
+            logger.exception("could not send job %s's lost messages again", job.pk)
+    return set(resent)
 
 
 def _pid(holder: str) -> int | None:

@@ -51,3 +51,41 @@ def test_what_a_host_pushes_onto_its_own_queue_does_not_stop_the_unqueue(client)
         assert client.llen(queue) == 4
     finally:
         client.delete(queue)
+
+
+@pytest.mark.fleet
+@pytest.mark.django_db(transaction=True)
+def test_a_message_the_broker_lost_while_the_agent_was_up_is_sent_once_more(fleet, client):
+    """Neither queued, nor held by the agent, nor claimed, at its deadline, with its agent
+    alive: lost by the broker after it handed it over (kombu pops before it records). The
+    server sends it once more, with a new deadline, and it runs."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from cmdb.hosts.models import Host
+    from cmdb.jobs.choices import HostTaskStateChoices as State
+    from cmdb.jobs.models import HostTask, Job
+    from tests.support.cli import wait_state
+    from tests.support.factories import make_host
+    from tests.support.fleet import AGENT_IPS, wait_for
+
+    ip = AGENT_IPS[0]
+    host = make_host(ip)
+    # Its heartbeats believed again (the inventory was emptied before this test): the monitor
+    # marks it online once it hears one.
+    Host.objects.filter(pk=host.pk).update(agent_status="offline")
+    wait_for(lambda: Host.objects.get(pk=host.pk).agent_status == "online", 60, "online")
+    job = Job.objects.create(command="echo sent-again", timeout=30, reach_timeout=20)
+    task = HostTask.objects.create(
+        job=job,
+        host=host,
+        ip=ip,
+        task_id=str(uuid.uuid4()),
+        reach_deadline=timezone.now() - timedelta(seconds=1),
+    )
+
+    task = wait_state(task.task_id, {State.OK, State.UNREACHABLE}, timeout=60)
+
+    assert task.state == State.OK and task.stdout_head == "sent-again\n"
+    assert client.exists(broker.RESENT_KEY.format(task_id=task.task_id))
