@@ -269,7 +269,7 @@ def test_an_agent_frozen_past_the_reach_deadline_never_runs_the_task(manage, fle
     its claim; the thawed agent finds nothing to run or a claim taken, and refuses."""
     from cmdb.celery import app
 
-    ip = "127.0.1.51"
+    ip = "127.0.1.53"
     agent = own_agent(fleet, ip)
     marker = tmp_path / "ran"
     os.killpg(agent.pid, signal.SIGSTOP)
