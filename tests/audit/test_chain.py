@@ -1,6 +1,7 @@
 """record(), the hash chain, and the triggers that make the table append-only, on the real
 database of the run (SQLite, or PostgreSQL under `make test`)."""
 
+import threading
 import uuid
 
 import pytest
@@ -182,3 +183,30 @@ def test_deleted_rows_are_found_in_the_middle_and_at_the_end(alice):
         raw("DELETE FROM {table} WHERE id = %s", [entries[1].pk])
         seq, reason = broken_at()
         assert seq == entries[2].seq and "deleted" in reason
+
+
+# --- two writers --------------------------------------------------------------------------------
+@pytest.mark.django_db(transaction=True)
+def test_two_writers_appending_at_once_leave_one_unbroken_chain():
+    # Threads, each with its own database connection: the web and the central worker.
+    per_writer, errors = 40, []
+
+    def write(name: str):
+        try:
+            for n in range(per_writer):
+                audit.record(None, "dispatch", command=f"{name} {n}")
+        except Exception as exc:  # reported below: a thread's exception is otherwise lost
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    writers = [threading.Thread(target=write, args=(name,)) for name in ("web", "central")]
+    for w in writers:
+        w.start()
+    for w in writers:
+        w.join(60)
+
+    assert not errors
+    seqs = list(AuditEntry.objects.order_by("seq").values_list("seq", flat=True))
+    assert seqs == list(range(1, 2 * per_writer + 1))
+    assert verify().ok
