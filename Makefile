@@ -53,6 +53,7 @@ bench: venv
 	$(PY) -m bench
 	$(PY) -m bench.push
 	$(PY) -m bench.signing
+	$(PY) -m bench.audit
 
 # The fault-injection suite (issue 14): its own fleet, every scenario; FAULTS_ARGS=--short etc.
 faults: venv

@@ -74,6 +74,7 @@ INSTALLED_APPS = [
     "cmdb.jobs",
     "cmdb.assets",
     "cmdb.access",
+    "cmdb.audit",
     "cmdb.api",
 ]
 
@@ -87,6 +88,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Who is acting, for what the audit trail records by itself (failed logins, group changes).
+    "cmdb.audit.middleware.CurrentActorMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -249,6 +252,9 @@ CMDB = {
     #: Seconds a pushed blob must have been left alone before it is released: a push being
     #: prepared now reuses (and refreshes) the same blob before its job exists.
     "BLOB_RELEASE_AFTER": int(os.environ.get("CMDB_BLOB_RELEASE_AFTER", "60")),
+    #: Days the audit trail keeps its entries (0: for ever); `manage.py audit prune`, run daily
+    #: by cron or a periodic task, deletes older ones (the only deletion its triggers allow).
+    "AUDIT_KEEP_DAYS": float(os.environ.get("CMDB_AUDIT_KEEP_DAYS", "365")),
     #: The port `make up` serves the web on.
     "WEB_PORT": int(os.environ.get("CMDB_WEB_PORT", "8000")),
     #: No REDIS_URL: `make up` starts a redis-server of its own at the default URL.

@@ -20,6 +20,9 @@ FORBIDDEN = {"cmdb": {"workers"}}
 LATE_IMPORTS = {
     # Django: models can be imported only once every app is loaded.
     ("cmdb/assets/apps.py", "cmdb.assets.signals"),
+    ("cmdb/audit/apps.py", "cmdb.audit.signals"),
+    # `from cmdb.audit import record` while the package is imported before models can be.
+    ("cmdb/audit/__init__.py", "cmdb.audit.trail"),
     # The redis client only for type hints (wire/ needs no redis to be imported).
     ("wire/blobs.py", "redis"),
 }

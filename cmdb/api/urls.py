@@ -6,6 +6,7 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.routers import DefaultRouter
 
 from cmdb.api import views
+from cmdb.audit.api.views import AuditEntryViewSet
 
 app_name = "api"
 
@@ -15,6 +16,7 @@ SCHEMA_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "AssetKindEnum": "cmdb.assets.choices.AssetKindChoices",
         "JobKindEnum": "cmdb.jobs.choices.JobKindChoices",
+        "AuditActionEnum": "cmdb.audit.choices.AuditActionChoices",
     },
 }
 
@@ -26,6 +28,7 @@ router.register("assets", views.AssetViewSet)
 router.register("changes", views.ChangeViewSet)
 router.register("jobs", views.JobViewSet)
 router.register("host-tasks", views.HostTaskViewSet)
+router.register("audit", AuditEntryViewSet)
 
 urlpatterns = [
     # The schema is for any user who may call the API (anonymous: 401, as everywhere). The

@@ -21,6 +21,8 @@ READ_URLS = [
     f"/api/jobs/{JOB}/",
     "/api/host-tasks/",
     "/api/host-tasks/some-task-id/",
+    "/api/audit/",
+    "/api/audit/1/",
     "/api/schema/",
 ]
 POST_URLS = ["/api/jobs/", f"/api/jobs/{JOB}/cancel/", "/api/host-tasks/some-task-id/cancel/"]
@@ -58,6 +60,7 @@ def test_a_wrong_token_is_401():
         ("/api/changes/", "assets.view_change"),
         ("/api/jobs/", "jobs.view_job"),
         ("/api/host-tasks/", "jobs.view_hosttask"),
+        ("/api/audit/", "audit.view_auditentry"),
     ],
 )
 def test_each_list_needs_its_view_permission(client_with, url, perm):

@@ -37,6 +37,8 @@ OPERATIONS = {
     ("/api/hosts/{id}/accept-key/", "post"),
     ("/api/hosts/{id}/reject-key/", "post"),
     ("/api/hosts/{id}/delete-key/", "post"),
+    ("/api/audit/", "get"),
+    ("/api/audit/{id}/", "get"),
 }
 
 
