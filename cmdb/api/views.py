@@ -78,7 +78,8 @@ class CancelMixin:
     )
     @action(detail=True, methods=["post"])
     def cancel(self, request, *args, **kwargs):
-        count = services.cancel(self.tasks_to_cancel(self.get_object()), self.celery_app)
+        count = services.cancel(self.tasks_to_cancel(self.get_object()), self.celery_app,
+                                actor_of(request))  # fmt: skip
         return Response({"cancelled": count}, status=status.HTTP_202_ACCEPTED)
 
 

@@ -22,6 +22,8 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from cmdb import audit
+from cmdb.audit.context import current_actor
 from cmdb.hosts.choices import AgentStatusChoices, KeyStateChoices
 from cmdb.hosts.models import Host
 from cmdb.jobs import services
@@ -193,6 +195,9 @@ def _decide(verb: str, ips: list[str]) -> list[str]:
             hosts = hosts.exclude(key_state=fields["key_state"])
         done = set(hosts.values_list("ip", flat=True))
         hosts.update(**fields)
+        if done | changed:
+            # Whoever is acting (the request's user; the CLI and the server: the server).
+            audit.record(current_actor(), f"key.{verb}", targets_resolved=sorted(done | changed))
     for ip in sorted(done):
         logger.warning("key of %s %s", ip, past)
     return sorted(done | changed)

@@ -16,8 +16,11 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from cmdb import audit
 from cmdb.access import grants
+from cmdb.access.actor import Actor
 from cmdb.assets.where import parse_all as parse_where
+from cmdb.audit.choices import AuditActionChoices
 from cmdb.hosts.choices import KeyStateChoices
 from cmdb.hosts.models import Host, HostGroup, TargetError
 from cmdb.jobs import lifecycle, signer
@@ -183,6 +186,20 @@ def _validate(request: CommandRequest) -> tuple[list[Host], int, int]:
     return hosts, timeout, reach
 
 
+def _actor(request: CommandRequest) -> Actor:
+    """Who asks: the request's Actor, else the server's own doing (a schedule, the CLI)."""
+    if request.actor is not None:
+        return request.actor
+    by = request.requested_by or ""
+    return Actor.system("cli" if by.startswith("cli:") else "schedule" if by == "schedule"
+                        else "system")  # fmt: skip
+
+
+def _given(request: CommandRequest) -> dict:
+    return {"hosts": list(request.targets), "groups": list(request.groups),
+            "where": list(request.where)}  # fmt: skip
+
+
 def check_request(request: CommandRequest) -> None:
     """Raise the Refused dispatch_command would, recording nothing: for a caller with costly
     work to do first (a push uploads its file; not for hosts that do not exist)."""
@@ -205,7 +222,15 @@ def dispatch_command(request: CommandRequest, app: Celery) -> Job:
     rows to be committed, and the caller must see BrokerDown itself, not have it raised later
     from some outer commit.
     """
-    hosts, timeout, reach = _validate(request)
+    actor = _actor(request)
+    try:
+        hosts, timeout, reach = _validate(request)
+    except Refused as exc:
+        # Outside any transaction: the refusal is recorded though nothing else is.
+        audit.record(actor, AuditActionChoices.REFUSED, kind=request.kind,
+                     command=request.command, targets_given=_given(request),
+                     detail={"reason": exc.problems})  # fmt: skip
+        raise
     check_key()
     now = timezone.now()
     # With a batch size, later batches wait unpublished (no reach deadline yet); the central
@@ -232,6 +257,10 @@ def dispatch_command(request: CommandRequest, app: Celery) -> Job:
             )
             for i, host in enumerate(hosts)
         )
+        # In the job's own transaction: no dispatch without its entry, and the other way.
+        audit.record(actor, AuditActionChoices.DISPATCH, kind=request.kind, command=job.command,
+                     targets_given=_given(request), targets_resolved=[h.ip for h in hosts],
+                     job=job)  # fmt: skip
     # Publish only once the rows are committed: a fast agent's result must find them.
     publish(job, [t for t in tasks if t.batch == 0], app)
     return job
@@ -349,7 +378,7 @@ def resend(job: Job, tasks: list[HostTask], app: Celery) -> None:
             _send(app, producer, job, task, reply_queue, store, policy)
 
 
-def cancel(tasks: list[HostTask], app: Celery) -> int:
+def cancel(tasks: list[HostTask], app: Celery, actor: Actor | None = None) -> int:
     """Cancel the tasks that have not finished; return how many were asked to stop.
 
     A pending task ends cancelled at once if the server gets its run-once claim (no agent
@@ -360,6 +389,8 @@ def cancel(tasks: list[HostTask], app: Celery) -> int:
     active = [t for t in tasks if t.state in State.active()]
     if not active:
         return 0
+    audit.record(actor, AuditActionChoices.CANCEL, job=active[0].job_id,
+                 targets_resolved=[t.ip for t in active])  # fmt: skip
     # Agents refuse a marked task before they run it and stop it while it runs (they obey no
     # remote control, so a revoke broadcast would reach nobody).
     mark_cancelled(app, [t.task_id for t in active])

@@ -204,11 +204,11 @@ def find(ident: str) -> tuple[Job | None, list[HostTask]]:
         raise NotFound(str(exc)) from None
 
 
-def cancel(ident: str | list[HostTask], app=cmdb_app) -> int:
+def cancel(ident: str | list[HostTask], app=cmdb_app, actor: Actor | None = None) -> int:
     """Stop what has not finished of a job or a host task (an id, or the tasks themselves);
     returns how many host tasks were asked to stop."""
     tasks = find(ident)[1] if isinstance(ident, str) else ident
     try:
-        return dispatch.cancel(tasks, app)
+        return dispatch.cancel(tasks, app, actor)
     except BROKER_ERRORS as exc:
         raise BrokerDown(E_CANCEL_BROKER_DOWN.format(exc=exc)) from exc

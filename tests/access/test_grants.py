@@ -7,6 +7,7 @@ from django.core.management import CommandError, call_command
 
 from cmdb.access import grants, services
 from cmdb.access.models import Action, Grant
+from cmdb.audit.models import AuditEntry
 from cmdb.hosts.models import Host
 from cmdb.jobs.choices import HostTaskStateChoices as State
 from cmdb.jobs.models import Job
@@ -119,9 +120,15 @@ def test_a_user_granted_group_web_runs_there_and_is_refused_outside(fleet):
     assert refused.status_code == 403, refused.content
     assert refused.json() == {"hosts": [f"webops may not run on {B}: no grant of theirs covers it"]}
     assert not Job.objects.exists()
+    # The attempt is in the audit trail: who, from where, what, and why not.
+    entry = AuditEntry.objects.get(action="refused", username="webops")
+    assert (entry.username, entry.via, entry.command) == ("webops", "api", "echo no")
+    assert entry.targets_given["hosts"] == [A, B] and B in entry.detail["reason"][0]
 
     accepted = client.post("/api/jobs/", {"command": "echo yes", "hosts": [A]}, "json")
     assert accepted.status_code == 202, accepted.content
     job = poll(client, accepted.json()["url"], lambda b: b["done"], 60, "the granted run")
     assert job["summary"] == {State.OK: 1} and job["requested_by"] == "webops"
+    entry = AuditEntry.objects.get(action="dispatch", username="webops")
+    assert (str(entry.job_id), entry.targets_resolved, entry.username) == (job["id"], [A], "webops")
     assert Host.objects.filter(pk=other.pk).exists()
