@@ -1,8 +1,11 @@
 from django import forms
 from django.contrib import admin
 
+from cmdb import audit
 from cmdb.access import grants
+from cmdb.access.actor import actor_of
 from cmdb.access.models import Action, Grant
+from cmdb.audit.choices import AuditActionChoices
 
 
 class GrantForm(forms.ModelForm):
@@ -42,3 +45,15 @@ class GrantAdmin(admin.ModelAdmin):
     form = GrantForm
     list_display = ("id", "__str__", "max_hosts", "note", "created")
     filter_horizontal = ("users", "groups", "host_groups")
+
+    def save_related(self, request, form, formsets, change):
+        super().save_related(request, form, formsets, change)  # the users and groups too
+        action = AuditActionChoices.GRANT_CHANGE if change else AuditActionChoices.GRANT_ADD
+        audit.record(actor_of(request, "admin"), action,
+                     detail={"grant": form.instance.pk, "text": str(form.instance)})  # fmt: skip
+
+    def delete_model(self, request, obj):
+        pk, text = obj.pk, str(obj)
+        super().delete_model(request, obj)
+        audit.record(actor_of(request, "admin"), AuditActionChoices.GRANT_REMOVE,
+                     detail={"grant": pk, "text": text})  # fmt: skip

@@ -4,8 +4,11 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.db import transaction
 
+from cmdb import audit
 from cmdb.access import grants
 from cmdb.access.models import Grant
+from cmdb.audit.choices import AuditActionChoices
+from cmdb.audit.context import current_actor
 from cmdb.hosts.models import HostGroup
 from cmdb.jobs.dispatch import Problems
 from cmdb.jobs.exceptions import NotFound, Refused
@@ -39,6 +42,8 @@ def add(principal: str, actions: list[str], host_groups: list[str] = (), all_hos
             grant.users.add(user)
         else:
             grant.groups.add(group)
+        audit.record(current_actor(), AuditActionChoices.GRANT_ADD,
+                     detail={"grant": grant.pk, "text": str(grant)})  # fmt: skip
     return grant
 
 
@@ -47,6 +52,9 @@ def remove(pk: int) -> Grant:
     if grant is None:
         raise NotFound(E_NO_GRANT.format(pk=pk))
     text = str(grant)
-    grant.delete()
+    with transaction.atomic():
+        grant.delete()
+        audit.record(current_actor(), AuditActionChoices.GRANT_REMOVE,
+                     detail={"grant": pk, "text": text})  # fmt: skip
     grant.description = text
     return grant

@@ -101,6 +101,8 @@ def test_the_grants_command_adds_lists_and_removes(fleet_hosts, capsys):
     pk = Grant.objects.get().pk
     call_command("grants", "remove", str(pk))
     assert f"removed grant {pk}" in capsys.readouterr().out
+    assert list(AuditEntry.objects.filter(action__startswith="grant.").order_by("seq").values_list(
+        "action", "detail__grant")) == [("grant.add", pk), ("grant.remove", pk)]  # fmt: skip
     with pytest.raises(CommandError) as refused:
         call_command("grants", "add", "alice", "--actions", "run")
     assert refused.value.returncode == 2
