@@ -73,6 +73,13 @@ class DispatchDeadline(OSError):
     """Publishing has taken the whole dispatch deadline: the broker counts as down."""
 
 
+def _retry_policy(app: Celery) -> dict:
+    """kombu's retry policy for one publishing, within CMDB_DISPATCH_TIMEOUT from now."""
+    deadline = time.monotonic() + settings.CMDB["DISPATCH_TIMEOUT"]
+    attempt = app.conf.broker_transport_options.get("socket_timeout") or 0
+    return {**RETRY_POLICY, "errback": _within(deadline, attempt)}
+
+
 def _within(deadline: float, attempt: float):
     """kombu's errback before each retry: no retry that could not end (``attempt`` seconds,
     the broker timeout, after its pause) before the deadline."""
@@ -325,9 +332,7 @@ def publish(job: Job, tasks: list[HostTask], app: Celery) -> None:
     reply_queue = settings.CMDB["RESULTS_QUEUE"]
     store = app.signature(names.STORE_RESULT, options={"queue": reply_queue})
     sent = uncertain = 0
-    deadline = time.monotonic() + settings.CMDB["DISPATCH_TIMEOUT"]
-    attempt = app.conf.broker_transport_options.get("socket_timeout") or 0
-    policy = {**RETRY_POLICY, "errback": _within(deadline, attempt)}
+    policy = _retry_policy(app)
     try:
         with app.producer_or_acquire() as producer:
             producer.connection.ensure_connection(**policy)
@@ -370,9 +375,7 @@ def resend(job: Job, tasks: list[HostTask], app: Celery) -> None:
     propagate; nothing is marked here."""
     reply_queue = settings.CMDB["RESULTS_QUEUE"]
     store = app.signature(names.STORE_RESULT, options={"queue": reply_queue})
-    deadline = time.monotonic() + settings.CMDB["DISPATCH_TIMEOUT"]
-    attempt = app.conf.broker_transport_options.get("socket_timeout") or 0
-    policy = {**RETRY_POLICY, "errback": _within(deadline, attempt)}
+    policy = _retry_policy(app)
     with app.producer_or_acquire() as producer:
         for task in tasks:
             _send(app, producer, job, task, reply_queue, store, policy)
