@@ -34,7 +34,18 @@ class Actor:
         return cls(None, via)
 
 
-def actor_of(request, via: str = "api") -> Actor:
-    """The actor of an HTTP request: its user, and the address the connection came from (not
+#: Where a request comes in, by path prefix; anything else is the web front-end.
+VIA_BY_PATH = (("/api/", "api"), ("/admin/", "admin"))
+
+
+def via_of(request) -> str:
+    return next((via for prefix, via in VIA_BY_PATH if request.path.startswith(prefix)), "web")
+
+
+def actor_of(request, via: str | None = None) -> Actor:
+    """The actor of an HTTP request, as far as it is authenticated now (anonymous: nobody);
+    through ``via``, else as its path says; from the address the connection came from (not
     X-Forwarded-For, which the client writes)."""
-    return Actor(request.user, via, request.META.get("REMOTE_ADDR", "") or "")
+    user = getattr(request, "user", None)
+    user = user if user is not None and user.is_authenticated else None
+    return Actor(user, via or via_of(request), request.META.get("REMOTE_ADDR", "") or "")

@@ -8,24 +8,10 @@ CLI, a schedule) sets an Actor with ``acting_as``; otherwise it is the server it
 import contextlib
 from contextvars import ContextVar
 
-from cmdb.access.actor import Actor
+from cmdb.access.actor import Actor, actor_of
 
 #: The request being served, or an Actor set by acting_as(); None: the server itself.
 _current: ContextVar = ContextVar("cmdb_audit_actor", default=None)
-
-#: Where a request comes in, by path prefix; anything else is the web front-end.
-VIA_BY_PATH = (("/api/", "api"), ("/admin/", "admin"))
-
-
-def via_of(request) -> str:
-    return next((via for prefix, via in VIA_BY_PATH if request.path.startswith(prefix)), "web")
-
-
-def actor_of(request) -> Actor:
-    """The Actor behind a Django request, as far as it is authenticated now."""
-    user = getattr(request, "user", None)
-    user = user if user is not None and user.is_authenticated else None
-    return Actor(user, via_of(request), request.META.get("REMOTE_ADDR", ""))
 
 
 def current_actor() -> Actor:
