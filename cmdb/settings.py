@@ -25,6 +25,13 @@ def _networks(name: str) -> list:
             if part.strip()]  # fmt: skip
 
 
+def _read_first_line(path: Path) -> str:
+    try:
+        return path.read_text().strip().splitlines()[0].strip()
+    except (OSError, IndexError, UnicodeDecodeError):
+        return ""
+
+
 def _env_bool(name: str, default: bool) -> bool:
     return os.environ.get(name, str(default)).strip().lower() in {"1", "true", "yes", "on"}
 
@@ -192,6 +199,9 @@ for _key, _value in {
 
 # --- The fleet --------------------------------------------------------------------------------
 CMDB = {
+    #: The user the CLI acts as without --as: CMDB_USER, else the one `make up` made for this
+    #: checkout (RUN_DIR/cli_user). Never $USER: anyone sets that.
+    "CLI_USER": os.environ.get("CMDB_USER", "").strip() or _read_first_line(RUN_DIR / "cli_user"),
     #: Seconds a command may run on a host before its process group is killed.
     "DEFAULT_TIMEOUT": int(os.environ.get("CMDB_DEFAULT_TIMEOUT", "300")),
     "MAX_TIMEOUT": int(os.environ.get("CMDB_MAX_TIMEOUT", str(24 * 3600))),

@@ -326,6 +326,23 @@ def _setup_django(fleet: Fleet):
     django.setup()
 
 
+#: The superuser `up` makes for this checkout's CLI (no password: `createsuperuser` is for
+#: the web), named in RUN_DIR/cli_user, which settings read when CMDB_USER is unset.
+CLI_USER = "admin"
+
+
+def cli_user(fleet: Fleet) -> None:
+    from django.contrib.auth import get_user_model
+
+    if os.environ.get("CMDB_USER"):
+        return  # the operator's own choice: nothing to make
+    model = get_user_model()
+    if not model.objects.filter(username=CLI_USER).exists():
+        model.objects.create_superuser(CLI_USER, f"{CLI_USER}@localhost", None)
+        print(f"made the superuser {CLI_USER!r} the CLI acts as here (--as USER for another)")
+    (fleet.run_dir / "cli_user").write_text(CLI_USER + "\n")
+
+
 def wait_for_agents(ips: list[str], timeout: float = 60.0) -> None:
     from cmdb.hosts.choices import AgentStatusChoices
     from cmdb.hosts.models import Host
@@ -360,6 +377,7 @@ def up(fleet: Fleet, hosts: list[str]) -> None:
     if manage("collectstatic", "--no-input", "-v", "0", env=fleet.env) != 0:
         raise SystemExit("collectstatic failed")
     _setup_django(fleet)
+    cli_user(fleet)
     from cmdb.hosts.models import Host
 
     # Rows left ONLINE by an earlier session must not pass for this session's agents.

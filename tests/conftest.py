@@ -28,6 +28,9 @@ from tests.support.fleet import (
     wait_for,
 )
 
+#: The superuser the suite's CLI runs act as: the tests of identity itself name others.
+CLI_USER = "cli-tester"
+
 # Short deadlines so that unreachable and lost tasks end within seconds in tests.
 TEST_ENV = {
     "CMDB_SWEEP_INTERVAL": "0.5",
@@ -39,6 +42,8 @@ TEST_ENV = {
     "CMDB_AGENT_HEARTBEAT": "1",
     # The suite's own agents are accepted as they come; the enrollment tests use others.
     "CMDB_AUTO_ACCEPT": AUTO_ACCEPTED,
+    # Who the CLI acts as (the `cli_user` fixture makes them in each test's database).
+    "CMDB_USER": CLI_USER,
 }
 
 
@@ -170,8 +175,21 @@ def fleet(run_dir, process_env, django_db_blocker):
 
 
 @pytest.fixture
-def manage(process_env):
-    """Run `python manage.py ...` as a real process against the suite's broker and database."""
+def cli_user(monkeypatch):
+    """The superuser the CLI acts as (CMDB_USER), in this test's database (flushed between
+    tests); in-process call_command acts as them too."""
+    from django.conf import settings
+    from django.contrib.auth.models import User
+
+    monkeypatch.setitem(settings.CMDB, "CLI_USER", CLI_USER)
+    found = User.objects.filter(username=CLI_USER).first()
+    return found or User.objects.create_superuser(CLI_USER, f"{CLI_USER}@example.com", None)
+
+
+@pytest.fixture
+def manage(process_env, cli_user):
+    """Run `python manage.py ...` as a real process against the suite's broker and database,
+    as ``cli_user`` unless the test says otherwise (env CMDB_USER, --as)."""
 
     def run(*args: str, env: dict | None = None, timeout: float = 120):
         started = time.monotonic()

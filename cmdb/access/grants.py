@@ -23,6 +23,16 @@ ACTION_OF_KIND = {
     JobKindChoices.FETCH: Action.FETCH,
 }
 
+#: The Django permission each job kind needs at all (grants then say where): pushing and
+#: fetching files are as strong as running commands (a shadow file, a cron entry).
+PERMISSION_OF_KIND = {
+    JobKindChoices.COMMAND: "jobs.run_command",
+    JobKindChoices.COLLECT: "jobs.collect_facts",
+    JobKindChoices.PUSH: "jobs.run_command",
+    JobKindChoices.FETCH: "jobs.run_command",
+}
+
+E_NO_PERMISSION = "{user} may not {action} at all (needs the permission {perm})"
 E_NOT_PERMITTED = "{user} may not {action} on {ip}: no grant of theirs covers it"
 E_UNKNOWN_ACTION = "unknown action {action!r} (known: {known})"
 E_NO_ACTIONS = "give at least one action"
@@ -60,6 +70,15 @@ def hosts_for(user, action: str, hosts=None):
     hosts = Host.objects.all() if hosts is None else hosts
     q = host_filter(user, action)
     return hosts if q is None else hosts.filter(q)
+
+
+def kind_refusal(user, kind: str) -> list[str]:
+    """Why ``user`` may not dispatch this kind of job anywhere, if they may not."""
+    perm = PERMISSION_OF_KIND[kind]
+    if user.has_perm(perm):
+        return []
+    return [E_NO_PERMISSION.format(user=user.get_username(), action=ACTION_OF_KIND[kind],
+                                   perm=perm)]  # fmt: skip
 
 
 def refusals(user, action: str, hosts: Iterable[Host]) -> list[str]:

@@ -16,21 +16,34 @@ from cmdb.jobs.exceptions import NotFound, Refused
 E_NO_USER = "no user {name!r}"
 E_NO_GROUP = "no group {name!r} (a Django group of users; host groups are --host-group)"
 E_NO_GRANT = "no grant {pk}"
+E_NOBODY = "give the users or groups the grant is for"
+E_MAX_HOSTS = "max_hosts must be a whole number of hosts, 1 or more, not {value!r}"
 
 
 def add(principal: str, actions: list[str], host_groups: list[str] = (), all_hosts=False,
         where: list[str] = (), max_hosts: int | None = None, note: str = "") -> Grant:  # fmt: skip
     """A grant for ``principal`` (a username, or @group for a Django group)."""
+    users, groups = ([], [principal[1:]]) if principal.startswith("@") else ([principal], [])
+    return create(users, groups, actions, host_groups, all_hosts, where, max_hosts, note)
+
+
+def create(users: list[str], groups: list[str], actions: list[str], host_groups: list[str] = (),
+           all_hosts=False, where: list[str] = (), max_hosts: int | None = None,
+           note: str = "") -> Grant:  # fmt: skip
+    """A grant for these users and Django groups (by name), checked as a whole: Refused with
+    every problem, or made and in the audit trail."""
     problems = Problems()
-    user = group = None
-    if principal.startswith("@"):
-        group = Group.objects.filter(name=principal[1:]).first()
-        if group is None:
-            problems.add("principal", E_NO_GROUP.format(name=principal[1:]))
-    else:
-        user = get_user_model().objects.filter(username=principal).first()
-        if user is None:
-            problems.add("principal", E_NO_USER.format(name=principal))
+    found_users = get_user_model().objects.filter(username__in=users)
+    known = {u.get_username() for u in found_users}
+    problems.add("users", *(E_NO_USER.format(name=n) for n in users if n not in known))
+    found_groups = Group.objects.filter(name__in=groups)
+    known = {g.name for g in found_groups}
+    problems.add("groups", *(E_NO_GROUP.format(name=n) for n in groups if n not in known))
+    if not (users or groups):
+        problems.add("users", E_NOBODY)
+    if max_hosts is not None and (isinstance(max_hosts, bool) or not isinstance(max_hosts, int)
+                                  or max_hosts < 1):  # fmt: skip
+        problems.add("max_hosts", E_MAX_HOSTS.format(value=max_hosts))
     problems.add("grant", *grants.check(list(actions), list(host_groups), all_hosts, list(where)))
     if problems:
         raise Refused(problems)
@@ -38,10 +51,8 @@ def add(principal: str, actions: list[str], host_groups: list[str] = (), all_hos
         grant = Grant.objects.create(actions=list(dict.fromkeys(actions)), all_hosts=all_hosts,
                                      where=list(where), max_hosts=max_hosts, note=note)  # fmt: skip
         grant.host_groups.set(HostGroup.objects.filter(name__in=host_groups))
-        if user is not None:
-            grant.users.add(user)
-        else:
-            grant.groups.add(group)
+        grant.users.set(found_users)
+        grant.groups.set(found_groups)
         audit.record(current_actor(), AuditActionChoices.GRANT_ADD,
                      detail={"grant": grant.pk, "text": str(grant)})  # fmt: skip
     return grant

@@ -5,6 +5,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.routers import DefaultRouter
 
+from cmdb.access.api import GrantViewSet
 from cmdb.api import views
 from cmdb.audit.api.views import AuditEntryViewSet
 
@@ -29,6 +30,7 @@ router.register("changes", views.ChangeViewSet)
 router.register("jobs", views.JobViewSet)
 router.register("host-tasks", views.HostTaskViewSet)
 router.register("audit", AuditEntryViewSet)
+router.register("grants", GrantViewSet)
 
 urlpatterns = [
     # The schema is for any user who may call the API (anonymous: 401, as everywhere). The

@@ -5,13 +5,19 @@ from django.contrib import admin, messages
 from cmdb.assets.admin import AssetInline, ChangeInline
 from cmdb.hosts import keys
 from cmdb.hosts.models import Host, HostGroup
+from cmdb.jobs.exceptions import Refused
 from cmdb.web import actions
 
 
 def _key_action(verb: str, description: str):
     @admin.action(description=description, permissions=["manage_keys"])
     def act(modeladmin, request, queryset):
-        done = getattr(keys, verb)(list(queryset.values_list("ip", flat=True)))
+        try:
+            done = getattr(keys, verb)(list(queryset.values_list("ip", flat=True)))
+        except Refused as exc:
+            modeladmin.message_user(request, "nothing changed: " + "; ".join(exc.problems),
+                                    messages.ERROR)  # fmt: skip
+            return
         past = keys.VERBS[verb][0]
         modeladmin.message_user(request, f"keys {past}: {', '.join(done)}" if done
                                 else f"no key to {verb}", messages.SUCCESS if done
@@ -37,6 +43,13 @@ class HostAdmin(admin.ModelAdmin):
                _key_action("reject", "Reject the agents' keys of selected hosts"),
                _key_action("delete", "Delete the agents' keys of selected hosts")]  # fmt: skip
 
+    def get_readonly_fields(self, request, obj=None):
+        # The IP is the host's queue: moving it redirects every command sent to the host.
+        fields = super().get_readonly_fields(request, obj)
+        if obj is not None and not request.user.has_perm("hosts.change_host_ip"):
+            fields = (*fields, "ip")
+        return fields
+
     def has_manage_keys_permission(self, request):
         return request.user.has_perm("hosts.manage_keys")
 
@@ -57,3 +70,10 @@ class HostGroupAdmin(admin.ModelAdmin):
     list_display = ("name", "description")
     search_fields = ("name",)
     filter_horizontal = ("hosts",)
+
+    def get_readonly_fields(self, request, obj=None):
+        # Grants are by group: its members are who may be acted on under them.
+        fields = super().get_readonly_fields(request, obj)
+        if not request.user.has_perm("hosts.change_hostgroup_members"):
+            fields = (*fields, "hosts")
+        return fields

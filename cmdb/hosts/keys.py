@@ -23,11 +23,14 @@ from django.db.models import F
 from django.utils import timezone
 
 from cmdb import audit
+from cmdb.access import grants
+from cmdb.access.models import Action
+from cmdb.audit.choices import AuditOutcomeChoices
 from cmdb.audit.context import current_actor
 from cmdb.hosts.choices import AgentStatusChoices, KeyStateChoices
 from cmdb.hosts.models import Host
 from cmdb.jobs import services
-from cmdb.jobs.exceptions import ServiceError
+from cmdb.jobs.exceptions import NotPermitted, ServiceError
 from wire import signing
 from wire.messages import Registration
 
@@ -177,9 +180,28 @@ CANDIDATE_VERBS = {
 }  # fmt: skip
 
 
+def _may_manage(actor, verb: str, ips: list[str]) -> None:
+    """NotPermitted (and a refused entry in the audit trail) unless the acting user may manage
+    keys (hosts.manage_keys) and has a keys grant on every one of these hosts."""
+    user, problems = actor.user, {}
+    if not user.has_perm("hosts.manage_keys"):
+        problems["ips"] = [grants.E_NO_PERMISSION.format(
+            user=user.get_username(), action="manage keys", perm="hosts.manage_keys")]  # fmt: skip
+    hosts = Host.objects.filter(ip__in=ips).order_by("ip")
+    if refused := grants.refusals(user, Action.KEYS, hosts):
+        problems.setdefault("ips", []).extend(refused)
+    if problems:
+        audit.record(actor, f"key.{verb}", outcome=AuditOutcomeChoices.REFUSED,
+                     targets_resolved=sorted(ips), detail={"reason": problems})  # fmt: skip
+        raise NotPermitted(problems)
+
+
 def _decide(verb: str, ips: list[str]) -> list[str]:
     """Apply ``verb`` to the keys of these hosts that it changes; returns their IPs."""
     past, fields = VERBS[verb]
+    actor = current_actor()
+    if actor.user is not None:
+        _may_manage(actor, verb, ips)
     hosts = Host.objects.filter(ip__in=ips).exclude(agent_key="")
     with transaction.atomic():
         changed = set()

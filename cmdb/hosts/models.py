@@ -135,7 +135,10 @@ class Host(models.Model):
     class Meta:
         ordering = ["ip"]
         verbose_name = "host"
-        permissions = [("manage_keys", "Can accept, reject and delete agents' keys")]
+        # Who may move an IP moves every command sent to that host (the queue is the IP):
+        # apart from editing a host's name or description.
+        permissions = [("manage_keys", "Can accept, reject and delete agents' keys"),
+                       ("change_host_ip", "Can change a host's IP address")]  # fmt: skip
 
     def __str__(self):
         return f"{self.ip} ({self.hostname})" if self.hostname else self.ip
@@ -151,6 +154,8 @@ class HostGroup(models.Model):
     class Meta:
         ordering = ["name"]
         verbose_name = "host group"
+        # Grants are by group: who may change its members changes who may act on them.
+        permissions = [("change_hostgroup_members", "Can change which hosts are in a group")]
 
     def __str__(self):
         return self.name

@@ -1,16 +1,27 @@
 """What the project's commands share: target options, the service layer's errors as exit codes."""
 
+import argparse
 import contextlib
-import getpass
 
+from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
+from cmdb.access.actor import Actor
+from cmdb.audit.context import acting_as
 from cmdb.jobs.exceptions import BrokerDown, CannotSign, NotFound, Refused
 from cmdb.jobs.services import Targets
 
 #: Exit codes scripts can rely on.
 EXIT_INVALID = 2
 EXIT_BROKER_DOWN = 3
+
+E_WHO = ("say who you are: --as USER or CMDB_USER=USER, a user of this server "
+         "(`python manage.py createsuperuser` makes one; `make up` made 'admin' for this "
+         "checkout's own fleet)")  # fmt: skip
+E_NO_SUCH_USER = "no user {name!r} on this server (--as / CMDB_USER); nothing done"
+E_INACTIVE = "user {name!r} is inactive (--as / CMDB_USER); nothing done"
+E_NOT_ALLOWED = "{user} may not {what} (needs the permission {perm}); nothing done"
 
 
 class FleetCommand(BaseCommand):
@@ -25,10 +36,65 @@ class FleetCommand(BaseCommand):
 
     #: What a refused request says first ("nothing dispatched", "nothing pushed").
     refused = "nothing dispatched"
+    #: Whether the command acts as a named user (--as / CMDB_USER). Only the server's own
+    #: set-up tools (keys, ACLs it prints) do without one.
+    needs_user = True
+
+    def create_parser(self, prog_name, subcommand, **kwargs):
+        parser = super().create_parser(prog_name, subcommand, **kwargs)
+        if self.needs_user:
+            _add_as(parser, default=None)
+            # After a sub-command too (`keys accept IP --as alice`): argparse gives options
+            # after one to its own parser.
+            for sub in _subparsers(parser):
+                _add_as(sub, default=argparse.SUPPRESS)
+        return parser
 
     def execute(self, *args, **options):
         with refusals(self.refused):
-            return super().execute(*args, **options)
+            if not self.needs_user:
+                return super().execute(*args, **options)
+            self.actor = Actor(cli_user(options.get("as_user")), "cli")
+            # What the app records by itself (group and IP changes) is this user's doing too.
+            with acting_as(self.actor):
+                return super().execute(*args, **options)
+
+    @property
+    def user(self):
+        return self.actor.user
+
+    def require(self, perm: str, what: str) -> None:
+        """CommandError (exit 2) unless the acting user has the Django permission ``perm``."""
+        if not self.user.has_perm(perm):
+            name = self.user.get_username()
+            message = E_NOT_ALLOWED.format(user=name, what=what, perm=perm)
+            raise CommandError(message, returncode=EXIT_INVALID)
+
+
+def _add_as(parser, default) -> None:
+    parser.add_argument("--as", dest="as_user", metavar="USER", default=default,
+                        help="act as this user of the server (default: $CMDB_USER); their "
+                        "permissions and grants apply, and the audit trail names them")  # fmt: skip
+
+
+def _subparsers(parser) -> list:
+    return [sub for action in parser._actions if isinstance(action, argparse._SubParsersAction)
+            for sub in action.choices.values()]  # fmt: skip
+
+
+def cli_user(given: str | None):
+    """The Django user the CLI acts as: ``--as``, else CMDB_USER (never $USER, which anyone
+    sets). Refused, with what to do, when none is named or no such active user exists."""
+    name = (given or settings.CMDB["CLI_USER"] or "").strip()
+    if not name:
+        raise CommandError(E_WHO, returncode=EXIT_INVALID)
+    model = get_user_model()
+    user = model.objects.filter(**{model.USERNAME_FIELD: name}).first()
+    if user is None:
+        raise CommandError(E_NO_SUCH_USER.format(name=name), returncode=EXIT_INVALID)
+    if not user.is_active:
+        raise CommandError(E_INACTIVE.format(name=name), returncode=EXIT_INVALID)
+    return user
 
 
 def add_target_arguments(parser) -> None:
@@ -68,10 +134,6 @@ def add_target_arguments(parser) -> None:
 
 def targets(opts: dict) -> Targets:
     return Targets.of(opts)
-
-
-def requested_by() -> str:
-    return f"cli:{getpass.getuser()}"
 
 
 @contextlib.contextmanager

@@ -186,7 +186,9 @@ def _validate(request: CommandRequest) -> tuple[list[Host], int, int]:
         raise Refused(problems)
     user = getattr(request.actor, "user", None)
     if user is not None:
-        # Every target, before anything is recorded: refused by name, nothing dispatched.
+        # The kind at all, then every target, before anything is recorded: refused by name,
+        # nothing dispatched.
+        problems.add("kind", *grants.kind_refusal(user, request.kind))
         problems.add("targets", *grants.refusals(user, grants.ACTION_OF_KIND[request.kind], hosts))
         if problems:
             raise NotPermitted(problems)

@@ -19,14 +19,26 @@ from django.conf import settings
 from kombu.exceptions import KombuError
 from redis import RedisError
 
+from cmdb import audit
+from cmdb.access import grants
 from cmdb.access.actor import Actor
+from cmdb.access.models import Action
+from cmdb.audit.choices import AuditActionChoices, AuditOutcomeChoices
 from cmdb.celery import app as cmdb_app
 from cmdb.files import uploads
+from cmdb.hosts.models import Host
 from cmdb.jobs import dispatch
 from cmdb.jobs.broker import BROKER_ERRORS
-from cmdb.jobs.choices import JobKindChoices
+from cmdb.jobs.choices import HostTaskStateChoices, JobKindChoices
 from cmdb.jobs.dispatch import MAX_REACH_TIMEOUT, CommandRequest, Problems
-from cmdb.jobs.exceptions import BrokerDown, NotFound, Refused, TooLarge, Unavailable
+from cmdb.jobs.exceptions import (
+    BrokerDown,
+    NotFound,
+    NotPermitted,
+    Refused,
+    TooLarge,
+    Unavailable,
+)
 from cmdb.jobs.models import HostTask, Job
 from wire.blobs import TransferError
 
@@ -204,10 +216,33 @@ def find(ident: str) -> tuple[Job | None, list[HostTask]]:
         raise NotFound(str(exc)) from None
 
 
+def _may_cancel(user, actor: Actor, tasks: list[HostTask]) -> None:
+    """NotPermitted unless ``user`` may cancel these tasks: the cancel permission, and a cancel
+    grant on every unfinished one's host, except in their own jobs (who started something may
+    stop it). Refused attempts are in the audit trail."""
+    active = [t for t in tasks if t.state in HostTaskStateChoices.active()]
+    problems, name = Problems(), user.get_username()
+    if not user.has_perm("jobs.cancel_job"):
+        problems.add("id", grants.E_NO_PERMISSION.format(user=name, action="cancel",
+                                                         perm="jobs.cancel_job"))  # fmt: skip
+    jobs = Job.objects.filter(pk__in={t.job_id for t in active}, requested_by=name)
+    own = set(jobs.values_list("pk", flat=True))
+    others = Host.objects.filter(pk__in={t.host_id for t in active if t.job_id not in own})
+    problems.add("id", *grants.refusals(user, Action.CANCEL, others))
+    if problems:
+        audit.record(actor, AuditActionChoices.CANCEL, outcome=AuditOutcomeChoices.REFUSED,
+                     job=active[0].job_id if active else None, detail={"reason": problems},
+                     targets_resolved=[t.ip for t in active])  # fmt: skip
+        raise NotPermitted(problems)
+
+
 def cancel(ident: str | list[HostTask], app=cmdb_app, actor: Actor | None = None) -> int:
     """Stop what has not finished of a job or a host task (an id, or the tasks themselves);
     returns how many host tasks were asked to stop."""
     tasks = find(ident)[1] if isinstance(ident, str) else ident
+    user = getattr(actor, "user", None)
+    if user is not None:
+        _may_cancel(user, actor, tasks)
     try:
         return dispatch.cancel(tasks, app, actor)
     except BROKER_ERRORS as exc:

@@ -90,7 +90,7 @@ def test_a_grant_as_given_is_checked_whole(fleet_hosts):
 
 
 @pytest.mark.django_db
-def test_the_grants_command_adds_lists_and_removes(fleet_hosts, capsys):
+def test_the_grants_command_adds_lists_and_removes(fleet_hosts, capsys, cli_user):
     make_user(username="alice", everywhere=False)
     call_command("grants", "add", "alice", "--actions", "run,view", "--host-group", "web",
                  "--where", "os=debian")  # fmt: skip

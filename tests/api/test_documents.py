@@ -34,7 +34,7 @@ def without_host(doc):
     return doc
 
 
-def test_check_task_json_is_the_apis_document_for_a_job_and_for_a_host_task(viewer):
+def test_check_task_json_is_the_apis_document_for_a_job_and_for_a_host_task(viewer, cli_user):
     for ip in IPS:
         make_host(ip)
     job = make_job(*IPS)

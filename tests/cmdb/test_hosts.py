@@ -9,7 +9,7 @@ from cmdb.hosts import keys
 from cmdb.hosts.models import Host, TargetError
 from tests.support.factories import make_host, signed_registration
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("cli_user")]
 
 
 def test_resolve_accepts_ips_and_hostnames_in_order_without_duplicates():

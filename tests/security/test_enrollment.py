@@ -25,7 +25,7 @@ from wire import signing
 from wire.messages import Report
 
 IP = "127.0.1.200"  # beyond the suite's auto-accepted agents
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("cli_user")]
 
 
 @pytest.fixture(autouse=True)

@@ -60,7 +60,9 @@ FORGERIES = {
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("forge, reason", FORGERIES.values(), ids=FORGERIES.keys())
-def test_a_forged_notice_or_result_moves_nothing_and_is_counted(forge, reason, redis_url, capsys):
+def test_a_forged_notice_or_result_moves_nothing_and_is_counted(
+    forge, reason, redis_url, capsys, cli_user
+):
     task = task_for()
     before = dropped_counts()
 

@@ -1,14 +1,19 @@
 """python manage.py grants add USER|@GROUP --actions run,view [--host-group NAME ...]
 [--all-hosts] [--where EXPR ...] [--max-hosts N]; grants list; grants remove ID."""
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from cmdb.access import services
 from cmdb.access.models import Action, Grant
+from cmdb.jobs.cli import FleetCommand
 from cmdb.jobs.exceptions import NotFound, Refused
 
+#: The Django permission each verb needs (grants decide who may act: granting is an admin's).
+PERMISSION_OF_VERB = {"add": "access.add_grant", "list": "access.view_grant",
+                      "remove": "access.delete_grant"}  # fmt: skip
 
-class Command(BaseCommand):
+
+class Command(FleetCommand):
     help = "Who may do what on which hosts: add, list and remove grants."
 
     def add_arguments(self, parser):
@@ -30,6 +35,7 @@ class Command(BaseCommand):
         remove.add_argument("id", type=int)
 
     def handle(self, *args, **opts):
+        self.require(PERMISSION_OF_VERB[opts["verb"]], f"{opts['verb']} grants")
         try:
             getattr(self, f"_{opts['verb']}")(opts)
         except Refused as exc:

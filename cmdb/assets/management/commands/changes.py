@@ -6,8 +6,10 @@ from datetime import timedelta
 from django.core.management.base import CommandError
 from django.utils import timezone
 
+from cmdb.access import grants
+from cmdb.access.models import Action
 from cmdb.assets.models import Change
-from cmdb.hosts.models import Host, TargetError
+from cmdb.hosts.models import TargetError
 from cmdb.jobs.cli import FleetCommand
 
 SINCE = re.compile(r"^(\d+)([smhdw])$")
@@ -32,9 +34,11 @@ class Command(FleetCommand):
     def handle(self, *args, **opts):
         try:
             since = timezone.now() - parse_since(opts["since"])
-            changes = Change.objects.filter(time__gte=since).select_related("host")
+            visible = grants.hosts_for(self.user, Action.VIEW)
+            changes = Change.objects.filter(time__gte=since, host__in=visible)
+            changes = changes.select_related("host")
             if opts["host"]:
-                (host,) = Host.objects.resolve([opts["host"]])
+                (host,) = visible.resolve([opts["host"]])
                 changes = changes.filter(host=host)
         except (ValueError, TargetError) as exc:
             raise CommandError(str(exc), returncode=2) from None

@@ -4,8 +4,10 @@ import json
 
 from django.core.management.base import CommandError
 
+from cmdb.access import grants
+from cmdb.access.models import Action
 from cmdb.assets.models import Asset, HostFacts
-from cmdb.hosts.models import Host, TargetError
+from cmdb.hosts.models import TargetError
 from cmdb.jobs.cli import FleetCommand
 
 
@@ -55,7 +57,7 @@ class Command(FleetCommand):
 
     def handle(self, *args, **opts):
         try:
-            (host,) = Host.objects.resolve([opts["host"]])
+            (host,) = grants.hosts_for(self.user, Action.VIEW).resolve([opts["host"]])
         except TargetError as exc:
             raise CommandError(str(exc), returncode=2) from None
         assets = list(Asset.objects.filter(host=host))

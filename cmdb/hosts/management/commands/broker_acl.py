@@ -51,6 +51,7 @@ def database(address: str) -> int:
 
 
 class Command(FleetCommand):
+    needs_user = False
     help = (
         "Redis ACL users for the broker: one per host's agent, allowed only what that agent "
         "needs, and with --server the server's own (and the default user switched off). "

@@ -2,7 +2,9 @@
 
 from django.core.management.base import CommandError
 
-from cmdb.hosts.models import Host, HostGroup, TargetError
+from cmdb.access import grants
+from cmdb.access.models import Action
+from cmdb.hosts.models import HostGroup, TargetError
 from cmdb.jobs.cli import FleetCommand
 
 
@@ -22,15 +24,22 @@ class Command(FleetCommand):
     def handle(self, *args, **opts):
         action = opts.get("action") or "list"
         if action == "list":
+            visible = set(grants.hosts_for(self.user, Action.VIEW).values_list("pk", flat=True))
             for group in HostGroup.objects.prefetch_related("hosts"):
-                ips = " ".join(h.ip for h in group.hosts.all())
+                ips = " ".join(h.ip for h in group.hosts.all() if h.pk in visible)
                 self.stdout.write(f"{group.name:<20} {ips}")
             return
+        # Grants are by group: who changes its members changes who may act on them.
+        self.require("hosts.change_hostgroup_members", "change which hosts are in a group")
+        # A host this user may not see is as unknown to them as one that does not exist.
+        visible = grants.hosts_for(self.user, Action.VIEW)
         try:
-            hosts = Host.objects.resolve(opts["hosts"]) if opts["hosts"] else []
+            hosts = visible.resolve(opts["hosts"]) if opts["hosts"] else []
         except TargetError as exc:
             raise CommandError(str(exc), returncode=2) from None
         if action == "add":
+            if not HostGroup.objects.filter(name=opts["name"]).exists():
+                self.require("hosts.add_hostgroup", "make a new group")
             group, _ = HostGroup.objects.get_or_create(name=opts["name"])
             group.hosts.add(*hosts)
             self.stdout.write(f"{group.name}: {group.hosts.count()} host(s)")
@@ -42,5 +51,6 @@ class Command(FleetCommand):
             group.hosts.remove(*hosts)
             self.stdout.write(f"{group.name}: {group.hosts.count()} host(s)")
         else:
+            self.require("hosts.delete_hostgroup", "remove a whole group")
             group.delete()
             self.stdout.write(f"removed group {opts['name']}")

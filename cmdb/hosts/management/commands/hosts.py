@@ -5,6 +5,8 @@ import ipaddress
 from django.core.management.base import CommandError
 from django.db import IntegrityError
 
+from cmdb.access import grants
+from cmdb.access.models import Action
 from cmdb.hosts.models import Host
 from cmdb.jobs.cli import FleetCommand
 from cmdb.jobs.report import printable
@@ -27,7 +29,7 @@ class Command(FleetCommand):
         getattr(self, f"_{action}")(opts)
 
     def _list(self, opts):
-        hosts = list(Host.objects.all())
+        hosts = list(grants.hosts_for(self.user, Action.VIEW))
         if not hosts:
             self.stdout.write("no hosts yet: start an agent, or `manage.py hosts add IP`")
             return
@@ -49,6 +51,7 @@ class Command(FleetCommand):
         return ips
 
     def _add(self, opts):
+        self.require("hosts.add_host", "add hosts")
         ips = self._ips(opts["ips"])
         if opts["hostname"] and len(ips) > 1:
             raise CommandError("--hostname names one host; give one IP with it", returncode=2)
@@ -62,10 +65,11 @@ class Command(FleetCommand):
             self.stdout.write(f"{'added' if created else 'already known'}: {ip}")
 
     def _remove(self, opts):
+        self.require("hosts.delete_host", "remove hosts")
         ips = self._ips(opts["ips"])
-        unknown = sorted(
-            set(ips) - set(Host.objects.filter(ip__in=ips).values_list("ip", flat=True))
-        )
+        # A host this user may not see is as unknown to them as one that does not exist.
+        visible = grants.hosts_for(self.user, Action.VIEW, Host.objects.filter(ip__in=ips))
+        unknown = sorted(set(ips) - set(visible.values_list("ip", flat=True)))
         if unknown:
             raise CommandError(
                 f"unknown host(s): {', '.join(unknown)}; nothing removed", returncode=2

@@ -3,6 +3,8 @@ as salt-key shows and decides them."""
 
 from django.core.management.base import CommandError
 
+from cmdb.access import grants
+from cmdb.access.models import Action
 from cmdb.celery import app
 from cmdb.hosts import keys
 from cmdb.hosts.choices import KeyStateChoices
@@ -16,6 +18,7 @@ E_NO_IPS = "name the hosts by IP (or --all, to accept every pending key)"
 
 
 class Command(FleetCommand):
+    refused = "nothing changed"
     help = (
         "Agents' keys: list them (pending, accepted, rejected, with fingerprints), accept, "
         "reject or delete them. A host whose key is not accepted receives nothing."
@@ -39,11 +42,15 @@ class Command(FleetCommand):
             return self._list()
         ips = opts["ips"]
         if action == "accept" and opts.get("all"):
-            ips = list(Host.objects.filter(key_state=KeyStateChoices.PENDING)
+            # Every pending key this user may decide (grants: keys).
+            pending = Host.objects.filter(key_state=KeyStateChoices.PENDING)
+            ips = list(grants.hosts_for(self.user, Action.KEYS, pending)
                        .values_list("ip", flat=True))  # fmt: skip
         elif not ips:
             raise CommandError(E_NO_IPS, returncode=EXIT_INVALID)
-        known = set(Host.objects.filter(ip__in=ips).values_list("ip", flat=True))
+        # A host this user may not see is as unknown to them as one that does not exist.
+        visible = grants.hosts_for(self.user, Action.VIEW, Host.objects.filter(ip__in=ips))
+        known = set(visible.values_list("ip", flat=True))
         unknown = sorted(set(ips) - known)
         if unknown:
             raise CommandError(f"unknown host(s): {', '.join(unknown)}; nothing changed",
@@ -54,6 +61,7 @@ class Command(FleetCommand):
 
     def _list(self):
         hosts = Host.objects.exclude(key_state=KeyStateChoices.NONE).order_by("key_state", "ip")
+        hosts = grants.hosts_for(self.user, Action.VIEW, hosts)
         if not hosts.exists():
             self.stdout.write("no keys yet: agents present theirs when they start")
             return

@@ -11,7 +11,7 @@ class Command(FleetCommand):
         parser.add_argument("id", help="job id or per-host task id")
 
     def handle(self, *args, **opts):
-        count = services.cancel(opts["id"])
+        count = services.cancel(opts["id"], actor=self.actor)
         self.stdout.write(
             f"cancel sent to {count} unfinished host task(s)"
             if count

@@ -1,7 +1,7 @@
 """`manage.py collect --hosts ...`: collect facts again; prints the job id at once."""
 
 from cmdb.jobs import services
-from cmdb.jobs.cli import FleetCommand, add_target_arguments, print_job, requested_by, targets
+from cmdb.jobs.cli import FleetCommand, add_target_arguments, print_job, targets
 
 
 class Command(FleetCommand):
@@ -11,4 +11,4 @@ class Command(FleetCommand):
         add_target_arguments(parser)
 
     def handle(self, *args, **opts):
-        print_job(self, services.collect(targets(opts), requested_by()))
+        print_job(self, services.collect(targets(opts), self.actor))

@@ -1,7 +1,7 @@
 """`manage.py fetch PATH --hosts ... [--to DIR]`: copy a file from each host to DIR/<ip>/."""
 
 from cmdb.jobs import services
-from cmdb.jobs.cli import FleetCommand, add_target_arguments, print_job, requested_by, targets
+from cmdb.jobs.cli import FleetCommand, add_target_arguments, print_job, targets
 
 
 class Command(FleetCommand):
@@ -20,5 +20,5 @@ class Command(FleetCommand):
         )
 
     def handle(self, *args, **opts):
-        job = services.fetch(opts["path"], targets(opts), requested_by(), to=opts["to"])
+        job = services.fetch(opts["path"], targets(opts), self.actor, to=opts["to"])
         print_job(self, job)

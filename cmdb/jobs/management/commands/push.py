@@ -1,7 +1,7 @@
 """`manage.py push SRC DEST --hosts ...`: put a file or a folder on hosts, verified by sha256."""
 
 from cmdb.jobs import services
-from cmdb.jobs.cli import FleetCommand, add_target_arguments, print_job, requested_by, targets
+from cmdb.jobs.cli import FleetCommand, add_target_arguments, print_job, targets
 
 
 class Command(FleetCommand):
@@ -36,7 +36,7 @@ class Command(FleetCommand):
 
     def handle(self, *args, **opts):
         job = services.push(
-            opts["source"], opts["dest"], targets(opts), requested_by(), mode=opts["mode"],
+            opts["source"], opts["dest"], targets(opts), self.actor, mode=opts["mode"],
             owner=opts["owner"], batch=opts["batch"], max_failures=opts["max_failures"],
             allow_unsafe_parents=opts["allow_unsafe_parents"],
         )  # fmt: skip

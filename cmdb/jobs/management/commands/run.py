@@ -1,7 +1,7 @@
 """`manage.py run "df -h" --hosts 10.0.3.55 web1`: dispatch a command, print the job id at once."""
 
 from cmdb.jobs import services
-from cmdb.jobs.cli import FleetCommand, add_target_arguments, print_job, requested_by, targets
+from cmdb.jobs.cli import FleetCommand, add_target_arguments, print_job, targets
 
 
 class Command(FleetCommand):
@@ -12,4 +12,4 @@ class Command(FleetCommand):
         add_target_arguments(parser)
 
     def handle(self, *args, **opts):
-        print_job(self, services.run(opts["command"], targets(opts), requested_by()))
+        print_job(self, services.run(opts["command"], targets(opts), self.actor))

@@ -8,6 +8,7 @@ from wire import signing
 
 
 class Command(FleetCommand):
+    needs_user = False
     help = (
         "Show where the server's Ed25519 signing key and its public key are (made at the default "
         "path on first use). Give agents the public key: --pubkey or $CMDB_AGENT_PUBKEY."
