@@ -27,6 +27,8 @@ def main() -> None:
     (OUT / "run").mkdir(parents=True)
     shared, per_host = host_ips("3", max(SIZES)), host_ips("4", max(PER_HOST_SIZES or [0]))
     fleet = BenchFleet(OUT / "run", shared, per_host)
+    # The user the timed CLI commands act as (made below, in the bench's own database).
+    fleet.env["CMDB_USER"] = "bench"
     os.environ.update(
         {
             k: v
@@ -40,10 +42,13 @@ def main() -> None:
     import django
 
     django.setup()
+    from django.contrib.auth import get_user_model
+
     from bench import measure
     from bench.floor import app as floor_app
     from cmdb.celery import app
 
+    get_user_model().objects.create_superuser("bench", "bench@localhost", None)
     measure.create_hosts(shared, "agent@shared")
     for ip in per_host:
         measure.create_hosts([ip], f"agent@{ip}")

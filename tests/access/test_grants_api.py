@@ -113,6 +113,10 @@ def test_a_groups_members_need_their_own_permission_in_the_admin(groups):
 INLINE_FORMS = {
     f"{prefix}-{field}": value
     for prefix in ("assets", "changes")
-    for field, value in (("TOTAL_FORMS", "0"), ("INITIAL_FORMS", "0"), ("MIN_NUM_FORMS", "0"),
-                         ("MAX_NUM_FORMS", "1000"))  # fmt: skip
+    for field, value in (
+        ("TOTAL_FORMS", "0"),
+        ("INITIAL_FORMS", "0"),
+        ("MIN_NUM_FORMS", "0"),
+        ("MAX_NUM_FORMS", "1000"),
+    )
 }

@@ -39,6 +39,10 @@ OPERATIONS = {
     ("/api/hosts/{id}/delete-key/", "post"),
     ("/api/audit/", "get"),
     ("/api/audit/{id}/", "get"),
+    ("/api/grants/", "get"),
+    ("/api/grants/", "post"),
+    ("/api/grants/{id}/", "get"),
+    ("/api/grants/{id}/", "delete"),
 }
 
 

@@ -111,7 +111,7 @@ def test_a_body_over_the_upload_limit_is_413_before_it_is_read(client, settings,
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_cancel_while_the_broker_is_down_says_so_with_exit_3(process_env):
+def test_a_cancel_while_the_broker_is_down_says_so_with_exit_3(process_env, cli_user):
     make_host(IP)
     job = make_job(IP, state=State.PENDING)
     env = {**os.environ, **process_env, "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
