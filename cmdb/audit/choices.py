@@ -19,6 +19,7 @@ class AuditActionChoices(models.TextChoices):
     GRANT_CHANGE = "grant.change", "grant changed"
     GRANT_REMOVE = "grant.remove", "grant removed"
     GROUP_CHANGE = "group.change", "group membership changed"
+    USER_ACCESS = "user.access", "user's groups, permissions or flags changed"
     HOST_ADD = "host.add", "host added"
     HOST_CHANGE = "host.change", "host IP changed"
     HOST_REMOVE = "host.remove", "host removed"

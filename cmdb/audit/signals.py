@@ -1,9 +1,12 @@
-"""What the app records by itself: failed logins, group membership and host IP changes.
+"""What the app records by itself: failed logins, host group membership, host IP changes, and
+changes to what a user may do (their Django groups, which carry grants, their permissions,
+and the superuser, staff and active flags).
 
 Connected from AppConfig.ready(). Changes made with QuerySet.update() send no signal: the
 service layer records those itself (cmdb.audit.record).
 """
 
+from django.contrib.auth.models import Group, Permission, User
 from django.contrib.auth.signals import user_login_failed
 from django.db.backends.signals import connection_created
 from django.db.models.signals import m2m_changed, post_save, pre_delete, pre_save
@@ -72,12 +75,63 @@ def host_ip_changed(sender, instance, created=False, raw=False, **kwargs):
            detail={"host": instance.pk, "ip": {"from": old, "to": instance.ip}})  # fmt: skip
 
 
+#: The flags of a user that change what they may do.
+USER_FLAGS = ("is_superuser", "is_staff", "is_active")
+
+
+def user_m2m_changed(sender, instance, action, reverse, model, pk_set, **kwargs):
+    """A user's groups or permissions changed (from the user's side or the group's)."""
+    if action not in MEMBERSHIP or (not pk_set and action != "post_clear"):
+        return
+    what = "groups" if model is Group or sender is User.groups.through else "permissions"
+    if reverse:  # group.user_set.add(user, ...): the instance is the group (or permission)
+        users = list(User.objects.filter(pk__in=pk_set or []).order_by("username"))
+        names = [_name(instance)]
+    else:
+        users = [instance]
+        names = sorted(_name(o) for o in model.objects.filter(pk__in=pk_set or []))
+    change = {MEMBERSHIP[action]: names or ["all"]}
+    for user in users:
+        record(current_actor(), AuditActionChoices.USER_ACCESS,
+               detail={"user": user.get_username(), what: change})  # fmt: skip
+
+
+def _name(obj) -> str:
+    if isinstance(obj, Permission):
+        return f"{obj.content_type.app_label}.{obj.codename}"
+    return str(obj)
+
+
+def remember_user_flags(sender, instance, raw=False, **kwargs):
+    instance._audit_flags = None
+    if not raw and instance.pk is not None:
+        instance._audit_flags = User.objects.filter(pk=instance.pk).values(*USER_FLAGS).first()
+
+
+def user_flags_changed(sender, instance, created=False, raw=False, **kwargs):
+    before = getattr(instance, "_audit_flags", None)
+    if raw or (before is None and not created):
+        return
+    now = {flag: getattr(instance, flag) for flag in USER_FLAGS}
+    changed = {f: now[f] for f in USER_FLAGS if before is None or before[f] != now[f]}
+    if created:
+        changed = {f: v for f, v in now.items() if v and f != "is_active"}
+    if changed:
+        record(current_actor(), AuditActionChoices.USER_ACCESS,
+               detail={"user": instance.get_username(), "created": created, **changed})  # fmt: skip
+
+
 def connect():
     uid = "cmdb.audit."
     connection_created.connect(register_sqlite_function, dispatch_uid=uid + "sqlite")
     user_login_failed.connect(login_failed, dispatch_uid=uid + "login")
     through = HostGroup.hosts.through
     m2m_changed.connect(membership_changed, sender=through, dispatch_uid=uid + "membership")
+    for name, through in (("groups", User.groups.through),
+                          ("permissions", User.user_permissions.through)):  # fmt: skip
+        m2m_changed.connect(user_m2m_changed, sender=through, dispatch_uid=uid + f"user_{name}")
+    pre_save.connect(remember_user_flags, sender=User, dispatch_uid=uid + "user_flags")
+    post_save.connect(user_flags_changed, sender=User, dispatch_uid=uid + "user_flags_saved")
     pre_delete.connect(group_deleted, sender=HostGroup, dispatch_uid=uid + "group_deleted")
     pre_save.connect(remember_host_ip, sender=Host, dispatch_uid=uid + "host_ip")
     post_save.connect(host_ip_changed, sender=Host, dispatch_uid=uid + "host_ip_saved")

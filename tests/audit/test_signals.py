@@ -100,3 +100,29 @@ def test_a_hosts_ip_change_is_recorded_with_both_addresses(hosts):
     (entry,) = entries("host.change")
     assert entry.detail == {"host": host.pk, "ip": {"from": "10.0.0.1", "to": "10.0.9.1"}}
     assert entry.hosts == " 10.0.0.1 10.0.9.1 "
+
+
+def test_what_a_user_may_do_changing_is_recorded_from_either_side():
+    from django.contrib.auth.models import Group, Permission
+
+    alice = User.objects.create_user("alice")
+    dbas = Group.objects.create(name="dbas")
+    admin = Actor(make_user(username="root", superuser=True), "admin", "192.0.2.9")
+    with acting_as(admin):
+        alice.groups.add(dbas)  # dbas carries grants: alice now has them
+        dbas.user_set.remove(alice)
+        alice.user_permissions.add(Permission.objects.get(codename="run_command"))
+        alice.is_superuser = True
+        alice.save()
+    details = [e.detail for e in entries("user.access")]
+    assert details[-4:] == [
+        {"user": "alice", "groups": {"added": ["dbas"]}},
+        {"user": "alice", "groups": {"removed": ["dbas"]}},
+        {"user": "alice", "permissions": {"added": ["jobs.run_command"]}},
+        {"user": "alice", "created": False, "is_superuser": True},
+    ]
+    assert {e.username for e in entries("user.access")[-4:]} == {"root"}
+    # A save that changes nothing of it (a login's last_login) records nothing.
+    before = len(entries("user.access"))
+    alice.save(update_fields=["last_login"])
+    assert len(entries("user.access")) == before
