@@ -1,6 +1,6 @@
-"""The admin shows only what the user may view: a staff user granted view on the host group
-web sees web's hosts, records and jobs; db's are not listed, their pages do not exist, and the
-admin's actions never reach a db host."""
+"""The admin, the dashboard and the job page show only what the user may view: a staff user
+granted view on the host group web sees web's hosts, records, jobs and counts; db's are not
+listed, their pages do not exist, and the admin's actions never reach a db host."""
 
 import re
 
@@ -11,7 +11,7 @@ from django_celery_results.models import TaskResult
 from cmdb.audit.models import AuditEntry
 from cmdb.hosts.models import HostGroup
 from cmdb.jobs.models import Job
-from tests.support.api import web_and_db
+from tests.support.api import make_user, web_and_db
 
 pytestmark = pytest.mark.django_db
 
@@ -126,3 +126,56 @@ def test_the_admins_host_actions_see_only_viewable_hosts(fleet_of_two, staff):
     assert f.web1.ip in text and f.db1.ip not in text
     staff.post("/admin/hosts/host/", {"action": "collect_facts", "_selected_action": [f.db1.pk]})
     assert not Job.objects.filter(kind="collect").exists()
+
+
+# --- the dashboard and the job page --------------------------------------------------------------
+def test_the_dashboard_counts_only_the_hosts_one_may_view(fleet_of_two, staff):
+    f = fleet_of_two
+
+    text = page(staff, "/dashboard/")
+
+    assert re.search(r'id="host-count">2 hosts', text)
+    assert "debian 12" in text and "rocky" not in text
+    assert f.web1.ip in text and f.db1.ip not in text  # the fullest disks: web's only
+    assert f"/jobs/{f.spanning.pk}/" in text and f"/jobs/{f.db_only.pk}/" not in text
+    assert "<td>2/2</td>" in text and "<td>1/1</td>" in text and "3/3" not in text
+
+
+def test_a_superuser_dashboard_counts_every_host(fleet_of_two, client):
+    client.force_login(make_user(superuser=True))
+
+    text = page(client, "/dashboard/")
+
+    assert re.search(r'id="host-count">3 hosts', text)
+    assert "rocky 9" in text and fleet_of_two.db1.ip in text and "<td>3/3</td>" in text
+
+
+def test_the_job_page_shows_the_web_hosts_and_says_one_is_hidden(fleet_of_two, staff):
+    f = fleet_of_two
+
+    text = page(staff, f"/jobs/{f.spanning.pk}/")
+
+    assert f'data-host="{f.web1.ip}"' in text and f'data-host="{f.web2.ip}"' in text
+    assert f.db1.ip not in text
+    assert "1 more host not shown: you may not view it." in text
+    page(staff, f"/jobs/{f.db_only.pk}/", 404)
+
+
+def test_the_job_pages_download_links_are_the_web_hosts_and_audited(fleet_of_two, staff):
+    f = fleet_of_two
+    web, db = f.task(f.fetch, f.web1), f.task(f.fetch, f.db1)
+
+    text = page(staff, f"/jobs/{f.fetch.pk}/")
+    links = re.findall(r'href="(/api/host-tasks/[^"]+/file/)"', text)
+
+    assert links == [f"/api/host-tasks/{web.task_id}/file/"]
+    answer = staff.get(links[0])  # with the page's session, as a browser follows it
+    assert answer.status_code == 200
+    assert b"".join(answer.streaming_content) == f"log of {f.web1.ip}\n".encode()
+    assert staff.get(f"/api/host-tasks/{db.task_id}/file/").status_code == 404
+    entry = AuditEntry.objects.get(action="download")
+    assert (entry.username, entry.targets_resolved, entry.job_id) == (
+        "webviewer", [f.web1.ip], f.fetch.pk)  # fmt: skip
+    tar = re.search(r'id="job-files" href="([^"]+)"', text).group(1)
+    assert staff.get(tar).status_code == 200
+    assert AuditEntry.objects.filter(action="download").count() == 2
