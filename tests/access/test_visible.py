@@ -4,17 +4,29 @@ API; db's are 404; a job on both shows web's tasks and says how many are hidden;
 are web's only, and each download is in the audit trail."""
 
 import io
+import json
 import tarfile
 
 import pytest
 from django.contrib.auth.models import Permission
+from django.core.management import CommandError, call_command
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from cmdb.access import visible
 from cmdb.audit.models import AuditEntry
+from cmdb.jobs import services
+from cmdb.jobs.exceptions import NotFound
+from cmdb.jobs.management.commands import check_task
 from cmdb.jobs.models import HostTask, Job
-from tests.support.api import VIEW_ALL, make_job, make_user, token_client, web_and_db
+from tests.support.api import (
+    VIEW_ALL,
+    make_job,
+    make_user,
+    token_client,
+    web_and_db,
+    without_host,
+)
 from tests.support.factories import make_host
 
 pytestmark = pytest.mark.django_db
@@ -202,3 +214,56 @@ def test_a_narrowed_list_costs_the_same_queries_for_few_rows_or_many(fleet_of_tw
 
     assert len(api.get(url).json()["results"]) >= 20
     assert queries(api, url) == few
+
+
+# --- the command line (check_task), for when it has a user ----------------------------------------
+def test_find_with_a_user_gives_their_hosts_tasks_and_counts_the_others(fleet_of_two):
+    f = fleet_of_two
+
+    found = services.find(str(f.spanning.pk), f.viewer)
+    assert ([t.ip for t in found.tasks], found.hidden) == ([f.web1.ip, f.web2.ip], 1)
+    assert len(services.find(str(f.spanning.pk)).tasks) == 3  # no user: everything
+    for ident in (str(f.db_only.pk), f.task(f.spanning, f.db1).task_id):
+        with pytest.raises(NotFound, match="no job or host task has the id"):
+            services.find(ident, f.viewer)
+    web = services.find(f.task(f.spanning, f.web1).task_id, f.viewer)
+    assert ([t.ip for t in web.tasks], web.hidden) == ([f.web1.ip], 0)
+
+
+@pytest.fixture
+def as_viewer(fleet_of_two, monkeypatch):
+    """check_task as the CLI identity will run it: for the user granted view on web."""
+    monkeypatch.setattr(check_task.Command, "viewer", lambda self, opts: fleet_of_two.viewer)
+
+
+def check_task_out(*args: str) -> str:
+    out = io.StringIO()
+    call_command("check_task", *args, stdout=out)  # every host shown is ok: exit 0
+    return out.getvalue()
+
+
+def test_check_task_for_a_user_shows_what_the_api_shows_them(fleet_of_two, api, as_viewer):
+    f = fleet_of_two
+
+    printed = json.loads(check_task_out(str(f.spanning.pk), "--json"))
+
+    assert printed == without_host(api.get(f"/api/jobs/{f.spanning.pk}/").json())
+    assert printed["hidden_hosts"] == 1
+    text = check_task_out(str(f.spanning.pk))
+    assert "[not shown] 1 more host(s): you may not view them" in text
+    assert f.db1.ip not in text and f"out of {f.web1.ip}" in text
+    with pytest.raises(CommandError, match="no job or host task has the id"):
+        call_command("check_task", str(f.db_only.pk))
+
+
+def test_check_task_shows_no_output_to_a_user_without_view_output(fleet_of_two, as_viewer):
+    f = fleet_of_two
+    f.viewer.user_permissions.remove(*f.viewer.user_permissions.filter(codename="view_output"))
+
+    text = check_task_out(str(f.spanning.pk))
+
+    assert f"out of {f.web1.ip}" not in text and "[output not shown" in text
+    f.viewer.user_permissions.remove(*f.viewer.user_permissions.filter(codename="view_job"))
+    f.viewer = type(f.viewer).objects.get(pk=f.viewer.pk)  # permissions are cached per object
+    with pytest.raises(CommandError, match="may not view jobs"):
+        call_command("check_task", str(f.spanning.pk))
