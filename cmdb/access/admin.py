@@ -1,11 +1,34 @@
+"""Admin for grants, and the mixin that narrows every other admin to what its user may view."""
+
 from django import forms
 from django.contrib import admin
 
 from cmdb import audit
-from cmdb.access import grants
+from cmdb.access import grants, visible
 from cmdb.access.actor import actor_of
 from cmdb.access.models import Action, Grant
 from cmdb.audit.choices import AuditActionChoices
+
+
+class ViewableMixin:
+    """An admin (or inline) whose rows are only those its user may view (cmdb.access.visible):
+    the changelist, the change page (another's is "does not exist"), the actions' selection.
+    ``viewable(user, queryset)``: by default, rows whose ``host`` is a host they may view."""
+
+    viewable = staticmethod(visible.on_viewable_hosts)
+
+    def get_queryset(self, request):
+        return self.viewable(request.user, super().get_queryset(request))
+
+
+class ViewableValuesFilter(admin.AllValuesFieldListFilter):
+    """The values of a related row's field (``facts__os``) among the admin's own rows, which
+    are what the user may view: Django's own lists the values of every row of that model."""
+
+    def __init__(self, field, request, params, model, model_admin, field_path):
+        super().__init__(field, request, params, model, model_admin, field_path)
+        rows = model_admin.get_queryset(request).distinct().order_by(field_path)
+        self.lookup_choices = rows.values_list(field_path, flat=True)
 
 
 class GrantForm(forms.ModelForm):

@@ -1,7 +1,8 @@
 """API views: each ViewSet is configuration (queryset, serializer, filter set, permissions).
 
 The exceptions are the actions, which parse the request and call the service layer
-(cmdb.jobs.services); its errors become status codes in one place (cmdb.api.errors).
+(cmdb.jobs.services); its errors become status codes in one place (cmdb.api.errors). Every
+queryset is narrowed to what the requester may view (cmdb.access.visible): the rest is 404.
 """
 
 import base64
@@ -9,7 +10,6 @@ import logging
 import os
 
 from django.conf import settings
-from django.db.models import Prefetch
 from django.http import FileResponse, StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
@@ -26,6 +26,7 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 
+from cmdb.access import visible
 from cmdb.access.actor import actor_of
 from cmdb.api import filtersets, serializers
 from cmdb.api.errors import Gone, flat_errors
@@ -34,7 +35,7 @@ from cmdb.api.permissions import ActionPermissions, DispatchPermissions
 from cmdb.api.renderers import BinaryRenderer, TarRenderer
 from cmdb.assets.models import Asset, Change
 from cmdb.celery import app as cmdb_celery_app
-from cmdb.files.fetched import NotServed, open_fetched, tar_stream
+from cmdb.files.fetched import NotServed, open_fetched, record_download, tar_stream
 from cmdb.hosts import keys
 from cmdb.hosts.models import Host, HostGroup
 from cmdb.jobs import services
@@ -57,6 +58,13 @@ class APIRootView(routers.APIRootView):
 
 class ReadOnlyViewSet(viewsets.ReadOnlyModelViewSet):
     pagination_class = CappedLimitOffsetPagination
+
+    #: ``viewable(user, queryset)``: the queryset narrowed to what the user may view
+    #: (cmdb.access.visible); what it leaves out is 404 as a detail.
+    viewable = None
+
+    def get_queryset(self):
+        return self.viewable(self.request.user, super().get_queryset())
 
 
 class CancelMixin:
@@ -103,6 +111,7 @@ def _key_action(verb: str):
 
 class HostViewSet(ReadOnlyViewSet):
     queryset = Host.objects.select_related("facts").prefetch_related("groups")
+    viewable = staticmethod(visible.viewable_hosts)
     serializer_class = serializers.HostSerializer
     filterset_class = filtersets.HostFilterSet
     permission_classes = [ActionPermissions]
@@ -113,19 +122,25 @@ class HostViewSet(ReadOnlyViewSet):
 
 
 class HostGroupViewSet(ReadOnlyViewSet):
-    queryset = HostGroup.objects.prefetch_related("hosts")
+    """Every group is listed (a name shows no host), with only the members one may view: no
+    count of the others, which would tell of hosts outside one's grants."""
+
+    queryset = HostGroup.objects.all()
+    viewable = staticmethod(visible.with_viewable_members)
     serializer_class = serializers.HostGroupSerializer
     filterset_class = filtersets.HostGroupFilterSet
 
 
 class AssetViewSet(ReadOnlyViewSet):
     queryset = Asset.objects.select_related("host")
+    viewable = staticmethod(visible.on_viewable_hosts)
     serializer_class = serializers.AssetSerializer
     filterset_class = filtersets.AssetFilterSet
 
 
 class ChangeViewSet(ReadOnlyViewSet):
     queryset = Change.objects.select_related("host")
+    viewable = staticmethod(visible.on_viewable_hosts)
     serializer_class = serializers.ChangeSerializer
     filterset_class = filtersets.ChangeFilterSet
 
@@ -226,9 +241,7 @@ class ChangeViewSet(ReadOnlyViewSet):
     cancel=extend_schema(summary="Cancel the job's unfinished host tasks (jobs.cancel_job)"),
 )
 class JobViewSet(CancelMixin, mixins.CreateModelMixin, ReadOnlyViewSet):
-    queryset = Job.objects.prefetch_related(
-        Prefetch("host_tasks", queryset=HostTask.objects.with_celery_state().order_by("ip"))
-    )
+    queryset = Job.objects.all()
     serializer_class = serializers.JobSerializer
     filterset_class = filtersets.JobFilterSet
     permission_classes = [DispatchPermissions]
@@ -243,6 +256,13 @@ class JobViewSet(CancelMixin, mixins.CreateModelMixin, ReadOnlyViewSet):
         "push": serializers.PushRequestSerializer,
         "fetch": serializers.FetchRequestSerializer,
     }
+
+    @staticmethod
+    def viewable(user, jobs):
+        """The jobs the user may view, each with only the host tasks they may view (and
+        ``hidden_hosts``, how many others it has)."""
+        tasks = HostTask.objects.with_celery_state().order_by("ip")
+        return visible.viewable_jobs(user, jobs, tasks)
 
     def get_serializer_class(self):
         return self.request_serializers.get(self.action) or super().get_serializer_class()
@@ -282,10 +302,12 @@ class JobViewSet(CancelMixin, mixins.CreateModelMixin, ReadOnlyViewSet):
     @action(detail=True, methods=["get"], renderer_classes=[JSONRenderer, TarRenderer])
     def files(self, request, *args, **kwargs):
         job = self.get_object()
+        # Only the hosts the user may view: the others' tasks were not prefetched.
         kept = [t for t in job.host_tasks.all() if t.fetched and "path" in t.fetched
                 and t.fetched_removed_at is None]  # fmt: skip
         if not kept:
             raise NotFound(E_NO_FILES)
+        record_download(actor_of(request), job, kept, archive=True)
         response = StreamingHttpResponse(tar_stream(self._fetched_files(kept)),
                                          content_type="application/x-tar")  # fmt: skip
         response["Content-Disposition"] = f'attachment; filename="job-{job.pk}-files.tar"'
@@ -340,6 +362,7 @@ class JobViewSet(CancelMixin, mixins.CreateModelMixin, ReadOnlyViewSet):
 )
 class HostTaskViewSet(CancelMixin, ReadOnlyViewSet):
     queryset = HostTask.objects.with_celery_state()
+    viewable = staticmethod(visible.viewable_tasks)
     serializer_class = serializers.HostTaskSerializer
     filterset_class = filtersets.HostTaskFilterSet
     permission_classes = [ActionPermissions]
@@ -365,6 +388,7 @@ class HostTaskViewSet(CancelMixin, ReadOnlyViewSet):
             raise Gone(E_FILE_GONE) from None
         except NotServed as exc:
             raise NotFound(str(exc)) from None
+        record_download(actor_of(request), task.job, [task])
         name = f"{task.ip}-{os.path.basename(task.fetched['path'])}"
         response = FileResponse(f, as_attachment=True, filename=name)
         digest = base64.b64encode(bytes.fromhex(task.fetched["sha256"])).decode()

@@ -1,13 +1,15 @@
-"""Admin for assets and changes: read-only, collection owns them."""
+"""Admin for assets and changes: read-only, collection owns them; only those of the hosts the
+user may view."""
 
 from django.contrib import admin
 
+from cmdb.access.admin import ViewableMixin
 from cmdb.assets.models import Asset, Change, FactReport, HostFacts
 from cmdb.jobs.admin import ReadOnlyMixin
 
 
 @admin.register(Asset)
-class AssetAdmin(ReadOnlyMixin, admin.ModelAdmin):
+class AssetAdmin(ViewableMixin, ReadOnlyMixin, admin.ModelAdmin):
     list_display = ("host", "kind", "key", "updated", "first_seen")
     list_filter = ("kind", "updated")
     search_fields = ("host__ip", "host__hostname", "key", "data")
@@ -15,7 +17,7 @@ class AssetAdmin(ReadOnlyMixin, admin.ModelAdmin):
 
 
 @admin.register(Change)
-class ChangeAdmin(ReadOnlyMixin, admin.ModelAdmin):
+class ChangeAdmin(ViewableMixin, ReadOnlyMixin, admin.ModelAdmin):
     list_display = ("time", "host", "action", "kind", "key", "field", "old", "new", "job")
     list_filter = ("action", "kind", "time")
     search_fields = ("host__ip", "host__hostname", "key", "field")
@@ -24,7 +26,7 @@ class ChangeAdmin(ReadOnlyMixin, admin.ModelAdmin):
 
 
 @admin.register(FactReport)
-class FactReportAdmin(ReadOnlyMixin, admin.ModelAdmin):
+class FactReportAdmin(ViewableMixin, ReadOnlyMixin, admin.ModelAdmin):
     list_display = ("host", "received_at", "collected_at", "size_bytes", "job")
     list_filter = ("received_at",)
     search_fields = ("host__ip", "host__hostname")
@@ -32,7 +34,7 @@ class FactReportAdmin(ReadOnlyMixin, admin.ModelAdmin):
 
 
 @admin.register(HostFacts)
-class HostFactsAdmin(ReadOnlyMixin, admin.ModelAdmin):
+class HostFactsAdmin(ViewableMixin, ReadOnlyMixin, admin.ModelAdmin):
     list_display = ("host", "os", "os_version", "kernel", "cpu_model", "memory_bytes",
                     "disk_free_pct", "collected_at")  # fmt: skip
     list_filter = ("os", "arch")
@@ -40,7 +42,7 @@ class HostFactsAdmin(ReadOnlyMixin, admin.ModelAdmin):
     list_select_related = ("host",)
 
 
-class AssetInline(ReadOnlyMixin, admin.TabularInline):
+class AssetInline(ViewableMixin, ReadOnlyMixin, admin.TabularInline):
     model = Asset
     extra = 0
     fields = ("kind", "key", "data", "metrics", "updated")
@@ -48,7 +50,7 @@ class AssetInline(ReadOnlyMixin, admin.TabularInline):
     can_delete = False
 
 
-class ChangeInline(ReadOnlyMixin, admin.TabularInline):
+class ChangeInline(ViewableMixin, ReadOnlyMixin, admin.TabularInline):
     model = Change
     extra = 0
     fields = ("time", "action", "kind", "key", "field", "old", "new")

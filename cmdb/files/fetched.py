@@ -14,9 +14,12 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import BinaryIO
 
+from cmdb.access.actor import Actor
+from cmdb.audit.choices import AuditActionChoices
+from cmdb.audit.trail import record
 from cmdb.jobs.broker import redis_client
 from cmdb.jobs.choices import JobKindChoices
-from cmdb.jobs.models import HostTask
+from cmdb.jobs.models import HostTask, Job
 from wire import blobs
 
 
@@ -99,6 +102,18 @@ def open_fetched(fetched: dict, fetch_dir: Path) -> BinaryIO:
         f.close()
         raise NotServed(E_CHANGED_ON_SERVER)
     return f
+
+
+def record_download(actor: Actor, job: Job, tasks: list[HostTask], archive: bool = False):
+    """The audit trail's entry for the server's copies of ``tasks``' files (of ``job``) sent
+    to ``actor``, one by one or as one tar (``archive``). Recorded as the download is
+    answered, before its bytes go out: a client that breaks off is in the trail too, which is
+    better than a download that is not."""
+    record(actor, AuditActionChoices.DOWNLOAD, kind=JobKindChoices.FETCH,
+           targets_resolved=[t.ip for t in tasks], job=job,
+           detail={"path": job.params.get("agent", {}).get("path", ""), "archive": archive,
+                   "tasks": [t.task_id for t in tasks],
+                   "sha256": [t.fetched.get("sha256", "") for t in tasks]})  # fmt: skip
 
 
 def tar_stream(entries: Iterable[tuple[str, BinaryIO | bytes]], block: int = 1 << 20):

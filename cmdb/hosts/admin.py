@@ -2,6 +2,8 @@
 
 from django.contrib import admin, messages
 
+from cmdb.access import visible
+from cmdb.access.admin import ViewableMixin, ViewableValuesFilter
 from cmdb.assets.admin import AssetInline, ChangeInline
 from cmdb.hosts import keys
 from cmdb.hosts.models import Host, HostGroup
@@ -28,10 +30,12 @@ def _key_action(verb: str, description: str):
 
 
 @admin.register(Host)
-class HostAdmin(admin.ModelAdmin):
+class HostAdmin(ViewableMixin, admin.ModelAdmin):
+    #: Also what the actions (run, collect, push, fetch, keys) are given: viewable hosts only.
+    viewable = staticmethod(visible.viewable_hosts)
     list_display = ("ip", "hostname", "key_state", "agent_status", "os", "last_seen",
                     "agent_name")  # fmt: skip
-    list_filter = ("key_state", "agent_status", "groups", "facts__os")
+    list_filter = ("key_state", "agent_status", "groups", ("facts__os", ViewableValuesFilter))
     search_fields = ("ip", "hostname", "agent_name")
     list_select_related = ("facts",)
     # Written by agents' registrations, heartbeats and collections, not by people.
@@ -67,13 +71,43 @@ class HostAdmin(admin.ModelAdmin):
 
 @admin.register(HostGroup)
 class HostGroupAdmin(admin.ModelAdmin):
+    """Every group (a name shows no host), with only the members its user may view: offered to
+    pick, or listed on a read-only page."""
+
     list_display = ("name", "description")
     search_fields = ("name",)
     filter_horizontal = ("hosts",)
+    readonly_fields = ("members",)
 
-    def get_readonly_fields(self, request, obj=None):
-        # Grants are by group: its members are who may be acted on under them.
-        fields = super().get_readonly_fields(request, obj)
-        if not request.user.has_perm("hosts.change_hostgroup_members"):
-            fields = (*fields, "hosts")
-        return fields
+    def get_fields(self, request, obj=None):
+        # Grants are by group: its members are who may be acted on under them, so changing
+        # them takes its own permission. Read-only, the hosts field would list every member:
+        # the viewable ones instead.
+        members = request.user.has_perm("hosts.change_hostgroup_members")
+        if members and (obj is None or self.has_change_permission(request, obj)):
+            return ["name", "description", "hosts"]
+        return ["name", "description"] if obj is None else ["name", "description", "members"]
+
+    def get_object(self, request, object_id, from_field=None):
+        # On the group itself: members() is given no request (and the admin is shared).
+        group = super().get_object(request, object_id, from_field)
+        if group is not None:
+            group.viewable_members = list(visible.viewable_hosts(request.user, group.hosts.all()))
+        return group
+
+    @admin.display(description="hosts")
+    def members(self, group):
+        return ", ".join(map(str, getattr(group, "viewable_members", [])))
+
+    def formfield_for_manytomany(self, db_field, request, **kwargs):
+        if db_field.name == "hosts":
+            kwargs["queryset"] = visible.viewable_hosts(request.user)
+        return super().formfield_for_manytomany(db_field, request, **kwargs)
+
+    def save_related(self, request, form, formsets, change):
+        # The members the user may not view were not offered: they stay members, unseen (and
+        # unchanged: no removal and addition again in the audit trail).
+        if change:
+            unseen = form.instance.hosts.exclude(pk__in=visible.viewable_hosts(request.user))
+            form.cleaned_data["hosts"] = [*form.cleaned_data["hosts"], *unseen]
+        super().save_related(request, form, formsets, change)

@@ -1,10 +1,12 @@
-"""Admin for jobs: read-only records of what was run where."""
+"""Admin for jobs: read-only records of what was run where, on the hosts the user may view."""
 
 from django.contrib import admin
 from django.utils.html import format_html
 from django_celery_results.admin import TaskResultAdmin
 from django_celery_results.models import TaskResult
 
+from cmdb.access import visible
+from cmdb.access.admin import ViewableMixin
 from cmdb.jobs.models import HostTask, Job
 
 
@@ -19,7 +21,7 @@ class ReadOnlyMixin:
 #: What the hosts said: shown only to who may read it (jobs.view_output), as in the API.
 OUTPUT_FIELDS = frozenset({"stdout_head", "stdout_tail", "stderr_head", "stderr_tail", "error",
                            "fetched"})  # fmt: skip
-OUTPUT_PERMISSION = "jobs.view_output"
+OUTPUT_PERMISSION = visible.OUTPUT_PERMISSION
 
 
 class RecordMixin(ReadOnlyMixin):
@@ -46,7 +48,7 @@ class RecordMixin(ReadOnlyMixin):
         return super().lookup_allowed(lookup, value, request)
 
 
-class HostTaskInline(RecordMixin, admin.TabularInline):
+class HostTaskInline(ViewableMixin, RecordMixin, admin.TabularInline):
     model = HostTask
     extra = 0
     fields = (
@@ -66,9 +68,16 @@ class HostTaskInline(RecordMixin, admin.TabularInline):
 
 
 @admin.register(Job)
-class JobAdmin(RecordMixin, admin.ModelAdmin):
+class JobAdmin(ViewableMixin, RecordMixin, admin.ModelAdmin):
     list_display = ("id", "kind", "command", "requested_by", "created", "results", "dispatch_error")
     list_filter = ("kind", "created")
+    #: Annotated with hidden_hosts: the inline shows only the host tasks the user may view.
+    viewable = staticmethod(visible.viewable_jobs)
+    readonly_fields = ("hidden_hosts",)
+
+    @admin.display(description="hosts not shown")
+    def hidden_hosts(self, job):
+        return job.hidden_hosts or "none"
 
     @admin.display(description="results")
     def results(self, job):
@@ -80,16 +89,18 @@ class JobAdmin(RecordMixin, admin.ModelAdmin):
 
 
 @admin.register(HostTask)
-class HostTaskAdmin(RecordMixin, admin.ModelAdmin):
+class HostTaskAdmin(ViewableMixin, RecordMixin, admin.ModelAdmin):
     list_display = ("task_id", "ip", "state", "exit_code", "duration", "started_at", "job")
     list_filter = ("state",)
     search_fields = ("task_id", "ip", "job__id")
     list_select_related = ("job",)
 
 
-class OutputTaskResultAdmin(TaskResultAdmin):
+class OutputTaskResultAdmin(ViewableMixin, TaskResultAdmin):
     """django-celery-results' admin, whose result and traceback are a host's report (its
-    output included): shown only with jobs.view_output."""
+    output included): shown only with jobs.view_output, of the hosts the user may view."""
+
+    viewable = staticmethod(visible.viewable_results)
 
     def get_fields(self, request, obj=None):
         fields = super().get_fields(request, obj)

@@ -80,7 +80,10 @@ def task_document(task: HostTask, link: Link, output: bool = True) -> dict:
     }
 
 
-def job_document(job: Job, tasks: list[HostTask], link: Link, output: bool = True) -> dict:
+def job_document(job: Job, tasks: list[HostTask], link: Link, output: bool = True,
+                 hidden: int = 0) -> dict:  # fmt: skip
+    """``tasks``: those shown (the hosts the reader may view); ``hidden``: how many others the
+    job has, left out of every count, and said."""
     state = progress(tasks)
     return {
         "id": str(job.pk),
@@ -96,5 +99,6 @@ def job_document(job: Job, tasks: list[HostTask], link: Link, output: bool = Tru
         "done": state.done,
         "ok": state.ok,
         "summary": state.counts,
+        "hidden_hosts": hidden,
         "tasks": [task_document(t, link, output) for t in tasks],
     }

@@ -45,13 +45,21 @@ def printable(text: str) -> str:
     return text.translate(_CONTROLS)
 
 
-def format_task(task: HostTask) -> str:
+#: Shown instead of a host's output to a reader without jobs.view_output.
+E_OUTPUT_HIDDEN = "[output not shown: reading it takes jobs.view_output]\n"
+
+
+def format_task(task: HostTask, output: bool = True) -> str:
+    """``output``: with the host's output (stdout, stderr), as the API shows it to a reader
+    with jobs.view_output; else a line says it is not shown."""
     lines = [_header(task) + "\n"]
     if task.error:
         lines.append(f"[{task.state}] {printable(task.error)}\n")
     if task.late_state:
         lines.append(f"[late result] {task.late_state}, received {task.late_at:%Y-%m-%d %H:%M:%S} "
                      "UTC after that verdict; what the host said follows\n")  # fmt: skip
+    if not output:
+        return "".join([*lines, E_OUTPUT_HIDDEN])
     lines.append(_with_newline(printable(stream_text(task, "stdout"))))
     stderr = printable(stream_text(task, "stderr"))
     if stderr:
@@ -65,11 +73,16 @@ def summary(tasks: list[HostTask]) -> str:
     return ", ".join(f"{counts[s]} {s}" for s in order) or "no hosts"
 
 
-def format_job(job: Job | None, tasks: list[HostTask]) -> str:
+def format_job(job: Job | None, tasks: list[HostTask], hidden: int = 0,
+               output: bool = True) -> str:  # fmt: skip
+    """``tasks``: those shown (the hosts the reader may view); ``hidden``: how many others
+    the job has, said so that the count is not taken for the whole."""
     out = []
     if job is not None:
         out.append(f"job {job.id}: {job.command!r} on {len(tasks)} host(s): {summary(tasks)}\n")
+        if hidden:
+            out.append(f"[not shown] {hidden} more host(s): you may not view them\n")
         if job.dispatch_error:
             out.append(f"[not dispatched] {job.dispatch_error}\n")
-    out.extend(format_task(t) for t in tasks)
+    out.extend(format_task(t, output) for t in tasks)
     return "".join(out)

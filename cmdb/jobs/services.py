@@ -13,14 +13,14 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 from django.conf import settings
 from kombu.exceptions import KombuError
 from redis import RedisError
 
 from cmdb import audit
-from cmdb.access import grants
+from cmdb.access import grants, visible
 from cmdb.access.actor import Actor
 from cmdb.access.models import Action
 from cmdb.audit.choices import AuditActionChoices, AuditOutcomeChoices
@@ -39,7 +39,7 @@ from cmdb.jobs.exceptions import (
     TooLarge,
     Unavailable,
 )
-from cmdb.jobs.models import HostTask, Job
+from cmdb.jobs.models import E_UNKNOWN_ID, HostTask, Job
 from wire.blobs import TransferError
 
 E_RELATIVE = "give an absolute path (it starts with /), not {path!r}"
@@ -50,8 +50,8 @@ E_SERVER_DISK = "nothing pushed: the server has no room to unpack or pack it: {e
 E_UNREADABLE = "cannot read {what}: {exc}"
 E_CANCEL_BROKER_DOWN = "broker unreachable: {exc} (the cancel may not have reached the agents)"
 
-__all__ = ["MAX_REACH_TIMEOUT", "Targets", "Upload", "cancel", "collect", "fetch", "find",
-           "push", "run"]  # fmt: skip
+__all__ = ["MAX_REACH_TIMEOUT", "Found", "Targets", "Upload", "cancel", "collect", "fetch",
+           "find", "push", "run"]  # fmt: skip
 
 #: user, user:group, :group (the group only) or user: (as chown takes them).
 _NAME = r"[A-Za-z0-9_][A-Za-z0-9_.-]*"
@@ -208,12 +208,38 @@ def fetch(path: str, targets: Targets, requested_by: str, to: str | None = None,
     return dispatch.dispatch_command(request, app)
 
 
-def find(ident: str) -> tuple[Job | None, list[HostTask]]:
-    """The job, and its host tasks, behind a job id or a per-host task id (both are printed)."""
+class Found(NamedTuple):
+    """A job and the host tasks of it that are shown; ``hidden``: how many others it has."""
+
+    job: Job | None
+    tasks: list[HostTask]
+    hidden: int = 0
+
+
+def find(ident: str, user=None) -> Found:
+    """The job, and its host tasks, behind a job id or a per-host task id (both are printed).
+
+    ``user``: only what they may view (cmdb.access.visible): the host tasks on their hosts,
+    the others counted; a job or task they may not view at all is NotFound, as an unknown id
+    is. None: everything (the server's own operator).
+    """
+    tasks = HostTask.objects.all() if user is None else visible.viewable_tasks(user)
     try:
-        return HostTask.objects.for_id(ident)
+        job, found = tasks.for_id(ident)
     except LookupError as exc:
         raise NotFound(str(exc)) from None
+    if user is None or job is None or _is_task_id(ident, found):
+        return Found(job, found)
+    hidden = (visible.viewable_jobs(user, Job.objects.filter(pk=job.pk))
+              .values_list("hidden_hosts", flat=True).first())  # fmt: skip
+    if hidden is None:
+        raise NotFound(E_UNKNOWN_ID.format(ident=ident.strip()))
+    return Found(job, found, hidden)
+
+
+def _is_task_id(ident: str, tasks: list[HostTask]) -> bool:
+    # A host task's id finds that task alone (a job of one host is found by the job's id).
+    return len(tasks) == 1 and tasks[0].task_id == ident.strip()
 
 
 def _may_cancel(user, actor: Actor, tasks: list[HostTask]) -> None:
@@ -239,8 +265,9 @@ def _may_cancel(user, actor: Actor, tasks: list[HostTask]) -> None:
 def cancel(ident: str | list[HostTask], app=cmdb_app, actor: Actor | None = None) -> int:
     """Stop what has not finished of a job or a host task (an id, or the tasks themselves);
     returns how many host tasks were asked to stop."""
-    tasks = find(ident)[1] if isinstance(ident, str) else ident
     user = getattr(actor, "user", None)
+    # What the user may not view is not theirs to cancel, nor to be told about.
+    tasks = find(ident, user).tasks if isinstance(ident, str) else ident
     if user is not None:
         _may_cancel(user, actor, tasks)
     try:

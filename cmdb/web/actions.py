@@ -1,5 +1,8 @@
 """Admin actions on hosts: run a command, collect facts, push or fetch a file. Each calls the
-service layer (cmdb.jobs.services) and lands on the live job page, or says why not."""
+service layer (cmdb.jobs.services) and lands on the live job page, or says why not.
+
+The hosts they are given are the admin's queryset, narrowed to those the user may view
+(cmdb.hosts.admin); dispatch then checks each against the user's grant for the action."""
 
 from django.contrib import admin, messages
 from django.contrib.admin import helpers

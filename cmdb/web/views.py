@@ -1,4 +1,5 @@
-"""The live job page and the fleet dashboard (staff only, server-rendered, no JavaScript)."""
+"""The live job page and the fleet dashboard (staff only, server-rendered, no JavaScript), of
+the hosts the user may view (cmdb.access.visible)."""
 
 from collections import Counter
 
@@ -8,12 +9,12 @@ from django.contrib.auth.decorators import permission_required
 from django.db.models import Count, Q
 from django.shortcuts import get_object_or_404, render
 
+from cmdb.access import visible
 from cmdb.assets.models import HostFacts
 from cmdb.hosts.choices import AgentStatusChoices
-from cmdb.hosts.models import Host
 from cmdb.jobs import documents, report
 from cmdb.jobs.choices import HostTaskStateChoices as State
-from cmdb.jobs.models import Job
+from cmdb.jobs.models import HostTask
 
 #: Seconds between reloads of a job page while any host has not finished.
 REFRESH_EVERY = 2
@@ -22,11 +23,14 @@ REFRESH_EVERY = 2
 @staff_member_required
 @permission_required("jobs.view_job", raise_exception=True)
 def job_detail(request, job_id):
-    job = get_object_or_404(Job, pk=job_id)
-    tasks = list(job.host_tasks.order_by("ip"))
+    # Another's job on hosts one may not view is 404, as in the API; of one's own, the hosts
+    # one may view (the others are counted: hidden_hosts).
+    jobs = visible.viewable_jobs(request.user, tasks=HostTask.objects.order_by("ip"))
+    job = get_object_or_404(jobs, pk=job_id)
+    tasks = list(job.host_tasks.all())
     done = documents.progress(tasks).done
     # The hosts' output, only for those who may read it (jobs.view_output).
-    output = request.user.has_perm("jobs.view_output")
+    output = visible.reads_output(request.user)
     rows = [
         {"task": t, "stdout": report.stream_text(t, "stdout") if output else "",
          "stderr": report.stream_text(t, "stderr") if output else ""}
@@ -36,7 +40,7 @@ def job_detail(request, job_id):
         **admin.site.each_context(request),
         "title": f"Job {job.id}", "job": job, "rows": rows, "done": done,
         "summary": report.summary(tasks), "refresh": None if done else REFRESH_EVERY,
-        "output": output,
+        "output": output, "hidden": job.hidden_hosts,
     })  # fmt: skip
 
 
@@ -53,18 +57,25 @@ def bars(counts: dict[str, float], total: float | None = None, width: int = 300)
 
 @staff_member_required
 def dashboard(request):
-    status = Counter(dict(Host.objects.values_list("agent_status").annotate(n=Count("id"))))
+    """Counts of the hosts the user may view only: of the fleet, what their grants cover."""
+    user = request.user
+    seen = visible.viewable_hosts(user)
+    status = Counter(dict(seen.values_list("agent_status").annotate(n=Count("id"))))
     hosts = sum(status.values())
+    facts = visible.on_viewable_hosts(user, HostFacts.objects.all())
     os_mix = Counter()
-    for os_id, version, n in HostFacts.objects.values_list("os", "os_version").annotate(
-        n=Count("id")
-    ):
+    for os_id, version, n in facts.values_list("os", "os_version").annotate(n=Count("id")):
         os_mix[f"{os_id} {version}".strip() or "unknown"] += n
-    fullest = HostFacts.objects.filter(disk_free_pct__isnull=False).select_related("host")
+    fullest = facts.filter(disk_free_pct__isnull=False).select_related("host")
     fullest = fullest.order_by("disk_free_pct")[:10]
-    jobs = Job.objects.annotate(
-        total=Count("host_tasks"), ok=Count("host_tasks", filter=Q(host_tasks__state=State.OK))
-    ).order_by("-created")[:10]
+    # Each job's share of ok hosts, among those the user may view.
+    on_seen = visible.host_q(user, "host_tasks__host")
+    jobs = visible.viewable_jobs(user).order_by("-created")
+    jobs = jobs.annotate(
+        total=Count("host_tasks", filter=on_seen),
+        ok=Count("host_tasks", filter=on_seen & Q(host_tasks__state=State.OK)),
+    )
+    jobs = jobs[:10]
     fullest_rows = [
         {
             "host": f.host,

@@ -10,7 +10,7 @@ from django.core.management import call_command
 from cmdb.api.serializers import HostTaskSerializer, JobSerializer
 from cmdb.jobs import documents
 from cmdb.jobs.models import HostTask
-from tests.support.api import make_job
+from tests.support.api import make_job, without_host
 from tests.support.factories import make_host
 
 pytestmark = pytest.mark.django_db
@@ -21,17 +21,6 @@ def check_task_json(ident: str) -> dict:
     out = io.StringIO()
     call_command("check_task", ident, "--json", stdout=out)
     return json.loads(out.getvalue())
-
-
-def without_host(doc):
-    """Links as paths: the API's are absolute (its request), the command line's are not."""
-    if isinstance(doc, dict):
-        return {k: without_host(v) for k, v in doc.items()}
-    if isinstance(doc, list):
-        return [without_host(v) for v in doc]
-    if isinstance(doc, str) and doc.startswith("http://testserver/"):
-        return doc.removeprefix("http://testserver")
-    return doc
 
 
 def test_check_task_json_is_the_apis_document_for_a_job_and_for_a_host_task(viewer, cli_user):

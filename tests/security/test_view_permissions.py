@@ -4,6 +4,7 @@ fetched from them take jobs.view_output, in the API and on the job page."""
 import pytest
 from django.contrib.auth.models import Permission, User
 
+from cmdb.access.models import Action, Grant
 from cmdb.jobs.models import HostTask
 from tests.support.api import make_job, make_user, token_client
 from tests.support.factories import make_host
@@ -63,6 +64,7 @@ def test_the_job_page_shows_output_only_to_who_may_read_it(client):
     make_host(IP)
     job = make_job(IP)
     staff = User.objects.create_user("watcher", password="x", is_staff=True)
+    Grant.objects.create(actions=[Action.VIEW], all_hosts=True).users.add(staff)  # every host
     staff.user_permissions.add(Permission.objects.get(codename="view_job"))
     client.force_login(staff)
 
@@ -84,6 +86,7 @@ def test_the_admin_shows_no_output_without_the_permission_and_filters_on_none(cl
     TaskResult.objects.filter(task_id=task.task_id).update(result='{"stdout": "SECRET-OUT"}')
     HostTask.objects.filter(pk=task.pk).update(stdout_head="SECRET-OUT\n")
     staff = User.objects.create_user("watcher", password="x", is_staff=True)
+    Grant.objects.create(actions=[Action.VIEW], all_hosts=True).users.add(staff)  # every host
     for codename in ("view_job", "view_hosttask", "view_taskresult"):
         staff.user_permissions.add(Permission.objects.get(codename=codename))
     client.force_login(staff)

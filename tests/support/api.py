@@ -1,8 +1,11 @@
 """API test helpers: users with exactly the permissions a test gives, token clients, data."""
 
+import hashlib
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 
 from django.contrib.auth.models import Permission, User
 from django.utils import timezone
@@ -15,6 +18,7 @@ from cmdb.assets.models import Asset, Change, HostFacts
 from cmdb.hosts.models import Host, HostGroup
 from cmdb.jobs.choices import HostTaskStateChoices as State
 from cmdb.jobs.models import HostTask, Job
+from tests.support.factories import make_host
 
 #: What a read-only operator is given: the view permission of every API resource.
 VIEW_ALL = [
@@ -52,6 +56,17 @@ def token_client(user: User) -> APIClient:
     token, _ = Token.objects.get_or_create(user=user)
     client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
     return client
+
+
+def without_host(doc):
+    """Links as paths: the API's are absolute (its request), the command line's are not."""
+    if isinstance(doc, dict):
+        return {k: without_host(v) for k, v in doc.items()}
+    if isinstance(doc, list):
+        return [without_host(v) for v in doc]
+    if isinstance(doc, str) and doc.startswith("http://testserver/"):
+        return doc.removeprefix("http://testserver")
+    return doc
 
 
 def poll(client: APIClient, url: str, until, timeout: float = 60, what: str = "") -> dict:
@@ -120,3 +135,62 @@ def make_change(host: Host, **fields) -> Change:
 
 def make_asset(host: Host, kind: str = "disk", key: str = "sda", **data) -> Asset:
     return Asset.objects.create(host=host, kind=kind, key=key, data=data or {"size": 1})
+
+
+def make_fetched(task: HostTask, fetch_dir: Path, content: bytes, name: str = "app.log"):
+    """``task``'s fetched file kept on the server, as the central worker stores it: under
+    ``fetch_dir``/<job id>/<ip>/, with its sha256 and size."""
+    copy = Path(fetch_dir) / str(task.job_id) / task.ip / name
+    copy.parent.mkdir(parents=True, exist_ok=True)
+    copy.write_bytes(content)
+    task.fetched = {"path": str(copy), "sha256": hashlib.sha256(content).hexdigest(),
+                    "size": len(content)}  # fmt: skip
+    task.save(update_fields=["fetched"])
+    return task
+
+
+@dataclass
+class WebAndDb:
+    """Two host groups and what each host has: hosts web1, web2 (group web) and db1 (db),
+    their facts, an asset and a change each; a command job on all three, one on db1 alone, a
+    fetch job on web1 and db1 with each copy kept; and a user with every view permission
+    and a view grant on web only."""
+
+    web1: Host
+    web2: Host
+    db1: Host
+    spanning: Job
+    db_only: Job
+    fetch: Job
+    viewer: User
+
+    def task(self, job: Job, host: Host) -> HostTask:
+        return job.host_tasks.get(host=host)
+
+
+#: Beyond VIEW_ALL, what the admin's pages of facts, reports and results take.
+ADMIN_VIEW = ["assets.view_hostfacts", "assets.view_factreport",
+              "django_celery_results.view_taskresult"]  # fmt: skip
+
+
+def web_and_db(fetch_dir: Path, web=("127.16.0.1", "127.16.0.2"), db="127.16.1.1") -> WebAndDb:
+    web1, web2 = (make_host(ip, hostname=f"web-{i}") for i, ip in enumerate(web, 1))
+    db1 = make_host(db, hostname="db-1")
+    make_group("web", web1, web2)
+    make_group("db", db1)
+    for host, os_id, free in ((web1, "debian", 40.0), (web2, "debian", 30.0), (db1, "rocky", 3.0)):
+        make_facts(host, os=os_id, os_version="9" if os_id == "rocky" else "12",
+                   disk_free_pct=free)  # fmt: skip
+        make_asset(host, "disk", f"disk-of-{host.hostname}")
+        make_change(host, kind="disk", key=f"disk-of-{host.hostname}")
+    spanning = make_job(web1.ip, web2.ip, db1.ip, command="echo spanning")
+    db_only = make_job(db1.ip, command="echo db only")
+    fetch = make_job(web1.ip, db1.ip, kind="fetch", command="fetch",
+                     params={"agent": {"path": "/var/log/app.log"}})  # fmt: skip
+    for task in fetch.host_tasks.all():
+        make_fetched(task, fetch_dir, f"log of {task.ip}\n".encode())
+    viewer = make_user(*VIEW_ALL, *ADMIN_VIEW, username="webviewer", everywhere=False)
+    grant = Grant.objects.create(actions=[Action.VIEW])
+    grant.users.add(viewer)
+    grant.host_groups.add(HostGroup.objects.get(name="web"))
+    return WebAndDb(web1, web2, db1, spanning, db_only, fetch, viewer)

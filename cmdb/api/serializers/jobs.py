@@ -122,9 +122,14 @@ class HostTaskSerializer(RenderedMixin, serializers.ModelSerializer):
 
 class JobSerializer(RenderedMixin, serializers.ModelSerializer):
     url = serializers.HyperlinkedIdentityField(view_name="api:job-detail")
-    done = serializers.SerializerMethodField(help_text="Every host task has ended.")
-    ok = serializers.SerializerMethodField(help_text="Every host task ended ok.")
-    summary = serializers.SerializerMethodField(help_text="Host tasks per state.")
+    done = serializers.SerializerMethodField(help_text="Every host task shown has ended.")
+    ok = serializers.SerializerMethodField(help_text="Every host task shown ended ok.")
+    summary = serializers.SerializerMethodField(help_text="Host tasks shown, per state.")
+    hidden_hosts = serializers.IntegerField(
+        read_only=True,
+        help_text="Host tasks of this job on hosts you may not view: not in tasks, summary, "
+        "done or ok (0: the job is shown whole).",
+    )
     tasks = HostTaskSerializer(source="host_tasks", many=True, read_only=True)
 
     class Meta:
@@ -143,12 +148,14 @@ class JobSerializer(RenderedMixin, serializers.ModelSerializer):
             "done",
             "ok",
             "summary",
+            "hidden_hosts",
             "tasks",
         ]
 
     def to_representation(self, job: Job) -> dict:
+        # host_tasks and hidden_hosts as the view narrowed them (cmdb.access.visible).
         return documents.job_document(job, list(job.host_tasks.all()), self.link(),
-                                      self.output())  # fmt: skip
+                                      self.output(), getattr(job, "hidden_hosts", 0))  # fmt: skip
 
     def get_done(self, job: Job) -> bool:
         return documents.progress(list(job.host_tasks.all())).done

@@ -4,10 +4,16 @@ import json
 import sys
 import time
 
+from django.core.management.base import CommandError
+
+from cmdb.access import visible
 from cmdb.jobs import documents, report, services
 from cmdb.jobs.cli import FleetCommand
 
 EXIT_OK, EXIT_NOT_OK, EXIT_UNKNOWN, EXIT_UNFINISHED = 0, 1, 2, 3
+#: What seeing a job takes, besides a view grant on its hosts (as on the API and the web).
+VIEW_PERMISSION = "jobs.view_job"
+E_MAY_NOT_VIEW = "{user} may not view jobs (that takes the permission jobs.view_job)"
 
 
 #: The API's paths of the documents' links. Not reverse(): that imports every URLconf, the
@@ -48,13 +54,22 @@ class Command(FleetCommand):
         )
 
     def handle(self, *args, **opts):
-        job, tasks = services.find(opts["id"])
+        # The CLI's user (--as / CMDB_USER) sees what the API would show them: their hosts'
+        # tasks, the others counted, output with jobs.view_output.
+        user = self.user
+        if user is not None and not user.has_perm(VIEW_PERMISSION):
+            message = E_MAY_NOT_VIEW.format(user=user.get_username())
+            raise CommandError(message, returncode=EXIT_UNKNOWN)
+        found = services.find(opts["id"], user)
         if opts["wait"]:
-            job, tasks = self._wait(opts["id"], opts["wait_timeout"])
+            found = self._wait(opts["id"], opts["wait_timeout"], user)
+        job, tasks = found.job, found.tasks
+        output = visible.reads_output(user)
         if opts["json"]:
-            self.stdout.write(json.dumps(self._document(opts["id"], job, tasks), indent=2))
+            document = self._document(opts["id"], found, output)
+            self.stdout.write(json.dumps(document, indent=2))
         else:
-            self.stdout.write(report.format_job(job, tasks), ending="")
+            self.stdout.write(report.format_job(job, tasks, found.hidden, output), ending="")
         state = documents.progress(tasks)
         if not state.done:
             sys.exit(EXIT_UNFINISHED)
@@ -62,22 +77,24 @@ class Command(FleetCommand):
             sys.exit(EXIT_NOT_OK)
 
     @staticmethod
-    def _document(ident: str, job, tasks) -> dict:
+    def _document(ident: str, found: services.Found, output: bool) -> dict:
         # A host task's id shows that host task, as the API's /api/host-tasks/ID/ does.
+        tasks = found.tasks
         if len(tasks) == 1 and tasks[0].task_id == ident.strip():
-            return documents.task_document(tasks[0], path_to)
-        return documents.job_document(job, tasks, path_to)
+            return documents.task_document(tasks[0], path_to, output)
+        return documents.job_document(found.job, tasks, path_to, output, found.hidden)
 
-    def _wait(self, ident, limit):
+    def _wait(self, ident, limit, user=None) -> services.Found:
         deadline = None if limit is None else time.monotonic() + limit
         last = None
         while True:
-            job, tasks = services.find(ident)
+            found = services.find(ident, user)
+            tasks = found.tasks
             done = sum(t.is_terminal for t in tasks)
             line = f"{done}/{len(tasks)} hosts finished ({report.summary(tasks)})"
             if line != last:
                 self.stderr.write(line)
                 last = line
             if done == len(tasks) or (deadline is not None and time.monotonic() > deadline):
-                return job, tasks
+                return found
             time.sleep(0.25)
