@@ -107,7 +107,7 @@ class HostGroupAdmin(admin.ModelAdmin):
     def save_related(self, request, form, formsets, change):
         # The members the user may not view were not offered: they stay members, unseen (and
         # unchanged: no removal and addition again in the audit trail).
-        if change:
+        if change and "hosts" in form.cleaned_data:
             unseen = form.instance.hosts.exclude(pk__in=visible.viewable_hosts(request.user))
             form.cleaned_data["hosts"] = [*form.cleaned_data["hosts"], *unseen]
         super().save_related(request, form, formsets, change)

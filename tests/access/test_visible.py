@@ -17,7 +17,6 @@ from cmdb.access import visible
 from cmdb.audit.models import AuditEntry
 from cmdb.jobs import services
 from cmdb.jobs.exceptions import NotFound
-from cmdb.jobs.management.commands import check_task
 from cmdb.jobs.models import HostTask, Job
 from tests.support.api import (
     VIEW_ALL,
@@ -232,8 +231,10 @@ def test_find_with_a_user_gives_their_hosts_tasks_and_counts_the_others(fleet_of
 
 @pytest.fixture
 def as_viewer(fleet_of_two, monkeypatch):
-    """check_task as the CLI identity will run it: for the user granted view on web."""
-    monkeypatch.setattr(check_task.Command, "viewer", lambda self, opts: fleet_of_two.viewer)
+    """check_task as the user granted view on web (CMDB_USER)."""
+    from django.conf import settings
+
+    monkeypatch.setitem(settings.CMDB, "CLI_USER", fleet_of_two.viewer.get_username())
 
 
 def check_task_out(*args: str) -> str:
