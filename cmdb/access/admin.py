@@ -2,6 +2,8 @@
 
 from django import forms
 from django.contrib import admin
+from rest_framework.authtoken.admin import TokenAdmin as DRFTokenAdmin
+from rest_framework.authtoken.models import TokenProxy
 
 from cmdb import audit
 from cmdb.access import grants, visible
@@ -80,3 +82,20 @@ class GrantAdmin(admin.ModelAdmin):
         super().delete_model(request, obj)
         audit.record(actor_of(request, "admin"), AuditActionChoices.GRANT_REMOVE,
                      detail={"grant": pk, "text": text})  # fmt: skip
+
+
+class TokenAdmin(DRFTokenAdmin):
+    """API tokens for superusers only: a token is its user's whole identity, so whoever may
+    see or make another's acts as them (and the audit trail would name the victim)."""
+
+    def has_module_permission(self, request):
+        return request.user.is_active and request.user.is_superuser
+
+    def has_view_permission(self, request, obj=None):
+        return self.has_module_permission(request)
+
+    has_add_permission = has_change_permission = has_delete_permission = has_view_permission
+
+
+admin.site.unregister(TokenProxy)
+admin.site.register(TokenProxy, TokenAdmin)

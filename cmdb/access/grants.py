@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from django.db.models import Q
 
 from cmdb.access.models import Action, Grant
-from cmdb.assets.where import parse_all
+from cmdb.assets.where import EXPRESSION, FIELDS, parse_all
 from cmdb.hosts.models import Host, HostGroup
 from cmdb.jobs.choices import JobKindChoices
 
@@ -38,6 +38,20 @@ E_UNKNOWN_ACTION = "unknown action {action!r} (known: {known})"
 E_NO_ACTIONS = "give at least one action"
 E_NO_HOSTS = "give host groups, or all hosts"
 E_UNKNOWN_HOST_GROUP = "unknown host group {name!r}"
+E_WHERE_FIELD = "a grant cannot narrow by {field} ({expr!r}): {why}"
+
+#: Fields a grant may not narrow by, and why: anyone who may edit a group's name or a host's
+#: name (not a permission of its own) would widen other people's grants; a status is liveness.
+NOT_IN_GRANTS = {
+    "group": "give host groups instead (--host-group): renaming a group must not move hosts "
+             "into a grant",
+    "hostname": "a hostname is edited with the host and would move it into the grant",
+    "status": "it is the agent's liveness, not what the host is",
+}  # fmt: skip
+
+
+def _fields(where: list[str]) -> set[str]:
+    return {m.group(1) for m in map(EXPRESSION.match, where) if m}
 
 
 def _grants(user, action: str) -> list[Grant]:
@@ -56,9 +70,12 @@ def host_filter(user, action: str) -> Q | None:
         part = Q() if grant.all_hosts else Q(groups__in=list(grant.host_groups.all()))
         if grant.where:
             where, problems = parse_all(grant.where)
-            if problems:
-                continue  # a grant whose expression no longer parses grants nothing
+            if problems or _fields(grant.where) & set(NOT_IN_GRANTS):
+                continue  # a grant whose expression no longer holds grants nothing
             part &= where
+            if any(FIELDS[f][0].startswith("facts__") for f in _fields(grant.where) & set(FIELDS)):
+                # Fail closed: "os!=windows" must not cover a host whose facts are not known.
+                part &= Q(facts__isnull=False)
         # As a subquery of pks: the joins of one grant must not multiply the rows of another.
         q |= Q(pk__in=Host.objects.filter(part).values("pk"))
     return q
@@ -108,4 +125,9 @@ def check(actions: list[str], host_groups: list[str], all_hosts: bool,
     existing = set(HostGroup.objects.filter(name__in=host_groups).values_list("name", flat=True))
     problems += [E_UNKNOWN_HOST_GROUP.format(name=n) for n in host_groups if n not in existing]
     problems += parse_all(where)[1]
+    for expr in where:
+        match = EXPRESSION.match(expr)
+        if match and match.group(1) in NOT_IN_GRANTS:
+            field = match.group(1)
+            problems.append(E_WHERE_FIELD.format(field=field, expr=expr, why=NOT_IN_GRANTS[field]))
     return problems

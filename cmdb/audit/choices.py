@@ -20,6 +20,8 @@ class AuditActionChoices(models.TextChoices):
     GRANT_REMOVE = "grant.remove", "grant removed"
     GROUP_CHANGE = "group.change", "group membership changed"
     USER_ACCESS = "user.access", "user's groups, permissions or flags changed"
+    TOKEN_ADD = "token.add", "API token made"
+    TOKEN_REMOVE = "token.remove", "API token deleted"
     HOST_ADD = "host.add", "host added"
     HOST_CHANGE = "host.change", "host IP changed"
     HOST_REMOVE = "host.remove", "host removed"

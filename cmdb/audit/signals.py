@@ -9,7 +9,8 @@ service layer records those itself (cmdb.audit.record).
 from django.contrib.auth.models import Group, Permission, User
 from django.contrib.auth.signals import user_login_failed
 from django.db.backends.signals import connection_created
-from django.db.models.signals import m2m_changed, post_save, pre_delete, pre_save
+from django.db.models.signals import m2m_changed, post_delete, post_save, pre_delete, pre_save
+from rest_framework.authtoken.models import Token, TokenProxy
 
 from cmdb.audit.choices import AuditActionChoices
 from cmdb.audit.context import actor_of, current_actor
@@ -121,6 +122,45 @@ def user_flags_changed(sender, instance, created=False, raw=False, **kwargs):
                detail={"user": instance.get_username(), "created": created, **changed})  # fmt: skip
 
 
+def group_permissions_changed(sender, instance, action, reverse, model, pk_set, **kwargs):
+    """A Django group's permissions changed: every member's changed with them."""
+    if action not in MEMBERSHIP or (not pk_set and action != "post_clear"):
+        return
+    if reverse:  # permission.group_set.add(group, ...)
+        groups, perms = list(Group.objects.filter(pk__in=pk_set or [])), [_name(instance)]
+    else:
+        groups = [instance]
+        perms = sorted(_name(p) for p in Permission.objects.filter(pk__in=pk_set or []))
+    change = {MEMBERSHIP[action]: perms or ["all"]}
+    for group in groups:
+        record(current_actor(), AuditActionChoices.USER_ACCESS,
+               detail={"group": group.name, "permissions": change})  # fmt: skip
+
+
+def host_added(sender, instance, created=False, raw=False, **kwargs):
+    if created and not raw:
+        record(current_actor(), AuditActionChoices.HOST_ADD, targets_resolved=[instance.ip],
+               detail={"host": instance.pk, "hostname": instance.hostname})  # fmt: skip
+
+
+def host_removed(sender, instance, **kwargs):
+    """pre_delete: with the groups it leaves (their m2m rows go without a signal)."""
+    groups = sorted(instance.groups.values_list("name", flat=True))
+    record(current_actor(), AuditActionChoices.HOST_REMOVE, targets_resolved=[instance.ip],
+           detail={"host": instance.pk, "groups": groups})  # fmt: skip
+
+
+def token_made(sender, instance, created=False, raw=False, **kwargs):
+    if created and not raw:  # never the key itself: it is the user's password
+        record(current_actor(), AuditActionChoices.TOKEN_ADD,
+               detail={"user": instance.user.get_username()})  # fmt: skip
+
+
+def token_deleted(sender, instance, **kwargs):
+    record(current_actor(), AuditActionChoices.TOKEN_REMOVE,
+           detail={"user": instance.user.get_username()})  # fmt: skip
+
+
 def connect():
     uid = "cmdb.audit."
     connection_created.connect(register_sqlite_function, dispatch_uid=uid + "sqlite")
@@ -130,6 +170,14 @@ def connect():
     for name, through in (("groups", User.groups.through),
                           ("permissions", User.user_permissions.through)):  # fmt: skip
         m2m_changed.connect(user_m2m_changed, sender=through, dispatch_uid=uid + f"user_{name}")
+    m2m_changed.connect(group_permissions_changed, sender=Group.permissions.through,
+                        dispatch_uid=uid + "group_permissions")  # fmt: skip
+    post_save.connect(host_added, sender=Host, dispatch_uid=uid + "host_added")
+    for model in (Token, TokenProxy):  # the admin saves the proxy, the API the model
+        post_save.connect(token_made, sender=model, dispatch_uid=uid + f"token_{model.__name__}")
+        post_delete.connect(token_deleted, sender=model,
+                            dispatch_uid=uid + f"token_gone_{model.__name__}")  # fmt: skip
+    pre_delete.connect(host_removed, sender=Host, dispatch_uid=uid + "host_removed")
     pre_save.connect(remember_user_flags, sender=User, dispatch_uid=uid + "user_flags")
     post_save.connect(user_flags_changed, sender=User, dispatch_uid=uid + "user_flags_saved")
     pre_delete.connect(group_deleted, sender=HostGroup, dispatch_uid=uid + "group_deleted")

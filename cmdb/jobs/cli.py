@@ -19,6 +19,7 @@ EXIT_BROKER_DOWN = 3
 E_WHO = ("say who you are: --as USER or CMDB_USER=USER, a user of this server "
          "(`python manage.py createsuperuser` makes one; `make up` made 'admin' for this "
          "checkout's own fleet)")  # fmt: skip
+E_AS_EMPTY = "--as names nobody: give a username; nothing done"
 E_NO_SUCH_USER = "no user {name!r} on this server (--as / CMDB_USER); nothing done"
 E_INACTIVE = "user {name!r} is inactive (--as / CMDB_USER); nothing done"
 E_NOT_ALLOWED = "{user} may not {what} (needs the permission {perm}); nothing done"
@@ -85,6 +86,8 @@ def _subparsers(parser) -> list:
 def cli_user(given: str | None):
     """The Django user the CLI acts as: ``--as``, else CMDB_USER (never $USER, which anyone
     sets). Refused, with what to do, when none is named or no such active user exists."""
+    if given is not None and not given.strip():
+        raise CommandError(E_AS_EMPTY, returncode=EXIT_INVALID)
     name = (given or settings.CMDB["CLI_USER"] or "").strip()
     if not name:
         raise CommandError(E_WHO, returncode=EXIT_INVALID)

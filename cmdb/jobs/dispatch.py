@@ -209,6 +209,14 @@ def _given(request: CommandRequest) -> dict:
             "where": list(request.where)}  # fmt: skip
 
 
+def record_refusal(request: CommandRequest, problems: list[str]) -> None:
+    """The refused request in the audit trail: call it outside any transaction, so that it is
+    recorded though nothing else is."""
+    audit.record(_actor(request), AuditActionChoices.REFUSED, kind=request.kind,
+                 command=request.command, targets_given=_given(request),
+                 detail={"reason": problems})  # fmt: skip
+
+
 def check_request(request: CommandRequest) -> None:
     """Raise the Refused dispatch_command would, recording nothing: for a caller with costly
     work to do first (a push uploads its file; not for hosts that do not exist)."""
@@ -235,10 +243,7 @@ def dispatch_command(request: CommandRequest, app: Celery) -> Job:
     try:
         hosts, timeout, reach = _validate(request)
     except Refused as exc:
-        # Outside any transaction: the refusal is recorded though nothing else is.
-        audit.record(actor, AuditActionChoices.REFUSED, kind=request.kind,
-                     command=request.command, targets_given=_given(request),
-                     detail={"reason": exc.problems})  # fmt: skip
+        record_refusal(request, exc.problems)
         raise
     check_key()
     now = timezone.now()

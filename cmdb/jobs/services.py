@@ -24,6 +24,7 @@ from cmdb.access import grants, visible
 from cmdb.access.actor import Actor
 from cmdb.access.models import Action
 from cmdb.audit.choices import AuditActionChoices, AuditOutcomeChoices
+from cmdb.audit.models import AuditEntry
 from cmdb.celery import app as cmdb_app
 from cmdb.files import uploads
 from cmdb.hosts.models import Host
@@ -102,14 +103,18 @@ class Upload:
 
 
 def _check(request: CommandRequest, problems: Problems) -> None:
-    """Every problem of the request at once: its own (``problems``) and its targets'."""
+    """Every problem of the request at once: its own (``problems``) and its targets'; a
+    refusal is in the audit trail, and keeps its kind (NotPermitted when grants refuse it)."""
+    refusal = Refused
     try:
         dispatch.check_request(request)
     except Refused as exc:
+        refusal = type(exc)  # NotPermitted stays a 403
         for name, messages in exc.by_field.items():
             problems.add(name, *messages)
     if problems:
-        raise Refused(problems)
+        dispatch.record_refusal(request, [m for ms in problems.values() for m in ms])
+        raise refusal(problems)
 
 
 def run(command: str, targets: Targets, requested_by: str, app=cmdb_app) -> Job:
@@ -251,8 +256,11 @@ def _may_cancel(user, actor: Actor, tasks: list[HostTask]) -> None:
     if not user.has_perm("jobs.cancel_job"):
         problems.add("id", grants.E_NO_PERMISSION.format(user=name, action="cancel",
                                                          perm="jobs.cancel_job"))  # fmt: skip
-    jobs = Job.objects.filter(pk__in={t.job_id for t in active}, requested_by=name)
-    own = set(jobs.values_list("pk", flat=True))
+    # Their own: the audit's dispatch entry names them as a user (a job's requested_by is
+    # text: a user named "schedule" must not own the scheduled collections).
+    dispatched = AuditEntry.objects.filter(action=AuditActionChoices.DISPATCH, username=name,
+                                           job_id__in={t.job_id for t in active})  # fmt: skip
+    own = set(dispatched.values_list("job_id", flat=True))
     others = Host.objects.filter(pk__in={t.host_id for t in active if t.job_id not in own})
     problems.add("id", *grants.refusals(user, Action.CANCEL, others))
     if problems:
