@@ -98,7 +98,8 @@ def test_host_groups_show_only_the_members_one_may_view(fleet_of_two, staff):
 
 def test_saving_a_group_keeps_the_members_one_may_not_view(fleet_of_two, staff):
     f = fleet_of_two
-    f.viewer.user_permissions.add(Permission.objects.get(codename="change_hostgroup"))
+    for codename in ("change_hostgroup", "change_hostgroup_members"):
+        f.viewer.user_permissions.add(Permission.objects.get(codename=codename))
     db = HostGroup.objects.get(name="db")
     form = page(staff, f"/admin/hosts/hostgroup/{db.pk}/change/")
     assert f.web1.ip in form and f.db1.ip not in form  # the choices: web's hosts only
