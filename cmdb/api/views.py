@@ -263,10 +263,8 @@ class JobViewSet(CancelMixin, mixins.CreateModelMixin, ReadOnlyViewSet):
         try:
             job = services.push(
                 Upload(upload, upload.name, upload.size, archive=data["archive"]), data["dest"],
-                Targets.of(data), actor_of(request), mode=data["mode"],
-                owner=data["owner"], batch=data.get("batch"),
-                max_failures=data.get("max_failures"), app=self.celery_app,
-                allow_unsafe_parents=data["allow_unsafe_parents"],
+                Targets.of(data), actor_of(request), mode=data["mode"], owner=data["owner"],
+                app=self.celery_app, allow_unsafe_parents=data["allow_unsafe_parents"],
             )  # fmt: skip
         finally:
             upload.close()  # a large upload's spool file goes now, not at garbage collection

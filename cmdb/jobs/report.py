@@ -3,6 +3,7 @@ cmdb.jobs.documents'."""
 
 from collections import Counter
 
+from cmdb.jobs import rollout
 from cmdb.jobs.choices import HostTaskStateChoices as State
 from cmdb.jobs.models import HostTask, Job
 
@@ -71,5 +72,7 @@ def format_job(job: Job | None, tasks: list[HostTask]) -> str:
         out.append(f"job {job.id}: {job.command!r} on {len(tasks)} host(s): {summary(tasks)}\n")
         if job.dispatch_error:
             out.append(f"[not dispatched] {job.dispatch_error}\n")
+        if rolling := rollout.describe(job.params):
+            out.append(f"rolling: {rolling}\n")
     out.extend(format_task(t) for t in tasks)
     return "".join(out)

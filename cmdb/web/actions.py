@@ -29,8 +29,8 @@ def _act(modeladmin, request, action, refused: str = "nothing dispatched"):
     return redirect("web:job", job_id=job.pk)
 
 
-def _targets(queryset, timeout: int | None = None) -> Targets:
-    return Targets(hosts=list(queryset.values_list("ip", flat=True)), timeout=timeout)
+def _targets(queryset, timeout: int | None = None, **rolling) -> Targets:
+    return Targets(hosts=list(queryset.values_list("ip", flat=True)), timeout=timeout, **rolling)
 
 
 @admin.action(description="Run command on selected hosts", permissions=["run_command"])
@@ -71,8 +71,8 @@ def push_file(modeladmin, request, queryset):
     try:
         return _act(modeladmin, request, lambda: services.push(
             Upload(upload, upload.name, upload.size, archive=data["archive"]), data["dest"],
-            _targets(queryset), by, mode=data["mode"] or None, owner=data["owner"] or None,
-            batch=data["batch"], max_failures=data["max_failures"],
+            _targets(queryset, batch=data["batch"], max_failures=data["max_failures"]), by,
+            mode=data["mode"] or None, owner=data["owner"] or None,
         ), refused="nothing pushed")  # fmt: skip
     finally:
         upload.close()
