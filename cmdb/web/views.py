@@ -11,7 +11,7 @@ from django.shortcuts import get_object_or_404, render
 from cmdb.assets.models import HostFacts
 from cmdb.hosts.choices import AgentStatusChoices
 from cmdb.hosts.models import Host
-from cmdb.jobs import documents, report
+from cmdb.jobs import documents, report, rollout
 from cmdb.jobs.choices import HostTaskStateChoices as State
 from cmdb.jobs.models import Job
 
@@ -36,7 +36,7 @@ def job_detail(request, job_id):
         **admin.site.each_context(request),
         "title": f"Job {job.id}", "job": job, "rows": rows, "done": done,
         "summary": report.summary(tasks), "refresh": None if done else REFRESH_EVERY,
-        "output": output,
+        "output": output, "rolling": rollout.describe(job.params),
     })  # fmt: skip
 
 
