@@ -16,6 +16,7 @@ from cmdb.jobs.exceptions import NotFound, Refused
 E_NO_USER = "no user {name!r}"
 E_NO_GROUP = "no group {name!r} (a Django group of users; host groups are --host-group)"
 E_NO_GRANT = "no grant {pk}"
+E_MAX_HOSTS = "a host ceiling is a number of hosts, 0 or more (0: every job confirms), not {n}"
 
 
 def add(principal: str, actions: list[str], host_groups: list[str] = (), all_hosts=False,
@@ -32,6 +33,8 @@ def add(principal: str, actions: list[str], host_groups: list[str] = (), all_hos
         if user is None:
             problems.add("principal", E_NO_USER.format(name=principal))
     problems.add("grant", *grants.check(list(actions), list(host_groups), all_hosts, list(where)))
+    if max_hosts is not None and max_hosts < 0:
+        problems.add("max_hosts", E_MAX_HOSTS.format(n=max_hosts))
     if problems:
         raise Refused(problems)
     with transaction.atomic():

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+from django.core.management import CommandError, call_command
 
 from cmdb.access import grants, services
 from cmdb.access.actor import Actor
@@ -144,3 +145,17 @@ def test_a_wrong_confirm_above_setting_stops_the_server_saying_what_it_takes(val
     assert out.returncode != 0
     assert (f"CMDB_CONFIRM_ABOVE must be a whole number of hosts (0 or more), not {value!r}; "
             "unset, it is 25") in out.stderr  # fmt: skip
+
+
+def test_a_grants_ceiling_from_the_cli_is_listed_and_a_negative_one_refused(fleet_hosts, capsys):
+    make_user(username="erin", everywhere=False)
+
+    call_command("grants", "add", "erin", "--actions", "run", "--all-hosts", "--max-hosts", "0")
+    call_command("grants", "list")
+
+    assert "erin: run on all hosts (confirm above 0 hosts)" in capsys.readouterr().out
+    with pytest.raises(CommandError) as refused:
+        call_command("grants", "add", "erin", "--actions", "run", "--all-hosts",
+                     "--max-hosts", "-1")  # fmt: skip
+    assert refused.value.returncode == 2
+    assert "a host ceiling is a number of hosts, 0 or more" in str(refused.value)
