@@ -6,6 +6,7 @@ import secrets
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 from collectors import DEFAULT_PLUGINS
 from wire import names, transport
@@ -34,6 +35,15 @@ def _read_first_line(path: Path) -> str:
 
 def _env_bool(name: str, default: bool) -> bool:
     return os.environ.get(name, str(default)).strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _env_hosts(name: str, default: int) -> int:
+    """A number of hosts from the environment: a whole number, 0 or more."""
+    value = os.environ.get(name, str(default)).strip()
+    if not (value.isascii() and value.isdigit()):
+        raise ImproperlyConfigured(f"{name} must be a whole number of hosts (0 or more), "
+                                   f"not {value!r}; unset, it is {default}")  # fmt: skip
+    return int(value)
 
 
 def _secret_key() -> str:
@@ -262,6 +272,10 @@ CMDB = {
     #: Seconds a pushed blob must have been left alone before it is released: a push being
     #: prepared now reuses (and refreshes) the same blob before its job exists.
     "BLOB_RELEASE_AFTER": int(os.environ.get("CMDB_BLOB_RELEASE_AFTER", "60")),
+    #: A job that would reach more hosts than this needs its requester's confirmation (--yes,
+    #: "confirm": true, the admin's box); a grant may set its own ceiling (cmdb.access.grants).
+    #: 0: every job needs one.
+    "CONFIRM_ABOVE": _env_hosts("CMDB_CONFIRM_ABOVE", 25),
     #: Days the audit trail keeps its entries (0: for ever); `manage.py audit prune`, run daily
     #: by cron or a periodic task, deletes older ones (the only deletion its triggers allow).
     "AUDIT_KEEP_DAYS": float(os.environ.get("CMDB_AUDIT_KEEP_DAYS", "365")),

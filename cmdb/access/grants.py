@@ -59,6 +59,22 @@ def _grants(user, action: str) -> list[Grant]:
     return [g for g in found.prefetch_related("host_groups") if action in g.actions]
 
 
+def _covered(grant: Grant) -> Q | None:
+    """The hosts ``grant`` covers, as a filter on Host; None: none (its expression no longer
+    parses or holds, so it grants nothing)."""
+    part = Q() if grant.all_hosts else Q(groups__in=list(grant.host_groups.all()))
+    if grant.where:
+        where, problems = parse_all(grant.where)
+        if problems or _fields(grant.where) & set(NOT_IN_GRANTS):
+            return None
+        part &= where
+        if any(FIELDS[f][0].startswith("facts__") for f in _fields(grant.where) & set(FIELDS)):
+            # Fail closed: "os!=windows" must not cover a host whose facts are not known.
+            part &= Q(facts__isnull=False)
+    # As a subquery of pks: the joins of one grant must not multiply the rows of another.
+    return Q(pk__in=Host.objects.filter(part).values("pk"))
+
+
 def host_filter(user, action: str) -> Q | None:
     """The hosts ``user`` may ``action`` on, as a filter on Host; None: all of them."""
     if user is None or not user.is_active:
@@ -67,18 +83,32 @@ def host_filter(user, action: str) -> Q | None:
         return None
     q = Q(pk__in=[])  # nothing, unless a grant says otherwise
     for grant in _grants(user, action):
-        part = Q() if grant.all_hosts else Q(groups__in=list(grant.host_groups.all()))
-        if grant.where:
-            where, problems = parse_all(grant.where)
-            if problems or _fields(grant.where) & set(NOT_IN_GRANTS):
-                continue  # a grant whose expression no longer holds grants nothing
-            part &= where
-            if any(FIELDS[f][0].startswith("facts__") for f in _fields(grant.where) & set(FIELDS)):
-                # Fail closed: "os!=windows" must not cover a host whose facts are not known.
-                part &= Q(facts__isnull=False)
-        # As a subquery of pks: the joins of one grant must not multiply the rows of another.
-        q |= Q(pk__in=Host.objects.filter(part).values("pk"))
+        covered = _covered(grant)
+        if covered is not None:
+            q |= covered
     return q
+
+
+def ceiling(user, action: str, hosts: Iterable[Host], default: int) -> tuple[int, Grant | None]:
+    """The most hosts one job of ``user``'s may reach for ``action`` on ``hosts`` without
+    confirming, and the grant that says so (None: ``default``, the server's
+    CMDB_CONFIRM_ABOVE).
+
+    The strictest grant involved wins: of the user's grants for the action, those that cover
+    at least one of the hosts, the smallest host ceiling, a grant without one counting as
+    ``default``. So a grant can raise the ceiling (an automation account's, 500) only where
+    no other grant of the user's covering those hosts says less. A superuser, whom no grant
+    limits, and nobody (the CLI acting as the server) have ``default``.
+    """
+    if user is None or user.is_superuser:
+        return default, None
+    pks = [h.pk for h in hosts]
+    found = []
+    for grant in _grants(user, action):
+        covered = _covered(grant)
+        if covered is not None and Host.objects.filter(pk__in=pks).filter(covered).exists():
+            found.append((default, None) if grant.max_hosts is None else (grant.max_hosts, grant))
+    return min(found, key=lambda pair: pair[0], default=(default, None))
 
 
 def hosts_for(user, action: str, hosts=None):

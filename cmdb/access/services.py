@@ -17,7 +17,7 @@ E_NO_USER = "no user {name!r}"
 E_NO_GROUP = "no group {name!r} (a Django group of users; host groups are --host-group)"
 E_NO_GRANT = "no grant {pk}"
 E_NOBODY = "give the users or groups the grant is for"
-E_MAX_HOSTS = "max_hosts must be a whole number of hosts, 1 or more, not {value!r}"
+E_MAX_HOSTS = "a host ceiling is a number of hosts, 0 or more (0: every job confirms), not {n}"
 
 
 def add(principal: str, actions: list[str], host_groups: list[str] = (), all_hosts=False,
@@ -41,10 +41,10 @@ def create(users: list[str], groups: list[str], actions: list[str], host_groups:
     problems.add("groups", *(E_NO_GROUP.format(name=n) for n in groups if n not in known))
     if not (users or groups):
         problems.add("users", E_NOBODY)
-    if max_hosts is not None and (isinstance(max_hosts, bool) or not isinstance(max_hosts, int)
-                                  or max_hosts < 1):  # fmt: skip
-        problems.add("max_hosts", E_MAX_HOSTS.format(value=max_hosts))
     problems.add("grant", *grants.check(list(actions), list(host_groups), all_hosts, list(where)))
+    if max_hosts is not None and (isinstance(max_hosts, bool) or not isinstance(max_hosts, int)
+                                  or max_hosts < 0):  # fmt: skip
+        problems.add("max_hosts", E_MAX_HOSTS.format(n=repr(max_hosts)))
     if problems:
         raise Refused(problems)
     with transaction.atomic():

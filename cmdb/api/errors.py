@@ -1,6 +1,7 @@
 """The API's errors: the service layer's, mapped once to status codes, and the ones HTTP adds.
 
-Refused      400  {field: [reasons]} (the CLI's "targets" is the body's "hosts")
+Refused      400  {field: [reasons]} (the CLI's "targets" is the body's "hosts"); more hosts
+                  than may be reached without confirming is {"confirm": [...]} (NeedsConfirmation)
 NotPermitted 403  {field: [reasons]}: the targets outside the requester's grants, by name
 TooLarge     413  {"detail": ...}
 NotFound     404

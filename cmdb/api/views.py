@@ -151,7 +151,10 @@ class ChangeViewSet(ReadOnlyViewSet):
         summary="Dispatch a command or a fact collection",
         description="Answers 202 at once, with the job id and each host's Celery task id; "
         "poll the job's URL (or a host task's) until `done`. Needs jobs.run_command for a "
-        "command, jobs.collect_facts for a collection.",
+        "command, jobs.collect_facts for a collection. Rolling: `canary` hosts first, then "
+        "`batch` at a time, the rest cancelled past `max_failures` (numbers or percentages). "
+        "More hosts than CMDB_CONFIRM_ABOVE (or the requester's grants' ceiling) need "
+        '`"confirm": true`.',
         examples=[
             OpenApiExample(
                 "Run a command",
@@ -166,12 +169,25 @@ class ChangeViewSet(ReadOnlyViewSet):
             OpenApiExample(
                 "Collect facts", {"kind": "collect", "groups": ["web"]}, request_only=True
             ),
+            OpenApiExample(
+                "A rolling restart, confirmed",
+                {
+                    "command": "systemctl restart app",
+                    "groups": ["web"],
+                    "canary": 1,
+                    "batch": "10%",
+                    "max_failures": "5%",
+                    "confirm": True,
+                },
+                request_only=True,
+            ),
         ],
         responses={
             202: serializers.JobDispatchedSerializer,
             400: OpenApiResponse(
                 serializers.DispatchErrorsSerializer,
-                "Nothing was dispatched: each wrong field with its reasons.",
+                "Nothing was dispatched: each wrong field with its reasons (`confirm`: more "
+                "hosts than may be reached without confirming).",
             ),
             503: OpenApiResponse(
                 serializers.BrokerDownSerializer,
@@ -283,10 +299,8 @@ class JobViewSet(CancelMixin, mixins.CreateModelMixin, ReadOnlyViewSet):
         try:
             job = services.push(
                 Upload(upload, upload.name, upload.size, archive=data["archive"]), data["dest"],
-                Targets.of(data), actor_of(request), mode=data["mode"],
-                owner=data["owner"], batch=data.get("batch"),
-                max_failures=data.get("max_failures"), app=self.celery_app,
-                allow_unsafe_parents=data["allow_unsafe_parents"],
+                Targets.of(data), actor_of(request), mode=data["mode"], owner=data["owner"],
+                app=self.celery_app, allow_unsafe_parents=data["allow_unsafe_parents"],
             )  # fmt: skip
         finally:
             upload.close()  # a large upload's spool file goes now, not at garbage collection

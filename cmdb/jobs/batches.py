@@ -1,9 +1,11 @@
-"""Deploys in batches: send the next batch once the previous one has ended, or stop.
+"""Rolling jobs: send the next batch once the previous one has ended, or stop the rest.
 
-A job dispatched with params {"batch": N, "max_failures": M} has its host tasks numbered by
-batch; only batch 0 is published at first. The central worker's monitor calls advance() on
-every sweep, so the next batch leaves at most one sweep interval after the last host of the
-previous one ended, whichever way it ended (result, timeout, unreachable, lost).
+A job dispatched with params {"batch": N, "max_failures": M, "canary": C} (cmdb.jobs.rollout)
+has its host tasks numbered by batch, the canary's being batch 0; only batch 0 is published at
+first. The central worker's monitor calls advance() on every sweep, so the next batch leaves at
+most one sweep interval after the last host of the previous one ended, whichever way it ended
+(result, timeout, unreachable, lost). Any host not ok counts as failed. The rest is stopped,
+cancelled with the reason, when the canary had a failure or more than M hosts have failed.
 """
 
 from datetime import timedelta
@@ -12,7 +14,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from cmdb.hosts.models import Host
-from cmdb.jobs import lifecycle
+from cmdb.jobs import lifecycle, rollout
 from cmdb.jobs.choices import HostTaskStateChoices as State
 from cmdb.jobs.dispatch import publish
 from cmdb.jobs.models import HostTask, Job
@@ -20,7 +22,33 @@ from cmdb.jobs.signer import SigningKeyError, private_key
 
 E_CANNOT_SIGN = "not sent: the central worker cannot sign messages for agents: {exc}"
 E_NOT_ACCEPTED = "not sent: the host's agent key is no longer accepted (`manage.py keys list`)"
-E_STOPPED = "not started: {failed} host(s) failed, more than the {limit} allowed (--max-failures)"
+E_STOPPED = (
+    "not started: {failed} host(s) failed, more than the {limit} allowed (--max-failures {given})"
+)
+E_CANARY_FAILED = "not started: the canary failed on {failure}{more}"
+E_MORE = " (and on {n} more host(s) of it)"
+#: Characters of a host's error quoted in the reason of the rest.
+QUOTED = 200
+
+
+def _failure(task: HostTask) -> str:
+    """What became of a failed host: "127.0.1.31: failed, exit 1", with its error's first line."""
+    what = task.state + (f", exit {task.exit_code}" if task.exit_code is not None else "")
+    error = (task.error or "").strip().splitlines()
+    return f"{task.ip}: {what}" + (f": {error[0][:QUOTED]}" if error else "")
+
+
+def why_stop(params: dict, failed: list[HostTask]) -> str | None:
+    """Why the held batches must not go, given the released hosts that failed; None: go on."""
+    canary = [t for t in failed if t.batch == 0] if params.get("canary") else []
+    if canary:
+        more = E_MORE.format(n=len(canary) - 1) if len(canary) > 1 else ""
+        return E_CANARY_FAILED.format(failure=_failure(canary[0]), more=more)
+    limit = params.get("max_failures")
+    if limit is not None and len(failed) > limit:
+        return E_STOPPED.format(failed=len(failed), limit=limit,
+                                given=rollout.given(params, "max_failures"))  # fmt: skip
+    return None
 
 
 def _cannot_sign() -> str | None:
@@ -48,12 +76,11 @@ def advance(job_id, app) -> str:
         released = [t for t in tasks if t not in held]
         if not held or any(t.state in State.active() for t in released):
             return "waiting"
-        failed = sum(t.state != State.OK for t in released)
-        limit = job.params.get("max_failures")
+        failed = sorted((t for t in released if t.state != State.OK), key=lambda t: t.ip)
+        stopped = why_stop(job.params, failed)
         cannot_sign = _cannot_sign()
-        if limit is not None and failed > limit:
-            ending = (State.CANCELLED, E_STOPPED.format(failed=failed, limit=limit))
-            stop, to_send = [t.pk for t in held], []
+        if stopped:
+            stop, ending, to_send = [t.pk for t in held], (State.CANCELLED, stopped), []
         elif cannot_sign:
             # Sent unsigned, every host would refuse it; ended now, with the reason, rather
             # than "unreachable" at the reach deadline.

@@ -135,6 +135,38 @@ def add_target_arguments(parser) -> None:
     )
 
 
+def add_rolling_arguments(parser) -> None:
+    """A canary, then batches, stopped past a failure limit (cmdb.jobs.rollout says the rules);
+    checked with the targets, so that a mistake is said with every other."""
+    parser.add_argument(
+        "--batch",
+        metavar="N|P%",
+        help="hosts at a time, or a percentage of the job's hosts (rounded up); the next batch "
+        "starts when the previous one has ended",
+    )
+    parser.add_argument(
+        "--max-failures",
+        metavar="M|P%",
+        help="stop once more hosts than this have failed, or than this percentage of the job's "
+        "hosts (rounded down); the rest end cancelled, saying why",
+    )
+    parser.add_argument(
+        "--canary",
+        metavar="N",
+        help="send to the first N hosts alone; any failure among them stops the rest",
+    )
+
+
+def add_confirm_argument(parser) -> None:
+    parser.add_argument(
+        "--yes",
+        dest="confirm",
+        action="store_true",
+        help="confirm a job that reaches more hosts than may be reached without confirming "
+        "(CMDB_CONFIRM_ABOVE, or a grant's host ceiling)",
+    )
+
+
 def targets(opts: dict) -> Targets:
     return Targets.of(opts)
 

@@ -27,8 +27,9 @@ from cmdb.jobs import lifecycle, signer
 from cmdb.jobs.broker import BROKER_ERRORS, fence, mark_cancelled
 from cmdb.jobs.choices import HostTaskStateChoices as State
 from cmdb.jobs.choices import JobKindChoices
-from cmdb.jobs.exceptions import BrokerDown, CannotSign, NotPermitted, Refused
+from cmdb.jobs.exceptions import BrokerDown, CannotSign, NeedsConfirmation, NotPermitted, Refused
 from cmdb.jobs.models import HostTask, Job
+from cmdb.jobs.rollout import Rollout, batch_of
 from wire import names, signing
 from wire.messages import CollectSpec, CommandSpec, FetchSpec, PushSpec, Spec
 from wire.transport import redacted
@@ -44,8 +45,13 @@ E_NOT_ACCEPTED = {
     "pending": "host {ip}'s agent key is pending: `manage.py keys accept {ip}` first",
     "rejected": "host {ip}'s agent key was rejected: it receives nothing",
 }
-E_BATCH = "batch must be a whole number of hosts, at least 1, not {value!r}"
-E_MAX_FAILURES = "max failures must be a whole number, at least 0, not {value!r}"
+E_CONFIRM = (
+    "this job would reach {count} hosts, more than the {ceiling} allowed without confirming "
+    "({source}): check the targets, then confirm with --yes (command line) or "
+    '"confirm": true (API)'
+)
+E_CEILING_SETTING = "CMDB_CONFIRM_ABOVE"
+E_CEILING_GRANT = "the host ceiling of grant {pk}"
 E_TIMEOUT_RANGE = "timeout must be between 1 and {max} seconds, not {value}"
 E_REACH_RANGE = "reach timeout must be between 1 and {max} seconds, not {value}"
 
@@ -123,11 +129,16 @@ class CommandRequest:
     kind: str = JobKindChoices.COMMAND
     groups: list[str] = field(default_factory=list)
     where: list[str] = field(default_factory=list)
-    #: Kind-specific: "agent" (what the agent task gets), "batch", "max_failures", "to" ...
+    #: Kind-specific: "agent" (what the agent task gets), "to" ...
     params: dict = field(default_factory=dict)
     #: Who asks (cmdb.access.actor.Actor): a user's request reaches only the hosts their grants
     #: allow; None, or an actor without a user, is the server's own (a schedule, a key accepted).
     actor: object | None = None
+    #: A canary, batches and a failure limit, as given (cmdb.jobs.rollout); the job's params
+    #: get them resolved.
+    rollout: Rollout = field(default_factory=Rollout)
+    #: The requester confirmed reaching more hosts than their ceiling (_check_reach).
+    confirm: bool = False
 
 
 def _select_hosts(request: CommandRequest, problems: Problems) -> list[Host]:
@@ -175,12 +186,8 @@ def _validate(request: CommandRequest) -> tuple[list[Host], int, int]:
     reach = cfg["REACH_TIMEOUT"] if request.reach_timeout is None else request.reach_timeout
     if not 1 <= reach <= MAX_REACH_TIMEOUT:
         problems.add("reach_timeout", E_REACH_RANGE.format(max=MAX_REACH_TIMEOUT, value=reach))
-    batch = request.params.get("batch")
-    if batch is not None and (not isinstance(batch, int) or batch < 1):
-        problems.add("batch", E_BATCH.format(value=batch))
-    max_failures = request.params.get("max_failures")
-    if max_failures is not None and (not isinstance(max_failures, int) or max_failures < 0):
-        problems.add("max_failures", E_MAX_FAILURES.format(value=max_failures))
+    for name, message in request.rollout.problems():
+        problems.add(name, message)
     hosts = _select_hosts(request, problems)
     if problems:
         raise Refused(problems)
@@ -192,7 +199,36 @@ def _validate(request: CommandRequest) -> tuple[list[Host], int, int]:
         problems.add("targets", *grants.refusals(user, grants.ACTION_OF_KIND[request.kind], hosts))
         if problems:
             raise NotPermitted(problems)
+    # Last: a confirmation is asked for only of a request that is right otherwise.
+    _check_reach(request, hosts)
     return hosts, timeout, reach
+
+
+#: The server's own doing: nobody is there to confirm, and nothing was typed that could be
+#: mistyped (the scheduled collection of every host must go on whatever the fleet's size).
+UNCONFIRMED_VIA = ("schedule", "system")
+
+
+def _check_reach(request: CommandRequest, hosts: list[Host]) -> None:
+    """NeedsConfirmation unless the request reaches at most its requester's ceiling of hosts,
+    or says it confirms (--yes, "confirm": true, the admin's box).
+
+    The ceiling: for a user, the strictest of their grants covering the targets
+    (cmdb.access.grants.ceiling), else CMDB_CONFIRM_ABOVE; for a superuser and for the CLI
+    acting as the server, CMDB_CONFIRM_ABOVE (a guard against mistakes, not a permission:
+    a superuser's typo reaches as far). The server's own requests (a schedule, a key accepted,
+    an agent's start) need none.
+    """
+    actor = _actor(request)
+    if request.confirm or (actor.user is None and actor.via in UNCONFIRMED_VIA):
+        return
+    default = settings.CMDB["CONFIRM_ABOVE"]
+    ceiling, grant = grants.ceiling(actor.user, grants.ACTION_OF_KIND[request.kind], hosts,
+                                    default)  # fmt: skip
+    if len(hosts) > ceiling:
+        source = E_CEILING_SETTING if grant is None else E_CEILING_GRANT.format(pk=grant.pk)
+        message = E_CONFIRM.format(count=len(hosts), ceiling=ceiling, source=source)
+        raise NeedsConfirmation(message, count=len(hosts), ceiling=ceiling)
 
 
 def _actor(request: CommandRequest) -> Actor:
@@ -247,9 +283,10 @@ def dispatch_command(request: CommandRequest, app: Celery) -> Job:
         raise
     check_key()
     now = timezone.now()
-    # With a batch size, later batches wait unpublished (no reach deadline yet); the central
-    # worker sends each when the one before it has ended (cmdb.jobs.batches).
-    size = request.params.get("batch") or max(len(hosts), 1)
+    # Rolling, later batches wait unpublished (no reach deadline yet); the central worker
+    # sends each when the one before it has ended (cmdb.jobs.batches).
+    params = {**request.params, **request.rollout.params(len(hosts))}
+    numbers = [batch_of(params, i, len(hosts)) for i in range(len(hosts))]
     with transaction.atomic(durable=True):
         job = Job.objects.create(
             kind=request.kind,
@@ -258,7 +295,7 @@ def dispatch_command(request: CommandRequest, app: Celery) -> Job:
             reach_timeout=reach,
             requested_by=request.requested_by,
             created=now,
-            params=request.params,
+            params=params,
         )
         tasks = HostTask.objects.bulk_create(
             HostTask(
@@ -266,8 +303,8 @@ def dispatch_command(request: CommandRequest, app: Celery) -> Job:
                 host=host,
                 ip=host.ip,
                 task_id=str(uuid.uuid4()),
-                batch=i // size,
-                reach_deadline=now + timedelta(seconds=reach) if i < size else None,
+                batch=numbers[i],
+                reach_deadline=now + timedelta(seconds=reach) if numbers[i] == 0 else None,
             )
             for i, host in enumerate(hosts)
         )

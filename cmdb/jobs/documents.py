@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+from cmdb.jobs import rollout
 from cmdb.jobs.choices import HostTaskStateChoices as State
 from cmdb.jobs.models import HostTask, Job
 
@@ -96,6 +97,7 @@ def job_document(job: Job, tasks: list[HostTask], link: Link, output: bool = Tru
         "created": _time(job.created),
         "dispatched_at": _time(job.dispatched_at),
         "dispatch_error": job.dispatch_error,
+        "rolling": rollout.summary(job.params),
         "done": state.done,
         "ok": state.ok,
         "summary": state.counts,

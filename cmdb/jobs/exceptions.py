@@ -6,7 +6,8 @@ by each front-end (CLI exit codes, API status codes, admin messages)::
     ServiceError
      ├── Refused          the request is wrong; nothing was recorded (``by_field``)
      │    ├── TooLarge    an upload over CMDB_MAX_UPLOAD_BYTES
-     │    └── NotPermitted  a target outside the requester's grants (cmdb.access)
+     │    ├── NotPermitted  a target outside the requester's grants (cmdb.access)
+     │    └── NeedsConfirmation  more hosts than the requester may reach unconfirmed
      ├── NotFound         no job or host task has that id
      └── Unavailable      the server cannot act now; ``job`` when one was recorded
           ├── CannotSign  this server has no signing key it can use
@@ -45,6 +46,16 @@ class TooLarge(Refused):
 
 class NotPermitted(Refused):
     """Some targets are outside what the requester's grants allow; nothing was recorded."""
+
+
+class NeedsConfirmation(Refused):
+    """The request would reach more hosts than its requester may without confirming; nothing
+    was recorded. ``count`` hosts, ``ceiling`` the most without confirming; the reason is the
+    field "confirm", so that a front-end can ask for it (the admin's confirmation step)."""
+
+    def __init__(self, message: str, count: int, ceiling: int):
+        self.count, self.ceiling = count, ceiling
+        super().__init__({"confirm": [message]})
 
 
 class NotFound(ServiceError, LookupError):

@@ -3,6 +3,7 @@ cmdb.jobs.documents'."""
 
 from collections import Counter
 
+from cmdb.jobs import rollout
 from cmdb.jobs.choices import HostTaskStateChoices as State
 from cmdb.jobs.models import HostTask, Job
 
@@ -84,5 +85,7 @@ def format_job(job: Job | None, tasks: list[HostTask], hidden: int = 0,
             out.append(f"[not shown] {hidden} more host(s): you may not view them\n")
         if job.dispatch_error:
             out.append(f"[not dispatched] {job.dispatch_error}\n")
+        if rolling := rollout.describe(job.params):
+            out.append(f"rolling: {rolling}\n")
     out.extend(format_task(t, output) for t in tasks)
     return "".join(out)

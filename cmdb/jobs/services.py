@@ -34,6 +34,7 @@ from cmdb.jobs.choices import HostTaskStateChoices, JobKindChoices
 from cmdb.jobs.dispatch import MAX_REACH_TIMEOUT, CommandRequest, Problems
 from cmdb.jobs.exceptions import (
     BrokerDown,
+    NeedsConfirmation,
     NotFound,
     NotPermitted,
     Refused,
@@ -41,6 +42,7 @@ from cmdb.jobs.exceptions import (
     Unavailable,
 )
 from cmdb.jobs.models import E_UNKNOWN_ID, HostTask, Job
+from cmdb.jobs.rollout import Rollout
 from wire.blobs import TransferError
 
 E_RELATIVE = "give an absolute path (it starts with /), not {path!r}"
@@ -61,22 +63,30 @@ _OWNER = re.compile(rf"{_NAME}(:({_NAME})?)?|:{_NAME}")
 
 @dataclass(frozen=True)
 class Targets:
-    """Where an action goes and how long it may take, as every front-end gives it: the union of
-    ``hosts`` (IPs or hostnames) and the members of ``groups``, filtered by every ``where``
-    expression (alone, ``where`` filters every host)."""
+    """Where an action goes, how long it may take and how it goes there, as every front-end
+    gives it: the union of ``hosts`` (IPs or hostnames) and the members of ``groups``,
+    filtered by every ``where`` expression (alone, ``where`` filters every host); all at once,
+    or a ``canary`` then a ``batch`` at a time, stopped past ``max_failures``
+    (cmdb.jobs.rollout); ``confirm``: reach more hosts than the requester's ceiling."""
 
     hosts: list[str] = field(default_factory=list)
     groups: list[str] = field(default_factory=list)
     where: list[str] = field(default_factory=list)
     timeout: int | None = None
     reach_timeout: int | None = None
+    batch: int | str | None = None
+    max_failures: int | str | None = None
+    canary: int | str | None = None
+    confirm: bool = False
 
     @classmethod
     def of(cls, given: Mapping) -> "Targets":
         """From the keys the CLI's options and the API's request bodies share."""
         return cls(hosts=list(given.get("hosts") or []), groups=list(given.get("groups") or []),
                    where=list(given.get("where") or []), timeout=given.get("timeout"),
-                   reach_timeout=given.get("reach_timeout"))  # fmt: skip
+                   reach_timeout=given.get("reach_timeout"), batch=given.get("batch"),
+                   max_failures=given.get("max_failures"), canary=given.get("canary"),
+                   confirm=bool(given.get("confirm")))  # fmt: skip
 
     def request(self, kind: str, requested_by: "str | Actor", command: str = "", params=None):
         """``requested_by``: the Actor asking (a user's request reaches only what their grants
@@ -88,7 +98,9 @@ class Targets:
         return CommandRequest(kind=kind, command=command, targets=list(self.hosts),
                               groups=list(self.groups), where=list(self.where),
                               timeout=self.timeout, reach_timeout=self.reach_timeout,
-                              requested_by=label, params=params or {}, actor=actor)  # fmt: skip
+                              requested_by=label, params=params or {}, actor=actor,
+                              rollout=Rollout(self.batch, self.max_failures, self.canary),
+                              confirm=self.confirm)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -109,9 +121,14 @@ def _check(request: CommandRequest, problems: Problems) -> None:
     try:
         dispatch.check_request(request)
     except Refused as exc:
-        refusal = type(exc)  # NotPermitted stays a 403
-        for name, messages in exc.by_field.items():
-            problems.add(name, *messages)
+        if not problems:
+            # As it is: NotPermitted is a 403, NeedsConfirmation a step in the admin.
+            dispatch.record_refusal(request, exc.problems)
+            raise
+        if not isinstance(exc, NeedsConfirmation):  # asked for once all else is right
+            refusal = type(exc)  # NotPermitted stays a 403
+            for name, messages in exc.by_field.items():
+                problems.add(name, *messages)
     if problems:
         dispatch.record_refusal(request, [m for ms in problems.values() for m in ms])
         raise refusal(problems)
@@ -129,11 +146,6 @@ def collect(targets: Targets, requested_by: str, app=cmdb_app) -> Job:
     return dispatch.dispatch_command(targets.request(JobKindChoices.COLLECT, requested_by), app)
 
 
-def _batching(batch: int | None, max_failures: int | None) -> dict:
-    return {name: value for name, value in (("batch", batch), ("max_failures", max_failures))
-            if value is not None}  # fmt: skip
-
-
 def _absolute(path, field_name: str, problems: Problems) -> None:
     if not isinstance(path, str) or not path.startswith("/") or "\x00" in path:
         problems.add(field_name, E_RELATIVE.format(path=path))
@@ -146,8 +158,6 @@ def push(
     requested_by: str,
     mode: str | None = None,
     owner: str | None = None,
-    batch: int | None = None,
-    max_failures: int | None = None,
     allow_unsafe_parents: bool = False,
     app=cmdb_app,
 ) -> Job:
@@ -158,7 +168,7 @@ def push(
 
     Everything is checked before anything is uploaded (a large upload for a mistyped host
     would be for nothing, and a blob nobody pushes would sit in the broker for hours)."""
-    problems, batching = Problems(), _batching(batch, max_failures)
+    problems = Problems()
     _absolute(dest, "dest", problems)
     try:
         uploads.parse_mode(mode)
@@ -172,7 +182,7 @@ def push(
         raise TooLarge({"file": [E_TOO_LARGE.format(limit=limit)]})
     if isinstance(source, str) and not os.path.exists(source):
         problems.add("source", uploads.E_NO_SOURCE.format(path=source))
-    request = targets.request(JobKindChoices.PUSH, requested_by, params=batching)
+    request = targets.request(JobKindChoices.PUSH, requested_by)
     field_name = "file" if isinstance(source, Upload) else "source"
     _check(request, problems)
     dispatch.check_key()  # before the upload, not only before the job
@@ -194,7 +204,7 @@ def push(
         raise Refused({field_name: [E_UNREADABLE.format(what=what, exc=exc)]}) from None
     if allow_unsafe_parents:
         params["agent"]["allow_unsafe_parents"] = True
-    return dispatch.dispatch_command(replace(request, params={**params, **batching}), app)
+    return dispatch.dispatch_command(replace(request, params=params), app)
 
 
 def fetch(path: str, targets: Targets, requested_by: str, to: str | None = None,

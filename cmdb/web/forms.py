@@ -3,8 +3,86 @@
 from django import forms
 from django.conf import settings
 
+from cmdb.jobs import rollout
 
-class RunCommandForm(forms.Form):
+#: Fields the base forms add, shown after each action's own, in this order.
+TRAILING = ("batch", "max_failures", "canary", "confirm")
+
+
+class ActionForm(forms.Form):
+    """What every host action's form has: a box to confirm reaching many hosts, there only once
+    the service layer asked for it (NeedsConfirmation) or on the page that had it."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # A ticked box comes back as "confirm"; an unticked one sends nothing and is asked
+        # for again.
+        if self.is_bound and self.data.get("confirm"):
+            self.ask_to_confirm(None)
+        self.order_fields([n for n in self.fields if n not in TRAILING] + list(TRAILING))
+
+    def ask_to_confirm(self, count: int | None) -> None:
+        hosts = f"{count} hosts" if count is not None else "this many hosts"
+        self.fields["confirm"] = forms.BooleanField(
+            required=False, label=f"confirm: reach {hosts}",
+            help_text="More hosts than may be reached without confirming: check the selection.",
+        )  # fmt: skip
+
+    def confirmed(self) -> bool:
+        return self.is_bound and self.is_valid() and self.cleaned_data.get("confirm", False)
+
+    def rolling(self) -> dict:
+        """The Targets' keys of a rolling job (RollingForm's); none here."""
+        return {}
+
+
+def _amount(name: str, parser, message: str):
+    """A form's clean_<name>: the field's text, checked as the service layer will."""
+
+    def clean(self):
+        value = self.cleaned_data[name] or None
+        if value is not None:
+            try:
+                parser(value)
+            except ValueError:
+                raise forms.ValidationError(message.format(value=value)) from None
+        return value
+
+    return clean
+
+
+class RollingForm(ActionForm):
+    """A canary, then batches, stopped past a failure limit (cmdb.jobs.rollout's rules)."""
+
+    batch = forms.CharField(
+        required=False, max_length=16,
+        help_text="Hosts at a time, or a percentage of them (10%); empty: all at once.",
+    )  # fmt: skip
+    max_failures = forms.CharField(
+        required=False, max_length=16,
+        help_text="Stop once more hosts than this (or this percentage) have failed; the rest "
+        "end cancelled.",
+    )  # fmt: skip
+    canary = forms.IntegerField(
+        min_value=1, required=False,
+        help_text="Send to this many hosts first; any failure among them stops the rest.",
+    )  # fmt: skip
+
+    clean_batch = _amount("batch", rollout.parse_batch, rollout.E_BATCH)
+    clean_max_failures = _amount("max_failures", rollout.parse_max_failures, rollout.E_MAX_FAILURES)
+
+    def clean(self):
+        data = super().clean()
+        if data.get("max_failures") and not (data.get("batch") or data.get("canary")):
+            self.add_error("max_failures", rollout.E_NOTHING_TO_STOP)
+        return data
+
+    def rolling(self) -> dict:
+        """The Targets' keys for these fields."""
+        return {name: self.cleaned_data.get(name) for name in ("batch", "max_failures", "canary")}
+
+
+class RunCommandForm(RollingForm):
     command = forms.CharField(
         widget=forms.TextInput(attrs={"size": 80, "autofocus": True}),
         help_text="Run with /bin/sh -c on each selected host.",
@@ -22,7 +100,11 @@ class RunCommandForm(forms.Form):
         return value
 
 
-class PushFileForm(forms.Form):
+class CollectFactsForm(ActionForm):
+    """Nothing to fill in: shown only to confirm a collection from many hosts."""
+
+
+class PushFileForm(RollingForm):
     file = forms.FileField(help_text="Sent once, in chunks; each host verifies its sha256.")
     dest = forms.CharField(
         label="target path", widget=forms.TextInput(attrs={"size": 60}),
@@ -38,10 +120,6 @@ class PushFileForm(forms.Form):
         regex=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*(:[A-Za-z0-9_][A-Za-z0-9_.-]*)?$", required=False,
         help_text="user or user:group (where the agent runs as root)",
     )  # fmt: skip
-    batch = forms.IntegerField(min_value=1, required=False, help_text="hosts at a time")
-    max_failures = forms.IntegerField(
-        min_value=0, required=False, help_text="stop once more hosts than this have failed"
-    )
 
     def clean_dest(self):
         value = self.cleaned_data["dest"]
@@ -50,7 +128,7 @@ class PushFileForm(forms.Form):
         return value
 
 
-class FetchFileForm(forms.Form):
+class FetchFileForm(ActionForm):
     path = forms.CharField(
         widget=forms.TextInput(attrs={"size": 60, "autofocus": True}),
         help_text="Absolute path of a file on each host; each copy is kept on the server, "

@@ -12,7 +12,7 @@ from django.shortcuts import get_object_or_404, render
 from cmdb.access import visible
 from cmdb.assets.models import HostFacts
 from cmdb.hosts.choices import AgentStatusChoices
-from cmdb.jobs import documents, report
+from cmdb.jobs import documents, report, rollout
 from cmdb.jobs.choices import HostTaskStateChoices as State
 from cmdb.jobs.models import HostTask
 
@@ -40,7 +40,7 @@ def job_detail(request, job_id):
         **admin.site.each_context(request),
         "title": f"Job {job.id}", "job": job, "rows": rows, "done": done,
         "summary": report.summary(tasks), "refresh": None if done else REFRESH_EVERY,
-        "output": output, "hidden": job.hidden_hosts,
+        "output": output, "hidden": job.hidden_hosts, "rolling": rollout.describe(job.params),
     })  # fmt: skip
 
 

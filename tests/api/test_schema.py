@@ -79,9 +79,8 @@ def test_the_schema_documents_dispatch_and_its_errors(schema):
     body = create["requestBody"]["content"]["application/json"]["schema"]["$ref"]
     request = schema["components"]["schemas"][body.rsplit("/", 1)[1]]
 
-    assert {"kind", "command", "hosts", "groups", "where", "timeout", "reach_timeout"} == set(
-        request["properties"]
-    )
+    assert {"kind", "command", "hosts", "groups", "where", "timeout", "reach_timeout", "batch",
+            "max_failures", "canary", "confirm"} == set(request["properties"])  # fmt: skip
     assert set(create["responses"]) == {"202", "400", "503"}
     cancel = schema["paths"]["/api/jobs/{id}/cancel/"]["post"]
     assert set(cancel["responses"]) == {"202", "503"}

@@ -44,8 +44,8 @@ def test_a_push_checks_everything_before_it_uploads_and_names_every_problem(redi
     before = blob_count()
 
     with pytest.raises(Refused) as refused:
-        services.push(upload(), "etc/app.conf", Targets(hosts=["127.0.1.254"]), "t",
-                      mode="0999", owner="root;rm", batch=0)  # fmt: skip
+        services.push(upload(), "etc/app.conf", Targets(hosts=["127.0.1.254"], batch=0), "t",
+                      mode="0999", owner="root;rm")  # fmt: skip
 
     assert set(refused.value.by_field) == {"dest", "mode", "owner", "targets", "batch"}
     assert blob_count() == before and not Job.objects.exists()

@@ -68,6 +68,32 @@ def rooted_agents(fleet, ips: list[str], base: Path):
             fleet.stop(f"agent-{ip}")
 
 
+#: The variable an agent of host_aware_agents has its IP in, for its commands.
+HOST_IP_VAR = "CMDB_TEST_HOST_IP"
+
+
+@contextlib.contextmanager
+def host_aware_agents(fleet, ips: list[str]):
+    """Agents on ``ips`` whose commands find their host's IP in $CMDB_TEST_HOST_IP: one command
+    that fails on chosen hosts only (`case $CMDB_TEST_HOST_IP in 127.0.1.31) exit 1;; esac`)."""
+    for ip in ips:
+        fleet.start_agent(ip, extra_env={HOST_IP_VAR: ip})
+    nodes = [f"agent@{ip}" for ip in ips]
+    wait_for(lambda: ping_nodes(app, nodes), 90, f"{nodes} to answer pings", interval=0.5)
+    remember_keys(fleet, ips)
+    try:
+        yield ips
+    finally:
+        for ip in ips:
+            fleet.stop(f"agent-{ip}")
+
+
+def fails_on(*ips: str, then: str = "true") -> str:
+    """A command that exits 1 on ``ips`` (agents of host_aware_agents) and runs ``then`` on the
+    others."""
+    return f"case ${HOST_IP_VAR} in {'|'.join(ips)}) exit 1;; esac; {then}"
+
+
 def remember_keys(fleet, ips: list[str], timeout: float = 30) -> None:
     """Keep these agents' public keys (AGENT_KEYS), read where each made it when it started
     (its state folder, deploy.local.Fleet.start_agent)."""

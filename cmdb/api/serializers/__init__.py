@@ -21,8 +21,8 @@ from cmdb.api.serializers.jobs import (
 )
 from cmdb.api.serializers.requests import (
     AbsolutePathField,
-    BatchFieldsMixin,
     FetchRequestSerializer,
+    HostsOrPercentField,
     JobRequestSerializer,
     PushRequestSerializer,
     SecondsField,
@@ -42,7 +42,6 @@ from cmdb.api.serializers.responses import (
 __all__ = [
     "AbsolutePathField",
     "AssetSerializer",
-    "BatchFieldsMixin",
     "BrokerDownSerializer",
     "CancelledSerializer",
     "ChangeSerializer",
@@ -56,6 +55,7 @@ __all__ = [
     "HostGroupSerializer",
     "HostSerializer",
     "HostTaskSerializer",
+    "HostsOrPercentField",
     "JobDispatchedSerializer",
     "JobRequestSerializer",
     "JobSerializer",

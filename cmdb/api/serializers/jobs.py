@@ -4,7 +4,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.reverse import reverse
 
-from cmdb.jobs import documents
+from cmdb.jobs import documents, rollout
 from cmdb.jobs.choices import HostTaskStateChoices as State
 from cmdb.jobs.models import HostTask, Job
 
@@ -36,6 +36,23 @@ class FetchedFileSerializer(serializers.Serializer):
     removed = serializers.DateTimeField(
         allow_null=True,
         help_text="When the server's copy was removed (CMDB_FETCH_KEEP_DAYS); null while kept.",
+    )
+
+
+class RolledSerializer(serializers.Serializer):
+    given = serializers.CharField(help_text='As the request gave it: "3", "10%".')
+    hosts = serializers.IntegerField(help_text="Resolved against the job's host count.")
+
+
+class RollingSerializer(serializers.Serializer):
+    canary = serializers.IntegerField(
+        allow_null=True, help_text="Hosts sent to first, alone; null: no canary."
+    )
+    batch = RolledSerializer(
+        allow_null=True, help_text="Hosts at a time after the canary; null: the rest at once."
+    )
+    max_failures = RolledSerializer(
+        allow_null=True, help_text="Failed hosts allowed before the rest is cancelled."
     )
 
 
@@ -130,6 +147,9 @@ class JobSerializer(RenderedMixin, serializers.ModelSerializer):
         help_text="Host tasks of this job on hosts you may not view: not in tasks, summary, "
         "done or ok (0: the job is shown whole).",
     )
+    rolling = serializers.SerializerMethodField(
+        help_text="How the job goes out, a canary then batches; null: to every host at once."
+    )
     tasks = HostTaskSerializer(source="host_tasks", many=True, read_only=True)
 
     class Meta:
@@ -145,6 +165,7 @@ class JobSerializer(RenderedMixin, serializers.ModelSerializer):
             "created",
             "dispatched_at",
             "dispatch_error",
+            "rolling",
             "done",
             "ok",
             "summary",
@@ -156,6 +177,10 @@ class JobSerializer(RenderedMixin, serializers.ModelSerializer):
         # host_tasks and hidden_hosts as the view narrowed them (cmdb.access.visible).
         return documents.job_document(job, list(job.host_tasks.all()), self.link(),
                                       self.output(), getattr(job, "hidden_hosts", 0))  # fmt: skip
+
+    @extend_schema_field(RollingSerializer(allow_null=True))
+    def get_rolling(self, job: Job) -> dict | None:
+        return rollout.summary(job.params)
 
     def get_done(self, job: Job) -> bool:
         return documents.progress(list(job.host_tasks.all())).done

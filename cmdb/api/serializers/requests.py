@@ -4,6 +4,7 @@ from django.conf import settings
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from cmdb.jobs import rollout
 from cmdb.jobs.choices import JobKindChoices
 from cmdb.jobs.services import MAX_REACH_TIMEOUT
 
@@ -20,9 +21,52 @@ class SecondsField(serializers.IntegerField):
         self.min_value, self.max_value = 1, maximum
 
 
+def _hosts_or_percent(minimum: int) -> dict:
+    percent = {"type": "string", "pattern": r"^\d+(\.\d+)?%$"}
+    return {"oneOf": [{"type": "integer", "minimum": minimum}, percent], "nullable": True}
+
+
+class HostsOrPercentField(serializers.Field):
+    """A number of hosts, or a percentage of the job's hosts ("10%"), checked as the dispatcher
+    checks it (cmdb.jobs.rollout: ``parser``, ``message``)."""
+
+    #: What checks a value (raising ValueError), and what a refused one is told.
+    parser = staticmethod(rollout.parse)
+    message = 'give a number of hosts or a percentage ("10%"), not {value!r}'
+
+    def __init__(self, **kwargs):
+        super().__init__(required=False, allow_null=True, default=None, **kwargs)
+
+    def to_internal_value(self, data):
+        try:
+            self.parser(data)
+        except ValueError:
+            raise serializers.ValidationError(self.message.format(value=data)) from None
+        return data
+
+    def to_representation(self, value):
+        return value
+
+
+@extend_schema_field(_hosts_or_percent(minimum=1))
+class BatchField(HostsOrPercentField):
+    parser, message = staticmethod(rollout.parse_batch), rollout.E_BATCH
+
+
+@extend_schema_field(_hosts_or_percent(minimum=0))
+class FailuresField(HostsOrPercentField):
+    parser, message = staticmethod(rollout.parse_max_failures), rollout.E_MAX_FAILURES
+
+
+@extend_schema_field({"type": "integer", "minimum": 1, "nullable": True})
+class CanaryField(HostsOrPercentField):
+    parser, message = staticmethod(rollout.parse_canary), rollout.E_CANARY
+
+
 class TargetsSerializer(serializers.Serializer):
     """What every dispatching request has. Targets are the union of ``hosts`` and the members of
-    ``groups``, filtered by every ``where`` expression (alone, ``where`` filters all hosts)."""
+    ``groups``, filtered by every ``where`` expression (alone, ``where`` filters all hosts);
+    sent at once, or rolling (a canary, then batches, stopped past a failure limit)."""
 
     hosts = serializers.ListField(
         child=serializers.CharField(allow_blank=True),
@@ -46,6 +90,24 @@ class TargetsSerializer(serializers.Serializer):
     reach_timeout = SecondsField(
         maximum=MAX_REACH_TIMEOUT,
         help_text="Seconds an agent has to pick the task up (default CMDB_REACH_TIMEOUT).",
+    )
+    batch = BatchField(
+        help_text='Hosts at a time, or a percentage of the job\'s hosts ("10%", rounded up, '
+        "at least 1); the next batch starts when the previous one has ended.",
+    )
+    max_failures = FailuresField(
+        help_text="Stop once more hosts than this have failed, or than this percentage of the "
+        "job's hosts (rounded down); the rest end cancelled, saying why. Needs batch or canary.",
+    )
+    canary = CanaryField(
+        help_text="Send to the first N hosts alone; any failure among them stops the rest, "
+        "whatever max_failures allows.",
+    )
+    confirm = serializers.BooleanField(
+        default=False,
+        help_text="Reach more hosts than may be reached without confirming (CMDB_CONFIRM_ABOVE, "
+        "or the requester's grants' host ceiling); without it, such a job is a 400 naming the "
+        "count and the ceiling (the field confirm), and nothing is dispatched.",
     )
 
     def validate(self, attrs):
@@ -85,18 +147,7 @@ class AbsolutePathField(serializers.CharField):
         return value
 
 
-class BatchFieldsMixin(serializers.Serializer):
-    batch = serializers.IntegerField(
-        required=False, min_value=1, help_text="Hosts at a time; the next batch starts when the "
-        "previous one has ended.",
-    )  # fmt: skip
-    max_failures = serializers.IntegerField(
-        required=False, min_value=0, help_text="Stop once more hosts than this have failed "
-        "(the rest end cancelled).",
-    )  # fmt: skip
-
-
-class PushRequestSerializer(BatchFieldsMixin, TargetsSerializer):
+class PushRequestSerializer(TargetsSerializer):
     """The body of POST /api/jobs/push/ (multipart/form-data): one file, sent to every target.
 
     The upload is spooled to disk by the server, put once into the broker's Redis in chunks,

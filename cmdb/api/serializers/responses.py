@@ -16,6 +16,13 @@ class TargetErrorsSerializer(serializers.Serializer):
     where = _messages()
     timeout = _messages()
     reach_timeout = _messages()
+    batch = _messages()
+    max_failures = _messages()
+    canary = _messages()
+    confirm = _messages(
+        "More hosts than may be reached without confirming: the count, the ceiling, and how "
+        'to confirm ("confirm": true).'
+    )
     non_field_errors = _messages("The body is not an object.")
 
 
@@ -30,8 +37,6 @@ class PushErrorsSerializer(TargetErrorsSerializer):
     archive = _messages()
     mode = _messages()
     owner = _messages()
-    batch = _messages()
-    max_failures = _messages()
 
 
 class FetchErrorsSerializer(TargetErrorsSerializer):

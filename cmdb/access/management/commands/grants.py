@@ -52,7 +52,7 @@ class Command(FleetCommand):
     def _list(self, opts):
         found = Grant.objects.prefetch_related("users", "groups", "host_groups")
         for grant in found:
-            ceiling = f" (up to {grant.max_hosts} hosts)" if grant.max_hosts else ""
+            ceiling = "" if grant.max_hosts is None else f" (confirm above {grant.max_hosts} hosts)"
             self.stdout.write(f"{grant.pk:>5}  {grant}{ceiling}")
         if not found:
             self.stdout.write("no grants: only superusers may act on hosts")

@@ -1,7 +1,14 @@
 """`manage.py fetch PATH --hosts ... [--to DIR]`: copy a file from each host to DIR/<ip>/."""
 
 from cmdb.jobs import services
-from cmdb.jobs.cli import FleetCommand, add_target_arguments, print_job, targets
+from cmdb.jobs.cli import (
+    FleetCommand,
+    add_confirm_argument,
+    add_rolling_arguments,
+    add_target_arguments,
+    print_job,
+    targets,
+)
 
 
 class Command(FleetCommand):
@@ -13,6 +20,8 @@ class Command(FleetCommand):
     def add_arguments(self, parser):
         parser.add_argument("path", help="absolute path of the file on the hosts")
         add_target_arguments(parser)
+        add_rolling_arguments(parser)
+        add_confirm_argument(parser)
         parser.add_argument(
             "--to",
             help="local folder (one subfolder per host); by default CMDB_FETCH_DIR/<job id>, "

@@ -1,7 +1,14 @@
 """`manage.py push SRC DEST --hosts ...`: put a file or a folder on hosts, verified by sha256."""
 
 from cmdb.jobs import services
-from cmdb.jobs.cli import FleetCommand, add_target_arguments, print_job, targets
+from cmdb.jobs.cli import (
+    FleetCommand,
+    add_confirm_argument,
+    add_rolling_arguments,
+    add_target_arguments,
+    print_job,
+    targets,
+)
 
 
 class Command(FleetCommand):
@@ -23,21 +30,12 @@ class Command(FleetCommand):
             help="write even where a folder on the way is one a non-root user can change "
             "(refused otherwise: that user could swap what root writes)",
         )
-        parser.add_argument(
-            "--batch",
-            type=int,
-            help="hosts at a time; the next batch starts when the previous one has ended",
-        )
-        parser.add_argument(
-            "--max-failures",
-            type=int,
-            help="stop (the rest end cancelled) once more hosts than this have failed",
-        )
+        add_rolling_arguments(parser)
+        add_confirm_argument(parser)
 
     def handle(self, *args, **opts):
         job = services.push(
             opts["source"], opts["dest"], targets(opts), self.actor, mode=opts["mode"],
-            owner=opts["owner"], batch=opts["batch"], max_failures=opts["max_failures"],
-            allow_unsafe_parents=opts["allow_unsafe_parents"],
+            owner=opts["owner"], allow_unsafe_parents=opts["allow_unsafe_parents"],
         )  # fmt: skip
         print_job(self, job)

@@ -1,7 +1,14 @@
 """`manage.py run "df -h" --hosts 10.0.3.55 web1`: dispatch a command, print the job id at once."""
 
 from cmdb.jobs import services
-from cmdb.jobs.cli import FleetCommand, add_target_arguments, print_job, targets
+from cmdb.jobs.cli import (
+    FleetCommand,
+    add_confirm_argument,
+    add_rolling_arguments,
+    add_target_arguments,
+    print_job,
+    targets,
+)
 
 
 class Command(FleetCommand):
@@ -10,6 +17,8 @@ class Command(FleetCommand):
     def add_arguments(self, parser):
         parser.add_argument("command", help="shell command, run with /bin/sh -c on each host")
         add_target_arguments(parser)
+        add_rolling_arguments(parser)
+        add_confirm_argument(parser)
 
     def handle(self, *args, **opts):
         print_job(self, services.run(opts["command"], targets(opts), self.actor))
