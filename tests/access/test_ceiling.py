@@ -22,6 +22,9 @@ from tests.support.fleet import ROOT
 
 pytestmark = pytest.mark.django_db
 
+#: What dispatching every kind of job takes (grants then say where).
+KINDS = ("jobs.run_command", "jobs.collect_facts")
+
 #: Host rows without agents: the refusal path records and sends nothing.
 IPS = [f"127.17.0.{i}" for i in range(1, 7)]
 WEB, DB = IPS[:4], IPS[4:]
@@ -52,7 +55,7 @@ def as_user(user) -> Actor:
 
 
 def test_above_the_setting_a_user_needs_to_confirm_and_may(fleet_hosts):
-    alice = make_user(username="alice")  # a grant of everything, without a ceiling
+    alice = make_user(*KINDS, username="alice")  # a grant of everything, without a ceiling
 
     asked = confirmation(as_user(alice), WEB)
 
@@ -63,7 +66,7 @@ def test_above_the_setting_a_user_needs_to_confirm_and_may(fleet_hosts):
 
 
 def test_a_grants_host_ceiling_is_the_users_own_and_is_named(fleet_hosts):
-    bob = make_user(username="bob", everywhere=False)
+    bob = make_user(*KINDS, username="bob", everywhere=False)
     grant = services.add("bob", ["run", "collect"], ["web"], max_hosts=2)
 
     asked = confirmation(as_user(bob), WEB[:3])
@@ -82,7 +85,7 @@ def test_a_grants_host_ceiling_is_the_users_own_and_is_named(fleet_hosts):
 
 
 def test_the_strictest_grant_covering_the_targets_wins_and_others_do_not_count(fleet_hosts):
-    carol = make_user(username="carol", everywhere=False)
+    carol = make_user(*KINDS, username="carol", everywhere=False)
     services.add("carol", ["run"], ["web"], max_hosts=10)
     strict = services.add("carol", ["run"], ["db"], max_hosts=1)
     services.add("carol", ["run"], ["web"], where=["os=none"], max_hosts=0)  # covers nobody
@@ -111,7 +114,7 @@ def test_a_superuser_and_the_cli_have_the_setting_the_servers_own_requests_none(
 
 
 def test_the_confirmation_is_asked_for_only_once_all_else_is_right(fleet_hosts):
-    alice = make_user(username="alice")
+    alice = make_user(*KINDS, username="alice")
 
     with pytest.raises(Exception) as refused:
         check(as_user(alice), WEB, batch="0")
@@ -147,7 +150,9 @@ def test_a_wrong_confirm_above_setting_stops_the_server_saying_what_it_takes(val
             "unset, it is 25") in out.stderr  # fmt: skip
 
 
-def test_a_grants_ceiling_from_the_cli_is_listed_and_a_negative_one_refused(fleet_hosts, capsys):
+def test_a_grants_ceiling_from_the_cli_is_listed_and_a_negative_one_refused(
+    fleet_hosts, capsys, cli_user
+):
     make_user(username="erin", everywhere=False)
 
     call_command("grants", "add", "erin", "--actions", "run", "--all-hosts", "--max-hosts", "0")
