@@ -10,9 +10,13 @@ cancelled with the reason, when the canary had a failure or more than M hosts ha
 
 from datetime import timedelta
 
+from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
 
+from cmdb.access import grants
+from cmdb.audit.choices import AuditActionChoices
+from cmdb.audit.models import AuditEntry
 from cmdb.hosts.models import Host
 from cmdb.jobs import lifecycle, rollout
 from cmdb.jobs.choices import HostTaskStateChoices as State
@@ -21,6 +25,8 @@ from cmdb.jobs.models import HostTask, Job
 from cmdb.jobs.signer import SigningKeyError, private_key
 
 E_CANNOT_SIGN = "not sent: the central worker cannot sign messages for agents: {exc}"
+E_REVOKED = ("not sent: {by} may no longer act on this host (a grant or their account "
+             "changed since the job was dispatched)")  # fmt: skip
 E_NOT_ACCEPTED = "not sent: the host's agent key is no longer accepted (`manage.py keys list`)"
 E_STOPPED = (
     "not started: {failed} host(s) failed, more than the {limit} allowed (--max-failures {given})"
@@ -49,6 +55,20 @@ def why_stop(params: dict, failed: list[HostTask]) -> str | None:
         return E_STOPPED.format(failed=len(failed), limit=limit,
                                 given=rollout.given(params, "max_failures"))  # fmt: skip
     return None
+
+
+def _revoked(job: Job, tasks: list[HostTask]) -> set[int]:
+    """The tasks (pks) whose requester may no longer act on their host: the user the
+    dispatch's audit entry names (none: the server's own job)."""
+    name = (AuditEntry.objects.filter(action=AuditActionChoices.DISPATCH, job_id=job.pk)
+            .values_list("username", flat=True).first())  # fmt: skip
+    if not name or not tasks:
+        return set()
+    user = get_user_model().objects.filter(username=name).first()
+    action = grants.ACTION_OF_KIND[job.kind]
+    hosts = Host.objects.filter(pk__in=[t.host_id for t in tasks])
+    allowed = set(grants.hosts_for(user, action, hosts).values_list("pk", flat=True))
+    return {t.pk for t in tasks if t.host_id not in allowed}
 
 
 def _cannot_sign() -> str | None:
@@ -94,6 +114,10 @@ def advance(job_id, app) -> str:
                            .values_list("pk", flat=True))  # fmt: skip
             unaccepted = [t.pk for t in to_send if t.host_id not in accepted]
             to_send = [t for t in to_send if t.host_id in accepted]
+            # Nor one its requester may no longer act on (a grant removed, a user made
+            # inactive while the job rolled out).
+            revoked = _revoked(job, to_send)
+            to_send = [t for t in to_send if t.pk not in revoked]
             deadline = timezone.now() + timedelta(seconds=job.reach_timeout)
             HostTask.objects.filter(pk__in=[t.pk for t in to_send]).update(reach_deadline=deadline)
             for task in to_send:
@@ -102,5 +126,7 @@ def advance(job_id, app) -> str:
         lifecycle.conclude(stop, *ending, only_from={State.PENDING})
         return "stopped"
     lifecycle.conclude(unaccepted, State.ERROR, E_NOT_ACCEPTED, only_from={State.PENDING})
+    lifecycle.conclude(list(revoked), State.ERROR, E_REVOKED.format(by=job.requested_by),
+                       only_from={State.PENDING})  # fmt: skip
     publish(job, to_send, app)
     return "sent"

@@ -100,3 +100,25 @@ def test_only_superusers_see_or_make_api_tokens_in_the_admin(hosts):
     assert client.get("/admin/authtoken/tokenproxy/").status_code == 403
     client.force_login(make_user(username="boss", superuser=True))
     assert client.get("/admin/authtoken/tokenproxy/").status_code == 200
+
+
+def test_a_later_batch_is_not_sent_once_its_requester_lost_the_grant(hosts, redis_url):
+    from cmdb.celery import app
+    from cmdb.jobs import batches
+    from cmdb.jobs.models import HostTask
+
+    web2 = make_host("127.0.2.64", with_agent=False)
+    web2.groups.add(*hosts[0].groups.all())
+    alice = make_user("jobs.run_command", username="alice", everywhere=False)
+    services.add("alice", ["run"], ["web"])
+    job = job_services.run("true", job_services.Targets(hosts=[WEB, web2.ip], batch=1),
+                           Actor(alice, "cli"))  # fmt: skip
+    first, held = HostTask.objects.filter(job=job).order_by("batch")
+    HostTask.objects.filter(pk=first.pk).update(state="ok")
+    alice.grants.all().delete()
+
+    assert batches.advance(job.pk, app) == "sent"
+
+    held.refresh_from_db()
+    assert held.state == "error" and held.reach_deadline is None
+    assert held.error.startswith("not sent: alice may no longer act on this host")
