@@ -4,6 +4,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.reverse import reverse
 
+from cmdb.access import visible
 from cmdb.jobs import documents, rollout
 from cmdb.jobs.choices import HostTaskStateChoices as State
 from cmdb.jobs.models import HostTask, Job
@@ -65,16 +66,14 @@ class RenderedMixin:
     """The representation is cmdb.jobs.documents' (one renderer for the API and `check_task
     --json`); the declared fields are its schema, and a test holds the two together."""
 
-    #: What reading the host's output (stdout, stderr, fetched files) takes.
-    OUTPUT_PERMISSION = "jobs.view_output"
-
     def link(self):
         request = self.context.get("request")
         return lambda name, **kwargs: reverse(name, kwargs=kwargs, request=request)
 
     def output(self) -> bool:
         request = self.context.get("request")
-        return bool(request and request.user.has_perm(self.OUTPUT_PERMISSION))
+        # jobs.view_output: what reading the host's output (stdout, stderr, files) takes.
+        return bool(request) and visible.reads_output(request.user)
 
 
 class HostTaskSerializer(RenderedMixin, serializers.ModelSerializer):
