@@ -48,6 +48,8 @@ def main(argv=None) -> int:
     interrupt_on_signals()
     run_dir = Path(tempfile.mkdtemp(prefix="cmdb-faults-"))
     fleet = FaultFleet(run_dir)
+    # The user its `manage.py run` acts as (made below, in the suite's own database).
+    fleet.env["CMDB_USER"] = "faults"
     for name in FOREIGN:
         os.environ.pop(name, None)
     os.environ.update({k: v for k, v in fleet.env.items()
@@ -63,10 +65,13 @@ def main(argv=None) -> int:
         import django
 
         django.setup()
+        from django.contrib.auth import get_user_model
+
         from bench.faults import scenarios
         from bench.faults.tally import Tally
         from cmdb.celery import app
 
+        get_user_model().objects.create_superuser("faults", "faults@localhost", None)
         watch = Watch().start()
         ctx = scenarios.Context(fleet, app, watch, args.short)
         if not ctx.start_central():
