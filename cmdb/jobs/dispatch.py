@@ -360,6 +360,11 @@ def _send(app: Celery, producer, job: Job, task: HostTask, reply_queue: str, sto
         soft_time_limit=job.timeout + 30,
         time_limit=job.timeout + 60,
         link=store,
+        # Nothing to declare: Celery publishes to a host's queue through the anonymous
+        # exchange (the list named after the IP), and declaring it cost two round trips per
+        # host and per process (kombu's cache is per connection): 13 of 25 s of a first
+        # dispatch to 10,000 hosts.
+        declare=[],
         retry=True,
         retry_policy=retry_policy,
     )

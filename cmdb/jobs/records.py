@@ -2,17 +2,16 @@
 
 Every change of a host task's state (cmdb.jobs.lifecycle) is written here with its TaskResult,
 so that ``AsyncResult(task_id)`` on the server agrees with the CMDB. A batch of hundreds of
-results is a handful of statements.
+results is a handful of statements (cmdb.jobs.bulk).
 """
 
 import json
 from datetime import datetime
 
-from django.db import connection
 from django.utils import timezone
 from django_celery_results.models import TaskResult
 
-from cmdb.jobs import exceptions
+from cmdb.jobs import bulk, exceptions
 from cmdb.jobs.choices import AGENT_TASK, CELERY_STATE
 from cmdb.jobs.choices import HostTaskStateChoices as State
 from cmdb.jobs.models import HostTask, Job
@@ -39,9 +38,6 @@ TASK_RESULT_FIELDS = [
 
 #: django-celery-results' TaskResult.worker is shorter than HostTask.agent.
 WORKER_LENGTH = TaskResult._meta.get_field("worker").max_length
-
-#: Rows per INSERT statement (SQLite caps the variables in one statement).
-BULK_BATCH = 200
 
 
 def _celery_result(state: str, payload: dict, error: str) -> str:
@@ -73,40 +69,21 @@ def _task_result(task: HostTask, payload: dict, kind: str, now: datetime) -> Tas
     )
 
 
-def _update_many(tasks: list[HostTask], fields: list[str]) -> None:
-    """One prepared UPDATE run for every row (executemany).
-
-    Django's bulk_update builds a CASE expression per field and row: about 2 ms of Python per
-    row here, which capped the central worker at a few hundred results a second.
-    """
-    model_fields = [HostTask._meta.get_field(name) for name in fields]
-    qn = connection.ops.quote_name
-    sql = "UPDATE {} SET {} WHERE {} = %s".format(
-        qn(HostTask._meta.db_table),
-        ", ".join(f"{qn(f.column)} = %s" for f in model_fields),
-        qn(HostTask._meta.pk.column),
-    )
-    params = [
-        [f.get_db_prep_save(getattr(task, f.attname), connection) for f in model_fields] + [task.pk]
-        for task in tasks
-    ]
-    with connection.cursor() as cursor:
-        cursor.executemany(sql, params)
-
-
-def write(changed: dict[str, tuple[HostTask, dict]]) -> None:
+def write(changed: dict[str, tuple[HostTask, dict]], kinds: dict | None = None) -> None:
     """Save changed host tasks and upsert their TaskResults (``payload``: what the host
-    reported, the result Celery shows for a successful one)."""
+    reported, the result Celery shows for a successful one). ``kinds``: job pk -> kind, when
+    the caller has them."""
     if not changed:
         return
     now = timezone.now()
     tasks = [task for task, _ in changed.values()]
-    kinds = dict(Job.objects.filter(pk__in={t.job_id for t in tasks}).values_list("pk", "kind"))
-    _update_many(tasks, WRITTEN_FIELDS)
-    TaskResult.objects.bulk_create(
+    if kinds is None:
+        kinds = dict(Job.objects.filter(pk__in={t.job_id for t in tasks})
+                     .values_list("pk", "kind"))  # fmt: skip
+    bulk.update_many(HostTask, tasks, WRITTEN_FIELDS)
+    bulk.insert_many(
+        TaskResult,
         [_task_result(t, payload, kinds[t.job_id], now) for t, payload in changed.values()],
-        batch_size=BULK_BATCH,
-        update_conflicts=True,
-        unique_fields=["task_id"],
+        conflict="task_id",
         update_fields=TASK_RESULT_FIELDS,
     )

@@ -22,7 +22,7 @@ from cmdb.jobs import lifecycle, records, trust
 from cmdb.jobs.broker import redis_client
 from cmdb.jobs.choices import HostTaskStateChoices as State
 from cmdb.jobs.choices import JobKindChoices
-from cmdb.jobs.models import HostTask
+from cmdb.jobs.models import HostTask, Job
 from wire import blobs, names
 from wire.messages import MAX_CAPTURE_BYTES, Report, Started, VersionMismatch, WireError
 
@@ -94,7 +94,8 @@ def bounded(report: Report, kind: str) -> Report:
     return dataclasses.replace(report, **streams, **fields)
 
 
-def _believed(items, message, tasks: dict, dropped: trust.Dropped, mismatched: dict) -> list:
+def _believed(items, message, tasks: dict, kinds: dict, dropped: trust.Dropped,
+              mismatched: dict) -> list:  # fmt: skip
     """The items (as they arrived) the accepted key of their task's host signed, read as
     ``message``; the rest is dropped and counted (cmdb.jobs.trust). A signed report in another
     version of the contract goes to ``mismatched`` (task id -> why): the host did its part,
@@ -123,7 +124,7 @@ def _believed(items, message, tasks: dict, dropped: trust.Dropped, mismatched: d
             if message is Report and isinstance(exc, VersionMismatch) and not item.get("duplicate"):
                 mismatched[task_id] = E_VERSION.format(exc=exc)
             continue
-        believed.append(bounded(read, task.job.kind) if message is Report else read)
+        believed.append(bounded(read, kinds[task.job_id]) if message is Report else read)
     return believed
 
 
@@ -137,13 +138,16 @@ def store_batch(started: Iterable[dict], finished: Iterable[dict]) -> int:
     with transaction.atomic():
         # select_for_update: on PostgreSQL two central workers must not interleave on a task
         # (SQLite takes the write lock at BEGIN IMMEDIATE anyway). Only the tasks' own rows.
-        rows = (HostTask.objects.select_related("host", "job").select_for_update(of=("self",))
+        rows = (HostTask.objects.select_related("host").select_for_update(of=("self",))
                 .filter(task_id__in=list(ids)))  # fmt: skip
         tasks = {t.task_id: t for t in rows}
+        # The jobs' kinds once, not a Job object per host task (a batch is mostly one job).
+        kinds = dict(Job.objects.filter(pk__in={t.job_id for t in tasks.values()})
+                     .values_list("pk", "kind"))  # fmt: skip
         changed: dict[str, tuple[HostTask, dict]] = {}
         for verb, message, items in ((lifecycle.begin, Started, started),
                                      (lifecycle.report, Report, finished)):  # fmt: skip
-            for item in _believed(items, message, tasks, dropped, mismatched):
+            for item in _believed(items, message, tasks, kinds, dropped, mismatched):
                 task = tasks[item.task_id]
                 try:
                     moved = verb(task, item)
@@ -156,7 +160,7 @@ def store_batch(started: Iterable[dict], finished: Iterable[dict]) -> int:
                     payload = item.to_wire() if isinstance(item, Report) else {}
                     payload.pop("signature", None)
                     changed[task.task_id] = (task, payload)
-        records.write(changed)
+        records.write(changed, kinds)
         _store_facts([(task, p) for task, p in changed.values() if p.get("facts_report")])
     dropped.flush(cmdb_app)
     if mismatched:
