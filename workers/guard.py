@@ -143,14 +143,15 @@ def guarded(agent, task, raw, queue: str, body, claim_ttl: int, announce_late=Fa
         return Report.refusal(outcome, refusal)
     started = Started(task_id=task.request.id, host=queue, agent=task.request.hostname or "",
                       agent_pid=agent.pid, started_at=time.time())  # fmt: skip
-    started = started.signed(agent.own_key())
     reply_queue = spec.reply_queue or agent.settings.results_queue
 
     def announce() -> None:
         # A notice that cannot be sent costs only itself: the command runs on, and its result
         # (or its claim, at the reach deadline) tells the server what the notice would have.
+        # Signed only when sent: most commands end before they would announce themselves.
         try:
-            task.app.send_task(names.TASK_STARTED, args=[started.to_wire()], queue=reply_queue)
+            notice = started.signed(agent.own_key()).to_wire()
+            task.app.send_task(names.TASK_STARTED, args=[notice], queue=reply_queue)
         except Exception:
             logger.warning("could not send the started notice of %s", task.request.id,
                            exc_info=True)  # fmt: skip

@@ -190,8 +190,10 @@ def measure_size(app, fleet, size: int, dispatcher: psutil.Process) -> dict:
         emulated.signal(signal.SIGSTOP)
         before = broker.info("memory")["used_memory"]
         db_before = _db_bytes()
+        started = time.perf_counter()
         job = dispatch_command(CommandRequest("hostname", groups=[group.name], timeout=60,
                                               reach_timeout=600, confirm=True), app)  # fmt: skip
+        alone = time.perf_counter() - started
         queued = broker.info("memory")["used_memory"]
         emulated.signal(signal.SIGCONT)
         _wait_stored(job)
@@ -211,6 +213,9 @@ def measure_size(app, fleet, size: int, dispatcher: psutil.Process) -> dict:
         "end_to_end_s": _median(rounds, "end_to_end_s"),
         "stored_per_s": _median(rounds, "stored_per_s"),
         "dispatch_per_s": _median(rounds, "dispatch_per_s"),
+        # The same dispatch with the agents stopped (one round): nothing else wants the cores.
+        "dispatch_alone_s": alone,
+        "dispatch_alone_per_s": size / alone,
         "each_round": [{k: v for k, v in r.items() if k != "cpu_s"} for r in rounds],
         "cpu_s": cpu,
         "broker_bytes_per_queued_message": (queued - before) / size,
@@ -231,13 +236,15 @@ def markdown(emulated: dict) -> str:
     lines = [
         "EMULATED hosts (bench.emulated.agent: the agent's message path, no command run)",
         "",
-        "| hosts | dispatch s | dispatch msg/s | dispatch to all stored s | stored/s "
+        "| hosts | dispatch s | dispatch msg/s | alone: s, msg/s | dispatch to all stored s "
+        "| stored/s "
         "| broker B/queued msg | broker B/finished task | DB B/host task |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---:|---:|---:|---|---:|---:|---:|---:|---:|",
     ]
     for size, row in emulated.items():
         lines.append(
             f"| {size} | {row['dispatch_s']:.2f} | {row['dispatch_per_s']:.0f} "
+            f"| {row['dispatch_alone_s']:.2f}, {row['dispatch_alone_per_s']:.0f} "
             f"| {row['end_to_end_s']:.2f} | {row['stored_per_s'] or 0:.0f} "
             f"| {row['broker_bytes_per_queued_message']:.0f} "
             f"| {row['broker_bytes_per_finished_host_task']:.0f} "
