@@ -17,6 +17,8 @@ OUT = ROOT / "bench" / "out"
 SIZES = [int(n) for n in os.environ.get("BENCH_SIZES", "1,10,50,200,1000").split(",")]
 REPS = {1: 7, 10: 7, 50: 5, 200: 5, 1000: 3}
 PER_HOST_SIZES = [n for n in SIZES if n <= 10]
+EMULATED_SIZES = [int(n) for n in os.environ.get("BENCH_EMULATED_SIZES",
+                                                 "1000,10000,50000").split(",") if n]  # fmt: skip
 
 
 def main() -> None:
@@ -62,13 +64,17 @@ def main() -> None:
         fleet.stop_all()
     OUT.mkdir(exist_ok=True)
     (OUT / "results.json").write_text(json.dumps(report, indent=2))
-    table = measure.markdown(report)
+    from bench.emulated.fleet import markdown as emulated_markdown
+
+    table = measure.markdown(report) + "\n" + emulated_markdown(report["emulated"])
     (OUT / "results.md").write_text(table)
     print(table)
     print(f"written: {OUT / 'results.json'}, {OUT / 'results.md'}")
 
 
 def run_all(app, floor_app, fleet, shared, per_host, measure) -> dict:
+    from bench.emulated import fleet as emulated
+
     report = {
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
         "fanout": {},
@@ -90,10 +96,13 @@ def run_all(app, floor_app, fleet, shared, per_host, measure) -> dict:
             f"{report['fanout_per_host'][str(size)]['ratio']:.2f}x the floor"
         )
     report["cli"] = measure.cli_times(fleet.env, shared[: min(200, len(shared))], app)
-    report["store_rate"] = measure.store_rate(app, count=int(os.environ.get("BENCH_BURST", 5000)))
+    report["store_rate"] = measure.store_rate(app, count=int(os.environ.get("BENCH_BURST", 10000)))
     if per_host:
         report["agent_memory"] = measure.agent_memory(app, fleet, per_host[0])
         report["collection"] = measure.collection_cost(app, per_host)
+    # One job to 1,000, 10,000 and 50,000 EMULATED hosts (bench.emulated), on this fleet's
+    # Redis and central worker.
+    report["emulated"] = emulated.measure_emulated(app, fleet, EMULATED_SIZES)
     report["targets"] = measure.targets(report)
     return report
 
