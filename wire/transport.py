@@ -53,11 +53,17 @@ def sentinel_options(master_name: str | None, connect_timeout: float, socket_tim
     """kombu's transport options for a ``sentinel://`` URL (``sentinel://H:P;sentinel://H2:P2``,
     its first part's user and password for the master): the service to ask the sentinels for,
     and the same timeouts towards the sentinels as towards the master (redis-py's default for
-    sentinels is none: one that is frozen would hang a dispatch for ever)."""
+    sentinels is none: one that is frozen would hang a dispatch for ever).
+
+    No retries towards a sentinel: the next one named is the retry. redis-py's default retries
+    a sentinel that is down for about 4 s, and kombu asks the sentinels afresh for every new
+    connection, so one sentinel down made every dispatch and every reconnection step 4 s longer
+    (tests/integration/test_sentinel.py names a dead one first)."""
     if not master_name:
         return {}
-    timeouts = {"socket_connect_timeout": connect_timeout, "socket_timeout": socket_timeout}
-    return {"master_name": master_name, "sentinel_kwargs": timeouts}
+    sentinels = {"socket_connect_timeout": connect_timeout, "socket_timeout": socket_timeout,
+                 "retry": None}  # fmt: skip
+    return {"master_name": master_name, "sentinel_kwargs": sentinels}
 
 
 def tls_options(broker_url: str) -> dict | None:

@@ -11,7 +11,8 @@ def test_a_master_name_becomes_kombus_sentinel_options_with_the_brokers_timeouts
         "broker_transport_options"
     ]
     assert options["master_name"] == "cmdb"
-    assert options["sentinel_kwargs"] == {"socket_connect_timeout": 3, "socket_timeout": 7}
+    assert options["sentinel_kwargs"] == {"socket_connect_timeout": 3, "socket_timeout": 7,
+                                          "retry": None}  # fmt: skip
     assert options["priority_steps"] == [0]
 
 
