@@ -190,6 +190,8 @@ LOGGING = {
 # --- Celery (the central worker and the dispatcher) ------------------------------------------
 #: The broker, for the server and agents alike.
 BROKER_URL = os.environ.get("REDIS_URL") or names.DEFAULT_REDIS_URL
+#: The Sentinel service (`sentinel monitor NAME ...`) when REDIS_URL is sentinel://...
+BROKER_MASTER_NAME = os.environ.get("CMDB_BROKER_MASTER_NAME") or None
 #: The queue the central worker consumes for everything but results (registrations, ...).
 CENTRAL_QUEUE = os.environ.get("CMDB_CENTRAL_QUEUE") or names.DEFAULT_CENTRAL_QUEUE
 #: Where agents send "started" notices and results: the central worker's batch intake.
@@ -200,7 +202,9 @@ _BROKER_TIMEOUT = float(os.environ.get("CMDB_BROKER_TIMEOUT") or 4)
 for _key, _value in {
     # A broker that does not answer within CMDB_BROKER_TIMEOUT (connecting, or once connected:
     # one frozen by SIGSTOP or a full disk accepts connections and says nothing) is down.
-    **transport.celery_config(BROKER_URL, CENTRAL_QUEUE, _BROKER_TIMEOUT, _BROKER_TIMEOUT),
+    **transport.celery_config(
+        BROKER_URL, CENTRAL_QUEUE, _BROKER_TIMEOUT, _BROKER_TIMEOUT, master_name=BROKER_MASTER_NAME
+    ),
     # Every per-host task id gets a django-celery-results row, written by the central worker.
     "result_backend": "django-db",
     "result_extended": True,

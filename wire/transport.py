@@ -10,10 +10,11 @@ from wire import names
 
 
 def celery_config(broker_url: str, central_queue: str, broker_timeout: float = 4.0,
-                  socket_timeout: float = 30) -> dict:  # fmt: skip
+                  socket_timeout: float = 30, master_name: str | None = None) -> dict:  # fmt: skip
     """Celery settings common to agents and the server, from values their settings read.
     ``socket_timeout``: how long a broker that accepted a connection may take to answer; the
-    server's is short (a frozen broker must fail a dispatch in seconds), an agent's longer."""
+    server's is short (a frozen broker must fail a dispatch in seconds), an agent's longer.
+    ``master_name``: the Sentinel service of a ``sentinel://`` broker URL."""
     return {
         "broker_url": broker_url,
         "broker_use_ssl": tls_options(broker_url),
@@ -27,6 +28,7 @@ def celery_config(broker_url: str, central_queue: str, broker_timeout: float = 4
             # No message here has a priority: one Redis list per queue (kombu's default is four,
             # "<queue>\x06\x16<3|6|9>"), so that a host's broker user names its queue, no more.
             "priority_steps": [0],
+            **sentinel_options(master_name, broker_timeout, socket_timeout),
         },
         # JSON only: a pickle message from anyone who reaches the broker would be code execution.
         "task_serializer": "json",
@@ -44,6 +46,24 @@ def celery_config(broker_url: str, central_queue: str, broker_timeout: float = 4
         "timezone": "UTC",
         "enable_utc": True,
     }
+
+
+def sentinel_options(master_name: str | None, connect_timeout: float, socket_timeout: float
+                     ) -> dict:  # fmt: skip
+    """kombu's transport options for a ``sentinel://`` URL (``sentinel://H:P;sentinel://H2:P2``,
+    its first part's user and password for the master): the service to ask the sentinels for,
+    and the same timeouts towards the sentinels as towards the master (redis-py's default for
+    sentinels is none: one that is frozen would hang a dispatch for ever).
+
+    No retries towards a sentinel: the next one named is the retry. redis-py's default retries
+    a sentinel that is down for about 4 s, and kombu asks the sentinels afresh for every new
+    connection, so one sentinel down made every dispatch and every reconnection step 4 s longer
+    (tests/integration/test_sentinel.py names a dead one first)."""
+    if not master_name:
+        return {}
+    sentinels = {"socket_connect_timeout": connect_timeout, "socket_timeout": socket_timeout,
+                 "retry": None}  # fmt: skip
+    return {"master_name": master_name, "sentinel_kwargs": sentinels}
 
 
 def tls_options(broker_url: str) -> dict | None:
@@ -65,7 +85,12 @@ def agent_transport_options(hosts) -> dict:
 
 
 def redacted(url: str) -> str:
-    """A broker URL fit for a message or a log: never its password."""
+    """A broker URL fit for a message or a log: never its password (in any of the ``;``-separated
+    URLs of a Sentinel broker)."""
+    return ";".join(_redacted_one(part) for part in url.split(";"))
+
+
+def _redacted_one(url: str) -> str:
     if "@" not in url:
         return url
     scheme, _, rest = url.partition("://")

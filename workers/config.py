@@ -1,6 +1,7 @@
 """The agent's settings: every environment variable the agent reads is read here, once.
 
 REDIS_URL             the broker (default: the local one `make up` starts)
+CMDB_BROKER_MASTER_NAME  the Sentinel service when REDIS_URL is sentinel://... (as the server's)
 CMDB_CENTRAL_QUEUE    where registrations go (default cmdb.central)
 CMDB_RESULTS_QUEUE    where notices and results go when a message names none
 CMDB_BROKER_TIMEOUT   seconds to wait for the broker when connecting (4)
@@ -39,6 +40,7 @@ class AgentSettings:
     spool_dir: str | None
     heartbeat: float = 5.0
     remote_control: bool = True
+    broker_master_name: str | None = None
 
     @classmethod
     def from_environ(cls, environ=os.environ) -> "AgentSettings":
@@ -61,6 +63,7 @@ class AgentSettings:
             # At least 0.2 s: 0 would make the worker's timer send nothing else.
             heartbeat=max(0.2, float(environ.get("CMDB_AGENT_HEARTBEAT") or 2)),
             remote_control=(environ.get("CMDB_AGENT_REMOTE_CONTROL") or "1") != "0",
+            broker_master_name=environ.get("CMDB_BROKER_MASTER_NAME") or None,
         )
 
     @property
@@ -68,7 +71,8 @@ class AgentSettings:
         return self.state_dir / "claims"
 
     def celery_config(self) -> dict:
-        config = transport.celery_config(self.redis_url, self.central_queue, self.broker_timeout)
+        config = transport.celery_config(self.redis_url, self.central_queue, self.broker_timeout,
+                                         master_name=self.broker_master_name)  # fmt: skip
         # Celery declares a queue each time it publishes to it, and kombu's declaring writes the
         # exchange's binding table in Redis: everything here goes through the anonymous exchange
         # (straight to the list), so the agent declares nothing and needs no write there.

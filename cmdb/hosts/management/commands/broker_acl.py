@@ -21,7 +21,8 @@ SERVER_USER = "cmdb-server"
 
 E_NOTHING = "name hosts by IP, or --all (every accepted host), or --server"
 E_NOT_IP = "not an IPv4 address: {ip!r} (agents' queues are their hosts' IPs)"
-E_BAD_BROKER = "--broker must be a redis:// or rediss:// URL with a host: {url}"
+E_BAD_BROKER = ("--broker must be a redis:// or rediss:// URL with a host, or sentinel:// ones "
+                "separated by \";\": {url}")  # fmt: skip
 
 URL_NOTE = ("# {who}: its broker URL, with a password shown only now (Redis keeps its sha256)."
             " Put it in {where}, readable by root only:")  # fmt: skip
@@ -30,23 +31,34 @@ AGENT_WHERE = ("the host's /etc/cmdb-agent/env (its agent must run with "
 
 
 def broker_address(url: str) -> str:
-    """``url`` without user or password: what the printed URLs are built on."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("redis", "rediss") or not parts.hostname:
+    """``url`` without user or password: what the printed URLs are built on. A Sentinel broker
+    is several URLs separated by ";" (kombu's form), each stripped the same way."""
+    parts = [urlsplit(part) for part in url.split(";")]
+    sentinel = parts[0].scheme == "sentinel"
+    schemes = {"sentinel"} if sentinel else {"redis", "rediss"}
+    if any(p.scheme not in schemes or not p.hostname for p in parts) or (
+        len(parts) > 1 and not sentinel
+    ):
         raise CommandError(E_BAD_BROKER.format(url=transport.redacted(url)),
                            returncode=EXIT_INVALID)  # fmt: skip
-    netloc = parts.hostname if parts.port is None else f"{parts.hostname}:{parts.port}"
-    return urlunsplit((parts.scheme, netloc, parts.path or "/0", parts.query, ""))
+    return ";".join(
+        urlunsplit((p.scheme, p.hostname if p.port is None else f"{p.hostname}:{p.port}",
+                    p.path or "/0", p.query, ""))
+        for p in parts
+    )  # fmt: skip
 
 
 def with_credentials(address: str, user: str, password: str) -> str:
-    parts = urlsplit(address)
+    """``address`` with ``user`` and ``password`` in its first URL: kombu takes a Sentinel
+    broker's credentials for the master from there (the sentinels get none)."""
+    first, sep, rest = address.partition(";")
+    parts = urlsplit(first)
     netloc = f"{quote(user, safe='')}:{quote(password, safe='')}@{parts.netloc}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, ""))
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, "")) + sep + rest
 
 
 def database(address: str) -> int:
-    path = urlsplit(address).path.strip("/")
+    path = urlsplit(address.partition(";")[0]).path.strip("/")
     return int(path) if path.isdigit() else 0
 
 
