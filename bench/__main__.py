@@ -64,15 +64,18 @@ def main() -> None:
         fleet.stop_all()
     OUT.mkdir(exist_ok=True)
     (OUT / "results.json").write_text(json.dumps(report, indent=2))
+    from bench.central import markdown as central_markdown
     from bench.emulated.fleet import markdown as emulated_markdown
 
-    table = measure.markdown(report) + "\n" + emulated_markdown(report["emulated"])
+    table = "\n".join([measure.markdown(report), emulated_markdown(report["emulated"]),
+                       central_markdown(report["central"])])  # fmt: skip
     (OUT / "results.md").write_text(table)
     print(table)
     print(f"written: {OUT / 'results.json'}, {OUT / 'results.md'}")
 
 
 def run_all(app, floor_app, fleet, shared, per_host, measure) -> dict:
+    from bench import central
     from bench.emulated import fleet as emulated
 
     report = {
@@ -103,6 +106,9 @@ def run_all(app, floor_app, fleet, shared, per_host, measure) -> dict:
     # One job to 1,000, 10,000 and 50,000 EMULATED hosts (bench.emulated), on this fleet's
     # Redis and central worker.
     report["emulated"] = emulated.measure_emulated(app, fleet, EMULATED_SIZES)
+    # Past one central worker: two storing one burst on PostgreSQL (bench.central, its own
+    # cluster and Redis, in a process of its own).
+    report["central"] = central.measure_central(count=int(os.environ.get("BENCH_BURST", 10000)))
     report["targets"] = measure.targets(report)
     return report
 
