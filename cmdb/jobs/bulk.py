@@ -9,6 +9,7 @@ plain values on columns where that changes nothing (a str for a text column, an 
 integer one, an aware datetime): preparing those was most of the rest.
 """
 
+import operator
 from datetime import datetime
 
 from django.db import connection, models
@@ -45,11 +46,17 @@ def _preparer(field: models.Field):
 
 
 def _rows(objs, fields: list[models.Field], pre_save: bool) -> list[list]:
-    preps = [(f, _preparer(f)) for f in fields]
-    if pre_save:
-        # As an INSERT through the ORM: auto_now and auto_now_add fill themselves in.
-        return [[prep(f.pre_save(obj, True)) for f, prep in preps] for obj in objs]
-    return [[prep(getattr(obj, f.attname)) for f, prep in preps] for obj in objs]
+    # As an INSERT through the ORM: auto_now and auto_now_add fill themselves in (pre_save);
+    # every other field's pre_save is its attribute.
+    getters = [
+        (lambda obj, f=f: f.pre_save(obj, True))
+        if pre_save and (getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False))
+        else operator.attrgetter(f.attname)
+        for f in fields
+    ]
+    preps = [_preparer(f) for f in fields]
+    pairs = list(zip(getters, preps, strict=True))
+    return [[prep(get(obj)) for get, prep in pairs] for obj in objs]
 
 
 def update_many(model: type[models.Model], objs, field_names: list[str]) -> None:
