@@ -27,10 +27,18 @@ class Progress:
 
 
 def progress(tasks: list[HostTask]) -> Progress:
+    return progress_of(Counter(t.state for t in tasks))
+
+
+def progress_of(counts: dict[str, int]) -> Progress:
+    """From host tasks per state (the database's count of a job's, when only a page of them
+    is loaded)."""
+    counts = {state: n for state, n in counts.items() if n}
+    terminal = State.terminal()
     return Progress(
-        done=all(t.is_terminal for t in tasks),
-        ok=bool(tasks) and all(t.state == State.OK for t in tasks),
-        counts=dict(Counter(t.state for t in tasks)),
+        done=all(state in terminal for state in counts),
+        ok=bool(counts) and set(counts) == {State.OK},
+        counts=counts,
     )
 
 
@@ -82,10 +90,13 @@ def task_document(task: HostTask, link: Link, output: bool = True) -> dict:
 
 
 def job_document(job: Job, tasks: list[HostTask], link: Link, output: bool = True,
-                 hidden: int = 0) -> dict:  # fmt: skip
+                 hidden: int = 0, counts: dict[str, int] | None = None,
+                 tasks_next: str | None = None) -> dict:  # fmt: skip
     """``tasks``: those shown (the hosts the reader may view); ``hidden``: how many others the
-    job has, left out of every count, and said."""
-    state = progress(tasks)
+    job has, left out of every count, and said. ``counts``: when ``tasks`` is only the first
+    page of those shown (the API's), every one's per state, which done, ok and the summary
+    are of; ``tasks_next``: the link to the next page."""
+    state = progress(tasks) if counts is None else progress_of(counts)
     return {
         "id": str(job.pk),
         "url": link("api:job-detail", pk=job.pk),
@@ -103,4 +114,5 @@ def job_document(job: Job, tasks: list[HostTask], link: Link, output: bool = Tru
         "summary": state.counts,
         "hidden_hosts": hidden,
         "tasks": [task_document(t, link, output) for t in tasks],
+        "tasks_next": tasks_next,
     }
