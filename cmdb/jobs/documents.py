@@ -5,6 +5,8 @@ Pure (no queries): the host tasks come with their django-celery-results status a
 **kwargs)``: absolute URLs in the API (its request), paths on the command line.
 """
 
+import json
+import math
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -116,3 +118,46 @@ def job_document(job: Job, tasks: list[HostTask], link: Link, output: bool = Tru
         "tasks": [task_document(t, link, output) for t in tasks],
         "tasks_next": tasks_next,
     }
+
+
+#: The standard library's C string encoder (what json.dumps uses for every string).
+_quoted = json.encoder.encode_basestring_ascii
+
+
+def dumps(document) -> str:
+    """``json.dumps(document, indent=2)``, character for character, of a document (dicts with
+    string keys, lists, strings, numbers, booleans, None) in a fraction of the time: with an
+    indent, the standard library encodes in pure Python (its C encoder cannot indent), and
+    that was 1.7 s of `check_task --json` on a job of 10,000 hosts."""
+    out: list[str] = []
+    _encode(document, out, "\n")
+    return "".join(out)
+
+
+def _encode(value, out: list[str], newline: str) -> None:
+    if isinstance(value, str):
+        out.append(_quoted(value))
+    elif value is None or value is True or value is False:
+        out.append("null" if value is None else "true" if value else "false")
+    elif isinstance(value, int):
+        out.append(int.__repr__(value))
+    elif isinstance(value, float) and math.isfinite(value):
+        out.append(float.__repr__(value))
+    elif isinstance(value, dict) and value and all(isinstance(k, str) for k in value):
+        inner = newline + "  "
+        separator = "{" + inner
+        for key, item in value.items():
+            out.append(separator + _quoted(key) + ": ")
+            _encode(item, out, inner)
+            separator = "," + inner
+        out.append(newline + "}")
+    elif isinstance(value, list | tuple) and value:
+        inner = newline + "  "
+        separator = "[" + inner
+        for item in value:
+            out.append(separator)
+            _encode(item, out, inner)
+            separator = "," + inner
+        out.append(newline + "]")
+    else:  # empty containers, NaN and the infinities, other keys: as json writes them
+        out.append(json.dumps(value, indent=2).replace("\n", newline))
