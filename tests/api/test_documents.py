@@ -9,6 +9,7 @@ from django.core.management import call_command
 
 from cmdb.api.serializers import HostTaskSerializer, JobSerializer
 from cmdb.jobs import documents
+from cmdb.jobs.choices import HostTaskStateChoices as State
 from cmdb.jobs.models import HostTask
 from tests.support.api import make_job, without_host
 from tests.support.factories import make_host
@@ -69,7 +70,8 @@ def test_the_command_lines_links_are_the_apis_routes():
         {"a": 1, "b": [1, 2.5, -0.0, 1e100, None, True, False], "c": {}, "d": [], "e": "x"},
         {"tasks": [{"stdout": {"head": 'caf\u00e9 \u2603 \x1b[31m\n\t"\\\\', "bytes": 10**20}}]},
         {"nested": [[[]], [{}], {"k": [{"deep": [1, {"x": None}]}]}], "nan": float("nan")},
-        {"inf": [float("inf"), float("-inf")], 1: "int key"},
+        {"inf": [float("inf"), float("-inf")], 1: "int key", None: ("a", "tuple")},
+        {"state": State.OK, "n": [State.FAILED]},
         [],
         "just a string",
         3,
