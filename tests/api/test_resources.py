@@ -407,3 +407,11 @@ def test_a_job_shown_by_its_first_host_tasks_is_still_cancelled_whole(viewer, mo
     view = JobViewSet(action="cancel", request=type("R", (), {"user": make_user(superuser=True)}))
 
     assert len(view.tasks_to_cancel(view.get_queryset().get(pk=job.pk))) == 3
+
+
+def test_every_host_in_a_list_links_to_its_own_detail(viewer, fleet_rows):
+    body = viewer.get("/api/hosts/?limit=3").json()
+
+    for host in body["results"]:
+        assert host["url"] == f"http://testserver/api/hosts/{host['id']}/"
+        assert viewer.get(host["url"]).json()["ip"] == host["ip"]
