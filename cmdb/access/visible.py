@@ -50,14 +50,17 @@ def viewable_tasks(user, tasks: QuerySet | None = None) -> QuerySet:
     return on_viewable_hosts(user, HostTask.objects.all() if tasks is None else tasks)
 
 
-def viewable_jobs(user, jobs: QuerySet | None = None, tasks: QuerySet | None = None) -> QuerySet:
+def viewable_jobs(user, jobs: QuerySet | None = None, tasks: QuerySet | None = None,
+                  tasks_limit: int | None = None) -> QuerySet:  # fmt: skip
     """``jobs`` (all by default) narrowed to those ``user`` may view: a job with a host task on
     a host they may view, or one they asked for (requested_by is the username; a job whose
     every target was refused has no host task at all).
 
     Each job is annotated with ``hidden_hosts``: how many of its host tasks are on hosts the
     user may not view, so that what is shown of it says it is not the whole. With ``tasks`` (a
-    HostTask queryset), ``host_tasks`` is prefetched from it, narrowed the same way.
+    HostTask queryset), ``host_tasks`` is prefetched from it, narrowed the same way; with
+    ``tasks_limit``, only the first that many of each job's (in ``tasks``' order, narrowed
+    first), as the list ``first_tasks``.
     """
     jobs = Job.objects.all() if jobs is None else jobs
     pks = _host_pks(user)
@@ -73,8 +76,23 @@ def viewable_jobs(user, jobs: QuerySet | None = None, tasks: QuerySet | None = N
         jobs = jobs.annotate(hidden_hosts=Coalesce(Subquery(hidden), 0))
         tasks = None if tasks is None else tasks.filter(host__in=pks)
     if tasks is not None:
-        jobs = jobs.prefetch_related(Prefetch("host_tasks", queryset=tasks))
+        if tasks_limit is None:
+            jobs = jobs.prefetch_related(Prefetch("host_tasks", queryset=tasks))
+        else:  # to an attribute: a sliced prefetch cannot be the related manager's cache
+            first = Prefetch("host_tasks", queryset=tasks[:tasks_limit], to_attr="first_tasks")
+            jobs = jobs.prefetch_related(first)
     return jobs
+
+
+def task_counts(user, jobs) -> dict:
+    """{job pk: {state: host tasks}} of ``jobs``' host tasks on hosts ``user`` may view: the
+    whole of each job, counted by the database, when only a page of its tasks is loaded."""
+    rows = viewable_tasks(user, HostTask.objects.filter(job__in=jobs)).order_by()
+    rows = rows.values("job", "state").annotate(n=Count("pk")).values_list("job", "state", "n")
+    counts: dict = {job.pk: {} for job in jobs}
+    for job, state, n in rows:
+        counts[job][state] = n
+    return counts
 
 
 def with_viewable_members(user, groups: QuerySet) -> QuerySet:

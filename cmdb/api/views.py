@@ -273,12 +273,44 @@ class JobViewSet(CancelMixin, mixins.CreateModelMixin, ReadOnlyViewSet):
         "fetch": serializers.FetchRequestSerializer,
     }
 
-    @staticmethod
-    def viewable(user, jobs):
+    #: Host tasks a job shows inline, in the list and the detail: a page's worth (the
+    #: rest: GET {job}/tasks/), so that a job of 10,000 hosts is not one 10,000-row answer.
+    tasks_shown = settings.REST_FRAMEWORK["PAGE_SIZE"]
+
+    def viewable(self, user, jobs):
         """The jobs the user may view, each with only the host tasks they may view (and
-        ``hidden_hosts``, how many others it has)."""
+        ``hidden_hosts``, how many others it has): the first page of them to show a job;
+        every one to act on it (cancel, files); none for their own page (tasks)."""
+        if self.action == "tasks":
+            return visible.viewable_jobs(user, jobs)
         tasks = HostTask.objects.with_celery_state().order_by("ip")
-        return visible.viewable_jobs(user, jobs, tasks)
+        limit = self.tasks_shown if self.action in ("list", "retrieve") else None
+        return visible.viewable_jobs(user, jobs, tasks, tasks_limit=limit)
+
+    def get_serializer(self, *args, **kwargs):
+        if self.action in ("list", "retrieve") and args:
+            # The counts of each job's host tasks (their summary, done, ok), of all of them,
+            # in one query for the page of jobs: only the first of their tasks are loaded.
+            jobs = args[0] if isinstance(args[0], list) else [args[0]]
+            counts = visible.task_counts(self.request.user, jobs)
+            for job in jobs:
+                job.task_counts = counts[job.pk]
+        return super().get_serializer(*args, **kwargs)
+
+    @extend_schema(
+        summary="The job's host tasks, by IP, a page at a time",
+        description="Those on hosts you may view, as the job's own `tasks` shows the first "
+        "of them (its `tasks_next` links here).",
+        responses=serializers.HostTaskSerializer(many=True),
+    )
+    @action(detail=True, methods=["get"], filter_backends=[])
+    def tasks(self, request, *args, **kwargs):
+        job = self.get_object()
+        tasks = HostTask.objects.with_celery_state().filter(job=job).order_by("ip")
+        page = self.paginate_queryset(visible.viewable_tasks(request.user, tasks))
+        shown = serializers.HostTaskSerializer(page, many=True,
+                                               context=self.get_serializer_context())  # fmt: skip
+        return self.get_paginated_response(shown.data)
 
     def get_serializer_class(self):
         return self.request_serializers.get(self.action) or super().get_serializer_class()

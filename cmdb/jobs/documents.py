@@ -5,6 +5,8 @@ Pure (no queries): the host tasks come with their django-celery-results status a
 **kwargs)``: absolute URLs in the API (its request), paths on the command line.
 """
 
+import json
+import math
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,10 +29,18 @@ class Progress:
 
 
 def progress(tasks: list[HostTask]) -> Progress:
+    return progress_of(Counter(t.state for t in tasks))
+
+
+def progress_of(counts: dict[str, int]) -> Progress:
+    """From host tasks per state (the database's count of a job's, when only a page of them
+    is loaded)."""
+    counts = {state: n for state, n in counts.items() if n}
+    terminal = State.terminal()
     return Progress(
-        done=all(t.is_terminal for t in tasks),
-        ok=bool(tasks) and all(t.state == State.OK for t in tasks),
-        counts=dict(Counter(t.state for t in tasks)),
+        done=all(state in terminal for state in counts),
+        ok=bool(counts) and set(counts) == {State.OK},
+        counts=counts,
     )
 
 
@@ -82,10 +92,13 @@ def task_document(task: HostTask, link: Link, output: bool = True) -> dict:
 
 
 def job_document(job: Job, tasks: list[HostTask], link: Link, output: bool = True,
-                 hidden: int = 0) -> dict:  # fmt: skip
+                 hidden: int = 0, counts: dict[str, int] | None = None,
+                 tasks_next: str | None = None) -> dict:  # fmt: skip
     """``tasks``: those shown (the hosts the reader may view); ``hidden``: how many others the
-    job has, left out of every count, and said."""
-    state = progress(tasks)
+    job has, left out of every count, and said. ``counts``: when ``tasks`` is only the first
+    page of those shown (the API's), every one's per state, which done, ok and the summary
+    are of; ``tasks_next``: the link to the next page."""
+    state = progress(tasks) if counts is None else progress_of(counts)
     return {
         "id": str(job.pk),
         "url": link("api:job-detail", pk=job.pk),
@@ -103,4 +116,62 @@ def job_document(job: Job, tasks: list[HostTask], link: Link, output: bool = Tru
         "summary": state.counts,
         "hidden_hosts": hidden,
         "tasks": [task_document(t, link, output) for t in tasks],
+        "tasks_next": tasks_next,
     }
+
+
+#: The standard library's C string encoder (what json.dumps uses for every string).
+_quoted = json.encoder.encode_basestring_ascii
+
+
+def dumps(document) -> str:
+    """``json.dumps(document, indent=2)``, character for character, in a fraction of the time:
+    with an indent, the standard library encodes in pure Python (its C encoder cannot indent),
+    and that was 1.7 s of `check_task --json` on a job of 10,000 hosts. Anything but dicts
+    with string keys, lists, strings, numbers, booleans and None goes to json.dumps itself."""
+    out: list[str] = []
+    try:
+        _encode(document, out, "\n")
+    except TypeError:  # a key that is not a string, a value of another type: json's say
+        return json.dumps(document, indent=2)
+    return "".join(out)
+
+
+def _scalar(value) -> str:
+    if value is None or value is True or value is False:
+        return "null" if value is None else "true" if value else "false"
+    if isinstance(value, str):
+        return _quoted(value)
+    if type(value) is int:
+        return int.__repr__(value)
+    if type(value) is float:
+        return float.__repr__(value) if math.isfinite(value) else json.dumps(value)
+    raise TypeError(value)  # anything else: json.dumps says how it is written
+
+
+def _encode(value, out: list[str], newline: str) -> None:
+    # Strings and None inline in the loops: one call per value was most of the time.
+    kind = type(value)
+    if kind is not dict and kind is not list:
+        out.append(_scalar(value))
+    elif not value:
+        out.append("{}" if kind is dict else "[]")
+    else:
+        inner = newline + "  "
+        items = value.items() if kind is dict else enumerate(value)
+        out.append("{" if kind is dict else "[")
+        for n, (key, item) in enumerate(items):
+            out.append(("," + inner) if n else inner)
+            if kind is dict:
+                if type(key) is not str:
+                    raise TypeError(key)  # json writes 1 as "1", None as "null": its say
+                out.append(_quoted(key) + ": ")
+            if type(item) is str:
+                out.append(_quoted(item))
+            elif item is None:
+                out.append("null")
+            elif type(item) is dict or type(item) is list:
+                _encode(item, out, inner)
+            else:
+                out.append(_scalar(item))
+        out.append(newline + ("}" if kind is dict else "]"))

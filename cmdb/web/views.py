@@ -6,6 +6,7 @@ from collections import Counter
 from django.contrib import admin
 from django.contrib.admin.views.decorators import staff_member_required
 from django.contrib.auth.decorators import permission_required
+from django.core.paginator import Paginator
 from django.db.models import Count, Q
 from django.shortcuts import get_object_or_404, render
 
@@ -18,6 +19,8 @@ from cmdb.jobs.models import HostTask
 
 #: Seconds between reloads of a job page while any host has not finished.
 REFRESH_EVERY = 2
+#: Hosts per page of a job page (by IP): a job of 10,000 is 50 pages, not one of 10,000 blocks.
+HOSTS_PER_PAGE = 200
 
 
 @staff_member_required
@@ -25,10 +28,12 @@ REFRESH_EVERY = 2
 def job_detail(request, job_id):
     # Another's job on hosts one may not view is 404, as in the API; of one's own, the hosts
     # one may view (the others are counted: hidden_hosts).
-    jobs = visible.viewable_jobs(request.user, tasks=HostTask.objects.order_by("ip"))
-    job = get_object_or_404(jobs, pk=job_id)
-    tasks = list(job.host_tasks.all())
-    done = documents.progress(tasks).done
+    job = get_object_or_404(visible.viewable_jobs(request.user), pk=job_id)
+    shown = visible.viewable_tasks(request.user, HostTask.objects.filter(job=job).order_by("ip"))
+    counts = visible.task_counts(request.user, [job])[job.pk]
+    done = documents.progress_of(counts).done
+    page = Paginator(shown, HOSTS_PER_PAGE).get_page(request.GET.get("page"))
+    tasks = list(page.object_list)
     # The hosts' output, only for those who may read it (jobs.view_output).
     output = visible.reads_output(request.user)
     rows = [
@@ -38,8 +43,9 @@ def job_detail(request, job_id):
     ]  # fmt: skip
     return render(request, "web/job.html", {
         **admin.site.each_context(request),
-        "title": f"Job {job.id}", "job": job, "rows": rows, "done": done,
-        "summary": report.summary(tasks), "refresh": None if done else REFRESH_EVERY,
+        "title": f"Job {job.id}", "job": job, "rows": rows, "done": done, "page": page,
+        "hosts": sum(counts.values()), "summary": report.summary_of(counts),
+        "refresh": None if done else REFRESH_EVERY,
         "output": output, "hidden": job.hidden_hosts, "rolling": rollout.describe(job.params),
     })  # fmt: skip
 

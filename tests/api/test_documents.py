@@ -9,6 +9,7 @@ from django.core.management import call_command
 
 from cmdb.api.serializers import HostTaskSerializer, JobSerializer
 from cmdb.jobs import documents
+from cmdb.jobs.choices import HostTaskStateChoices as State
 from cmdb.jobs.models import HostTask
 from tests.support.api import make_job, without_host
 from tests.support.factories import make_host
@@ -61,3 +62,29 @@ def test_the_command_lines_links_are_the_apis_routes():
     for name, template in PATHS.items():
         kwargs = {k: v for k, v in args.items() if "{" + k + "}" in template}
         assert path_to(name, **kwargs) == reverse(name, kwargs=kwargs)
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        {"a": 1, "b": [1, 2.5, -0.0, 1e100, None, True, False], "c": {}, "d": [], "e": "x"},
+        {"tasks": [{"stdout": {"head": 'caf\u00e9 \u2603 \x1b[31m\n\t"\\\\', "bytes": 10**20}}]},
+        {"nested": [[[]], [{}], {"k": [{"deep": [1, {"x": None}]}]}], "nan": float("nan")},
+        {"inf": [float("inf"), float("-inf")], 1: "int key", None: ("a", "tuple")},
+        {"state": State.OK, "n": [State.FAILED]},
+        [],
+        "just a string",
+        3,
+    ],
+)
+def test_dumps_writes_what_json_dumps_with_an_indent_of_2_writes(document):
+    assert documents.dumps(document) == json.dumps(document, indent=2)
+
+
+def test_dumps_writes_a_jobs_document_as_json_dumps_does():
+    make_host(IPS[0])
+    job = make_job(IPS[0], requested_by="al\u00efce")
+    doc = documents.job_document(job, list(HostTask.objects.with_celery_state().filter(job=job)),
+                                 lambda name, **kw: "/x/")  # fmt: skip
+
+    assert documents.dumps(doc) == json.dumps(doc, indent=2)

@@ -7,9 +7,19 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from cmdb.access import services as grant_services
+from cmdb.api.views import JobViewSet
 from cmdb.hosts.models import Host
 from cmdb.jobs.choices import HostTaskStateChoices as State
-from tests.support.api import make_asset, make_change, make_facts, make_group, make_job
+from tests.support.api import (
+    make_asset,
+    make_change,
+    make_facts,
+    make_group,
+    make_job,
+    make_user,
+    token_client,
+)
 from tests.support.factories import make_host
 
 pytestmark = pytest.mark.django_db
@@ -337,3 +347,71 @@ def test_assets_and_changes_lists_do_not_query_per_row(viewer, fleet_rows):
         make_change(host)
 
     assert {url: _queries(viewer, url) for url in few} == few
+
+
+def test_a_large_job_shows_its_first_host_tasks_and_links_to_the_rest(viewer, monkeypatch):
+    monkeypatch.setattr(JobViewSet, "tasks_shown", 2)
+    ips = [f"10.0.5.{i}" for i in (5, 1, 4, 2, 3)]
+    for ip in ips:
+        make_host(ip)
+    job = make_job(*ips)
+    job.host_tasks.filter(ip="10.0.5.5").update(state=State.FAILED)
+
+    body = viewer.get(f"/api/jobs/{job.pk}/").json()
+
+    # The counts are of every host task; the tasks inline only the first, by IP.
+    assert (body["done"], body["ok"], body["summary"]) == (True, False, {"ok": 4, "failed": 1})
+    assert [t["host"] for t in body["tasks"]] == ["10.0.5.1", "10.0.5.2"]
+    assert body["tasks_next"] == f"http://testserver/api/jobs/{job.pk}/tasks/?limit=2&offset=2"
+    rest = viewer.get(body["tasks_next"]).json()
+    assert rest["count"] == 5
+    assert [t["host"] for t in rest["results"]] == ["10.0.5.3", "10.0.5.4"]
+    last = viewer.get(rest["next"]).json()
+    assert [(t["host"], t["state"]) for t in last["results"]] == [("10.0.5.5", State.FAILED)]
+    assert last["next"] is None
+    everything = viewer.get(f"/api/jobs/{job.pk}/tasks/").json()["results"]
+    assert everything == [*body["tasks"], *rest["results"], *last["results"]]
+    # The list shows each job so too.
+    (listed,) = viewer.get("/api/jobs/").json()["results"]
+    assert (listed["summary"], listed["tasks"], listed["tasks_next"]) == (
+        body["summary"], body["tasks"], body["tasks_next"])  # fmt: skip
+
+
+def test_a_job_that_fits_has_no_next_page_of_host_tasks(viewer, fleet_rows):
+    job = make_job("10.0.0.1", "10.0.0.2")
+
+    body = viewer.get(f"/api/jobs/{job.pk}/").json()
+
+    assert len(body["tasks"]) == 2 and body["tasks_next"] is None
+
+
+def test_a_jobs_host_tasks_are_only_those_one_may_view(fleet_rows):
+    mine = make_job("10.0.0.1", "10.0.0.3")
+    other = make_job("10.0.0.3")
+    client = token_client(make_user("jobs.view_job", "jobs.view_output", username="webops",
+                                    everywhere=False))  # fmt: skip
+    grant_services.add("webops", ["view"], ["web"])
+
+    body = client.get(f"/api/jobs/{mine.pk}/tasks/").json()
+
+    assert [t["host"] for t in body["results"]] == ["10.0.0.1"]
+    assert client.get(f"/api/jobs/{mine.pk}/").json()["hidden_hosts"] == 1
+    assert client.get(f"/api/jobs/{other.pk}/tasks/").status_code == 404
+
+
+def test_a_job_shown_by_its_first_host_tasks_is_still_cancelled_whole(viewer, monkeypatch):
+    monkeypatch.setattr(JobViewSet, "tasks_shown", 1)
+    for ip in ("10.0.6.1", "10.0.6.2", "10.0.6.3"):
+        make_host(ip)
+    job = make_job("10.0.6.1", "10.0.6.2", "10.0.6.3", state=State.PENDING)
+    view = JobViewSet(action="cancel", request=type("R", (), {"user": make_user(superuser=True)}))
+
+    assert len(view.tasks_to_cancel(view.get_queryset().get(pk=job.pk))) == 3
+
+
+def test_every_host_in_a_list_links_to_its_own_detail(viewer, fleet_rows):
+    body = viewer.get("/api/hosts/?limit=3").json()
+
+    for host in body["results"]:
+        assert host["url"] == f"http://testserver/api/hosts/{host['id']}/"
+        assert viewer.get(host["url"]).json()["ip"] == host["ip"]

@@ -30,6 +30,7 @@ OPERATIONS = {
     ("/api/jobs/push/", "post"),
     ("/api/jobs/fetch/", "post"),
     ("/api/jobs/{id}/files/", "get"),
+    ("/api/jobs/{id}/tasks/", "get"),
     ("/api/host-tasks/{task_id}/file/", "get"),
     ("/api/host-tasks/", "get"),
     ("/api/host-tasks/{task_id}/", "get"),
@@ -108,3 +109,15 @@ def test_swagger_ui_loads_nothing_from_the_internet(client):
         assert finders.find(url.removeprefix("/static/")), f"{url} is not a local static file"
     assert "/api/schema/" in html
     assert "http://" not in html and "https://" not in html
+
+
+def test_the_schema_documents_a_jobs_host_tasks_as_a_paginated_list(schema):
+    tasks = schema["paths"]["/api/jobs/{id}/tasks/"]["get"]
+    page = tasks["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
+    page = schema["components"]["schemas"][page.rsplit("/", 1)[1]]
+
+    assert {p["name"] for p in tasks["parameters"]} == {"id", "limit", "offset"}
+    assert {"count", "next", "previous", "results"} <= set(page["properties"])
+    assert page["properties"]["results"]["items"]["$ref"].endswith("/HostTask")
+    job = schema["components"]["schemas"]["Job"]["properties"]
+    assert job["tasks_next"]["nullable"] is True

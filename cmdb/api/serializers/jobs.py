@@ -3,6 +3,7 @@
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.reverse import reverse
+from rest_framework.utils.urls import replace_query_param
 
 from cmdb.access import visible
 from cmdb.jobs import documents, rollout
@@ -149,7 +150,16 @@ class JobSerializer(RenderedMixin, serializers.ModelSerializer):
     rolling = serializers.SerializerMethodField(
         help_text="How the job goes out, a canary then batches; null: to every host at once."
     )
-    tasks = HostTaskSerializer(source="host_tasks", many=True, read_only=True)
+    tasks = HostTaskSerializer(
+        source="host_tasks", many=True, read_only=True,
+        help_text="The first host tasks shown, by IP (all of them up to the API's page size); "
+        "the rest from tasks_next.",
+    )  # fmt: skip
+    tasks_next = serializers.URLField(
+        read_only=True, allow_null=True,
+        help_text="The next page of this job's host tasks (GET /api/jobs/{id}/tasks/, "
+        "paginated as every list); null: tasks has every one shown.",
+    )  # fmt: skip
 
     class Meta:
         model = Job
@@ -170,12 +180,22 @@ class JobSerializer(RenderedMixin, serializers.ModelSerializer):
             "summary",
             "hidden_hosts",
             "tasks",
+            "tasks_next",
         ]
 
     def to_representation(self, job: Job) -> dict:
-        # host_tasks and hidden_hosts as the view narrowed them (cmdb.access.visible).
-        return documents.job_document(job, list(job.host_tasks.all()), self.link(),
-                                      self.output(), getattr(job, "hidden_hosts", 0))  # fmt: skip
+        # host_tasks and hidden_hosts as the view narrowed them (cmdb.access.visible); or only
+        # the first page of them (first_tasks), with task_counts of them all.
+        tasks = getattr(job, "first_tasks", None)
+        tasks = list(job.host_tasks.all()) if tasks is None else tasks
+        counts = getattr(job, "task_counts", None)
+        link, following = self.link(), None
+        if counts is not None and sum(counts.values()) > len(tasks):
+            following = replace_query_param(link("api:job-tasks", pk=job.pk), "offset", len(tasks))
+            following = replace_query_param(following, "limit", len(tasks))
+        return documents.job_document(job, tasks, link, self.output(),
+                                      getattr(job, "hidden_hosts", 0), counts,
+                                      following)  # fmt: skip
 
     @extend_schema_field(RollingSerializer(allow_null=True))
     def get_rolling(self, job: Job) -> dict | None:

@@ -1,6 +1,5 @@
 """`manage.py check_task ID`: each host's state, exit code, duration and output."""
 
-import json
 import sys
 import time
 
@@ -67,7 +66,7 @@ class Command(FleetCommand):
         output = visible.reads_output(user)
         if opts["json"]:
             document = self._document(opts["id"], found, output)
-            self.stdout.write(json.dumps(document, indent=2))
+            self.stdout.write(documents.dumps(document))  # as json.dumps(indent=2) writes it
         else:
             self.stdout.write(report.format_job(job, tasks, found.hidden, output), ending="")
         state = documents.progress(tasks)
