@@ -8,6 +8,7 @@ pid and its clock, sent as a worker event (the same fan-out, fire-and-forget pat
 so nothing piles up in a queue while the central worker is down).
 """
 
+import contextlib
 import itertools
 import logging
 import secrets
@@ -30,7 +31,7 @@ class SignedHeartbeat(bootsteps.StartStopStep):
     """A consumer step: one heartbeat at start, every ``settings.heartbeat`` seconds, and an
     offline one when the worker shuts down."""
 
-    requires = ("celery.worker.consumer.events:Events",)
+    requires = ("celery.worker.consumer.events:Events",)  # after it: its dispatcher if it made one
     agent = None  # set by heartbeat_step
     #: This process's heartbeats: which process, and how many so far.
     boot = secrets.token_hex(8)
@@ -38,9 +39,18 @@ class SignedHeartbeat(bootsteps.StartStopStep):
 
     def __init__(self, c, **kwargs):
         self.tref = None
+        self.dispatcher = None
         super().__init__(c, **kwargs)
 
     def start(self, c):
+        # The agent runs without Celery's own (unsigned) heartbeat, gossip and task events, so
+        # Celery's event step sends nothing and makes no dispatcher: these are the only events.
+        if c.event_dispatcher is not None:
+            self.dispatcher = c.event_dispatcher
+        elif self.dispatcher is None:
+            connection = c.connection_for_write()
+            self.dispatcher = c.app.events.Dispatcher(connection, hostname=c.hostname,
+                                                      groups=["worker"])  # fmt: skip
         self.send(c)
         self.tref = c.timer.call_repeatedly(self.agent.settings.heartbeat, self.send, (c,))
 
@@ -52,9 +62,12 @@ class SignedHeartbeat(bootsteps.StartStopStep):
     def shutdown(self, c):
         self.stop(c)
         self.send(c, offline=True)
+        if self.dispatcher is not None and self.dispatcher is not c.event_dispatcher:
+            with contextlib.suppress(Exception):
+                self.dispatcher.connection.close()
 
     def send(self, c, offline: bool = False) -> None:
-        dispatcher = c.event_dispatcher
+        dispatcher = self.dispatcher
         if dispatcher is None or not self.agent.identity:
             return
         beat = Heartbeat(hosts=sorted(self.agent.identity), agent=c.hostname,
