@@ -45,12 +45,11 @@ class SignedHeartbeat(bootsteps.StartStopStep):
     def start(self, c):
         # The agent runs without Celery's own (unsigned) heartbeat, gossip and task events, so
         # Celery's event step sends nothing and makes no dispatcher: these are the only events.
-        if c.event_dispatcher is not None:
-            self.dispatcher = c.event_dispatcher
-        elif self.dispatcher is None:
-            connection = c.connection_for_write()
-            self.dispatcher = c.app.events.Dispatcher(connection, hostname=c.hostname,
-                                                      groups=["worker"])  # fmt: skip
+        # A new one each time the consumer (re)connects, as Celery's own step does.
+        self.close_own(c)
+        self.dispatcher = c.event_dispatcher or c.app.events.Dispatcher(
+            c.connection_for_write(), hostname=c.hostname, groups=["worker"]
+        )
         self.send(c)
         self.tref = c.timer.call_repeatedly(self.agent.settings.heartbeat, self.send, (c,))
 
@@ -62,9 +61,14 @@ class SignedHeartbeat(bootsteps.StartStopStep):
     def shutdown(self, c):
         self.stop(c)
         self.send(c, offline=True)
-        if self.dispatcher is not None and self.dispatcher is not c.event_dispatcher:
+        self.close_own(c)
+
+    def close_own(self, c) -> None:
+        """Close the dispatcher this step made (not Celery's, which Celery closes)."""
+        dispatcher, self.dispatcher = self.dispatcher, None
+        if dispatcher is not None and dispatcher is not c.event_dispatcher:
             with contextlib.suppress(Exception):
-                self.dispatcher.connection.close()
+                dispatcher.connection.close()
 
     def send(self, c, offline: bool = False) -> None:
         dispatcher = self.dispatcher
