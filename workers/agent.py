@@ -62,10 +62,13 @@ class Agent:
         return self._records
 
     def redis(self):
-        """The broker's own Redis client (kombu's), so Sentinel and TLS URLs work as for Celery."""
+        """The broker's own Redis client (kombu's), so Sentinel and TLS URLs work as for Celery:
+        in a worker, on the connection its process shares for everything (workers.connections)."""
         if self._connection is None:
             self._connection = self.app.connection_for_write()
-        return self._connection.default_channel.client
+        channel = self._connection.default_channel
+        shared = getattr(channel, "shared_client", None)
+        return shared() if shared is not None else channel.client
 
     def started_worker(self, queues) -> None:
         """In the worker's main process, before the pool forks and before it consumes

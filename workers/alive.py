@@ -8,6 +8,7 @@ pid and its clock, sent as a worker event (the same fan-out, fire-and-forget pat
 so nothing piles up in a queue while the central worker is down).
 """
 
+import contextlib
 import itertools
 import logging
 import secrets
@@ -30,7 +31,7 @@ class SignedHeartbeat(bootsteps.StartStopStep):
     """A consumer step: one heartbeat at start, every ``settings.heartbeat`` seconds, and an
     offline one when the worker shuts down."""
 
-    requires = ("celery.worker.consumer.events:Events",)
+    requires = ("celery.worker.consumer.events:Events",)  # after it: its dispatcher if it made one
     agent = None  # set by heartbeat_step
     #: This process's heartbeats: which process, and how many so far.
     boot = secrets.token_hex(8)
@@ -38,9 +39,17 @@ class SignedHeartbeat(bootsteps.StartStopStep):
 
     def __init__(self, c, **kwargs):
         self.tref = None
+        self.dispatcher = None
         super().__init__(c, **kwargs)
 
     def start(self, c):
+        # The agent runs without Celery's own (unsigned) heartbeat, gossip and task events, so
+        # Celery's event step sends nothing and makes no dispatcher: these are the only events.
+        # A new one each time the consumer (re)connects, as Celery's own step does.
+        self.close_own(c)
+        self.dispatcher = c.event_dispatcher or c.app.events.Dispatcher(
+            c.connection_for_write(), hostname=c.hostname, groups=["worker"]
+        )
         self.send(c)
         self.tref = c.timer.call_repeatedly(self.agent.settings.heartbeat, self.send, (c,))
 
@@ -52,9 +61,17 @@ class SignedHeartbeat(bootsteps.StartStopStep):
     def shutdown(self, c):
         self.stop(c)
         self.send(c, offline=True)
+        self.close_own(c)
+
+    def close_own(self, c) -> None:
+        """Close the dispatcher this step made (not Celery's, which Celery closes)."""
+        dispatcher, self.dispatcher = self.dispatcher, None
+        if dispatcher is not None and dispatcher is not c.event_dispatcher:
+            with contextlib.suppress(Exception):
+                dispatcher.connection.close()
 
     def send(self, c, offline: bool = False) -> None:
-        dispatcher = c.event_dispatcher
+        dispatcher = self.dispatcher
         if dispatcher is None or not self.agent.identity:
             return
         beat = Heartbeat(hosts=sorted(self.agent.identity), agent=c.hostname,

@@ -7,6 +7,7 @@ from wire import transport
 from workers.agent import Agent
 from workers.alive import heartbeat_step
 from workers.config import AgentSettings
+from workers.connections import share_connections
 from workers.redeliver import redeliver_step
 
 _settings = AgentSettings.from_environ()
@@ -43,6 +44,9 @@ def _own_broker_keys(sender=None, **_):
     user may write neither the shared keys nor any binding (deploy/BROKER.md)."""
     if getattr(getattr(sender, "app", app), "main", app.main) != app.main:
         return
+    # And every command on one connection per process (workers.connections), so that a
+    # host's agent holds two at most: that, and the consumer's BRPOP.
+    share_connections()
     queues = sender.app.amqp.queues.consume_from or {}
     for queue in queues.values():
         queue.no_declare = True

@@ -16,7 +16,7 @@ import traceback
 from celery import current_task
 from celery.app import trace
 from celery.exceptions import SoftTimeLimitExceeded
-from celery.signals import worker_init, worker_process_init, worker_ready
+from celery.signals import task_postrun, worker_init, worker_process_init, worker_ready
 from celery.worker import control as panel
 
 import collectors
@@ -33,7 +33,7 @@ from wire.messages import (
     Stream,
     TransferOutcome,
 )
-from workers import claims, guard, placing, runner
+from workers import claims, connections, guard, placing, runner
 from workers.celery import agent, app
 from workers.identity import validate_ipv4
 
@@ -73,6 +73,15 @@ def _check_server_key(sender=None, **_):
 @worker_process_init.connect
 def _reset_clients(**_):
     agent.forked()
+
+
+@task_postrun.connect
+def _release_connection(**_):
+    """In a pool child, once its task and the report's callback are sent: the child's broker
+    connection is closed until its next task (workers.connections), so idle children hold
+    none. Not in the main process (a solo pool): it keeps its two."""
+    if os.getpid() != agent.pid:
+        connections.release()
 
 
 def _capture_size(size: int) -> int:
