@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from bench.topology import BenchFleet, host_ips, interrupt_on_signals, wait_for_nodes
@@ -64,18 +65,21 @@ def main() -> None:
         fleet.stop_all()
     OUT.mkdir(exist_ok=True)
     (OUT / "results.json").write_text(json.dumps(report, indent=2))
+    from bench.agents import markdown as agents_markdown
     from bench.central import markdown as central_markdown
     from bench.emulated.fleet import markdown as emulated_markdown
+    from bench.pages import markdown as pages_markdown
 
     table = "\n".join([measure.markdown(report), emulated_markdown(report["emulated"]),
-                       central_markdown(report["central"])])  # fmt: skip
+                       central_markdown(report["central"]), pages_markdown(report["pages"]),
+                       agents_markdown(report["agents"])])  # fmt: skip
     (OUT / "results.md").write_text(table)
     print(table)
     print(f"written: {OUT / 'results.json'}, {OUT / 'results.md'}")
 
 
 def run_all(app, floor_app, fleet, shared, per_host, measure) -> dict:
-    from bench import central
+    from bench import central, pages
     from bench.emulated import fleet as emulated
 
     report = {
@@ -109,8 +113,22 @@ def run_all(app, floor_app, fleet, shared, per_host, measure) -> dict:
     # Past one central worker: two storing one burst on PostgreSQL (bench.central, its own
     # cluster and Redis, in a process of its own).
     report["central"] = central.measure_central(count=int(os.environ.get("BENCH_BURST", 10000)))
+    # Pages and check_task at 10,000 hosts, in this bench's database (127.20.x.y).
+    report["pages"] = pages.measure_pages()
+    # 100 real agents, idle, one per host: in a process of its own (its own Redis 7 and
+    # database; it sets Django up for them).
+    report["agents"] = _agents()
     report["targets"] = measure.targets(report)
     return report
+
+
+def _agents() -> dict:
+    with tempfile.TemporaryDirectory(prefix="cmdb-agents-out-") as folder:
+        out = Path(folder) / "agents.json"
+        subprocess.run([sys.executable, "-m", "bench.agents", "--count",
+                        os.environ.get("BENCH_AGENTS", "100"), "--out", str(out)],
+                       cwd=ROOT, check=True)  # fmt: skip
+        return json.loads(out.read_text())
 
 
 if __name__ == "__main__":
