@@ -106,7 +106,7 @@ def add_target_arguments(parser) -> None:
         nargs="+",
         default=[],
         metavar="HOST",
-        help="IP addresses or hostnames of known hosts",
+        help="IP addresses or hostnames of known hosts (space- or comma-separated)",
     )
     parser.add_argument(
         "--group",
@@ -168,7 +168,9 @@ def add_confirm_argument(parser) -> None:
 
 
 def targets(opts: dict) -> Targets:
-    return Targets.of(opts)
+    # `--hosts a,b` as well as `--hosts a b`: both are what people type after other tools.
+    hosts = [h for given in opts.get("hosts") or [] for h in given.split(",") if h.strip()]
+    return Targets.of({**opts, "hosts": [h.strip() for h in hosts]})
 
 
 @contextlib.contextmanager

@@ -1,6 +1,7 @@
 """How a job and its host tasks are shown on a terminal (pure: no queries); as JSON, they are
 cmdb.jobs.documents'."""
 
+import ipaddress
 from collections import Counter
 
 from cmdb.jobs import rollout
@@ -17,6 +18,15 @@ def _header(task: HostTask) -> str:
     if task.duration is not None:
         parts.append(f"{task.duration:.2f} s")
     return f"from host {task.ip}  ({', '.join(parts)})"
+
+
+def ip_order(ip: str) -> tuple:
+    """Sort key for addresses in numeric order (127.0.2.2 before 127.0.2.10, not as text)."""
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return (9, 0, ip)
+    return (address.version, int(address), "")
 
 
 def stream_text(task: HostTask, name: str) -> str:
@@ -91,5 +101,6 @@ def format_job(job: Job | None, tasks: list[HostTask], hidden: int = 0,
             out.append(f"[not dispatched] {job.dispatch_error}\n")
         if rolling := rollout.describe(job.params):
             out.append(f"rolling: {rolling}\n")
-    out.extend(format_task(t, output) for t in tasks)
+    ordered = sorted(tasks, key=lambda t: ip_order(t.ip))
+    out.extend(format_task(t, output) for t in ordered)
     return "".join(out)

@@ -92,7 +92,8 @@ class Command(FleetCommand):
             done = sum(t.is_terminal for t in tasks)
             line = f"{done}/{len(tasks)} hosts finished ({report.summary(tasks)})"
             if line != last:
-                self.stderr.write(line)
+                # Progress, not an error: plain, not stderr's bold red.
+                self.stderr.write(line, style_func=lambda text: text)
                 last = line
             if done == len(tasks) or (deadline is not None and time.monotonic() > deadline):
                 return found
