@@ -1,0 +1,139 @@
+"""collectors.remote: its script run by this machine's /bin/sh, parsed into the agent's facts."""
+
+import secrets
+import subprocess
+
+import pytest
+
+from cmdb.assets.normalize import normalize
+from collectors import collect
+from collectors.network import parse_ip_addr, parse_ip_json, psutil_links
+from collectors.remote import parse, parse_df, report, script, sections
+from collectors.source import Source
+
+# Values that move between two collections a second apart: not facts that must agree.
+MOVING = {("system", "uptime_s"), ("cpu", "mhz")}
+
+
+def run_script(nonce: str) -> str:
+    done = subprocess.run(
+        ["/bin/sh", "-s"], input=script(nonce), capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+@pytest.fixture(scope="module")
+def captured():
+    nonce = secrets.token_hex(16)
+    return nonce, run_script(nonce)
+
+
+def test_script_output_parses_into_the_agents_own_facts(captured):
+    nonce, output = captured
+    remote, local = parse(output, nonce), collect()["facts"]
+    assert set(remote) == set(local)
+    for plugin, facts in local.items():
+        assert set(remote[plugin]) == set(facts), plugin
+        for key, value in facts.items():
+            if (plugin, key) in MOVING or (plugin, key) == ("disks", "mounts"):
+                continue
+            assert remote[plugin][key] == value, (plugin, key)
+    # Mounts: the same filesystems with the same sizes; used and free move with every write.
+    fields = ("mountpoint", "device", "fstype", "size_bytes")
+    assert [{f: m[f] for f in fields} for m in remote["disks"]["mounts"]] == [
+        {f: m[f] for f in fields} for m in local["disks"]["mounts"]
+    ]
+    assert remote["system"]["hostname"] and remote["cpu"]["threads"]
+    assert remote["memory"]["total_bytes"] > 0 and remote["network"]["interfaces"]
+
+
+def test_script_output_gives_the_agents_asset_rows(captured):
+    nonce, output = captured
+    rows = {(r.kind, r.key): r.data for r in normalize(parse(output, nonce))}
+    assert rows == {(r.kind, r.key): r.data for r in normalize(collect()["facts"])}
+    assert ("cpu", "cpu") in rows and ("system", "system") in rows
+
+
+def test_report_has_the_shape_of_collect(captured):
+    nonce, output = captured
+    got = report(output, nonce, clock=lambda: 1000.0)
+    assert set(got) == {"version", "collected_at", "facts", "errors", "durations"}
+    assert got["errors"] == {} and got["collected_at"] == 1000.0
+
+
+def test_sections_are_exact_bytes_of_the_files(captured):
+    nonce, output = captured
+    found = sections(output, nonce)
+    with open("/proc/meminfo") as f:
+        assert found[("f", "/proc/meminfo")][0].splitlines()[0] == f.read().splitlines()[0]
+    with open("/etc/os-release") as f:
+        assert found[("f", "/etc/os-release")] == (f.read(), 0)
+    assert found[("c", "uname-m")] == (subprocess.check_output(["uname", "-m"], text=True), 0)
+
+
+def test_a_file_cannot_fake_a_section_without_the_nonce(captured):
+    nonce, output = captured
+    other = secrets.token_hex(16)
+    # A mount point, an interface alias or a DMI string that prints marker-like lines.
+    forged = f"@@{other} f /etc/os-release\nID=evil\n@@{other} e 0\n@@ f /proc/cpuinfo\nx\n@@ e 0\n"
+    planted = output.replace(
+        f"@@{nonce} f /proc/mounts\n", f"@@{nonce} f /proc/mounts\n{forged}", 1
+    )
+    assert planted != output
+    facts = parse(planted, nonce)
+    assert facts["system"]["os_id"] == parse(output, nonce)["system"]["os_id"] != "evil"
+    assert sections(planted, nonce)[("f", "/proc/mounts")][0].startswith(forged)
+
+
+def test_output_cut_short_drops_the_unfinished_section(captured):
+    nonce, output = captured
+    cut = output[: output.index(f"@@{nonce} f /proc/meminfo\n") + 60]
+    found = sections(cut, nonce)
+    assert ("f", "/proc/meminfo") not in found and ("f", "/proc/cpuinfo") in found
+    assert parse(cut, nonce)["memory"]["total_bytes"] is None
+
+
+def test_banner_before_and_after_is_ignored(captured):
+    nonce, output = captured
+    assert parse(f"Welcome to web01\n{output}bye\n", nonce) == parse(output, nonce)
+
+
+@pytest.mark.parametrize("nonce", ["", "short", "x" * 200, "abc'; rm -rf / #0123456789"])
+def test_script_refuses_a_nonce_that_is_not_plain_and_long(nonce):
+    with pytest.raises(ValueError):
+        script(nonce)
+    with pytest.raises(ValueError):
+        sections("", nonce)
+
+
+def test_iproute2_json_and_text_say_what_psutil_says_on_this_host():
+    source = Source()
+    expected = psutil_links(source.net_if_addrs(), source.net_if_stats())
+    for parsed in (
+        parse_ip_json(source.run(["ip", "-json", "addr", "show"])),
+        parse_ip_addr(source.run(["ip", "addr", "show"])),
+    ):
+        assert set(parsed) == set(expected)
+        for name, link in parsed.items():
+            assert link == {k: v for k, v in expected[name].items() if k != "speed_mbps"}, name
+
+
+def test_df_in_bytes_and_in_kibibytes():
+    bytes_ = parse_df(
+        "Filesystem 1-blocks Used Available Capacity Mounted on\n"
+        "/dev/vda 270553174016 24535240704 84409053184 23% /\n"
+        "/dev/sdc 1000 100 800 12% /srv/backup copies\n"
+    )
+    assert vars(bytes_["/"]) == {
+        "f_frsize": 1,
+        "f_blocks": 270553174016,
+        "f_bfree": 270553174016 - 24535240704,
+        "f_bavail": 84409053184,
+    }
+    assert bytes_["/srv/backup copies"].f_blocks == 1000
+    kib = parse_df(
+        "Filesystem     1024-blocks    Used Available Capacity Mounted on\n"
+        "/dev/sda1        20961280 1894916  19066364      10% /\n"
+    )
+    assert kib["/"].f_frsize == 1024 and kib["/"].f_bavail == 19066364
