@@ -83,7 +83,11 @@ for _p in {files}; do _f "$_p"; done
 _topology() {{
   for _d in /sys/devices/system/cpu/cpu[0-9]*; do
     [ -d "$_d/topology" ] || continue
-    echo "${{_d##*/cpu}} $(cat "$_d/topology/physical_package_id") $(cat "$_d/topology/core_id")"
+    printf '%s' "${{_d##*/cpu}}"
+    for _n in physical_package_id core_id thread_siblings_list; do
+      printf ' %s' "$(cat "$_d/topology/$_n" || echo -)"
+    done
+    echo
   done
 }}
 _c topology _topology
@@ -175,13 +179,15 @@ class CapturedSource:
         return text.strip() if text and text.strip() else None
 
     def _topology_files(self) -> dict[str, str]:
+        """The sysfs topology files, from the script's "<cpu> <package> <core> <siblings>" lines."""
         files = {}
+        names = ("physical_package_id", "core_id", "thread_siblings_list")
         for line in (self._command("topology") or "").splitlines():
             fields = line.split()
-            if len(fields) != 3 or not fields[0].isdigit():
+            if not fields or not fields[0].isdigit():
                 continue
-            for name, value in zip(("physical_package_id", "core_id"), fields[1:], strict=True):
-                if re.fullmatch(r"-?\d+", value):
+            for name, value in zip(names, fields[1:], strict=False):
+                if re.fullmatch(r"-?\d+|\d[\d,-]*", value):  # "-": the file was missing
                     files[TOPOLOGY_PATH.format(n=int(fields[0]), name=name)] = value + "\n"
         return files
 
