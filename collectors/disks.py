@@ -209,7 +209,10 @@ class DisksCollector(Collector):
 
     def gather(self) -> dict:
         lsblk = self.source.run(LSBLK)  # None in most containers and on hosts without util-linux
-        devices = parse_lsblk(lsblk) if lsblk else None
+        try:
+            devices = parse_lsblk(lsblk) if lsblk else None
+        except ValueError:  # an lsblk that takes --json but prints something else: try pairs
+            devices = None
         if devices is None:
             pairs = self.source.run(LSBLK_PAIRS)
             devices = parse_lsblk_pairs(pairs) if pairs else []

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from collectors.cpu import CpuCollector, parse_cpuinfo
-from collectors.disks import LSBLK_PAIRS, DisksCollector, parse_lsblk, parse_lsblk_pairs
+from collectors.disks import LSBLK, LSBLK_PAIRS, DisksCollector, parse_lsblk, parse_lsblk_pairs
 from collectors.hardware import HardwareCollector
 from collectors.memory import parse_dmidecode_memory, parse_meminfo
 from collectors.network import IP_JSON, IP_TEXT, NetworkCollector, parse_ip_addr, parse_ip_json
@@ -78,6 +78,14 @@ def test_cpuinfo_field_by_field(name, alone, with_sysfs, fake_source):
     assert parse_cpuinfo(files["/proc/cpuinfo"]) == dict(zip(FIELDS, alone, strict=True))
     facts = CpuCollector(fake_source(files=files)).collect()
     assert facts == dict(zip(FIELDS, with_sysfs or alone, strict=True))
+
+
+@pytest.mark.parametrize("name", ["x86_64-epyc_7451", "ppc64-POWER7", "loongarch-kvm_on_loongson_3c6000"])
+def test_cpuinfo_without_blank_lines_between_cpus_reads_the_same(name):
+    captured = text("cpuinfo", name, "proc", "cpuinfo")
+    squeezed = "\n".join(line for line in captured.splitlines() if line.strip())
+    assert squeezed.count("\n") < captured.count("\n")
+    assert parse_cpuinfo(squeezed) == parse_cpuinfo(captured)
 
 
 def test_every_captured_cpuinfo_is_tested():
@@ -292,6 +300,18 @@ def test_df_of_centos_7_field_by_field():
 
 
 # --- the agent's collectors fall back to the text forms --------------------------------------
+
+
+def test_disks_collector_falls_back_to_pairs_when_json_is_not_json(fake_source):
+    source = fake_source(
+        commands={
+            LSBLK: "lsblk: unknown option\n",
+            LSBLK_PAIRS: text("lsblk", "simple-nvme.pairs"),
+        }
+    )
+    assert DisksCollector(source).collect()["devices"] == parse_lsblk(
+        text("lsblk", "simple-nvme.json")
+    )
 
 
 def test_disks_collector_falls_back_to_lsblk_pairs_without_json(fake_source):

@@ -1,6 +1,7 @@
 """collectors.remote: its script run by this machine's /bin/sh, parsed into the agent's facts."""
 
 import secrets
+import shutil
 import subprocess
 
 import pytest
@@ -53,6 +54,32 @@ def test_script_output_gives_the_agents_asset_rows(captured):
     rows = {(r.kind, r.key): r.data for r in normalize(parse(output, nonce))}
     assert rows == {(r.kind, r.key): r.data for r in normalize(collect()["facts"])}
     assert ("cpu", "cpu") in rows and ("system", "system") in rows
+
+
+# Applets a busybox-only host runs instead of GNU's (lsblk is not one: util-linux's is used).
+BUSYBOX_APPLETS = ("sh", "cat", "awk", "uname", "hostname", "df", "ip", "id", "timeout")
+
+
+@pytest.mark.parametrize("shell", ["dash", "bash --posix", "busybox"])
+def test_other_shells_and_busybox_tools_give_the_same_asset_rows(shell, tmp_path):
+    if shutil.which(shell.split()[0]) is None:
+        pytest.fail(f"{shell.split()[0]} is missing: deploy/testdeps.sh installs it")
+    env = None
+    argv = [*shell.split(), "-s"]
+    if shell == "busybox":
+        for applet in BUSYBOX_APPLETS:
+            (tmp_path / applet).symlink_to(shutil.which("busybox"))
+        argv = [shutil.which("busybox"), "sh", "-s"]
+        env = {"PATH": str(tmp_path)}  # busybox's df (no -B1) and ip (no -json) come first
+    nonce = secrets.token_hex(16)
+    done = subprocess.run(
+        argv, input=script(nonce), capture_output=True, text=True, timeout=60, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    if shell == "busybox":
+        assert sections(done.stdout, nonce)[("c", "ip-json")][1] != 0  # the text path was taken
+    rows = {(r.kind, r.key): r.data for r in normalize(parse(done.stdout, nonce))}
+    assert rows == {(r.kind, r.key): r.data for r in normalize(collect()["facts"])}
 
 
 def test_report_has_the_shape_of_collect(captured):
