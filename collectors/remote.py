@@ -67,15 +67,17 @@ _end() {{ printf '\n%s e %s\n' "$M" "$1"; }}
 _f() {{ [ -e "$1" ] || return 0; printf '%s f %s\n' "$M" "$1"; cat -- "$1"; _end $?; }}
 _c() {{ _n=$1; shift; printf '%s c %s\n' "$M" "$_n"; "$@"; _end $?; }}
 _has() {{ command -v "$1" >/dev/null; }}
-_t() {{ if _has timeout; then timeout 20 "$@"; else "$@"; fi; }}
+# A tool that may block (DNS, a dead NFS server under df) is killed after $1 seconds; KILL,
+# because a process stuck in a killable NFS wait ignores TERM (and busybox timeout has no -k).
+_t() {{ _s=$1; shift; if _has timeout; then timeout -s KILL "$_s" "$@"; else "$@"; fi; }}
 _c uname-s uname -s
 _c uname-n uname -n
 _c uname-r uname -r
 _c uname-v uname -v
 _c uname-m uname -m
 _fqdn() {{
-  if _has hostname && hostname -f; then return 0; fi
-  _has getent && getent ahosts "$(uname -n)" | awk 'NR == 1 {{ print $3 }}'
+  if _has hostname && _t 5 hostname -f; then return 0; fi
+  _has getent && _t 5 getent ahosts "$(uname -n)" | awk 'NR == 1 {{ print $3 }}'
 }}
 _c fqdn _fqdn
 _c btime awk '$1 == "btime" {{ print $2 }}' /proc/stat
@@ -112,9 +114,9 @@ if _has ip; then
 fi
 # -a: every mount, as the agent's statvfs sees them (GNU df otherwise folds bind mounts);
 # -B1: exact bytes where df has it, else POSIX 1024-blocks.
-_df() {{ _t df -P -a -B1 || _t df -P -a -k || _t df -P -k; }}
+_df() {{ _t 20 df -P -a -B1 || _t 20 df -P -a -k || _t 20 df -P -k; }}
 _c df _df
-if [ "$(id -u)" = 0 ] && _has dmidecode; then _c dmidecode-memory dmidecode -t memory; fi
+if [ "$(id -u)" = 0 ] && _has dmidecode; then _c dmidecode-memory _t 20 dmidecode -t memory; fi
 """
 
 

@@ -1,8 +1,10 @@
 """collectors.remote: its script run by this machine's /bin/sh, parsed into the agent's facts."""
 
+import os
 import secrets
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -12,6 +14,7 @@ from collectors.network import parse_ip_addr, parse_ip_json, psutil_links
 from collectors.remote import parse, parse_df, report, script, sections
 from collectors.source import Source
 
+FIXTURES = Path(__file__).parent / "fixtures"
 # Values that move between two collections a second apart: not facts that must agree.
 MOVING = {("system", "uptime_s"), ("cpu", "mhz")}
 
@@ -164,3 +167,42 @@ def test_df_in_bytes_and_in_kibibytes():
         "/dev/sda1        20961280 1894916  19066364      10% /\n"
     )
     assert kib["/"].f_frsize == 1024 and kib["/"].f_bavail == 19066364
+
+
+def test_an_old_host_without_json_tools_through_the_script(tmp_path):
+    """lsblk 2.23 and iproute 3.10 refuse --json; dmidecode 2.11 runs as root.
+
+    Each is a stand-in on PATH that prints a real capture of that tool (fixtures/README.md) and
+    fails on the options the old version lacks, as the old versions do.
+    """
+    tools = {
+        "lsblk": ("--json", FIXTURES / "lsblk" / "multi-devs-bcachefs.pairs"),
+        "ip": ("-json", FIXTURES / "ip_addr" / "rex-ip.out_centos7_alias"),
+        "dmidecode": ("--json-never", FIXTURES / "dmidecode" / "rex-dmidecode-2.11-parallels.txt"),
+    }
+    for name, (refused, capture) in tools.items():
+        stub = tmp_path / name
+        stub.write_text(
+            "#!/bin/sh\n"
+            f'for a in "$@"; do [ "$a" = {refused} ] && {{ echo "unknown $a" >&2; exit 1; }}; done\n'
+            f"cat {capture}\n"
+        )
+        stub.chmod(0o755)
+    nonce = secrets.token_hex(16)
+    done = subprocess.run(
+        ["/bin/sh", "-s"],
+        input=script(nonce),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": f"{tmp_path}:/usr/bin:/bin"},
+    )
+    found = sections(done.stdout, nonce)
+    assert found[("c", "lsblk-json")][1] != 0 and found[("c", "ip-json")][1] != 0
+    facts = parse(done.stdout, nonce)
+    kinds = {d["kname"]: d["type"] for d in facts["disks"]["devices"]}
+    assert kinds["sda"] == "disk" and kinds["sr0"] == "rom" and len(kinds) == 17
+    nics = {n["name"]: n for n in facts["network"]["interfaces"]}
+    assert nics["eth0"]["mac"] == "52:54:00:f4:0d:74" and nics["eth0:1"]["ipv4"] == ["1.2.3.4/32"]
+    if os.getuid() == 0:  # the script asks dmidecode only as root
+        assert [d["locator"] for d in facts["memory"]["dimms"]] == ["DIMM #0"]
