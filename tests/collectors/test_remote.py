@@ -184,7 +184,7 @@ def test_an_old_host_without_json_tools_through_the_script(tmp_path):
         stub = tmp_path / name
         stub.write_text(
             "#!/bin/sh\n"
-            f'for a in "$@"; do [ "$a" = {refused} ] && {{ echo "unknown $a" >&2; exit 1; }}; done\n'
+            f'for a in "$@"; do [ "$a" = {refused} ] && {{ echo "no $a" >&2; exit 1; }}; done\n'
             f"cat {capture}\n"
         )
         stub.chmod(0o755)
