@@ -65,7 +65,7 @@ KERNEL_TREES = ("/proc", "/sys", "/dev")
 _OCTAL_ESCAPE = re.compile(r"\\([0-7]{3})")
 # One KEY="value" of lsblk --pairs; quotes, backslashes and unprintable bytes come as \xHH.
 _PAIR = re.compile(r'([A-Z][A-Z0-9:_-]*)="((?:[^"\\]|\\.)*)"')
-_HEX_ESCAPE = re.compile(r"\\x([0-9A-Fa-f]{2})")
+_HEX_ESCAPES = re.compile(r"(?:\\x[0-9A-Fa-f]{2})+")
 
 
 def parse_lsblk(json_text: str, *, include_loop_and_ram: bool = False) -> list[dict]:
@@ -146,7 +146,10 @@ def parse_lsblk_pairs(text: str, *, include_loop_and_ram: bool = False) -> list[
 
 
 def _unhex(value: str) -> str:
-    return _HEX_ESCAPE.sub(lambda m: chr(int(m[1], 16)), value)
+    # A run of escapes is the bytes of one UTF-8 string (lsblk escapes each byte in the C locale).
+    return _HEX_ESCAPES.sub(
+        lambda m: bytes.fromhex(m[0].replace("\\x", "")).decode("utf-8", "replace"), value
+    )
 
 
 def parse_proc_mounts(text: str) -> list[dict]:

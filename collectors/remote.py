@@ -121,7 +121,12 @@ if [ "$(id -u)" = 0 ] && _has dmidecode; then _c dmidecode-memory _t 20 dmidecod
 
 
 def script(nonce: str) -> str:
-    """The POSIX sh script that prints every raw source between markers carrying `nonce`."""
+    """The POSIX sh script that prints every raw source between markers carrying `nonce`.
+
+    Feed it to `sh -s` on the host's stdin (no quoting through the login shell, no length
+    limit of a command line); it needs only sh, cat and awk, uses the rest where present, and
+    exits 0. It reads what the agent reads and changes nothing.
+    """
     if not isinstance(nonce, str) or not _NONCE.fullmatch(nonce):
         raise ValueError(E_NONCE)
     return _SCRIPT.format(
@@ -171,6 +176,7 @@ class CapturedSource:
             name: text for (kind, name), (text, rc) in found.items() if kind == "f" and rc == 0
         }
         self._files.update(self._topology_files())
+        self._mounts = parse_df(self._command("df") or "")
 
     def _command(self, name: str) -> str | None:
         text, rc = self._found.get(("c", name), (None, 1))
@@ -202,12 +208,7 @@ class CapturedSource:
 
     def statvfs(self, path: str) -> SimpleNamespace | None:
         """What df printed for `path` as statvfs fields (df's used = f_blocks - f_bfree)."""
-        return self._df().get(path)
-
-    def _df(self) -> dict[str, SimpleNamespace]:
-        if not hasattr(self, "_df_cache"):
-            self._df_cache = parse_df(self._command("df") or "")
-        return self._df_cache
+        return self._mounts.get(path)
 
     def hostname(self) -> str | None:
         return self._line("uname-n")
@@ -262,7 +263,11 @@ def parse_df(text: str) -> dict[str, SimpleNamespace]:
 
 
 def parse(output: str, nonce: str, plugins: dict[str, str] | None = None) -> dict:
-    """The facts mapping ({"system": ..., "cpu": ...}) the agent's collect() reports."""
+    """The facts mapping ({"system": ..., "cpu": ...}) the agent's collect() reports.
+
+    `output` is the script's stdout decoded as UTF-8 with errors="replace" (what Source.read
+    does with a file); `nonce` the one the script was made with.
+    """
     return report(output, nonce, plugins)["facts"]
 
 

@@ -141,9 +141,9 @@ def test_lsblk_pairs_lvm_over_loops_is_listed_once_with_its_first_parent():
 
 def test_lsblk_pairs_escapes_and_missing_columns():
     # lsblk writes quotes and unprintable bytes as \xHH; an old lsblk may lack a column.
-    line = 'NAME="sdz" KNAME="sdz" MODEL="Disk\\x22A\\x22\\x20x" SIZE="1024" TYPE="disk" ROTA="1"\n'
+    line = 'NAME="sdz" KNAME="sdz" MODEL="Disk\\x22A\\x22\\x20\\xc3\\xa9" SIZE="1024" TYPE="disk"\n'
     (device,) = parse_lsblk_pairs(line)
-    assert device["model"] == 'Disk"A" x'
+    assert device["model"] == 'Disk"A" \u00e9'
     assert device["serial"] is None and device["wwn"] is None and device["parent"] is None
 
 
