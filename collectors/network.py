@@ -133,8 +133,10 @@ def psutil_links(all_addrs: dict, all_stats: dict) -> dict[str, dict]:
             "mac": mac,
             "ipv4": ipv4,
             "ipv6": ipv6,
-            # psutil says 0 when the driver does not know (virtual links, no carrier).
-            "speed_mbps": (stats.speed or None) if stats else None,
+            # psutil says 0 when the driver does not know (virtual links, no carrier); a link
+            # that is not up has no speed (ethtool still names veth's nominal 10000), and
+            # sysfs, which the iproute2 path reads, refuses to say one.
+            "speed_mbps": (stats.speed or None) if stats and stats.isup else None,
             "mtu": (stats.mtu or None) if stats else None,
             "up": stats.isup if stats else None,
         }
@@ -272,7 +274,6 @@ class NetworkCollector(Collector):
             links = parse_ip_addr(text) if text else {}
         for name, link in links.items():
             if "speed_mbps" not in link:
-                link["speed_mbps"] = parse_speed(
-                    self.source.read(SYSFS_NET.format(name=name, file="speed"))
-                )
+                speed = self.source.read(SYSFS_NET.format(name=name, file="speed"))
+                link["speed_mbps"] = parse_speed(speed) if link["up"] else None
         return links

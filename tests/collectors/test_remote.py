@@ -1,9 +1,11 @@
 """collectors.remote: its script run by this machine's /bin/sh, parsed into the agent's facts."""
 
+import json
 import os
 import secrets
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -206,3 +208,68 @@ def test_an_old_host_without_json_tools_through_the_script(tmp_path):
     assert nics["eth0"]["mac"] == "52:54:00:f4:0d:74" and nics["eth0:1"]["ipv4"] == ["1.2.3.4/32"]
     if os.getuid() == 0:  # the script asks dmidecode only as root
         assert [d["locator"] for d in facts["memory"]["dimms"]] == ["DIMM #0"]
+
+
+# Links made in a fresh network namespace: a veth pair up but without carrier (its peer down),
+# a second address, a labelled alias, a point-to-point peer, IPv6 and a jumbo MTU.
+NAMESPACE_SETUP = """
+mount -t sysfs sysfs /sys  # the namespace's own /sys/class/net (a mount namespace of its own)
+ip link set lo up
+ip link add v0 type veth peer name v1
+ip link set v0 mtu 9000 up
+ip addr add 10.9.9.1/24 dev v0
+ip addr add 10.9.9.7/24 dev v0
+ip addr add 10.9.8.1/24 dev v0 label v0:1
+ip addr add 10.9.7.1 peer 10.9.7.2/32 dev v0
+ip addr add fd00:9::1/64 dev v0 nodad
+ip link add v2 type veth peer name v3
+ip link set v2 up
+ip link set v3 up
+"""
+# Run inside it: every way of reading the links, and the asset rows both collections give.
+NAMESPACE_PROBE = """
+import json, secrets, subprocess
+from cmdb.assets.normalize import normalize
+from collectors import collect, remote
+from collectors.network import IP_JSON, IP_TEXT, parse_ip_addr, parse_ip_json, psutil_links
+from collectors.source import Source
+source = Source()
+nonce = secrets.token_hex(16)
+out = subprocess.run(["/bin/sh", "-s"], input=remote.script(nonce), capture_output=True,
+                     text=True).stdout
+rows = lambda facts: sorted([r.kind, r.key, r.data] for r in normalize(facts) if r.kind == "nic")
+print(json.dumps({
+    "psutil": psutil_links(source.net_if_addrs(), source.net_if_stats()),
+    "json": parse_ip_json(source.run(IP_JSON)),
+    "text": parse_ip_addr(source.run(IP_TEXT)),
+    "agent": rows(collect()["facts"]),
+    "remote": rows(remote.parse(out, nonce)),
+}))
+"""
+
+
+def test_links_of_a_network_namespace_read_the_same_by_psutil_json_text_and_script():
+    if shutil.which("unshare") is None or os.getuid() != 0:
+        pytest.skip("needs root and unshare(1) for a network namespace of its own")
+    done = subprocess.run(
+        ["unshare", "--net", "--mount", "sh", "-ec", f'{NAMESPACE_SETUP}\nexec "$0" -c "$1"',
+         sys.executable, NAMESPACE_PROBE],
+        capture_output=True, text=True, timeout=120, cwd=Path(__file__).parents[2],
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout)
+    expected = seen["psutil"]
+    for way in ("json", "text"):
+        assert seen[way] == {
+            # The parsers leave speed to sysfs, except for an alias, which has no sysfs entry.
+            name: {k: v for k, v in link.items() if k != "speed_mbps" or name == "v0:1"}
+            for name, link in expected.items()
+        }, way
+    v0 = expected["v0"]
+    assert v0["ipv4"] == ["10.9.9.1/24", "10.9.7.1/32", "10.9.9.7/24"] and v0["mtu"] == 9000
+    assert v0["up"] is False  # UP, but NO-CARRIER: psutil's isup is IFF_RUNNING
+    assert expected["v2"]["up"] is True and expected["v0:1"]["ipv4"] == ["10.9.8.1/24"]
+    assert seen["remote"] == seen["agent"]
+    nics = {key: data for _kind, key, data in seen["agent"]}
+    assert nics[f"mac:{expected['v2']['mac']}"]["speed_mbps"] == 10000  # veth's, read both ways
+    assert nics[f"mac:{expected['v0']['mac']}"]["speed_mbps"] is None  # no carrier, no speed
