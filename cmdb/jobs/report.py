@@ -1,11 +1,11 @@
 """How a job and its host tasks are shown on a terminal (pure: no queries); as JSON, they are
 cmdb.jobs.documents'."""
 
-import ipaddress
 from collections import Counter
 
+from client.grouping import ip_order, summary_line
+from client.text import printable, with_newline
 from cmdb.jobs import rollout
-from cmdb.jobs.choices import HostTaskStateChoices as State
 from cmdb.jobs.models import HostTask, Job
 
 
@@ -20,15 +20,6 @@ def _header(task: HostTask) -> str:
     return f"from host {task.ip}  ({', '.join(parts)})"
 
 
-def ip_order(ip: str) -> tuple:
-    """Sort key for addresses in numeric order (127.0.2.2 before 127.0.2.10, not as text)."""
-    try:
-        address = ipaddress.ip_address(ip)
-    except ValueError:
-        return (9, 0, ip)
-    return (address.version, int(address), "")
-
-
 def stream_text(task: HostTask, name: str) -> str:
     s = task.stream(name)
     if not s["truncated"]:
@@ -39,21 +30,6 @@ def stream_text(task: HostTask, name: str) -> str:
         f"bytes in the middle not kept ...]\n"
     )
     return s["head"] + marker + s["tail"]
-
-
-def _with_newline(text: str) -> str:
-    return text if not text or text.endswith("\n") else text + "\n"
-
-
-#: Control characters a host's output must not send to the operator's terminal (escape
-#: sequences can set the clipboard, rewrite lines, retitle windows): all of C0 but newline
-#: and tab, DEL and C1. They are shown as \x1b and the like instead.
-_CONTROLS = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F, *range(0x80, 0xA0)]
-             if c not in (0x0A, 0x09)}  # fmt: skip
-
-
-def printable(text: str) -> str:
-    return text.translate(_CONTROLS)
 
 
 #: Shown instead of a host's output to a reader without jobs.view_output.
@@ -71,10 +47,10 @@ def format_task(task: HostTask, output: bool = True) -> str:
                      "UTC after that verdict; what the host said follows\n")  # fmt: skip
     if not output:
         return "".join([*lines, E_OUTPUT_HIDDEN])
-    lines.append(_with_newline(printable(stream_text(task, "stdout"))))
+    lines.append(with_newline(printable(stream_text(task, "stdout"))))
     stderr = printable(stream_text(task, "stderr"))
     if stderr:
-        lines.append("[stderr]\n" + _with_newline(stderr))
+        lines.append("[stderr]\n" + with_newline(stderr))
     return "".join(lines)
 
 
@@ -84,8 +60,7 @@ def summary(tasks: list[HostTask]) -> str:
 
 def summary_of(counts: dict[str, int]) -> str:
     """Host tasks per state, as "9,800 ok, 200 failed" (as the database counts them)."""
-    order = [s for s in State.values if counts.get(s)]
-    return ", ".join(f"{counts[s]} {s}" for s in order) or "no hosts"
+    return summary_line(counts)
 
 
 def format_job(job: Job | None, tasks: list[HostTask], hidden: int = 0,

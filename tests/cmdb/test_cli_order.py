@@ -1,6 +1,8 @@
 """What the terminal shows at a few hundred hosts: numeric address order, `--hosts a,b`."""
 
+from client import grouping
 from cmdb.jobs import cli, report
+from cmdb.jobs.choices import HostTaskStateChoices
 from cmdb.jobs.models import HostTask
 
 
@@ -24,3 +26,8 @@ def test_a_job_lists_its_hosts_in_numeric_order():
     text = report.format_job(None, tasks)
     hosts = [line.split()[2] for line in text.splitlines() if line.startswith("from host")]
     assert hosts == ["127.0.2.9", "127.0.2.10", "127.0.2.100"]
+
+
+def test_the_client_knows_the_server_states_in_their_order():
+    # client/ imports nothing of the server's: its list of states must follow the choices.
+    assert tuple(HostTaskStateChoices.values) == grouping.STATES
