@@ -54,7 +54,7 @@ E_UNREADABLE = "cannot read {what}: {exc}"
 E_CANCEL_BROKER_DOWN = "broker unreachable: {exc} (the cancel may not have reached the agents)"
 
 __all__ = ["MAX_REACH_TIMEOUT", "Found", "Targets", "Upload", "cancel", "collect", "fetch",
-           "find", "push", "run"]  # fmt: skip
+           "find", "push", "rerun", "run"]  # fmt: skip
 
 #: user, user:group, :group (the group only) or user: (as chown takes them).
 _NAME = r"[A-Za-z0-9_][A-Za-z0-9_.-]*"
@@ -292,3 +292,33 @@ def cancel(ident: str | list[HostTask], app=cmdb_app, actor: Actor | None = None
         return dispatch.cancel(tasks, app, actor)
     except BROKER_ERRORS as exc:
         raise BrokerDown(E_CANCEL_BROKER_DOWN.format(exc=exc)) from exc
+
+
+#: What "re-run on failed hosts" takes: every end state but ok.
+RERUN_STATES = ("failed", "timeout", "cancelled", "unreachable", "lost", "error")
+E_RERUN_KIND = "only a command or a collection can be re-run, not a {kind}"
+E_RERUN_NONE = "no host of job {job} ended {states}: nothing to re-run"
+
+
+def rerun(ident: str, actor: Actor, states=RERUN_STATES, confirm: bool = False,
+          app=cmdb_app) -> Job:  # fmt: skip
+    """The same command (or collection), with the same timeouts, on the hosts of a job that
+    ended in one of ``states`` and that ``actor`` may view; dispatch checks their grants as
+    for any new job."""
+    user = getattr(actor, "user", None)
+    found = find(ident, user)
+    job = found.job
+    if job is None:
+        raise NotFound(E_UNKNOWN_ID.format(ident=ident.strip()))
+    if job.kind not in (JobKindChoices.COMMAND, JobKindChoices.COLLECT):
+        raise Refused(Problems({"id": [E_RERUN_KIND.format(kind=job.kind)]}))
+    ips = [t.ip for t in found.tasks if t.state in states]
+    if not ips:
+        raise Refused(
+            Problems({"id": [E_RERUN_NONE.format(job=job.pk, states=" or ".join(states))]})
+        )
+    targets = Targets(hosts=ips, timeout=job.timeout, reach_timeout=job.reach_timeout,
+                      confirm=confirm)  # fmt: skip
+    if job.kind == JobKindChoices.COLLECT:
+        return collect(targets, actor, app)
+    return run(job.command, targets, actor, app)
