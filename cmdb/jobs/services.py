@@ -296,6 +296,9 @@ def cancel(ident: str | list[HostTask], app=cmdb_app, actor: Actor | None = None
 
 #: What "re-run on failed hosts" takes: every end state but ok.
 RERUN_STATES = ("failed", "timeout", "cancelled", "unreachable", "lost", "error")
+#: What re-running a job takes, by its kind (as dispatching it anew does in the API).
+RERUN_PERMISSION = {JobKindChoices.COMMAND: "jobs.run_command",
+                    JobKindChoices.COLLECT: "jobs.collect_facts"}  # fmt: skip
 E_RERUN_KIND = "only a command or a collection can be re-run, not a {kind}"
 E_RERUN_NONE = "no host of job {job} ended {states}: nothing to re-run"
 
@@ -310,8 +313,12 @@ def rerun(ident: str, actor: Actor, states=RERUN_STATES, confirm: bool = False,
     job = found.job
     if job is None:
         raise NotFound(E_UNKNOWN_ID.format(ident=ident.strip()))
-    if job.kind not in (JobKindChoices.COMMAND, JobKindChoices.COLLECT):
+    if job.kind not in RERUN_PERMISSION:
         raise Refused(Problems({"id": [E_RERUN_KIND.format(kind=job.kind)]}))
+    perm = RERUN_PERMISSION[job.kind]
+    if user is not None and not user.has_perm(perm):
+        raise NotPermitted({"id": [grants.E_NO_PERMISSION.format(
+            user=user.get_username(), action="re-run", perm=perm)]})  # fmt: skip
     ips = [t.ip for t in found.tasks if t.state in states]
     if not ips:
         raise Refused(

@@ -38,7 +38,7 @@ def matched(user, hosts: list[str], groups: list[str], where: list[str]):
         chosen |= Q(ip__in=hosts) | Q(hostname__in=hosts)
     if groups:
         chosen |= Q(groups__name__in=groups)
-    if not (hosts or groups or where):
+    if problems or not (hosts or groups or where):
         return Host.objects.none(), problems
     found = visible.viewable_hosts(user).filter(chosen).filter(q).distinct()
     return found, problems

@@ -19,7 +19,6 @@ from cmdb.access import visible
 from cmdb.access.actor import actor_of
 from cmdb.jobs import documents, report, rollout, services
 from cmdb.jobs.choices import HostTaskStateChoices as State
-from cmdb.jobs.choices import JobKindChoices
 from cmdb.jobs.exceptions import NeedsConfirmation, ServiceError
 from cmdb.jobs.models import HostTask
 
@@ -90,7 +89,7 @@ def job_detail(request, job_id):
                 }
             )
     failed = sum(n for s, n in counts.items() if s in FAILED)
-    rerunnable = job.kind in (JobKindChoices.COMMAND, JobKindChoices.COLLECT)
+    perm = services.RERUN_PERMISSION.get(job.kind)
     base = request.GET.copy()
     base.pop("page", None)
     paging = base.urlencode()
@@ -104,7 +103,7 @@ def job_detail(request, job_id):
         "elapsed": _elapsed(job, everything, done),
         "refresh": None if done else REFRESH_EVERY, "formats": FORMATS,
         "may_cancel": not done and user.has_perm("jobs.cancel_job"),
-        "may_rerun": done and failed and rerunnable and user.has_perm("jobs.run_command"),
+        "may_rerun": bool(done and failed and perm and user.has_perm(perm)),
         "failed": failed, "output": output, "hidden": job.hidden_hosts,
         "rolling": rollout.describe(job.params),
     })  # fmt: skip
