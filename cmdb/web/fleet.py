@@ -2,6 +2,8 @@
 expressions, in numeric address order) and the run page (a command on targets, with a live
 count of the hosts they match). Only the hosts the user may view (cmdb.access.visible)."""
 
+from urllib.parse import urlencode
+
 from django.contrib import admin
 from django.contrib.admin.views.decorators import staff_member_required
 from django.contrib.auth.decorators import permission_required
@@ -26,7 +28,8 @@ FLEET_PAGE = 100
 
 
 def _lines(text: str) -> list[str]:
-    return [line.strip() for line in (text or "").splitlines() if line.strip()]
+    """Expressions one a line or separated by ";" (a comma may be inside a value)."""
+    return [e.strip() for line in (text or "").splitlines() for e in line.split(";") if e.strip()]
 
 
 def matched(user, hosts: list[str], groups: list[str], where: list[str]):
@@ -78,6 +81,8 @@ def fleet(request):
         **admin.site.each_context(request), "title": "Fleet", "rows": table, "page": page,
         "count": len(order), "groups": groups, "group": group, "where": where,
         "problems": problems, "query": query.urlencode(), "fields": sorted(where_lang.FIELDS),
+        "run_query": urlencode({"groups": group, "where": where}),
+        "may_run": user.has_perm("jobs.run_command"),
     })  # fmt: skip
 
 
@@ -101,7 +106,9 @@ def run_count(request):
 def run(request):
     """A command on hosts, groups and `where` expressions, through the service layer (which
     checks the grants); the job page after, or the form again with what was wrong."""
-    form = ConsoleRunForm(request.POST or None, initial={"hosts": request.GET.get("hosts", "")})
+    initial = {name: request.GET.get(name, "") for name in ("hosts", "groups", "where")}
+    initial["where"] = "\n".join(_lines(initial["where"]))
+    form = ConsoleRunForm(request.POST or None, initial=initial)
     notes = []
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data

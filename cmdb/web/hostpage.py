@@ -52,7 +52,9 @@ def _asset_tables(assets) -> list[dict]:
             rows.append(
                 {"key": asset.key, "cells": [readable.cell(c, values.get(c)) for c in columns]}
             )
-        tables.append({"kind": kind, "columns": columns, "rows": rows})
+        tables.append(
+            {"kind": kind, "columns": [readable.heading(c) for c in columns], "rows": rows}
+        )
     return tables
 
 

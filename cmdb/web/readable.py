@@ -61,3 +61,11 @@ def cell(key: str, value) -> str:
     if isinstance(value, dict):
         return ", ".join(f"{k}={v}" for k, v in value.items())
     return str(value)
+
+
+def heading(key: str) -> str:
+    """A data key as a column heading: "size_bytes" is "size" (its cells say GiB)."""
+    for suffix, instead in (("_bytes", ""), ("_pct", " %"), ("_mbps", " (Mb/s)")):
+        if key.endswith(suffix):
+            key = key[: -len(suffix)] + instead
+    return key.replace("_", " ")

@@ -65,6 +65,10 @@ def test_the_fleet_page_filters_by_group_and_by_fact_expression(admin, hosts):
     assert ips_in(admin.get("/fleet/?group=web").content.decode()) == ["127.0.2.2", "127.0.2.100"]
     text = admin.get("/fleet/", {"where": "memory_gb>=64\nip~127.0.2.1"}).content.decode()
     assert ips_in(text) == ["127.0.2.10", "127.0.2.11", "127.0.2.100"]
+    # The same targets, one click away from a command.
+    run = re.search(r'id="fleet-run" href="([^"]+)"', text).group(1).replace("&amp;", "&")
+    form = admin.get(run).content.decode()
+    assert "memory_gb&gt;=64\nip~127.0.2.1</textarea>" in form
     wrong = admin.get("/fleet/", {"where": "colour=blue"}).content.decode()
     assert "unknown field &#x27;colour&#x27;" in wrong
 
