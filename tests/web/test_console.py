@@ -249,3 +249,22 @@ def test_no_page_is_for_anonymous_users(client, big_job, hosts):
     ):
         assert client.get(url).status_code == 302, url
     assert client.post(f"/jobs/{big_job.pk}/rerun/").status_code == 302
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_run_page_dispatches_and_asks_to_confirm_a_large_job(admin, hosts, redis_url,
+                                                                 settings):  # fmt: skip
+    settings.CMDB = {**settings.CMDB, "CONFIRM_ABOVE": 2}
+    fields = {"command": "uptime", "hosts": "", "groups": "web", "where": "", "timeout": 30}
+
+    answer = admin.post("/run/", {**fields, "where": "os=debian\nmemory_gb>=32"})
+    asked = admin.post("/run/", {**fields, "groups": "", "where": "os=debian"}).content.decode()
+    confirmed = admin.post("/run/", {**fields, "groups": "", "where": "os=debian",
+                                     "confirm": "on"})  # fmt: skip
+
+    first, second = Job.objects.order_by("created")
+    assert answer["Location"] == f"/jobs/{first.pk}/"
+    assert confirmed["Location"] == f"/jobs/{second.pk}/"
+    assert sorted(first.host_tasks.values_list("ip", flat=True)) == ["127.0.2.100", "127.0.2.2"]
+    assert "5 hosts are more than the 2 you may reach without confirming" in asked
+    assert second.host_tasks.count() == 5
