@@ -193,7 +193,8 @@ def test_rerun_needs_the_permission_to_run(client, big_job):
     answer = client.post(f"/jobs/{big_job.pk}/rerun/", follow=True).content.decode()
 
     assert "Re-run on failed hosts" not in page
-    assert "not re-run" in answer and Job.objects.count() == 1
+    assert "may not re-run at all (needs the permission jobs.run_command)" in answer
+    assert Job.objects.count() == 1
 
 
 @pytest.mark.django_db(transaction=True)
@@ -268,3 +269,32 @@ def test_the_run_page_dispatches_and_asks_to_confirm_a_large_job(admin, hosts, r
     assert sorted(first.host_tasks.values_list("ip", flat=True)) == ["127.0.2.100", "127.0.2.2"]
     assert "5 hosts are more than the 2 you may reach without confirming" in asked
     assert second.host_tasks.count() == 5
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_rerun_above_the_ceiling_asks_to_confirm(admin, big_job, redis_url, settings):
+    settings.CMDB = {**settings.CMDB, "CONFIRM_ABOVE": 2}
+
+    asked = admin.post(f"/jobs/{big_job.pk}/rerun/", follow=True).content.decode()
+    assert "Not re-run: 4 hosts are more than the 2" in asked
+    assert 'name="confirm"' in asked and Job.objects.count() == 1
+
+    admin.post(f"/jobs/{big_job.pk}/rerun/", {"confirm": "1"})
+    new = Job.objects.exclude(pk=big_job.pk).get()
+    assert new.host_tasks.count() == 4
+
+
+def test_a_viewer_sees_no_run_forms_and_may_not_run(client, hosts):
+    user = make_user(*VIEWER)
+    user.is_staff = True
+    user.save()
+    client.force_login(user)
+
+    assert "Run on this host" not in client.get(f"/hosts/{hosts['127.0.2.1'].pk}/").content.decode()
+    assert 'id="fleet-run"' not in client.get("/fleet/").content.decode()
+    assert client.get("/run/").status_code == 403
+    nobody = make_user()
+    nobody.is_staff = True
+    nobody.save()
+    client.force_login(nobody)
+    assert client.get("/fleet/").status_code == 403
