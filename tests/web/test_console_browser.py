@@ -73,16 +73,15 @@ def _job(ips: list[str], by_ip: dict) -> Job:
     return job
 
 
-@pytest.fixture
-def console():
+def make_console(hosts: int) -> dict:
     # Made before the browser starts: Playwright's sync API runs an event loop in this thread,
     # and Django refuses database calls from there.
     from django.contrib.auth.models import User
 
     from bench import pages
 
-    pages.build(HOSTS)
-    ips = [pages.host_ip(i) for i in range(HOSTS)]
+    pages.build(hosts)
+    ips = [pages.host_ip(i) for i in range(hosts)]
     by_ip = {h.ip: h for h in Host.objects.filter(ip__in=ips)}
     job = _job(ips, by_ip)
     User.objects.create_superuser("ops", "ops@example.invalid", "s3cret-for-tests")
@@ -90,6 +89,16 @@ def console():
     host = by_ip[ips[0]]
     return {"job": job, "ips": ips, "debian": debian, "host": host,
             "failed": job.host_tasks.filter(state=State.FAILED).count()}  # fmt: skip
+
+
+@pytest.fixture
+def console():
+    return make_console(HOSTS)
+
+
+@pytest.fixture
+def console_1000():
+    return make_console(1000)
 
 
 @pytest.fixture
@@ -113,12 +122,17 @@ def shot(page, name: str) -> int:
     return height
 
 
-def test_the_console_at_300_hosts(web, console, browser):
+def logged_in(browser, web):
     page = browser.new_page(viewport={"width": WIDTH, "height": 900})
     page.goto(f"{web}/admin/login/")
     page.fill("#id_username", "ops")
     page.fill("#id_password", "s3cret-for-tests")
     page.click("input[type=submit]")
+    return page
+
+
+def test_the_console_at_300_hosts(web, console, browser):
+    page = logged_in(browser, web)
 
     # Fleet: numeric order (127.20.0.2 before 127.20.0.10), a page of 100, then a filter.
     page.goto(f"{web}/fleet/")
@@ -185,3 +199,20 @@ def test_the_console_at_300_hosts(web, console, browser):
     failed_job = page.locator("tr.job-failed a.bad").first
     assert failed_job.evaluate("a => getComputedStyle(a).color") == "rgb(176, 40, 26)"
     shot(page, "dashboard")
+
+
+def test_the_fleet_job_and_dashboard_stay_readable_at_1000_hosts(web, console_1000, browser):
+    page = logged_in(browser, web)
+    job = console_1000["job"]
+
+    page.goto(f"{web}/fleet/?page=10")
+    shown = page.locator("tr.fleet-host").evaluate_all("rows => rows.map(r => r.dataset.ip)")
+    assert shown[0] == "127.20.3.151" and len(shown) == 100  # host 901, in numeric order
+    assert page.evaluate("document.documentElement.scrollWidth") <= WIDTH
+    shot(page, "fleet-1000")
+    page.goto(f"{web}/jobs/{job.pk}/")
+    assert page.locator(".group-label").last.inner_text().startswith("973 hosts: 127.20.0.1-7")
+    shot(page, "job-1000")
+    page.goto(f"{web}/dashboard/")
+    assert "1000 hosts in the inventory" in page.locator("#host-count").inner_text()
+    shot(page, "dashboard-1000")
