@@ -4,7 +4,6 @@ count of the hosts they match). Only the hosts the user may view (cmdb.access.vi
 
 from urllib.parse import urlencode
 
-from django.contrib import admin
 from django.contrib.admin.views.decorators import staff_member_required
 from django.contrib.auth.decorators import permission_required
 from django.core.paginator import Paginator
@@ -19,7 +18,7 @@ from cmdb.assets import where as where_lang
 from cmdb.hosts.models import Host, HostGroup
 from cmdb.jobs import services
 from cmdb.jobs.exceptions import BrokerDown, CannotSign, NeedsConfirmation, Refused
-from cmdb.web import readable
+from cmdb.web import chrome, readable
 from cmdb.web.forms import ConsoleRunForm
 
 #: Hosts per page of the fleet page: at 1366 px a page of 100 rows is a few screens, and the
@@ -78,7 +77,7 @@ def fleet(request):
     query = request.GET.copy()
     query.pop("page", None)
     return render(request, "web/fleet.html", {
-        **admin.site.each_context(request), "title": "Fleet", "rows": table, "page": page,
+        **chrome.context(request), "title": "Fleet", "rows": table, "page": page,
         "count": len(order), "groups": groups, "group": group, "where": where,
         "problems": problems, "query": query.urlencode(), "fields": sorted(where_lang.FIELDS),
         "run_query": urlencode({"groups": group, "where": where}),
@@ -131,6 +130,6 @@ def run(request):
         else:
             return redirect("web:job", job_id=job.pk)
     return render(request, "web/run.html", {
-        **admin.site.each_context(request), "title": "Run a command", "form": form,
+        **chrome.context(request), "title": "Run a command", "form": form,
         "notes": notes,
     })  # fmt: skip

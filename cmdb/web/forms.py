@@ -160,8 +160,8 @@ class ConsoleRunForm(ActionForm):
     groups = forms.CharField(required=False, help_text="Group names, separated by spaces.")
     where = forms.CharField(
         required=False, widget=forms.Textarea(attrs={"rows": 2, "cols": 60}),
-        help_text="Fact expressions, one a line, ANDed: os=debian, disk_free_pct<10, "
-        "memory_gb>=32. Alone, they filter every host.",
+        label="facts", help_text="Fact expressions, one a line (or ; between them), ANDed: "
+        "os=debian; disk_free_pct<10; memory_gb>=32. Alone, they filter every host.",
     )  # fmt: skip
     timeout = RunCommandForm.base_fields["timeout"]
     clean_timeout = RunCommandForm.clean_timeout
@@ -173,4 +173,5 @@ class ConsoleRunForm(ActionForm):
         return _words(self.cleaned_data["groups"])
 
     def clean_where(self):
-        return [line.strip() for line in self.cleaned_data["where"].splitlines() if line.strip()]
+        text = self.cleaned_data["where"]
+        return [e.strip() for line in text.splitlines() for e in line.split(";") if e.strip()]

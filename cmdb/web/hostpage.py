@@ -4,7 +4,6 @@ the user may not view is 404 (cmdb.access.visible), as in the API."""
 
 from itertools import groupby
 
-from django.contrib import admin
 from django.contrib.admin.views.decorators import staff_member_required
 from django.contrib.auth.decorators import permission_required
 from django.shortcuts import get_object_or_404, render
@@ -12,7 +11,7 @@ from django.shortcuts import get_object_or_404, render
 from cmdb.access import visible
 from cmdb.assets.models import Asset, Change, HostFacts
 from cmdb.jobs.models import HostTask
-from cmdb.web import readable
+from cmdb.web import chrome, readable
 from cmdb.web.forms import ConsoleRunForm
 
 #: Entries of the change history shown (the newest), and jobs.
@@ -81,7 +80,7 @@ def host_detail(request, host_id):
     tasks = visible.viewable_tasks(user, HostTask.objects.filter(host=host))
     tasks = tasks.select_related("job").order_by("-job__created")[:JOBS_SHOWN]
     return render(request, "web/host.html", {
-        **admin.site.each_context(request), "title": f"Host {host.ip}", "host": host,
+        **chrome.context(request), "title": f"Host {host.ip}", "host": host,
         "summary": _summary(facts, readable.fullest_mounts([host.pk]).get(host.pk)),
         "assets": _asset_tables(assets), "timeline": _timeline(changes[:CHANGES_SHOWN]),
         "tasks": tasks, "groups": host.groups.order_by("name"),

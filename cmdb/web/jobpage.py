@@ -3,7 +3,7 @@ host by host), elapsed time, Cancel and "Re-run on failed hosts" (through the se
 which checks the grants), export as CSV or JSON lines, and a refresh every 2 s (htmx) while
 any host has not finished. Of the hosts the user may view (cmdb.access.visible)."""
 
-from django.contrib import admin, messages
+from django.contrib import messages
 from django.contrib.admin.views.decorators import staff_member_required
 from django.contrib.auth.decorators import permission_required
 from django.core.paginator import Paginator
@@ -21,6 +21,7 @@ from cmdb.jobs import documents, report, rollout, services
 from cmdb.jobs.choices import HostTaskStateChoices as State
 from cmdb.jobs.exceptions import NeedsConfirmation, ServiceError
 from cmdb.jobs.models import HostTask
+from cmdb.web import chrome
 
 #: Seconds between refreshes of a job page while any host has not finished.
 REFRESH_EVERY = 2
@@ -95,7 +96,7 @@ def job_detail(request, job_id):
     paging = base.urlencode()
     base.pop("view", None)
     return render(request, "web/job.html", {
-        **admin.site.each_context(request),
+        **chrome.context(request),
         "title": f"Job {job.id}", "job": job, "rows": rows, "done": done, "page": page,
         "hosts": hosts, "summary": report.summary_of(counts),
         "states": _state_table(counts, state), "state": state, "view": view,

@@ -3,7 +3,6 @@
 
 from collections import Counter
 
-from django.contrib import admin
 from django.contrib.admin.views.decorators import staff_member_required
 from django.db.models import Count, Q
 from django.shortcuts import render
@@ -14,7 +13,7 @@ from cmdb.assets.models import HostFacts
 from cmdb.hosts.choices import AgentStatusChoices
 from cmdb.jobs.choices import HostTaskStateChoices as State
 from cmdb.jobs.models import HostTask
-from cmdb.web import readable
+from cmdb.web import chrome, readable
 
 ROW = 26  # pixels per bar
 
@@ -88,7 +87,7 @@ def dashboard(request):
         for j in jobs
     ]
     context = {
-        **admin.site.each_context(request),
+        **chrome.context(request),
         "title": "Fleet dashboard",
         "hosts": hosts,
         "status": bars({s.label: status.get(s.value, 0) for s in AgentStatusChoices}, hosts),
