@@ -283,7 +283,7 @@ class JobViewSet(CancelMixin, mixins.CreateModelMixin, ReadOnlyViewSet):
         every one to act on it (cancel, files); none for their own page (tasks)."""
         if self.action == "tasks":
             return visible.viewable_jobs(user, jobs)
-        tasks = HostTask.objects.with_celery_state().order_by("ip")
+        tasks = HostTask.objects.with_celery_state().order_by("ip_key")
         limit = self.tasks_shown if self.action in ("list", "retrieve") else None
         return visible.viewable_jobs(user, jobs, tasks, tasks_limit=limit)
 
@@ -306,7 +306,7 @@ class JobViewSet(CancelMixin, mixins.CreateModelMixin, ReadOnlyViewSet):
     @action(detail=True, methods=["get"], filter_backends=[])
     def tasks(self, request, *args, **kwargs):
         job = self.get_object()
-        tasks = HostTask.objects.with_celery_state().filter(job=job).order_by("ip")
+        tasks = HostTask.objects.with_celery_state().filter(job=job).order_by("ip_key")
         page = self.paginate_queryset(visible.viewable_tasks(request.user, tasks))
         shown = serializers.HostTaskSerializer(page, many=True,
                                                context=self.get_serializer_context())  # fmt: skip
