@@ -309,8 +309,8 @@ def rerun(ident: str, states=(), actor: Actor | None = None, app=cmdb_app,
           online_only: bool = False, confirm: bool = False) -> Job:  # fmt: skip
     """A new job, the same command (or collection, or fetch) with the same timeouts, on the
     hosts of job ``ident`` whose task is in one of ``states`` (all its hosts when none is
-    given) and that ``actor`` may view (a host task's id: that host). It is asked for as run is: their permissions and
-    grants decide, and the new job is theirs."""
+    given) and that ``actor`` may view (a host task's id: that host). It is asked for as
+    run is: their permissions and grants decide, and the new job is theirs."""
     user = getattr(actor, "user", None)
     found = find(ident, user)
     job = found.job
