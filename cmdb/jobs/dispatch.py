@@ -38,7 +38,7 @@ from wire.transport import redacted
 logger = logging.getLogger(__name__)
 
 E_EMPTY_COMMAND = "the command is empty"
-E_NO_TARGETS = "no target hosts given (--hosts, --group or --where)"
+E_NO_TARGETS = "no target hosts given (--hosts, --group, --where or --all)"
 E_UNKNOWN_GROUP = "unknown group {name!r}"
 E_NO_MATCH = "no host matches the targets given"
 E_NONE_ONLINE = "no target's agent is online now (--online-only)"
