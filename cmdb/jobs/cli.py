@@ -7,7 +7,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from client.grouping import ip_ranges
+from client.report import not_answering_lines
 from cmdb.access.actor import Actor
 from cmdb.audit.context import acting_as
 from cmdb.jobs import listing
@@ -215,16 +215,7 @@ def print_job(command, job) -> None:
 def not_answering_text(job) -> str:
     """The targets that will not answer (--online-only left out, or offline, or never seen),
     a line each kind; "" when every one is online."""
-    lines = []
-    if skipped := job.params.get("skipped_offline"):
-        lines.append(f"skipped {len(skipped)} target(s) not online (--online-only): "
-                     f"{ip_ranges(skipped)}")  # fmt: skip
-    late = listing.not_answering(job)
-    for ips, why in ((late.offline, "offline"), (late.never_seen, "never seen")):
-        if ips:
-            lines.append(f"warning: {len(ips)} target(s) {why}, they will end unreachable after "
-                         f"the reach timeout ({job.reach_timeout} s; --online-only leaves them "
-                         f"out): {ip_ranges(ips)}")  # fmt: skip
+    lines = not_answering_lines(listing.not_answering_document(job), job.reach_timeout)
     return "".join(line + "\n" for line in lines)
 
 

@@ -111,6 +111,13 @@ def test_the_api_reruns_the_failed_host_only_and_lists_the_job(manage, fleet_of_
     assert job_id[:8] in listed.stdout and "FAILED" in listed.stdout
     refused = api.post(f"/api/jobs/{job_id}/rerun/", {"states": ["timeout"]}, format="json")
     assert refused.status_code == 400 and "nothing to re-run" in json.dumps(refused.json())
+    # The dispatch answer names the targets that will not answer, as the CLI warns of them.
+    warned = api.post("/api/jobs/", {"command": "true", "hosts": ["127.0.2.9", AGENTS[0]],
+                                     "reach_timeout": 2}, format="json").json()  # fmt: skip
+    assert warned["not_answering"] == {"skipped": [], "offline": [], "never_seen": ["127.0.2.9"]}
+    none = api.post("/api/jobs/", {"command": "true", "hosts": ["127.0.2.9"],
+                                   "online_only": True}, format="json")  # fmt: skip
+    assert none.status_code == 400 and "no target's agent is online" in json.dumps(none.json())
 
 
 def test_all_with_online_only_reaches_the_online_agents_and_no_silent_host(manage, fleet_of_300):
