@@ -148,7 +148,7 @@ def job_rerun(request, job_id):
     state = request.POST.get("state")
     states = (state,) if state in State.values else services.RERUN_STATES
     try:
-        new = services.rerun(str(job.pk), actor_of(request, "web"), states,
+        new = services.rerun(str(job.pk), states, actor_of(request, "web"),
                              confirm=bool(request.POST.get("confirm")))  # fmt: skip
     except NeedsConfirmation as exc:
         messages.error(
