@@ -10,7 +10,7 @@ import logging
 import os
 
 from django.conf import settings
-from django.http import FileResponse, StreamingHttpResponse
+from django.http import FileResponse, HttpResponse, StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiExample,
@@ -378,9 +378,11 @@ class JobViewSet(CancelMixin, mixins.CreateModelMixin, ReadOnlyViewSet):
         job = self.get_object()
         tasks = visible.viewable_tasks(request.user, self._chosen_tasks(request, job))
         output = visible.reads_output(request.user)
-        response = Response([report.row(t, output) for t in tasks])
-        fmt = request.accepted_renderer.format
-        response["Content-Disposition"] = f'attachment; filename="job-{job.pk}.{fmt}"'
+        renderer = request.accepted_renderer
+        body = renderer.render([report.row(t, output) for t in tasks])
+        # Not a DRF Response: that drops the Content-Type of an empty body (no host matched).
+        response = HttpResponse(body, content_type=f"{renderer.media_type}; charset=utf-8")
+        response["Content-Disposition"] = f'attachment; filename="job-{job.pk}.{renderer.format}"'
         return response
 
     @action(detail=True, methods=["post"])

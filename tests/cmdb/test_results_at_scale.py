@@ -168,6 +168,9 @@ def test_the_api_exports_csv_and_json_lines(job):
     assert [r["host"] for r in rows] == numeric(IPS)
     lines = as_jsonl.content.decode().splitlines()
     assert len(lines) == 295 and json.loads(lines[0])["host"] == "127.0.2.6"
+    # No host matched: an empty file, still of its type.
+    empty = api.get(f"/api/jobs/{job.pk}/export/", {"format": "jsonl", "state": "lost"})
+    assert empty.content == b"" and empty["Content-Type"] == "application/jsonl; charset=utf-8"
 
 
 def test_the_api_hides_output_from_an_export_without_view_output(job):
