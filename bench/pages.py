@@ -196,6 +196,12 @@ def _timed(fn, rounds: int) -> dict:
             "cpu_median": round(statistics.median(cpu), 1)}  # fmt: skip
 
 
+def _first_host() -> int:
+    from cmdb.hosts.models import Host
+
+    return Host.objects.order_by("pk").values_list("pk", flat=True).first()
+
+
 def _pages(job: str) -> dict:
     """Each page: name -> (kind, what): a URL for the client, or check_task's arguments."""
     from django.urls import NoReverseMatch, reverse
@@ -214,6 +220,12 @@ def _pages(job: str) -> dict:
         "admin_job_host_tasks": ("get", f"/admin/jobs/hosttask/?job={job}"),
         "dashboard": ("get", "/dashboard/"),
         "web_job": ("get", f"/jobs/{job}/"),
+        "web_job_failed": ("get", f"/jobs/{job}/?state=failed"),
+        "web_job_hosts": ("get", f"/jobs/{job}/?view=hosts"),
+        "web_fleet": ("get", "/fleet/"),
+        "web_fleet_where": ("get", "/fleet/?where=memory_gb%3E%3D64"),
+        "web_host": ("get", f"/hosts/{_first_host()}/"),
+        "web_run_count": ("get", "/run/count/?groups=web&where=os%3Ddebian"),
         "check_task": ("command", [job]),
         "check_task_json": ("command", [job, "--json"]),
     })  # fmt: skip

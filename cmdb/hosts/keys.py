@@ -187,7 +187,7 @@ def _may_manage(actor, verb: str, ips: list[str]) -> None:
     if not user.has_perm("hosts.manage_keys"):
         problems["ips"] = [grants.E_NO_PERMISSION.format(
             user=user.get_username(), action="manage keys", perm="hosts.manage_keys")]  # fmt: skip
-    hosts = Host.objects.filter(ip__in=ips).order_by("ip")
+    hosts = Host.objects.filter(ip__in=ips).order_by("ip_key")
     if refused := grants.refusals(user, Action.KEYS, hosts):
         problems.setdefault("ips", []).extend(refused)
     if problems:

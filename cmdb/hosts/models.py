@@ -6,6 +6,7 @@ from django.db import models
 from django.utils import timezone
 
 from cmdb.hosts.choices import AgentStatusChoices, KeyStateChoices
+from cmdb.hosts.fields import IPKeyField
 
 E_MALFORMED = "malformed IP address: {target!r}"
 E_UNKNOWN_IP = "unknown host {target} (not in the inventory: add it with `manage.py hosts add`)"
@@ -90,6 +91,7 @@ class Host(models.Model):
         unique=True,
         help_text="The address the agent serves; also the name of its Celery queue.",
     )
+    ip_key = IPKeyField("IP address as a number", help_text="What hosts are listed in order by.")
     hostname = models.CharField("hostname", max_length=255, blank=True, db_index=True)
     agent_status = models.CharField(
         "agent status",
@@ -133,7 +135,7 @@ class Host(models.Model):
     objects = HostQuerySet.as_manager()
 
     class Meta:
-        ordering = ["ip"]
+        ordering = ["ip_key"]
         verbose_name = "host"
         # Who may move an IP moves every command sent to that host (the queue is the IP):
         # apart from editing a host's name or description.

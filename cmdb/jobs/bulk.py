@@ -50,7 +50,12 @@ def _rows(objs, fields: list[models.Field], pre_save: bool) -> list[list]:
     # every other field's pre_save is its attribute.
     getters = [
         (lambda obj, f=f: f.pre_save(obj, True))
-        if pre_save and (getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False))
+        if pre_save
+        and (
+            getattr(f, "auto_now", False)
+            or getattr(f, "auto_now_add", False)
+            or getattr(f, "derived", False)
+        )
         else operator.attrgetter(f.attname)
         for f in fields
     ]

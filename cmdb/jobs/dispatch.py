@@ -22,7 +22,8 @@ from cmdb.access import grants
 from cmdb.access.actor import Actor
 from cmdb.assets.where import parse_all as parse_where
 from cmdb.audit.choices import AuditActionChoices
-from cmdb.hosts.choices import KeyStateChoices
+from cmdb.hosts.choices import AgentStatusChoices, KeyStateChoices
+from cmdb.hosts.fields import ip_number
 from cmdb.hosts.models import Host, HostGroup, TargetError
 from cmdb.jobs import bulk, lifecycle, signer
 from cmdb.jobs.broker import BROKER_ERRORS, fence, mark_cancelled
@@ -38,9 +39,10 @@ from wire.transport import redacted
 logger = logging.getLogger(__name__)
 
 E_EMPTY_COMMAND = "the command is empty"
-E_NO_TARGETS = "no target hosts given (--hosts, --group or --where)"
+E_NO_TARGETS = "no target hosts given (--hosts, --group, --where or --all)"
 E_UNKNOWN_GROUP = "unknown group {name!r}"
 E_NO_MATCH = "no host matches the targets given"
+E_NONE_ONLINE = "no target's agent is online now (--online-only)"
 E_NOT_ACCEPTED = {
     "none": "host {ip} has no agent key yet (no agent has registered): it receives nothing",
     "pending": "host {ip}'s agent key is pending: `manage.py keys accept {ip}` first",
@@ -140,13 +142,33 @@ class CommandRequest:
     rollout: Rollout = field(default_factory=Rollout)
     #: The requester confirmed reaching more hosts than their ceiling (_check_reach).
     confirm: bool = False
+    #: Every host the requester may act on (accepted), besides any other target.
+    all_hosts: bool = False
+    #: Leave out the targets whose agent is not online now (they are named in the job's
+    #: params, "skipped_offline"), rather than wait their reach timeout out.
+    online_only: bool = False
+
+
+def _every_host(request: CommandRequest) -> dict[int, Host]:
+    """--all: the accepted hosts the requester may act on for the request's kind."""
+    hosts = Host.objects.filter(key_state=KeyStateChoices.ACCEPTED)
+    user = getattr(request.actor, "user", None)
+    if user is not None:
+        hosts = grants.hosts_for(user, grants.ACTION_OF_KIND[request.kind], hosts)
+    return {h.pk: h for h in hosts}
+
+
+def online_split(hosts: list[Host]) -> tuple[list[Host], list[Host]]:
+    """(those whose agent is online now, the others: offline, or never seen)."""
+    online = [h for h in hosts if h.agent_status == AgentStatusChoices.ONLINE]
+    return online, [h for h in hosts if h.agent_status != AgentStatusChoices.ONLINE]
 
 
 def _select_hosts(request: CommandRequest, problems: Problems) -> list[Host]:
-    if not (request.targets or request.groups or request.where):
+    if not (request.targets or request.groups or request.where or request.all_hosts):
         problems.add("targets", E_NO_TARGETS)
         return []
-    hosts: dict[int, Host] = {}
+    hosts: dict[int, Host] = _every_host(request) if request.all_hosts else {}
     if request.targets:
         try:
             hosts.update((h.pk, h) for h in Host.objects.resolve(request.targets))
@@ -164,19 +186,21 @@ def _select_hosts(request: CommandRequest, problems: Problems) -> list[Host]:
         return []
     if request.where:
         base = Host.objects.all()
-        if request.targets or request.groups:
+        if request.targets or request.groups or request.all_hosts:
             base = base.filter(pk__in=hosts)
         hosts = {h.pk: h for h in base.filter(q).distinct()}
     if not hosts:
         problems.add("targets", E_NO_MATCH)
     # Only an accepted agent receives anything: refused by name, before anything is recorded.
     problems.add("targets", *(E_NOT_ACCEPTED[h.key_state].format(ip=h.ip)
-                              for h in sorted(hosts.values(), key=lambda h: h.ip)
+                              for h in sorted(hosts.values(), key=lambda h: ip_number(h.ip))
                               if h.key_state != KeyStateChoices.ACCEPTED))  # fmt: skip
-    return sorted(hosts.values(), key=lambda h: h.ip)
+    # By address as numbers (127.0.2.9 before 127.0.2.10): a canary is the first N so.
+    return sorted(hosts.values(), key=lambda h: ip_number(h.ip))
 
 
-def _validate(request: CommandRequest) -> tuple[list[Host], int, int]:
+def _validate(request: CommandRequest) -> tuple[list[Host], int, int, list[Host]]:
+    """(the hosts, the timeout, the reach timeout, the targets left out as not online)."""
     cfg = settings.CMDB
     problems = Problems()
     if request.kind == JobKindChoices.COMMAND and not (request.command or "").strip():
@@ -189,7 +213,11 @@ def _validate(request: CommandRequest) -> tuple[list[Host], int, int]:
         problems.add("reach_timeout", E_REACH_RANGE.format(max=MAX_REACH_TIMEOUT, value=reach))
     for name, message in request.rollout.problems():
         problems.add(name, message)
-    hosts = _select_hosts(request, problems)
+    hosts, skipped = _select_hosts(request, problems), []
+    if not problems and request.online_only:
+        hosts, skipped = online_split(hosts)
+        if not hosts:
+            problems.add("targets", E_NONE_ONLINE)
     if problems:
         raise Refused(problems)
     user = getattr(request.actor, "user", None)
@@ -202,7 +230,7 @@ def _validate(request: CommandRequest) -> tuple[list[Host], int, int]:
             raise NotPermitted(problems)
     # Last: a confirmation is asked for only of a request that is right otherwise.
     _check_reach(request, hosts)
-    return hosts, timeout, reach
+    return hosts, timeout, reach, skipped
 
 
 #: The server's own doing: nobody is there to confirm, and nothing was typed that could be
@@ -278,7 +306,7 @@ def dispatch_command(request: CommandRequest, app: Celery) -> Job:
     """
     actor = _actor(request)
     try:
-        hosts, timeout, reach = _validate(request)
+        hosts, timeout, reach, skipped = _validate(request)
     except Refused as exc:
         record_refusal(request, exc.problems)
         raise
@@ -287,6 +315,8 @@ def dispatch_command(request: CommandRequest, app: Celery) -> Job:
     # Rolling, later batches wait unpublished (no reach deadline yet); the central worker
     # sends each when the one before it has ended (cmdb.jobs.batches).
     params = {**request.params, **request.rollout.params(len(hosts))}
+    if skipped:  # --online-only: named for who reads the job
+        params["skipped_offline"] = [h.ip for h in skipped]
     numbers = [batch_of(params, i, len(hosts)) for i in range(len(hosts))]
     with transaction.atomic(durable=True):
         job = Job.objects.create(

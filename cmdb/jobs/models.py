@@ -1,5 +1,7 @@
 """Job and HostTask models."""
 
+import itertools
+import re
 import uuid
 
 from celery import states as celery_states
@@ -10,6 +12,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django_celery_results.models import TaskResult
 
+from cmdb.hosts.fields import IPKeyField
 from cmdb.jobs.choices import HostTaskStateChoices, JobKindChoices
 
 State = HostTaskStateChoices
@@ -66,6 +69,28 @@ class Job(models.Model):
 
 
 E_UNKNOWN_ID = "no job or host task has the id {ident!r}"
+E_AMBIGUOUS = "the id {ident!r} is the start of {count} ids; give more of it: {ids}"
+#: The fewest characters of an id taken as its prefix, and the candidates an error lists.
+MIN_PREFIX, MAX_CANDIDATES = 4, 10
+_HEX = re.compile(r"[0-9a-f]+")
+
+
+def id_prefix(ident: str) -> str | None:
+    """``ident`` as the start of an id in its canonical form (lower case, hyphens where a UUID
+    has them: PostgreSQL compares a uuid's text so, SQLite its hex digits, with the hyphens
+    taken out by Django); None unless it is hex digits of a length a prefix may be."""
+    digits = ident.strip().lower().replace("-", "")
+    if not (MIN_PREFIX <= len(digits) < 32) or not _HEX.fullmatch(digits):
+        return None
+    cuts = [0, 8, 12, 16, 20, 32]
+    parts = [digits[a:b] for a, b in itertools.pairwise(cuts) if digits[a:b]]
+    return "-".join(parts)
+
+
+def _ambiguous(ident: str, ids: list[str]) -> str:
+    more = ", ..." if len(ids) > MAX_CANDIDATES else ""
+    return E_AMBIGUOUS.format(ident=ident, count=f"{len(ids)}{'+' if more else ''}",
+                              ids=", ".join(ids[:MAX_CANDIDATES]) + more)  # fmt: skip
 
 
 class HostTaskQuerySet(models.QuerySet):
@@ -80,19 +105,43 @@ class HostTaskQuerySet(models.QuerySet):
         return self.annotate(celery_state=Coalesce(Subquery(status), Value(celery_states.PENDING)))
 
     def for_id(self, ident: str) -> tuple["Job | None", list["HostTask"]]:
-        """The host tasks behind a job id or a per-host Celery task id (both are printed)."""
+        """The host tasks behind a job id or a per-host Celery task id (both are printed), or
+        a prefix of one (the `jobs` command's short ids) that names only it."""
         ident = ident.strip()
         try:
             job = Job.objects.filter(pk=uuid.UUID(ident)).first()
         except ValueError:
             job = None
         tasks = self.with_celery_state()
-        if job is not None:
-            return job, list(tasks.filter(job=job).order_by("ip"))
-        task = tasks.select_related("job").filter(task_id=ident).first()
-        if task is None:
+        if job is None and (task := tasks.select_related("job").filter(task_id=ident).first()):
+            return task.job, [task]
+        if job is None:
+            job, task = self._by_prefix(ident)
+            if task is not None:
+                return job, list(tasks.filter(pk=task.pk))
+        return job, list(tasks.filter(job=job).order_by("ip_key"))
+
+    def _by_prefix(self, ident: str) -> tuple["Job", "HostTask | None"]:
+        """The one job (or else host task) whose id starts with ``ident``, among those of the
+        tasks in this queryset (a user's prefix never names a job they may not view)."""
+        prefix = id_prefix(ident)
+        if prefix is None:
             raise LookupError(E_UNKNOWN_ID.format(ident=ident))
-        return task.job, [task]
+        jobs = Job.objects.filter(pk__startswith=prefix).order_by("-created")
+        if self.query.where:  # narrowed (a user's view): only the jobs of those tasks
+            jobs = jobs.filter(pk__in=self.values("job_id"))
+        jobs = list(jobs[: MAX_CANDIDATES + 1])
+        if len(jobs) == 1:
+            return jobs[0], None
+        if jobs:
+            raise LookupError(_ambiguous(ident, [str(j.pk) for j in jobs]))
+        found = list(self.select_related("job").filter(task_id__startswith=prefix)
+                     [:MAX_CANDIDATES + 1])  # fmt: skip
+        if len(found) == 1:
+            return found[0].job, found[0]
+        if found:
+            raise LookupError(_ambiguous(ident, [t.task_id for t in found]))
+        raise LookupError(E_UNKNOWN_ID.format(ident=ident))
 
 
 class HostTask(models.Model):
@@ -102,6 +151,7 @@ class HostTask(models.Model):
     )
     # The IP at dispatch time: history survives the host being removed or renumbered.
     ip = models.GenericIPAddressField("IP address", protocol="IPv4")
+    ip_key = IPKeyField("IP address as a number", help_text="What hosts are listed in order by.")
     task_id = models.CharField("Celery task id", max_length=36, unique=True)
     state = models.CharField(
         "state", max_length=16, choices=State.choices, default=State.PENDING, db_index=True
@@ -151,7 +201,7 @@ class HostTask(models.Model):
     objects = HostTaskQuerySet.as_manager()
 
     class Meta:
-        ordering = ["job", "ip"]
+        ordering = ["job", "ip_key"]
         verbose_name = "host task"
         # Output and fetched files are what the hosts hold (a shadow file, keys, logs): reading
         # them takes more than seeing that a job ran where.

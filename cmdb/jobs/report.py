@@ -1,81 +1,57 @@
-"""How a job and its host tasks are shown on a terminal (pure: no queries); as JSON, they are
-cmdb.jobs.documents'."""
+"""How a job and its host tasks are shown on a terminal (pure: no queries): the server's rows
+as the plain dicts client.report formats, so that the thin client, from the API's JSON, prints
+the same; as JSON, they are cmdb.jobs.documents'."""
 
-import ipaddress
 from collections import Counter
 
+from client import report as shown
+from client.grouping import ip_order, summary_line
+from client.text import printable
+from client.text import stream_text as _text
 from cmdb.jobs import rollout
-from cmdb.jobs.choices import HostTaskStateChoices as State
 from cmdb.jobs.models import HostTask, Job
 
+__all__ = ["format_job", "format_task", "ip_order", "printable", "row", "summary",
+           "summary_of"]  # fmt: skip
 
-def _header(task: HostTask) -> str:
-    parts = [task.state]
-    if task.late_state:
-        parts.append(f"then a late result: {task.late_state}")
-    if task.exit_code is not None:
-        parts.append(f"exit {task.exit_code}")
-    if task.duration is not None:
-        parts.append(f"{task.duration:.2f} s")
-    return f"from host {task.ip}  ({', '.join(parts)})"
+E_OUTPUT_HIDDEN = shown.E_OUTPUT_HIDDEN
 
 
-def ip_order(ip: str) -> tuple:
-    """Sort key for addresses in numeric order (127.0.2.2 before 127.0.2.10, not as text)."""
-    try:
-        address = ipaddress.ip_address(ip)
-    except ValueError:
-        return (9, 0, ip)
-    return (address.version, int(address), "")
+def _time(value) -> str | None:
+    return None if value is None else f"{value:%Y-%m-%d %H:%M:%S} UTC"
+
+
+def row(task: HostTask, output: bool = True) -> dict:
+    """A host task as client.report and client.export take it (the API's keys)."""
+    late = {"state": task.late_state, "received_at": _time(task.late_at)}
+    return {
+        "ip": task.ip,
+        "task_id": task.task_id,
+        "state": task.state,
+        "exit_code": task.exit_code,
+        "duration": task.duration,
+        "started_at": _time(task.started_at),
+        "finished_at": _time(task.finished_at),
+        "error": task.error,
+        "late": late if task.late_state else None,
+        "stdout": task.stream("stdout") if output else None,
+        "stderr": task.stream("stderr") if output else None,
+    }
+
+
+def job_row(job: Job) -> dict:
+    return {"id": str(job.pk), "command": job.command, "dispatch_error": job.dispatch_error,
+            "rolling": rollout.summary(job.params)}  # fmt: skip
 
 
 def stream_text(task: HostTask, name: str) -> str:
-    s = task.stream(name)
-    if not s["truncated"]:
-        return s["head"]
-    hidden = s["bytes"] - len(s["head"].encode()) - len(s["tail"].encode())
-    marker = (
-        f"\n[... output truncated: {s['bytes']:,} bytes in all, {max(hidden, 0):,} "
-        f"bytes in the middle not kept ...]\n"
-    )
-    return s["head"] + marker + s["tail"]
-
-
-def _with_newline(text: str) -> str:
-    return text if not text or text.endswith("\n") else text + "\n"
-
-
-#: Control characters a host's output must not send to the operator's terminal (escape
-#: sequences can set the clipboard, rewrite lines, retitle windows): all of C0 but newline
-#: and tab, DEL and C1. They are shown as \x1b and the like instead.
-_CONTROLS = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F, *range(0x80, 0xA0)]
-             if c not in (0x0A, 0x09)}  # fmt: skip
-
-
-def printable(text: str) -> str:
-    return text.translate(_CONTROLS)
-
-
-#: Shown instead of a host's output to a reader without jobs.view_output.
-E_OUTPUT_HIDDEN = "[output not shown: reading it takes jobs.view_output]\n"
+    return _text(task.stream(name))
 
 
 def format_task(task: HostTask, output: bool = True) -> str:
     """``output``: with the host's output (stdout, stderr), as the API shows it to a reader
     with jobs.view_output; else a line says it is not shown."""
-    lines = [_header(task) + "\n"]
-    if task.error:
-        lines.append(f"[{task.state}] {printable(task.error)}\n")
-    if task.late_state:
-        lines.append(f"[late result] {task.late_state}, received {task.late_at:%Y-%m-%d %H:%M:%S} "
-                     "UTC after that verdict; what the host said follows\n")  # fmt: skip
-    if not output:
-        return "".join([*lines, E_OUTPUT_HIDDEN])
-    lines.append(_with_newline(printable(stream_text(task, "stdout"))))
-    stderr = printable(stream_text(task, "stderr"))
-    if stderr:
-        lines.append("[stderr]\n" + _with_newline(stderr))
-    return "".join(lines)
+    return shown.format_host(row(task), output)
 
 
 def summary(tasks: list[HostTask]) -> str:
@@ -83,24 +59,16 @@ def summary(tasks: list[HostTask]) -> str:
 
 
 def summary_of(counts: dict[str, int]) -> str:
-    """Host tasks per state, as "9,800 ok, 200 failed" (as the database counts them)."""
-    order = [s for s in State.values if counts.get(s)]
-    return ", ".join(f"{counts[s]} {s}" for s in order) or "no hosts"
+    """Host tasks per state, as "9800 ok, 200 failed" (as the database counts them)."""
+    return summary_line(counts)
 
 
-def format_job(job: Job | None, tasks: list[HostTask], hidden: int = 0,
-               output: bool = True) -> str:  # fmt: skip
+def format_job(job: Job | None, tasks: list[HostTask], hidden: int = 0, output: bool = True,
+               grouped: bool = True, states=()) -> str:  # fmt: skip
     """``tasks``: those shown (the hosts the reader may view); ``hidden``: how many others
-    the job has, said so that the count is not taken for the whole."""
-    out = []
-    if job is not None:
-        out.append(f"job {job.id}: {job.command!r} on {len(tasks)} host(s): {summary(tasks)}\n")
-        if hidden:
-            out.append(f"[not shown] {hidden} more host(s): you may not view them\n")
-        if job.dispatch_error:
-            out.append(f"[not dispatched] {job.dispatch_error}\n")
-        if rolling := rollout.describe(job.params):
-            out.append(f"rolling: {rolling}\n")
-    ordered = sorted(tasks, key=lambda t: ip_order(t.ip))
-    out.extend(format_task(t, output) for t in ordered)
-    return "".join(out)
+    the job has, said so that the count is not taken for the whole; ``grouped``: hosts alike
+    as one block; ``states``: only the hosts in these (the tally stays the whole job's)."""
+    rows = [row(t) for t in tasks]
+    counts = Counter(r["state"] for r in rows)
+    return shown.format_job(None if job is None else job_row(job), shown.chosen(rows, states),
+                            hidden, output, grouped, counts)  # fmt: skip

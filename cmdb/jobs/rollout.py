@@ -22,6 +22,8 @@ import re
 from dataclasses import dataclass
 from decimal import Decimal
 
+from client.report import describe_rolling
+
 E_BATCH = (
     "batch must be a number of hosts (1 or more) or a percentage of the job's hosts (more "
     "than 0%, at most 100%), not {value!r}"
@@ -166,23 +168,7 @@ def summary(params: dict) -> dict | None:
             "max_failures": part("max_failures")}  # fmt: skip
 
 
-def _hosts(n: int) -> str:
-    return f"{n} host{'s' if n != 1 else ''}"
-
-
 def describe(params: dict) -> str:
     """One line: "canary 2 hosts, then batch 10% (3 hosts), max failures 1"; "" for a job
     sent at once."""
-    rolling = summary(params)
-    if rolling is None:
-        return ""
-    parts = []
-    for name, label in (("batch", "batch"), ("max_failures", "max failures")):
-        value = rolling[name]
-        if value is not None:
-            percent = "%" in value["given"]
-            parts.append(f"{label} {value['given']}" + f" ({_hosts(value['hosts'])})" * percent)
-    if rolling["batch"] is None:
-        parts.insert(0, "the rest at once")
-    canary = f"canary {_hosts(rolling['canary'])}, then " if rolling["canary"] else ""
-    return canary + ", ".join(parts)
+    return describe_rolling(summary(params))

@@ -51,10 +51,15 @@ E_TOO_LARGE = "the file is larger than CMDB_MAX_UPLOAD_BYTES ({limit} bytes)"
 E_UPLOAD_FAILED = "nothing pushed: the file could not be put in the broker: {exc}"
 E_SERVER_DISK = "nothing pushed: the server has no room to unpack or pack it: {exc}"
 E_UNREADABLE = "cannot read {what}: {exc}"
+E_RERUN_PUSH = (
+    "a push is not re-run: its file is not kept once sent; push it again "
+    "(--hosts takes the list `check_task ID --failed --hosts-only` prints)"
+)
+E_RERUN_NONE = "no host of job {job} is in {states}: nothing to re-run"
 E_CANCEL_BROKER_DOWN = "broker unreachable: {exc} (the cancel may not have reached the agents)"
 
 __all__ = ["MAX_REACH_TIMEOUT", "Found", "Targets", "Upload", "cancel", "collect", "fetch",
-           "find", "push", "run"]  # fmt: skip
+           "find", "push", "rerun", "run"]  # fmt: skip
 
 #: user, user:group, :group (the group only) or user: (as chown takes them).
 _NAME = r"[A-Za-z0-9_][A-Za-z0-9_.-]*"
@@ -78,6 +83,10 @@ class Targets:
     max_failures: int | str | None = None
     canary: int | str | None = None
     confirm: bool = False
+    #: Every host the requester may act on (--all, "all": true), besides any other target.
+    all_hosts: bool = False
+    #: Leave out the targets whose agent is not online now (--online-only).
+    online_only: bool = False
 
     @classmethod
     def of(cls, given: Mapping) -> "Targets":
@@ -86,7 +95,8 @@ class Targets:
                    where=list(given.get("where") or []), timeout=given.get("timeout"),
                    reach_timeout=given.get("reach_timeout"), batch=given.get("batch"),
                    max_failures=given.get("max_failures"), canary=given.get("canary"),
-                   confirm=bool(given.get("confirm")))  # fmt: skip
+                   confirm=bool(given.get("confirm")), all_hosts=bool(given.get("all")),
+                   online_only=bool(given.get("online_only")))  # fmt: skip
 
     def request(self, kind: str, requested_by: "str | Actor", command: str = "", params=None):
         """``requested_by``: the Actor asking (a user's request reaches only what their grants
@@ -100,7 +110,8 @@ class Targets:
                               timeout=self.timeout, reach_timeout=self.reach_timeout,
                               requested_by=label, params=params or {}, actor=actor,
                               rollout=Rollout(self.batch, self.max_failures, self.canary),
-                              confirm=self.confirm)  # fmt: skip
+                              confirm=self.confirm, all_hosts=self.all_hosts,
+                              online_only=self.online_only)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -292,3 +303,44 @@ def cancel(ident: str | list[HostTask], app=cmdb_app, actor: Actor | None = None
         return dispatch.cancel(tasks, app, actor)
     except BROKER_ERRORS as exc:
         raise BrokerDown(E_CANCEL_BROKER_DOWN.format(exc=exc)) from exc
+
+
+#: What "re-run on failed hosts" takes (the web's button): every end state but ok.
+RERUN_STATES = ("failed", "timeout", "cancelled", "unreachable", "lost", "error")
+#: What re-running a job takes, by its kind: what dispatching it anew takes (the API's
+#: permissions), so that one who may only view a job cannot run it again.
+RERUN_PERMISSION = {JobKindChoices.COMMAND: "jobs.run_command",
+                    JobKindChoices.COLLECT: "jobs.collect_facts",
+                    JobKindChoices.FETCH: "jobs.run_command"}  # fmt: skip
+
+
+def rerun(ident: str, states=(), actor: Actor | None = None, app=cmdb_app,
+          online_only: bool = False, confirm: bool = False) -> Job:  # fmt: skip
+    """A new job, the same command (or collection, or fetch) with the same timeouts, on the
+    hosts of job ``ident`` whose task is in one of ``states`` (all its hosts when none is
+    given) and that ``actor`` may view (a host task's id: that host). It is asked for as
+    run is: their permissions and grants decide, and the new job is theirs."""
+    user = getattr(actor, "user", None)
+    found = find(ident, user)
+    job = found.job
+    if job is None:
+        raise NotFound(E_UNKNOWN_ID.format(ident=ident.strip()))
+    if job.kind == JobKindChoices.PUSH:
+        raise Refused({"id": [E_RERUN_PUSH]})
+    perm = RERUN_PERMISSION[job.kind]
+    if user is not None and not user.has_perm(perm):
+        raise NotPermitted({"id": [grants.E_NO_PERMISSION.format(
+            user=user.get_username(), action="re-run", perm=perm)]})  # fmt: skip
+    wanted = set(states)
+    hosts = [t.ip for t in found.tasks if not wanted or t.state in wanted]
+    if not hosts:
+        named = ", ".join(sorted(wanted)) or "any state"
+        raise Refused({"states": [E_RERUN_NONE.format(job=job.pk, states=named)]})
+    targets = Targets(hosts=hosts, timeout=job.timeout, reach_timeout=job.reach_timeout,
+                      online_only=online_only, confirm=confirm)  # fmt: skip
+    by = actor if actor is not None else "cli"
+    if job.kind == JobKindChoices.COMMAND:
+        return run(job.command, targets, by, app)
+    if job.kind == JobKindChoices.COLLECT:
+        return collect(targets, by, app)
+    return fetch(job.params["agent"]["path"], targets, by, to=job.params.get("to"), app=app)

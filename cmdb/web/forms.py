@@ -140,3 +140,38 @@ class FetchFileForm(ActionForm):
         if not value.startswith("/"):
             raise forms.ValidationError("give an absolute path")
         return value
+
+
+def _words(text: str) -> list[str]:
+    return [w for w in text.replace(",", " ").split() if w]
+
+
+class ConsoleRunForm(ActionForm):
+    """The console's run page: a command on hosts, groups and `where` expressions."""
+
+    command = forms.CharField(
+        widget=forms.TextInput(attrs={"size": 80, "autofocus": True}),
+        help_text="Run with /bin/sh -c on each matched host.",
+    )
+    hosts = forms.CharField(
+        required=False, widget=forms.TextInput(attrs={"size": 80}),
+        help_text="IPs or hostnames, separated by spaces or commas.",
+    )  # fmt: skip
+    groups = forms.CharField(required=False, help_text="Group names, separated by spaces.")
+    where = forms.CharField(
+        required=False, widget=forms.Textarea(attrs={"rows": 2, "cols": 60}),
+        label="facts", help_text="Fact expressions, one a line (or ; between them), ANDed: "
+        "os=debian; disk_free_pct<10; memory_gb>=32. Alone, they filter every host.",
+    )  # fmt: skip
+    timeout = RunCommandForm.base_fields["timeout"]
+    clean_timeout = RunCommandForm.clean_timeout
+
+    def clean_hosts(self):
+        return _words(self.cleaned_data["hosts"])
+
+    def clean_groups(self):
+        return _words(self.cleaned_data["groups"])
+
+    def clean_where(self):
+        text = self.cleaned_data["where"]
+        return [e.strip() for line in text.splitlines() for e in line.split(";") if e.strip()]

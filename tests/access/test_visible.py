@@ -252,6 +252,8 @@ def test_check_task_for_a_user_shows_what_the_api_shows_them(fleet_of_two, api, 
     assert printed["hidden_hosts"] == 1
     text = check_task_out(str(f.spanning.pk))
     assert "[not shown] 1 more host(s): you may not view them" in text
+    assert f.db1.ip not in text and "out of <host>" in text  # grouped: the same but the address
+    text = check_task_out(str(f.spanning.pk), "--no-group")
     assert f.db1.ip not in text and f"out of {f.web1.ip}" in text
     with pytest.raises(CommandError, match="no job or host task has the id"):
         call_command("check_task", str(f.db_only.pk))

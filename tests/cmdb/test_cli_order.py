@@ -1,6 +1,8 @@
 """What the terminal shows at a few hundred hosts: numeric address order, `--hosts a,b`."""
 
+from client import grouping
 from cmdb.jobs import cli, report
+from cmdb.jobs.choices import HostTaskStateChoices
 from cmdb.jobs.models import HostTask
 
 
@@ -21,6 +23,14 @@ def test_a_job_lists_its_hosts_in_numeric_order():
     # Unsaved rows: format_job is pure (no queries), what check_task prints.
     tasks = [HostTask(ip=ip, state="ok", exit_code=0) for ip in ("127.0.2.10", "127.0.2.9",
                                                                   "127.0.2.100")]  # fmt: skip
-    text = report.format_job(None, tasks)
+    text = report.format_job(None, tasks, grouped=False)
     hosts = [line.split()[2] for line in text.splitlines() if line.startswith("from host")]
     assert hosts == ["127.0.2.9", "127.0.2.10", "127.0.2.100"]
+    # Grouped (the default): one block, its hosts in the same order.
+    grouped = report.format_job(None, tasks)
+    assert grouped == "from 3 hosts: 127.0.2.9-10, 127.0.2.100  (ok, exit 0)\n"
+
+
+def test_the_client_knows_the_server_states_in_their_order():
+    # client/ imports nothing of the server's: its list of states must follow the choices.
+    assert tuple(HostTaskStateChoices.values) == grouping.STATES

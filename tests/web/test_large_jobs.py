@@ -5,7 +5,7 @@ import pytest
 
 from cmdb.jobs import admin as jobs_admin
 from cmdb.jobs.choices import HostTaskStateChoices as State
-from cmdb.web import views
+from cmdb.web import jobpage
 from tests.support.api import make_job, make_user
 from tests.support.factories import make_host
 
@@ -33,7 +33,7 @@ def hosts_on(text: str) -> list[str]:
 
 
 def test_the_job_page_shows_a_page_of_hosts_and_counts_them_all(admin, job, monkeypatch):
-    monkeypatch.setattr(views, "HOSTS_PER_PAGE", 2)
+    monkeypatch.setattr(jobpage, "HOSTS_PER_PAGE", 2)
 
     first = admin.get(f"/jobs/{job.pk}/").content.decode()
     last = admin.get(f"/jobs/{job.pk}/?page=3").content.decode()

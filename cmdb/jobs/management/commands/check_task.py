@@ -1,12 +1,16 @@
-"""`manage.py check_task ID`: each host's state, exit code, duration and output."""
+"""`manage.py check_task ID`: the tally per state, then the hosts grouped by outcome (or each
+host's state, exit code, duration and output); filters by state, host lists, CSV/JSON lines."""
 
 import sys
 import time
 
 from django.core.management.base import CommandError
 
+from client import export
+from client import report as shown
 from cmdb.access import visible
 from cmdb.jobs import documents, report, services
+from cmdb.jobs.choices import HostTaskStateChoices as State
 from cmdb.jobs.cli import FleetCommand
 
 EXIT_OK, EXIT_NOT_OK, EXIT_UNKNOWN, EXIT_UNFINISHED = 0, 1, 2, 3
@@ -51,6 +55,7 @@ class Command(FleetCommand):
             action="store_true",
             help="the document GET /api/jobs/ID/ (or /api/host-tasks/ID/) answers",
         )
+        add_result_arguments(parser)
 
     def handle(self, *args, **opts):
         # The CLI's user (--as / CMDB_USER) sees what the API would show them: their hosts'
@@ -62,13 +67,13 @@ class Command(FleetCommand):
         found = services.find(opts["id"], user)
         if opts["wait"]:
             found = self._wait(opts["id"], opts["wait_timeout"], user)
-        job, tasks = found.job, found.tasks
+        tasks = found.tasks
         output = visible.reads_output(user)
         if opts["json"]:
             document = self._document(opts["id"], found, output)
             self.stdout.write(documents.dumps(document))  # as json.dumps(indent=2) writes it
         else:
-            self.stdout.write(report.format_job(job, tasks, found.hidden, output), ending="")
+            self.stdout.write(results_text(found, output, opts), ending="")
         state = documents.progress(tasks)
         if not state.done:
             sys.exit(EXIT_UNFINISHED)
@@ -98,3 +103,49 @@ class Command(FleetCommand):
             if done == len(tasks) or (deadline is not None and time.monotonic() > deadline):
                 return found
             time.sleep(0.25)
+
+
+def add_result_arguments(parser) -> None:
+    """What of a job is shown, at a few hundred hosts: grouped, filtered, listed, exported."""
+    parser.add_argument("--no-group", dest="group", action="store_false",
+                        help="one block per host (default: hosts with the same state, exit "
+                        "code and output as one block, the odd ones first)")  # fmt: skip
+    parser.add_argument(
+        "--state",
+        dest="states",
+        action="append",
+        default=[],
+        metavar="STATE",
+        choices=State.values,
+        help="only the hosts in this state (repeatable)",
+    )
+    parser.add_argument(
+        "--failed",
+        action="store_true",
+        help=f"only the hosts that did not end ok ({', '.join(shown.NOT_OK)})",
+    )
+    parser.add_argument("--hosts-only", action="store_true",
+                        help="only the hosts, comma-separated, ready to paste into --hosts: a "
+                        "line per state (\"failed: a,b\"), or with --state/--failed one line "
+                        "of them alone")  # fmt: skip
+    parser.add_argument(
+        "--format",
+        choices=export.FORMATS,
+        default=None,
+        help="every host task shown as CSV or JSON lines (one per host)",
+    )
+
+
+def chosen_states(opts: dict) -> list[str]:
+    return [*opts.get("states", ()), *(shown.NOT_OK if opts.get("failed") else ())]
+
+
+def results_text(found: services.Found, output: bool, opts: dict) -> str:
+    states = chosen_states(opts)
+    if opts.get("hosts_only") or opts.get("format"):
+        rows = shown.chosen([report.row(t, output) for t in found.tasks], states)
+        if opts.get("format"):
+            return export.export(rows, opts["format"])
+        return shown.hosts_by_state(rows, labelled=not states) if rows else ""
+    return report.format_job(found.job, found.tasks, found.hidden, output,
+                             grouped=opts.get("group", True), states=states)  # fmt: skip
