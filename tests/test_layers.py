@@ -13,7 +13,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 #: Each package may import only those before it (and itself).
-LAYERS = ["collectors", "wire", "workers", "cmdb", "deploy", "bench"]
+LAYERS = ["collectors", "wire", "client", "workers", "cmdb", "deploy", "bench"]
 #: The server speaks to agents only through the wire contract: none of the agent's code.
 FORBIDDEN = {"cmdb": {"workers"}}
 #: Function-level imports of the project's code that must stay where they are, and why.

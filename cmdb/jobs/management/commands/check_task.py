@@ -6,7 +6,7 @@ import time
 from django.core.management.base import CommandError
 
 from cmdb.access import visible
-from cmdb.jobs import documents, report, services
+from cmdb.jobs import documents, follow, kept, report, services
 from cmdb.jobs.cli import FleetCommand
 
 EXIT_OK, EXIT_NOT_OK, EXIT_UNKNOWN, EXIT_UNFINISHED = 0, 1, 2, 3
@@ -47,6 +47,16 @@ class Command(FleetCommand):
             help="give up waiting after this many seconds (exit 3)",
         )
         parser.add_argument(
+            "--follow",
+            action="store_true",
+            help="stream each host's output as it comes, until all have ended",
+        )
+        parser.add_argument(
+            "--full",
+            action="store_true",
+            help="the whole output kept on the server (run --keep-output)",
+        )
+        parser.add_argument(
             "--json",
             action="store_true",
             help="the document GET /api/jobs/ID/ (or /api/host-tasks/ID/) answers",
@@ -59,7 +69,11 @@ class Command(FleetCommand):
         if user is not None and not user.has_perm(VIEW_PERMISSION):
             message = E_MAY_NOT_VIEW.format(user=user.get_username())
             raise CommandError(message, returncode=EXIT_UNKNOWN)
+        if opts["follow"]:
+            sys.exit(follow.follow(self.stdout, opts["id"], user, opts["wait_timeout"]))
         found = services.find(opts["id"], user)
+        if opts["full"]:
+            sys.exit(kept.write_full(self.stdout, found, user))
         if opts["wait"]:
             found = self._wait(opts["id"], opts["wait_timeout"], user)
         job, tasks = found.job, found.tasks
