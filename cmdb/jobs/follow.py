@@ -13,9 +13,7 @@ from rich.console import Console
 
 from client.live import Follow
 from cmdb.access import visible
-from cmdb.celery import app as cmdb_app
 from cmdb.jobs import live, services
-from cmdb.jobs.broker import redis_client
 from cmdb.jobs.models import HostTask
 
 EXIT_OK, EXIT_NOT_OK, EXIT_UNFINISHED = 0, 1, 3
@@ -85,7 +83,7 @@ def follow(stdout, ident: str, user=None, wait_timeout: float | None = None) -> 
                 view.finished(task.task_id, as_shown(task, output))
 
     cursor = "0-0"
-    with redis_client(cmdb_app) as client, view.live():
+    with live.reader() as client, view.live():
         while pending and (deadline is None or time.monotonic() < deadline):
             events = live.read(client, job_id, cursor, block_ms=IDLE_MS)
             if not events:
@@ -93,7 +91,8 @@ def follow(stdout, ident: str, user=None, wait_timeout: float | None = None) -> 
                 view.tick()
                 continue
             stored = set()
-            for cursor, event in events:  # noqa: B007 (the last one is the next read's cursor)
+            cursor = events[-1][0]
+            for _, event in events:
                 if event.get("task") not in pending:
                     continue
                 if event.get("type") == "output" and output:

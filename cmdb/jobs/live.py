@@ -102,6 +102,13 @@ def publish(events: list[tuple[object, dict]]) -> None:
         logger.warning("could not publish %d job events", len(events), exc_info=True)
 
 
+@contextlib.contextmanager
+def reader():
+    """A connection to read job streams with (``read``), open for the ``with`` block."""
+    with redis_client(cmdb_app) as client:
+        yield client
+
+
 def read(client, job_id, after: str = "0-0", block_ms: int | None = None, count: int = 1000):
     """[(cursor, event)] after ``after`` in the job's stream; waits up to ``block_ms`` for one."""
     got = client.xread({events_key(job_id): after}, count=count, block=block_ms)
