@@ -73,11 +73,10 @@ class LiveOutput:
         size, at = os.fstat(fd).st_size, self.sent[i]
         if at < self.keep:
             end = min(size, self.keep, at + KEEP_CHUNK_BYTES)
-            if end < min(size, self.keep):
-                data = os.pread(fd, end - at, at)
-                self.sent[i] = at + len(data)
-                return at, base64.b64encode(data).decode(), True
-        if size - at > CHUNK_BYTES and at >= self.keep:
+            data = os.pread(fd, end - at, at) if end > at else b""
+            self.sent[i] = at + len(data)
+            return at, base64.b64encode(data).decode(), self.sent[i] < min(size, self.keep)
+        if size - at > CHUNK_BYTES:
             at = size - CHUNK_BYTES  # the middle is skipped: the chunk's offset says so
         data = os.pread(fd, min(size - at, CHUNK_BYTES), at) if size > at else b""
         self.sent[i] = at + len(data)
