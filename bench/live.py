@@ -109,6 +109,9 @@ def measure_live(tasks: int = 200, hosts: int = 10, reps: int = 7) -> dict:
     run_dir.mkdir(parents=True)
     fleet = AgentsFleet(run_dir)
     ips = host_ips("7", hosts)
+    # Before anything reads the settings (starting Redis does): this fleet's database.
+    os.environ.update({k: v for k, v in fleet.env.items()
+                       if k.startswith(("CMDB_", "REDIS_", "DATABASE_", "DJANGO_"))})  # fmt: skip
     try:
         fleet.start_redis()
         _setup_django(fleet)
