@@ -118,16 +118,22 @@ class Follow:
         host.seen[stream] = seen + len(data)
         *lines, rest = (host.partial[stream] + data).split(b"\n")
         host.partial[stream] = rest
-        for line in lines:
-            self._line(host, stream, line)
+        if lines:
+            self._line(host, stream, *lines)
 
-    def _line(self, host: _Host, stream: str, raw: bytes, marker: bool = False) -> None:
-        line = Text(f"{host.ip:<{self._width(host.ip)}} ", style="cyan")
-        line.append(f"{host.elapsed:5.1f}s ", style="dim")
+    def _line(self, host: _Host, stream: str, *raws: bytes, marker: bool = False) -> None:
+        """Lines of one host's stream, printed at once (rich costs per call, not per line)."""
+        text = Text()
         out = stream == "stdout"
-        line.append("| " if out else "! ", style="dim" if out else "red")
-        line.append(printable(raw.decode("utf-8", "replace")), style="dim italic" if marker else "")
-        self._print(line)
+        for i, raw in enumerate(raws):
+            if i:
+                text.append("\n")
+            text.append(f"{host.ip:<{self._width(host.ip)}} ", style="cyan")
+            text.append(f"{host.elapsed:5.1f}s ", style="dim")
+            text.append("| " if out else "! ", style="dim" if out else "red")
+            text.append(printable(raw.decode("utf-8", "replace")),
+                        style="dim italic" if marker else "")  # fmt: skip
+        self._print(text)
 
     def _print(self, text: Text) -> None:
         self.console.print(text, soft_wrap=True, highlight=False)

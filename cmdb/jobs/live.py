@@ -30,6 +30,8 @@ logger = logging.getLogger(__name__)
 STREAM_MAXLEN = 20000
 STREAM_TTL = 24 * 3600
 STREAMS = ("stdout", "stderr")
+#: The most of each stream one event carries (as much as an agent sends live per flush).
+SHOW_BYTES = 64 << 10
 
 
 def events_key(job_id) -> str:
@@ -70,11 +72,19 @@ def relay(items: list[dict]) -> int:
             at = getattr(chunk, f"{stream}_at")
             if data[stream] and keep and at < keep:
                 kept.keep(task, stream, at, data[stream][: keep - at])
+        shown = {}
+        for stream in STREAMS:
+            # A kept output's chunks are large (workers.live.KEEP_CHUNK_BYTES): followers get
+            # the end of each, as they would from an agent not keeping it.
+            at, part = getattr(chunk, f"{stream}_at"), data[stream]
+            if len(part) > SHOW_BYTES:
+                at, part = at + len(part) - SHOW_BYTES, part[-SHOW_BYTES:]
+            shown[stream] = (at, part)
         events.append((task.job_id, {
             "type": "output", "task": task.task_id, "host": task.ip, "seq": chunk.seq,
             "elapsed": chunk.elapsed,
-            **{f"{s}_at": getattr(chunk, f"{s}_at") for s in STREAMS},
-            **{s: data[s].decode("utf-8", "replace") for s in STREAMS},
+            **{f"{s}_at": shown[s][0] for s in STREAMS},
+            **{s: shown[s][1].decode("utf-8", "replace") for s in STREAMS},
         }))  # fmt: skip
     dropped.flush(cmdb_app)
     publish(events)

@@ -88,13 +88,16 @@ def test_run_wait_streams_output_as_it_is_produced(hosts, process_env, cli_user)
 
 def test_check_task_follow_streams_output_and_exits_as_check_task(hosts, process_env, manage):
     ip = AGENT_IPS[1]
-    job_id = dispatch(manage, SLOW + "; exit 3", ip)
+    job_id = dispatch(manage, "for i in $(seq 1 9); do echo line $i; sleep 1; done; exit 3", ip)
     lines = Lines(process_env, "check_task", job_id, "--follow", "--wait-timeout", "60")
 
     assert lines.wait() == 1, lines.text()  # finished with failures, as check_task says
     out = lines.text()
-    assert "line 1" in out and "failed, exit 3" in out, out
-    assert lines.ended - lines.first("| line 2") > 1.5, out
+    # What came before the follower started is caught up from the stream: every line, once.
+    for i in range(1, 10):
+        assert out.count(f"| line {i}\n") + out.endswith(f"| line {i}") == 1, out
+    assert "failed, exit 3" in out, out
+    assert lines.ended - lines.first("| line 7") > 1.5, out  # seen while it ran
 
 
 def test_forged_chunks_are_not_shown(hosts, process_env, manage):

@@ -70,7 +70,9 @@ class Command(FleetCommand):
             message = E_MAY_NOT_VIEW.format(user=user.get_username())
             raise CommandError(message, returncode=EXIT_UNKNOWN)
         if opts["follow"]:
-            sys.exit(follow.follow(self.stdout, opts["id"], user, opts["wait_timeout"]))
+            follow.exit_with(
+                self, follow.follow(self.stdout, opts["id"], user, opts["wait_timeout"])
+            )
         found = services.find(opts["id"], user)
         if opts["full"]:
             sys.exit(kept.write_full(self.stdout, found, user))

@@ -1,7 +1,5 @@
 """`manage.py run "df -h" --hosts 10.0.3.55 web1`: dispatch a command, print the job id at once."""
 
-import sys
-
 from cmdb.jobs import follow, services
 from cmdb.jobs.cli import (
     FleetCommand,
@@ -28,4 +26,5 @@ class Command(FleetCommand):
                            keep_output=opts["keep_output"] or None)  # fmt: skip
         print_job(self, job)
         if opts["wait"]:
-            sys.exit(follow.follow(self.stdout, str(job.id), self.user, opts["wait_timeout"]))
+            code = follow.follow(self.stdout, str(job.id), self.user, opts["wait_timeout"])
+            follow.exit_with(self, code)
