@@ -1,1 +1,2 @@
-"""What any front-end shows of jobs, from plain dicts (the API's JSON): no Django, no Celery."""
+"""What the operator's tools share that needs no Django: rendering of jobs from plain dicts (the
+API's JSON), live output, the thin client."""

@@ -254,6 +254,15 @@ CMDB = {
     #: Where files fetched through the API or the admin go: <FETCH_DIR>/<job id>/<host ip>/.
     #: The central worker writes them and the web serves them, so both must see this folder.
     "FETCH_DIR": Path(os.environ.get("CMDB_FETCH_DIR", RUN_DIR / "fetched")),
+    #: Keep every command's complete stdout and stderr (as `run --keep-output` does), up to
+    #: KEEP_OUTPUT_MAX_BYTES of each, as files under OUTPUT_DIR/<job id>/ on the central
+    #: worker's machine (the web serves them, so both must see the folder).
+    "KEEP_OUTPUT": _env_bool("CMDB_KEEP_OUTPUT", False),
+    "KEEP_OUTPUT_MAX_BYTES": int(os.environ.get("CMDB_KEEP_OUTPUT_MAX_BYTES", str(64 << 20))),
+    "OUTPUT_DIR": Path(os.environ.get("CMDB_OUTPUT_DIR", RUN_DIR / "output")),
+    #: Seconds one answer of /api/jobs/{id}/events/ streams at most (a proxy's idle limit, a
+    #: web worker held): the client comes back with the last cursor, as EventSource does.
+    "EVENTS_STREAM_SECONDS": float(os.environ.get("CMDB_EVENTS_STREAM_SECONDS", "25")),
     #: Largest file (or unpacked archive) the API and the admin take for a push: it is held
     #: in the broker's Redis, whose memory the whole fleet depends on, until the push ends.
     "MAX_UPLOAD_BYTES": int(os.environ.get("CMDB_MAX_UPLOAD_BYTES", str(1 << 30))),

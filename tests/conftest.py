@@ -139,11 +139,13 @@ def process_env(run_dir, redis_url, django_db_setup, django_db_blocker, signing_
         url = database_url()
     # The central worker writes fetched files where the API (this process) serves them from.
     settings.CMDB["FETCH_DIR"] = run_dir / "fetched"
+    settings.CMDB["OUTPUT_DIR"] = run_dir / "output"  # kept outputs (--keep-output), likewise
     return {
         **TEST_ENV,
         "REDIS_URL": redis_url,
         "DATABASE_URL": url,
         "CMDB_FETCH_DIR": str(settings.CMDB["FETCH_DIR"]),
+        "CMDB_OUTPUT_DIR": str(settings.CMDB["OUTPUT_DIR"]),
         "CMDB_SIGNING_KEY": str(signing_key),
         "CMDB_AGENT_PUBKEY": str(signing.public_path(signing_key)),
     }

@@ -185,6 +185,8 @@ class CommandSpec(Spec):
     head_bytes: int = 65536
     tail_bytes: int = 65536
     max_output_bytes: int = 1 << 30
+    #: Bytes of each stream to send the server whole, however long (--keep-output); 0: none.
+    keep_output_bytes: int = 0
 
     @classmethod
     def from_wire(cls, data):
@@ -276,6 +278,30 @@ class Started(_Message):
     agent_pid: int | None = None
     started_at: float | None = None
     #: The agent's signature over the rest (see _Message.signed).
+    signature: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Output(_Message):
+    """What a running command wrote since the last one (workers.live): sent only by commands
+    still running at the first flush, signed like every other notice, so that nobody else on
+    the broker can make the server show output in a host's name."""
+
+    WHAT: ClassVar[str] = "output chunk"
+
+    task_id: str
+    host: str = ""
+    agent: str = ""
+    #: Counted from 1 per task.
+    seq: int = 0
+    #: Seconds since the command started.
+    elapsed: float = 0.0
+    #: Each stream's new bytes (base64) and the offset in the stream they start at: a gap
+    #: between two chunks is output skipped (more than a chunk carries between two flushes).
+    stdout_at: int = 0
+    stdout: str = ""
+    stderr_at: int = 0
+    stderr: str = ""
     signature: str = ""
 
 

@@ -10,6 +10,9 @@ AGENT_TASKS = (RUN_COMMAND, COLLECT_FACTS, PUSH_FILES, FETCH_FILE)
 
 STORE_RESULT = "cmdb.jobs.store_result"
 TASK_STARTED = "cmdb.jobs.task_started"
+#: A running command's output so far (wire.messages.Output), to the same reply queue as its
+#: result: the intake relays it to the job's event stream, in order, before the result.
+TASK_OUTPUT = "cmdb.jobs.task_output"
 REGISTER_AGENT = "cmdb.hosts.register_agent"
 
 #: The worker event an agent's signed heartbeat travels as (workers.alive). "worker-" first:
@@ -30,6 +33,10 @@ def default_results_queue(central_queue: str) -> str:
 #: Redis key that marks a host task as cancelled, so that an agent which missed the revoke
 #: broadcast (it was offline) still refuses the message when it comes back.
 CANCELLED_KEY = "cmdb:cancelled:{task_id}"
+
+#: Redis stream of a job's events (output chunks the server believed, host tasks stored), which
+#: `run --wait`, `check_task --follow` and the API's events endpoint read (cmdb.jobs.live).
+EVENTS_KEY = "cmdb:events:{job}"
 
 #: Redis hash of how many messages the server did not believe, by kind and reason
 #: (cmdb.jobs.trust): forged, re-targeted or replayed reports and heartbeats.

@@ -63,6 +63,7 @@ def run_command(
     spool_dir: str | None = None,
     on_start: Callable[[int], None] | None = None,
     kill_grace: float = 2.0,
+    live=None,
     clock=time.monotonic,
     wallclock=time.time,
 ) -> RunResult:
@@ -76,6 +77,8 @@ def run_command(
     the operator's cancel mark in Redis); True kills the tree and returns CANCELLED.
     `on_start` is given the shell's pid (its session's id) as soon as it exists: the agent
     records it, so that its successor can end the session if the agent dies (workers.orphans).
+    `live` (workers.live.LiveOutput) is shown the spool files at each poll and once the command
+    has ended, and sends their new output to the server; it never raises.
     `clock` drives the timeout and `duration`; `wallclock` gives `started_at`/`finished_at`.
     """
     if not isinstance(command, str) or not command.strip():
@@ -125,7 +128,7 @@ def run_command(
             if on_start is not None:
                 on_start(proc.pid)
             reason = _supervise(proc, spools, start + timeout, max_output_bytes, clock,
-                                cancelled, cancel_every, spool_free)  # fmt: skip
+                                cancelled, cancel_every, spool_free, live)  # fmt: skip
         except interrupts:
             reason = Outcome.CANCELLED
         except BaseException:
@@ -150,6 +153,8 @@ def run_command(
         # Once more at the end: the spool files still hold everything, so a filesystem the
         # command filled between two polls is still full now.
         spool_free.look()
+        if live is not None:
+            live.finish([s.fileno() for s in spools])
         if spool_free.least < SPOOL_LOW:
             kept = sum(os.fstat(s.fileno()).st_size for s in spools)
             full = E_SPOOL_FULL.format(where=f" ({spool_dir})" if spool_dir else "",
@@ -177,6 +182,7 @@ def _supervise(
     cancelled=None,
     cancel_every=0.5,
     spool_free=None,
+    live=None,
 ) -> Outcome | None:
     """Wait for the shell in short polls; return None on exit, else why it must be killed."""
     next_cancel_check = clock() + cancel_every
@@ -199,6 +205,8 @@ def _supervise(
         # what the command writes in one poll interval.
         if sum(os.fstat(s.fileno()).st_size for s in spools) > max_output_bytes:
             return Outcome.ERROR
+        if live is not None:
+            live.poll([s.fileno() for s in spools])
 
 
 class SpoolFree:

@@ -33,7 +33,7 @@ from wire.messages import (
     Stream,
     TransferOutcome,
 )
-from workers import claims, connections, guard, placing, runner
+from workers import claims, connections, guard, live, placing, runner
 from workers.celery import agent, app
 from workers.identity import validate_ipv4
 
@@ -106,6 +106,20 @@ def _run(agent, spec: CommandSpec, cancelled) -> Report:
             agent.running().remove(task_id)
 
 
+def _live(agent, spec: CommandSpec) -> live.LiveOutput:
+    """Output chunks for this command, signed and sent where its result goes."""
+    request = current_task.request
+    reply_queue = spec.reply_queue or agent.settings.results_queue
+
+    def send(chunk) -> None:
+        current_task.app.send_task(names.TASK_OUTPUT, args=[chunk.signed(agent.own_key())
+                                   .to_wire()], queue=reply_queue)  # fmt: skip
+
+    queue = (request.delivery_info or {}).get("routing_key") or spec.host
+    return live.LiveOutput(send, request.id, queue, request.hostname or "",
+                           keep=spec.keep_output_bytes)  # fmt: skip
+
+
 def _ran(agent, spec: CommandSpec, cancelled, record) -> Report:
     result = runner.run_command(
         spec.command,
@@ -121,6 +135,7 @@ def _ran(agent, spec: CommandSpec, cancelled, record) -> Report:
         interrupts=(SoftTimeLimitExceeded,),
         spool_dir=agent.settings.spool_dir,
         on_start=record,
+        live=_live(agent, spec),
     )
     outcome, error = result.outcome, result.error
     if outcome == Outcome.CANCELLED and not cancelled():

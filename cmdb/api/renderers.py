@@ -18,6 +18,13 @@ class BinaryRenderer(BaseRenderer):
         return data if isinstance(data, bytes) else json.dumps(data).encode()
 
 
+class EventStreamRenderer(BinaryRenderer):
+    """Lets a client (EventSource) ask for text/event-stream; errors still read as JSON."""
+
+    media_type = "text/event-stream"
+    format = "sse"
+
+
 class TarRenderer(BinaryRenderer):
     media_type = "application/x-tar"
     format = "tar"

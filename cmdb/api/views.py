@@ -30,11 +30,17 @@ from rest_framework.response import Response
 from client.report import NOT_OK
 from cmdb.access import visible
 from cmdb.access.actor import actor_of
-from cmdb.api import filtersets, serializers
+from cmdb.api import filtersets, live, serializers
 from cmdb.api.errors import Gone, flat_errors
 from cmdb.api.pagination import CappedLimitOffsetPagination
 from cmdb.api.permissions import ActionPermissions, DispatchPermissions
-from cmdb.api.renderers import BinaryRenderer, CSVRenderer, JSONLinesRenderer, TarRenderer
+from cmdb.api.renderers import (
+    BinaryRenderer,
+    CSVRenderer,
+    EventStreamRenderer,
+    JSONLinesRenderer,
+    TarRenderer,
+)
 from cmdb.assets.models import Asset, Change
 from cmdb.celery import app as cmdb_celery_app
 from cmdb.files.fetched import NotServed, open_fetched, record_download, tar_stream
@@ -302,7 +308,8 @@ class JobViewSet(CancelMixin, mixins.CreateModelMixin, ReadOnlyViewSet):
                     "files": ["jobs.view_job", "jobs.view_output"],
                     # Re-running is dispatching: the service checks the kind's permission
                     # and the grants, as for a new job.
-                    "export": ["jobs.view_job"], "rerun": ["jobs.view_job"]}  # fmt: skip
+                    "export": ["jobs.view_job"], "rerun": ["jobs.view_job"],
+                    "events": ["jobs.view_job"]}  # fmt: skip
     request_serializers = {
         "create": serializers.JobRequestSerializer,
         "push": serializers.PushRequestSerializer,
@@ -396,6 +403,30 @@ class JobViewSet(CancelMixin, mixins.CreateModelMixin, ReadOnlyViewSet):
                                app=self.celery_app, online_only=data["online_only"],
                                confirm=data["confirm"])  # fmt: skip
         return self._accepted(again)
+
+    @extend_schema(
+        summary="The job's events as they happen (Server-Sent Events)",
+        description="`output` (a host's new output, with each stream's byte offset; with "
+        "jobs.view_output) and `task` (a host task was stored: read it again) events, each "
+        "with its cursor as its id. One answer streams for up to 25 s: come back with "
+        "`after` (or Last-Event-ID) set to the last id read.",
+        parameters=[OpenApiParameter("after", str, description="the last event id read")],
+        responses={(200, "text/event-stream"): OpenApiResponse(OpenApiTypes.STR)},
+    )
+    @action(detail=True, methods=["get"], filter_backends=[], pagination_class=None,
+            renderer_classes=[EventStreamRenderer, JSONRenderer])  # fmt: skip
+    def events(self, request, *args, **kwargs):
+        job = self.get_object()
+        shown = visible.viewable_tasks(request.user, HostTask.objects.filter(job=job))
+        states = dict(shown.values_list("task_id", "state"))
+        unfinished = {t for t, state in states.items() if state not in live.TERMINAL}
+        return live.events_response(
+            job,
+            set(states),
+            unfinished,
+            visible.reads_output(request.user),
+            live.cursor_of(request),
+        )
 
     def get_serializer_class(self):
         return self.request_serializers.get(self.action) or super().get_serializer_class()
@@ -499,12 +530,27 @@ class HostTaskViewSet(CancelMixin, ReadOnlyViewSet):
     permission_classes = [ActionPermissions]
     #: The file is the host's (another user's /etc/shadow, say): its output, not its record.
     action_perms = {**CancelMixin.action_perms,
-                    "file": ["jobs.view_hosttask", "jobs.view_output"]}  # fmt: skip
+                    "file": ["jobs.view_hosttask", "jobs.view_output"],
+                    "output": ["jobs.view_hosttask", "jobs.view_output"]}  # fmt: skip
     #: Polled by the Celery task id that `run`, the API and the admin print per host.
     lookup_field = "task_id"
 
     def tasks_to_cancel(self, task: HostTask) -> list[HostTask]:
         return [task]
+
+    @extend_schema(
+        summary="The whole output kept on the server (run --keep-output)",
+        description="The host's stdout (or `stream=stderr`) as it wrote it, up to "
+        "CMDB_KEEP_OUTPUT_MAX_BYTES.",
+        parameters=[OpenApiParameter("stream", str, enum=["stdout", "stderr"])],
+        responses={
+            (200, "application/octet-stream"): OpenApiResponse(OpenApiTypes.BINARY),
+            404: OpenApiResponse(serializers.DetailSerializer, "Output not kept."),
+        },
+    )
+    @action(detail=True, methods=["get"], renderer_classes=[JSONRenderer, BinaryRenderer])
+    def output(self, request, *args, **kwargs):
+        return live.output_response(self.get_object(), request.GET.get("stream", "stdout"))
 
     @action(detail=True, methods=["get"], renderer_classes=[JSONRenderer, BinaryRenderer])
     def file(self, request, *args, **kwargs):

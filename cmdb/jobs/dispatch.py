@@ -371,6 +371,7 @@ def _spec(job: Job, task: HostTask, reply_queue: str) -> Spec:
         head_bytes=cfg["HEAD_BYTES"],
         tail_bytes=cfg["TAIL_BYTES"],
         max_output_bytes=cfg["MAX_OUTPUT_BYTES"],
+        keep_output_bytes=int(job.params.get("keep_output") or 0),
     )
 
 

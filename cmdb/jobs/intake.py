@@ -45,7 +45,7 @@ from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError, close_old_connections
 from kombu import Exchange, Queue
 
-from cmdb.jobs import results
+from cmdb.jobs import live, results
 from cmdb.jobs.broker import BROKER_ERRORS
 from wire import names
 
@@ -186,6 +186,13 @@ def split(bodies) -> tuple[list[dict], list[dict], list]:
     return started, finished, bad
 
 
+def _first_arg(body) -> bool:
+    try:
+        return isinstance(body[0][0], dict)
+    except (TypeError, IndexError, KeyError):
+        return False
+
+
 def store(raws: list[bytes]) -> None:
     """Store one batch of raw messages; what cannot be read is logged and dropped."""
     bodies = []
@@ -194,6 +201,11 @@ def store(raws: list[bytes]) -> None:
             bodies.append(decode(raw))
         except ValueError as exc:
             logger.error("dropping an undecodable message on the results queue: %s", exc)
+    # Output chunks first, in the order they came: each before the result that follows it.
+    chunks = [b[0][0] for name, b in bodies if name == names.TASK_OUTPUT and _first_arg(b)]
+    bodies = [(name, b) for name, b in bodies if name != names.TASK_OUTPUT]
+    if chunks:
+        live.relay(chunks)
     started, finished, bad = split(bodies)
     for why in bad:
         logger.error("dropping malformed message on the results queue: %s", why)

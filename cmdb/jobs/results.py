@@ -18,7 +18,7 @@ from cmdb.assets.store import store_report
 from cmdb.celery import app as cmdb_app
 from cmdb.files.fetched import store_fetched
 from cmdb.hosts.models import Host
-from cmdb.jobs import lifecycle, records, trust
+from cmdb.jobs import lifecycle, live, records, trust
 from cmdb.jobs.broker import redis_client
 from cmdb.jobs.choices import HostTaskStateChoices as State
 from cmdb.jobs.choices import JobKindChoices
@@ -168,6 +168,8 @@ def store_batch(started: Iterable[dict], finished: Iterable[dict]) -> int:
         pks = HostTask.objects.filter(task_id__in=mismatched).values_list("pk", flat=True)
         lifecycle.conclude(pks, State.ERROR, lambda t: mismatched[t.task_id],
                            only_from=UNREADABLE_FROM)  # fmt: skip
+    # After the commit: followers (cmdb.jobs.live) read the rows as written here.
+    live.publish_stored([t for t, _ in changed.values()])
     # After the commit: the storing task must find the row as written here.
     _hand_over_fetched([(t, p) for t, p in changed.values() if t.state == State.STORING])
     return len(changed)

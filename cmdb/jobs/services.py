@@ -145,10 +145,15 @@ def _check(request: CommandRequest, problems: Problems) -> None:
         raise refusal(problems)
 
 
-def run(command: str, targets: Targets, requested_by: str, app=cmdb_app) -> Job:
-    """Run a shell command on every target; returns the job at once."""
+def run(command: str, targets: Targets, requested_by: str, app=cmdb_app,
+        keep_output: bool | None = None) -> Job:  # fmt: skip
+    """Run a shell command on every target; returns the job at once. ``keep_output`` (None:
+    the setting CMDB_KEEP_OUTPUT) keeps each host's whole output, within the cap, on the server."""
+    cfg = settings.CMDB
+    keep = cfg["KEEP_OUTPUT"] if keep_output is None else keep_output
+    params = {"keep_output": cfg["KEEP_OUTPUT_MAX_BYTES"]} if keep else None
     return dispatch.dispatch_command(
-        targets.request(JobKindChoices.COMMAND, requested_by, command), app
+        targets.request(JobKindChoices.COMMAND, requested_by, command, params=params), app
     )
 
 

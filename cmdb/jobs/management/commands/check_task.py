@@ -9,7 +9,7 @@ from django.core.management.base import CommandError
 from client import export
 from client import report as shown
 from cmdb.access import visible
-from cmdb.jobs import documents, report, services
+from cmdb.jobs import documents, follow, kept, report, services
 from cmdb.jobs.choices import HostTaskStateChoices as State
 from cmdb.jobs.cli import FleetCommand
 
@@ -51,6 +51,16 @@ class Command(FleetCommand):
             help="give up waiting after this many seconds (exit 3)",
         )
         parser.add_argument(
+            "--follow",
+            action="store_true",
+            help="stream each host's output as it comes, until all have ended",
+        )
+        parser.add_argument(
+            "--full",
+            action="store_true",
+            help="the whole output kept on the server (run --keep-output)",
+        )
+        parser.add_argument(
             "--json",
             action="store_true",
             help="the document GET /api/jobs/ID/ (or /api/host-tasks/ID/) answers",
@@ -64,7 +74,13 @@ class Command(FleetCommand):
         if user is not None and not user.has_perm(VIEW_PERMISSION):
             message = E_MAY_NOT_VIEW.format(user=user.get_username())
             raise CommandError(message, returncode=EXIT_UNKNOWN)
+        if opts["follow"]:
+            follow.exit_with(
+                self, follow.follow(self.stdout, opts["id"], user, opts["wait_timeout"])
+            )
         found = services.find(opts["id"], user)
+        if opts["full"]:
+            sys.exit(kept.write_full(self.stdout, found, user))
         if opts["wait"]:
             found = self._wait(opts["id"], opts["wait_timeout"], user)
         tasks = found.tasks

@@ -1,0 +1,68 @@
+"""The API's live parts: a job's events as Server-Sent Events, a host task's kept output."""
+
+import json
+import time
+
+from django.conf import settings
+from django.http import FileResponse, StreamingHttpResponse
+from rest_framework.exceptions import NotFound
+
+from cmdb.jobs import kept, live
+from cmdb.jobs.choices import HostTaskStateChoices as State
+
+TERMINAL = {str(s) for s in State.terminal()}
+
+E_NOT_KEPT = "this host task's output was not kept (run with --keep-output, or CMDB_KEEP_OUTPUT)"
+BLOCK_MS = 1000
+CURSOR_CHARS = set("0123456789-")
+
+
+def cursor_of(request) -> str:
+    given = request.GET.get("after") or request.headers.get("Last-Event-ID") or "0-0"
+    if not given or set(given) - CURSOR_CHARS or len(given) > 40:
+        return "0-0"
+    return given
+
+
+def events_response(job, task_ids: set[str], unfinished: set[str], output: bool, after: str,
+                    clock=time.monotonic):  # fmt: skip
+    """Server-Sent Events of ``job`` for the host tasks ``task_ids`` (those the reader may view):
+    each event's id is its cursor; output only with ``output`` (jobs.view_output). The answer
+    ends once each of the ``unfinished`` ones was stored in an end state (at once, after what
+    the stream holds, for a job that has ended), or after CMDB["EVENTS_STREAM_SECONDS"]."""
+
+    def stream():
+        end = clock() + settings.CMDB["EVENTS_STREAM_SECONDS"]
+        cursor, waiting = after, set(unfinished)
+        yield "retry: 1000\n\n"
+        with live.reader() as client:
+            while clock() < end:
+                events = live.read(client, job.pk, cursor, block_ms=BLOCK_MS if waiting else None)
+                if not events:
+                    if not waiting:
+                        return
+                    yield ": idle\n\n"  # a comment: the connection is alive
+                    continue
+                for cursor, event in events:  # the last one: the next read's
+                    if event.get("task") not in task_ids:
+                        continue
+                    if event.get("type") == "output" and not output:
+                        continue
+                    if event.get("type") == "task" and event.get("state") in TERMINAL:
+                        waiting.discard(event["task"])
+                    yield f"id: {cursor}\nevent: {event['type']}\ndata: {json.dumps(event)}\n\n"
+
+    response = StreamingHttpResponse(stream(), content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"
+    return response
+
+
+def output_response(task, stream: str):
+    if not kept.kept_cap(task):
+        raise NotFound(E_NOT_KEPT)
+    try:
+        f = kept.open_kept(task, stream)
+    except FileNotFoundError:
+        raise NotFound(E_NOT_KEPT) from None
+    return FileResponse(f, content_type="application/octet-stream")

@@ -1,0 +1,154 @@
+"""Whole outputs kept on the server (`run --keep-output`, CMDB_KEEP_OUTPUT): one file per
+host task and stream, OUTPUT_DIR/<job id>/<task id>.stdout (and .stderr), written by fd from
+the chunks the agent sent (cmdb.jobs.live), at their offsets, never through a symlink.
+"""
+
+import contextlib
+import logging
+import os
+import sys
+import time
+
+from django.conf import settings
+
+from cmdb.access import visible
+from cmdb.jobs.models import HostTask
+from cmdb.jobs.report import ip_order
+
+logger = logging.getLogger(__name__)
+
+STREAMS = ("stdout", "stderr")
+EXIT_OK, EXIT_NONE, EXIT_UNFINISHED = 0, 2, 3
+#: How long --full waits for the last chunks of a task whose result was stored before them.
+SETTLE = 5.0
+E_NOT_KEPT = "job {job}: output not kept (run it with --keep-output, or set CMDB_KEEP_OUTPUT)"
+E_NOT_FINISHED = "{ip}: still {state}; its output so far"
+E_NO_OUTPUT = "{user} may not read output (that takes jobs.view_output)"
+
+
+def kept_cap(task: HostTask) -> int:
+    return int((task.job.params or {}).get("keep_output") or 0)
+
+
+def output_dir():
+    return settings.CMDB["OUTPUT_DIR"]
+
+
+def _open_job_dir(job_id, create: bool) -> int:
+    """An fd on OUTPUT_DIR/<job id>, made when ``create``; never through a symlink."""
+    base = str(output_dir())
+    if create:
+        os.makedirs(base, mode=0o700, exist_ok=True)
+    base_fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        name = str(job_id)
+        if create:
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(name, 0o700, dir_fd=base_fd)
+        return os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                       dir_fd=base_fd)  # fmt: skip
+    finally:
+        os.close(base_fd)
+
+
+def keep(task: HostTask, stream: str, at: int, data: bytes) -> None:
+    """Write ``data`` at ``at`` of the task's kept stream: by offset, so a chunk that comes twice
+    writes the same bytes again, and the file is whole once every chunk has come."""
+    try:
+        dir_fd = _open_job_dir(task.job_id, create=True)
+        try:
+            fd = os.open(f"{task.task_id}.{stream}",
+                         os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
+                         dir_fd=dir_fd)  # fmt: skip
+        finally:
+            os.close(dir_fd)
+        try:
+            os.pwrite(fd, data, at)
+        finally:
+            os.close(fd)
+    except OSError:
+        logger.exception("could not keep the %s of %s", stream, task.task_id)
+
+
+def open_kept(task: HostTask, stream: str = "stdout"):
+    """The kept output file of a task's stream, open for reading (binary); FileNotFoundError
+    when the job did not keep output or nothing came."""
+    if stream not in STREAMS:
+        raise FileNotFoundError(stream)
+    dir_fd = _open_job_dir(task.job_id, create=False)
+    try:
+        fd = os.open(f"{task.task_id}.{stream}", os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     dir_fd=dir_fd)  # fmt: skip
+    finally:
+        os.close(dir_fd)
+    return os.fdopen(fd, "rb")
+
+
+def kept_complete(task: HostTask) -> bool:
+    """Every byte the task's result counted is in its kept files (up to the job's cap)."""
+    keep = kept_cap(task)
+    for stream in STREAMS:
+        want = min(getattr(task, f"{stream}_bytes") or 0, keep)
+        try:
+            with open_kept(task, stream) as f:
+                have = os.fstat(f.fileno()).st_size
+        except FileNotFoundError:
+            have = 0
+        if have < want:
+            return False
+    return True
+
+
+def write_full(stdout, found, user=None) -> int:
+    """`check_task ID --full`: each host's kept output. One host task: its bytes as they are
+    (stdout to stdout, stderr to stderr), so `> file` gives the host's output exactly; more:
+    each after a line naming the host and stream."""
+    if not visible.reads_output(user):
+        stdout.write(E_NO_OUTPUT.format(user=user.get_username()))
+        return EXIT_NONE
+    tasks = sorted(found.tasks, key=lambda t: ip_order(t.ip))
+    if not tasks or not kept_cap(tasks[0]):
+        job = found.job.pk if found.job is not None else (tasks[0].job_id if tasks else "?")
+        stdout.write(E_NOT_KEPT.format(job=job))
+        return EXIT_NONE
+    out = _binary(stdout)
+    single = len(tasks) == 1
+    unfinished = False
+    for task in tasks:
+        give_up = time.monotonic() + SETTLE
+        while task.is_terminal and not kept_complete(task) and time.monotonic() < give_up:
+            time.sleep(0.1)
+        unfinished |= not task.is_terminal
+        for stream in STREAMS:
+            dest = out if stream == "stdout" or not single else _binary(sys.stderr)
+            try:
+                f = open_kept(task, stream)
+            except FileNotFoundError:
+                continue
+            with f:
+                if not single:
+                    dest.write(f"--- {task.ip} {stream} ({task.state}) ---\n".encode())
+                while chunk := f.read(1 << 20):
+                    dest.write(chunk)
+            dest.flush()
+    return EXIT_UNFINISHED if unfinished else EXIT_OK
+
+
+def _binary(stream):
+    out = getattr(stream, "_out", stream)
+    with contextlib.suppress(AttributeError, ValueError):
+        out.flush()
+    return getattr(out, "buffer", None) or _Encoded(out)
+
+
+class _Encoded:
+    """A text stream (a test's StringIO) taking bytes."""
+
+    def __init__(self, out):
+        self.out = out
+
+    def write(self, data: bytes) -> None:
+        self.out.write(data.decode("utf-8", "replace"))
+
+    def flush(self) -> None:
+        self.out.flush()

@@ -1,0 +1,53 @@
+"""Following a job on a terminal (client.live): each line once, from chunks or the result."""
+
+import io
+
+from rich.console import Console
+
+from client.live import Follow
+
+
+def follow():
+    out = io.StringIO()
+    return Follow(Console(file=out, width=200, color_system=None), total=2), out
+
+
+def chunk(at: int, text: str, task="t1", host="10.0.0.1", stream="stdout") -> dict:
+    return {"type": "output", "task": task, "host": host, "elapsed": 1.0,
+            f"{stream}_at": at, stream: text}  # fmt: skip
+
+
+def task(state="ok", stdout="", truncated=False, tail="", total=None, **more) -> dict:
+    body = stdout.encode()
+    return {"ip": "10.0.0.1", "state": state, "exit_code": 0, "duration": 1.5, "error": "",
+            "stdout": {"head": stdout, "tail": tail, "truncated": truncated,
+                       "bytes": total if total is not None else len(body)},
+            "stderr": {"head": "", "tail": "", "bytes": 0, "truncated": False}, **more}  # fmt: skip
+
+
+def test_what_chunks_showed_is_not_shown_again_from_the_result():
+    view, out = follow()
+    view.output(chunk(0, "one\ntw"))
+    view.output(chunk(6, "o\n"))
+    view.finished("t1", task(stdout="one\ntwo\nthree\n"))
+    lines = out.getvalue().splitlines()
+    assert [line.split("| ")[1] for line in lines if "| " in line] == ["one", "two", "three"]
+    assert "10.0.0.1 ok, exit 0, 1.50 s" in out.getvalue()
+
+
+def test_skipped_output_is_said_and_control_characters_are_not_sent():
+    view, out = follow()
+    view.output(chunk(0, "a\n"))
+    view.output(chunk(100, "\x1b[2Jz\n"))
+    text = out.getvalue()
+    assert "[... 98 bytes not shown ...]" in text
+    assert "\x1b" not in text and "\\x1b[2Jz" in text
+
+
+def test_a_task_shown_from_its_result_ignores_later_chunks_and_counts_failures():
+    view, out = follow()
+    view.finished("t1", task(state="failed", stdout="x\n", exit_code=1))
+    view.output(chunk(0, "x\n"))
+    assert out.getvalue().count("| x") == 1
+    assert not view.ok
+    assert "1/2 hosts finished, 0 ok, 1 not ok" in view.summary().plain
