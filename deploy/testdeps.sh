@@ -17,6 +17,9 @@ command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>
 # Debian's OpenSSH server for the SSH mode's tests (tests/integration/test_ssh_mode.py): started
 # by the test on loopback addresses with keys it generates (never the system's sshd).
 [ -x /usr/sbin/sshd ] || missing="$missing openssh-server"
+# The remote-facts script runs under busybox's sh, df and ip too (tests/collectors/test_remote.py):
+# the tools of a host that has no GNU userland.
+command -v busybox >/dev/null 2>&1 || missing="$missing busybox"
 # The PostgreSQL pass starts a throwaway cluster with the server's own binaries
 # (tests/support/postgres.py), as the postgres user when we are root.
 case " $* " in
