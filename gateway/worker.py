@@ -12,6 +12,7 @@ import concurrent.futures
 import itertools
 import logging
 import os
+import secrets
 import threading
 import time
 import traceback
@@ -28,9 +29,10 @@ from cmdb.hosts import ssh as keys
 from cmdb.hosts.choices import ModeChoices
 from cmdb.hosts.models import Host
 from cmdb.jobs import signer
+from collectors import remote
 from gateway.ssh import Engine, Target, Unreachable
 from wire import control, names, signing
-from wire.messages import MAX_CAPTURE_BYTES, Heartbeat, Outcome, Report
+from wire.messages import MAX_CAPTURE_BYTES, Heartbeat, Outcome, Report, Stream
 from workers import claims, guard
 from workers.agent import Agent
 from workers.alive import SignedHeartbeat
@@ -41,6 +43,10 @@ logger = logging.getLogger(__name__)
 E_NOT_SSH = "{ip} is not an ssh-mode host (any more); refused"
 E_NOT_YET = "{what} is not supported in ssh mode yet"
 E_INTERNAL = "gateway error: {exc!r}"
+E_ALL_PLUGINS_FAILED = "every collector plugin failed"
+E_SCRIPT = "the facts script did not run to its end: {outcome}, {error}"
+#: The most output the facts script may print (a host with thousands of CPUs, disks, links).
+SCRIPT_MAX = 32 << 20
 #: A heartbeat speaks for at most this many hosts (cmdb.jobs.monitor.MAX_HOSTS_PER_AGENT).
 BEAT_HOSTS = 64
 #: Seconds between looks for hosts added in ssh mode since the gateway started.
@@ -193,25 +199,24 @@ def _capture(size: int) -> int:
     return max(0, min(size, MAX_CAPTURE_BYTES))
 
 
-def _run(gw: Gateway, spec, cancelled) -> Report:
+def _remote(gw: Gateway, spec, cancelled, command: str, head: int, tail: int, limit: int):
+    """Run ``command`` on the spec's host: (Ran, None), or (None, the refusal's report)."""
     target = gw.target(spec.host)
     if target is None:
-        return Report.refusal(Outcome.ERROR, E_NOT_SSH.format(ip=spec.host))
+        return None, Report.refusal(Outcome.ERROR, E_NOT_SSH.format(ip=spec.host))
     engine = gw.engine()
     try:
         engine.call(engine.connect(target), timeout=engine.connect_timeout * 2 + 5)
     except Unreachable as exc:
         # Before any start notice: the task goes from pending to unreachable, nothing ran.
-        return Report.refusal(Outcome.UNREACHABLE, str(exc))
+        return None, Report.refusal(Outcome.UNREACHABLE, str(exc))
     stop = threading.Event()
     asked = False
-    future = engine.submit(engine.run(target, spec.command, float(spec.timeout),
-                                      _capture(spec.head_bytes), _capture(spec.tail_bytes),
-                                      spec.max_output_bytes, stop))  # fmt: skip
+    future = engine.submit(engine.run(target, command, float(spec.timeout), head, tail, limit,
+                                      stop))  # fmt: skip
     while True:
         try:
-            ran = future.result(timeout=0.5)
-            break
+            return future.result(timeout=0.5), None
         except concurrent.futures.TimeoutError:
             # As the agent's runner: the first look at the cancel mark, half a second in, also
             # sends the start notice (most commands have ended by then).
@@ -219,12 +224,42 @@ def _run(gw: Gateway, spec, cancelled) -> Report:
             if cancelled():
                 stop.set()
         except Unreachable as exc:
-            return Report.refusal(Outcome.ERROR if asked else Outcome.UNREACHABLE, str(exc))
+            outcome = Outcome.ERROR if asked else Outcome.UNREACHABLE
+            return None, Report.refusal(outcome, str(exc))
         except RuntimeError as exc:
-            return Report.refusal(Outcome.ERROR, str(exc))
+            return None, Report.refusal(Outcome.ERROR, str(exc))
+
+
+def _run(gw: Gateway, spec, cancelled) -> Report:
+    ran, refused = _remote(gw, spec, cancelled, spec.command, _capture(spec.head_bytes),
+                           _capture(spec.tail_bytes), spec.max_output_bytes)  # fmt: skip
+    if refused:
+        return refused
     return Report(task_id="", outcome=ran.outcome, exit_code=ran.exit_code, stdout=ran.stdout,
                   stderr=ran.stderr, started_at=ran.started_at, finished_at=ran.finished_at,
                   duration=ran.duration, error=ran.error, pid=ran.pgid)  # fmt: skip
+
+
+def _collect(gw: Gateway, spec, cancelled) -> Report:
+    """Facts with no Python on the host: one script reads the raw sources (collectors.remote),
+    the agent's own plugins parse them here, into the same report an agent sends."""
+    started, clock = time.time(), time.monotonic()
+    nonce = secrets.token_hex(16)
+    ran, refused = _remote(gw, spec, cancelled, remote.script(nonce), SCRIPT_MAX, 0, SCRIPT_MAX)
+    if refused:
+        return refused
+    if ran.outcome not in (Outcome.OK, Outcome.FAILED):
+        return Report.refusal(ran.outcome, E_SCRIPT.format(outcome=ran.outcome, error=ran.error))
+    report = remote.report(ran.stdout.head, nonce, spec.plugins or None)
+    facts, errors = report.get("facts", {}), report.get("errors", {})
+    ok = bool(facts)
+    return Report(
+        task_id="", outcome=Outcome.OK if ok else Outcome.ERROR, exit_code=0 if ok else None,
+        stdout=Stream.text(f"collected {', '.join(sorted(facts)) or 'nothing'} over SSH\n"),
+        stderr=Stream.text("".join(f"{n}: {e.get('error')}\n" for n, e in sorted(errors.items()))),
+        started_at=started, finished_at=time.time(), duration=time.monotonic() - clock,
+        error="" if ok else E_ALL_PLUGINS_FAILED, facts_report=report, pid=ran.pgid,
+    )  # fmt: skip
 
 
 def _not_yet(what: str):
@@ -257,7 +292,7 @@ def run_command(self, spec: dict) -> dict:
 
 @app.task(name=names.COLLECT_FACTS, bind=True, ignore_result=True, acks_late=False)
 def collect_facts(self, spec: dict) -> dict:
-    return _host_task(self, spec, _not_yet("collect"))
+    return _host_task(self, spec, _collect)
 
 
 @app.task(name=names.PUSH_FILES, bind=True, ignore_result=True, acks_late=False)

@@ -217,3 +217,32 @@ def test_connections_are_reused_within_a_job(ssh, manage, sshd):
         wait_job(manage, dispatch(manage, "true", SSH_IPS[0]))
     time.sleep(0.2)
     assert sshd.log().count("Accepted publickey") - before <= 1
+
+
+def _collect(manage, ip) -> dict:
+    out = manage("collect", "--hosts", ip)
+    assert out.returncode == 0, out.stderr
+    doc, code = wait_job(manage, ID_LINE.search(out.stdout).group(1))
+    assert code == 0, doc
+    return _one(doc)
+
+
+def test_a_collection_over_ssh_is_stored_and_diffed_as_an_agents(ssh, manage):
+    from cmdb.assets.models import Asset, Change, HostFacts
+
+    agent_host = make_host(AGENT_IPS[0])
+    ssh.add(SSH_IPS[0])
+    task = _collect(manage, SSH_IPS[0])
+    assert task["stdout"]["head"].startswith("collected cpu, disks"), task
+    host = Host.objects.get(ip=SSH_IPS[0])
+    kinds = set(Asset.objects.filter(host=host).values_list("kind", flat=True))
+    assert {"system", "cpu", "memory", "mount", "nic"} <= kinds
+    assert [c.action for c in Change.objects.filter(host=host)] == ["discovered"]
+    _collect(manage, SSH_IPS[0])  # the same host again: no history
+    assert Change.objects.filter(host=host).count() == 1
+    # The same machine through its agent: the same facts.
+    _collect(manage, AGENT_IPS[0])
+    by_ssh, by_agent = HostFacts.objects.get(host=host), HostFacts.objects.get(host=agent_host)
+    for field in ("os", "os_version", "kernel", "arch", "cpu_model", "cpu_threads"):
+        assert getattr(by_ssh, field) == getattr(by_agent, field), field
+    assert "discovered" in manage("changes", SSH_IPS[0], "--since", "1h").stdout
