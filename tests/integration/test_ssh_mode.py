@@ -11,7 +11,7 @@ from cmdb.celery import app
 from cmdb.hosts.models import Host
 from cmdb.jobs.choices import HostTaskStateChoices as State
 from cmdb.jobs.models import HostTask
-from tests.support import sshd as sshd_support
+from deploy import sshd as sshd_support
 from tests.support.cli import ID_LINE, dispatch, wait_job, wait_state
 from tests.support.factories import make_host
 from tests.support.fleet import AGENT_IPS, free_port, ping_nodes, wait_for

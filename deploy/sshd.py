@@ -1,9 +1,10 @@
-"""A real OpenSSH server (Debian's openssh-server) for the SSH mode's tests and bench: started
-on loopback addresses and a free port, with host and client keys generated in its folder (never
-the system's keys, never the system's sshd), and stopped by pid."""
+"""A real OpenSSH server (Debian's openssh-server) for the SSH mode's tests and bench.ssh:
+started on loopback addresses and a free port, with host and client keys generated in its
+folder (never the system's keys, never the system's sshd), and stopped by pid."""
 
 import contextlib
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -47,11 +48,13 @@ def sshd(folder: Path, addresses: list[str], port: int, max_startups: int = 1000
     if not os.path.exists(SSHD):
         raise RuntimeError("no /usr/sbin/sshd: install openssh-server (deploy/testdeps.sh)")
     folder.mkdir(parents=True, exist_ok=True)
-    os.chmod(folder, 0o700)
+    # Traversable (not listable) by others: sshd reads authorized_keys as the login user.
+    os.chmod(folder, 0o711)
     host_line = _keygen(folder / "host_ed25519")
     other_line = _keygen(folder / "other_host_ed25519")
     client_line = _keygen(folder / "client_key")
     (folder / "authorized_keys").write_text(client_line + "\n")
+    os.chmod(folder / "authorized_keys", 0o644)
     if os.geteuid() == 0:
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # its privilege separation folder
     config = folder / "sshd_config"
@@ -86,6 +89,27 @@ def sshd(folder: Path, addresses: list[str], port: int, max_startups: int = 1000
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+#: The bench logs in as a user of its own with a plain /bin/sh: root's shell here is bash, which
+#: sources ~/.bashrc for every SSH session (Debian's build), and this machine's runs `pyenv init`
+#: (0.6 s a command, measured), which would be timed instead of the gateway.
+BENCH_USER = "cmdbbench"
+
+
+def bench_user() -> str:
+    """The bench's login user, made once (as root) with /bin/sh; else the current user."""
+    if os.geteuid() != 0:
+        return pwd.getpwuid(os.getuid()).pw_name
+    try:
+        pwd.getpwnam(BENCH_USER)
+    except KeyError:
+        home = f"/var/lib/{BENCH_USER}"
+        subprocess.run(["useradd", "--system", "--shell", "/bin/sh", "--create-home",
+                        "--home-dir", home, BENCH_USER], check=True)  # fmt: skip
+        # No password at all ("*"), yet not locked ("!"): sshd refuses locked accounts.
+        subprocess.run(["usermod", "-p", "*", BENCH_USER], check=True)
+    return BENCH_USER
 
 
 def have_sshd() -> bool:
