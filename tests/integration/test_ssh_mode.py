@@ -246,3 +246,24 @@ def test_a_collection_over_ssh_is_stored_and_diffed_as_an_agents(ssh, manage):
     for field in ("os", "os_version", "kernel", "arch", "cpu_model", "cpu_threads"):
         assert getattr(by_ssh, field) == getattr(by_agent, field), field
     assert "discovered" in manage("changes", SSH_IPS[0], "--since", "1h").stdout
+
+
+def _push(manage, src, dest, ip) -> dict:
+    out = manage("push", str(src), str(dest), "--hosts", ip)
+    assert out.returncode == 0, out.stderr
+    return _one(wait_job(manage, ID_LINE.search(out.stdout).group(1))[0])
+
+
+def test_push_over_sftp_is_verified_then_skipped(ssh, manage, tmp_path):
+    ssh.add(SSH_IPS[0])
+    src, dest = tmp_path / "app.conf", tmp_path / "etc" / "app.conf"
+    dest.parent.mkdir()
+    dest.write_text("old\n")
+    src.write_bytes(b"key = value\n\xff binary too\n" * 1000)
+    task = _push(manage, src, dest, SSH_IPS[0])
+    assert task["state"] == State.OK, task
+    assert task["stdout"]["head"].startswith("verified: sha256 verified on the host"), task
+    assert dest.read_bytes() == src.read_bytes()
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["app.conf"]  # no temp file left
+    task = _push(manage, src, dest, SSH_IPS[0])
+    assert task["state"] == State.OK and task["stdout"]["head"].startswith("skipped"), task
