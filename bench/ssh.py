@@ -2,7 +2,7 @@
 gateway), and through Ansible ad-hoc when ansible-core is in its venv (BENCH_ANSIBLE, default
 ~/.cache/fleet-cmdb-bench/ansible-venv/bin/ansible: ControlPersist and pipelining on, forks=N).
 
-One real sshd listens on 261 loopback addresses (127.10.x.y), so each N has targets of its own:
+Real sshd processes (16 addresses each, one port) listen on 261 loopback addresses (127.10.x.y), so each N has targets of its own:
 its first round connects afresh ("cold"), the next ones reuse the gateway's connections ("warm",
 as a job's tasks and a rolling job's batches do). Also the gateway's peak RSS during the fan-out.
 Writes bench/out/ssh.json and prints a table.

@@ -57,12 +57,42 @@ def sshd(folder: Path, addresses: list[str], port: int, max_startups: int = 1000
     os.chmod(folder / "authorized_keys", 0o644)
     if os.geteuid() == 0:
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # its privilege separation folder
-    config = folder / "sshd_config"
+    # sshd listens on at most 16 sockets (MAX_LISTEN_SOCKS): one process per 16 addresses,
+    # the same keys and port for all.
+    groups = [addresses[i : i + LISTEN_MAX] for i in range(0, len(addresses), LISTEN_MAX)]
+    procs = []
+    try:
+        for n, group in enumerate(groups):
+            procs.append(_start(folder, n, group, port, max_startups))
+        deadline = time.monotonic() + 15
+        for proc, group in zip(procs, groups, strict=True):
+            while not _listening(group[0], port):
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"sshd did not start: {(folder / 'sshd.log').read_text()}")
+                time.sleep(0.05)
+        yield Sshd(folder, port, addresses, folder / "client_key", host_line, other_line, procs[0])
+    finally:
+        for proc in procs:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+LISTEN_MAX = 16
+
+
+def _start(folder: Path, n: int, addresses: list[str], port: int, max_startups: int):
+    config = folder / f"sshd_config.{n}"
     config.write_text("\n".join([
         f"Port {port}",
         *(f"ListenAddress {a}" for a in addresses),
         f"HostKey {folder / 'host_ed25519'}",
-        f"PidFile {folder / 'sshd.pid'}",
+        f"PidFile {folder / f'sshd.{n}.pid'}",
         f"AuthorizedKeysFile {folder / 'authorized_keys'}",
         "StrictModes no", "UsePAM no", "PasswordAuthentication no",
         "KbdInteractiveAuthentication no", "PermitRootLogin prohibit-password",
@@ -74,21 +104,7 @@ def sshd(folder: Path, addresses: list[str], port: int, max_startups: int = 1000
                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                             start_new_session=True)  # fmt: skip
     log.close()
-    try:
-        deadline = time.monotonic() + 15
-        while not _listening(addresses[0], port):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"sshd did not start: {(folder / 'sshd.log').read_text()}")
-            time.sleep(0.05)
-        yield Sshd(folder, port, addresses, folder / "client_key", host_line, other_line, proc)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+    return proc
 
 
 #: The bench logs in as a user of its own with a plain /bin/sh: root's shell here is bash, which
