@@ -59,6 +59,9 @@ class Outcome(enum.StrEnum):
     TIMEOUT = "timeout"
     CANCELLED = "cancelled"
     ERROR = "error"
+    #: Only the SSH gateway says so: it could not reach the host, so nothing ran there (the
+    #: reason says why: connection refused, timeout, authentication failed, host key changed).
+    UNREACHABLE = "unreachable"
 
 
 class TransferOutcome(enum.StrEnum):
