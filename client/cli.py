@@ -149,6 +149,26 @@ def wait_for(api: Client, ident: str, limit: float | None):
         time.sleep(POLL)
 
 
+def _shown_time(value):
+    """The API's "2026-12-03T12:28:02.436924Z" as the server's CLI prints a time."""
+    if not isinstance(value, str) or not value.endswith("Z") or len(value) < 19:
+        return value
+    return value[:19].replace("T", " ") + " UTC"
+
+
+def as_rows(tasks: list[dict]) -> list[dict]:
+    """The API's host tasks as cmdb.jobs.report.row makes the server's: the same times."""
+    rows = []
+    for task in tasks:
+        row = {**task, "started_at": _shown_time(task.get("started_at")),
+               "finished_at": _shown_time(task.get("finished_at"))}  # fmt: skip
+        if task.get("late"):
+            row["late"] = {**task["late"], "received_at": _shown_time(task["late"].get(
+                "received_at"))}  # fmt: skip
+        rows.append(row)
+    return rows
+
+
 def chosen_states(args) -> list[str]:
     return [*(args.states or ()), *(shown.NOT_OK if args.failed else ())]
 
@@ -156,7 +176,7 @@ def chosen_states(args) -> list[str]:
 def results_text(job: dict, tasks: list[dict], one: bool, args) -> str:
     """As manage.py check_task prints it: the same formatter, on the API's documents."""
     output = not tasks or any(t.get("stdout") is not None for t in tasks)
-    states = chosen_states(args)
+    states, tasks = chosen_states(args), as_rows(tasks)
     if args.hosts_only or args.format:
         rows = shown.chosen(tasks, states)
         if not output:
@@ -500,7 +520,8 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(f"{exc}\n")
         return EXIT_UNAVAILABLE
     except APIError as exc:
-        sys.stderr.write("\n".join(exc.problems) + "\n")
+        said = str(exc) if exc.status == 401 else "\n".join(exc.problems)
+        sys.stderr.write(said + "\n")
         return EXIT_UNAVAILABLE if exc.status >= 500 else EXIT_INVALID
     except KeyboardInterrupt:
         return 130
