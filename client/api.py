@@ -1,10 +1,10 @@
 """The REST API, as the thin client speaks it: JSON over HTTP(S) with a token, the standard
-library only (nothing to import but what Python starts with: `cmdb` must start fast)."""
+library only. http.client, not urllib.request: a third less to import (`cmdb` must start
+fast), and one connection kept for every request of a command."""
 
+import http.client
 import json
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 
 #: Seconds before a request that got no answer is given up.
@@ -50,18 +50,38 @@ def problems_of(body) -> list[str]:
 class Client:
     def __init__(self, url: str, token: str | None = None, timeout: float = TIMEOUT):
         self.url, self.token, self.timeout = url.rstrip("/"), token, timeout
+        self._open, self._used, self._prefix = None, False, ""
 
-    def _absolute(self, path: str) -> str:
-        # A link the API gave (tasks_next) is already absolute.
-        return path if "://" in path else self.url + path
+    def _connection(self) -> http.client.HTTPConnection:
+        if self._open is None:
+            parts = urllib.parse.urlsplit(self.url)
+            kind = {"http": http.client.HTTPConnection,
+                    "https": http.client.HTTPSConnection}.get(parts.scheme)  # fmt: skip
+            if kind is None or not parts.hostname:
+                raise Unreachable(E_UNREACHABLE.format(url=self.url, why="not an http(s) URL"))
+            self._open = kind(parts.hostname, parts.port, timeout=self.timeout)
+            self._used = False
+            self._prefix = parts.path.rstrip("/")
+        return self._open
+
+    def _target(self, path: str) -> str:
+        """The request's target on this server: a path, or an absolute link the API gave
+        (tasks_next, next) made a path again."""
+        if "://" in path:
+            parts = urllib.parse.urlsplit(path)
+            return parts.path + (f"?{parts.query}" if parts.query else "")
+        return self._prefix + path
 
     def request(self, method: str, path: str, body=None, params: dict | None = None):
         """The JSON answer (None for 204); APIError for an error answer, Unreachable for
         none."""
-        url = self._absolute(path)
+        self._connection()
+        target = self._target(path)
         if params:
             query = {k: v for k, v in params.items() if v not in (None, "", [])}
-            url += ("&" if "?" in url else "?") + urllib.parse.urlencode(query, doseq=True)
+            if query:
+                sep = "&" if "?" in target else "?"
+                target += sep + urllib.parse.urlencode(query, doseq=True)
         headers = {"Accept": "application/json"}
         if self.token:
             headers["Authorization"] = f"Token {self.token}"
@@ -69,22 +89,45 @@ class Client:
         if body is not None:
             data = json.dumps(body).encode()
             headers["Content-Type"] = "application/json"
-        req = urllib.request.Request(url, data=data, headers=headers, method=method)
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as answer:
-                raw = answer.read()
-                status = answer.status
-        except urllib.error.HTTPError as exc:
-            raise self._error(exc.code, exc.read()) from None
-        except (urllib.error.URLError, OSError) as exc:
-            why = getattr(exc, "reason", exc)
-            raise Unreachable(E_UNREACHABLE.format(url=self.url, why=why)) from None
+            raw, status = self._send(method, target, data, headers)
+        except (OSError, http.client.HTTPException) as exc:
+            raise Unreachable(E_UNREACHABLE.format(url=self.url, why=exc)) from None
+        if status >= 400:
+            raise self._error(status, raw)
         if status == 204 or not raw:
             return None
         try:
             return json.loads(raw)
         except ValueError:
             raise APIError(status, None, E_NOT_JSON.format(url=self.url, status=status)) from None
+
+    def _send(self, method: str, target: str, data, headers) -> tuple[bytes, int]:
+        """One exchange on the kept connection. A GET on a reused one the server has closed
+        meanwhile (its keep-alive ran out) is asked again on a new one; anything else is
+        not, lest a dispatch be sent twice."""
+        if method != "GET" and self._used:
+            self._close()  # a change goes on a fresh connection: never one that may be stale
+        reused = self._used
+        try:
+            connection = self._connection()
+            connection.request(method, target, body=data, headers=headers)
+            answer = connection.getresponse()
+            raw = answer.read()
+        except (OSError, http.client.HTTPException):
+            self._close()
+            if reused and method == "GET":
+                return self._send(method, target, data, headers)
+            raise
+        self._used = True
+        if answer.will_close:
+            self._close()
+        return raw, answer.status
+
+    def _close(self) -> None:
+        if self._open is not None:
+            self._open.close()
+        self._open = None
 
     def _error(self, status: int, raw: bytes) -> APIError:
         try:
