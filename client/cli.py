@@ -17,7 +17,7 @@ import sys
 import time
 from collections import Counter
 
-from client import config, export
+from client import config, export, listing
 from client import report as shown
 from client.api import APIError, Client, Unreachable
 from client.grouping import summary_line
@@ -30,9 +30,6 @@ STATES = ("pending", "running", "storing", "ok", "failed", "timeout", "cancelled
           "unreachable", "lost", "error")  # fmt: skip
 #: How often --wait asks (results pushed to the waiting client are the live-output work's).
 POLL = 0.25
-E_NO_RERUN = "nothing dispatched:\n  states: job {job} has no host task in {states}"
-E_RERUN_PUSH = ("nothing dispatched:\n  id: a push is re-run by pushing again "
-                "(its file is not kept)")  # fmt: skip
 
 
 class Failure(Exception):
@@ -78,6 +75,9 @@ def _hosts(given: list[str]) -> list[str]:
 
 def targets_body(args) -> dict:
     body = {"hosts": _hosts(args.hosts), "groups": args.groups, "where": args.where}
+    for flag in ("all", "online_only"):
+        if getattr(args, flag, False):
+            body[flag] = True
     for name in ("timeout", "reach_timeout", "batch", "max_failures", "canary"):
         if getattr(args, name, None) is not None:
             body[name] = getattr(args, name)
@@ -86,9 +86,11 @@ def targets_body(args) -> dict:
     return body
 
 
-def dispatch(api: Client, body: dict) -> dict:
+def dispatch(api: Client, body: dict, path: str = "/api/jobs/") -> dict:
+    """The API's answer to a dispatch; its refusals as manage.py says them (exit 2), a broker
+    down as exit 3 with the job id when it was recorded."""
     try:
-        return api.post("/api/jobs/", body)
+        return api.post(path, body)
     except APIError as exc:
         if exc.status == 503:
             job = exc.body.get("job") if isinstance(exc.body, dict) else None
@@ -99,9 +101,21 @@ def dispatch(api: Client, body: dict) -> dict:
         raise
 
 
+def warn_not_answering(api: Client, job: dict) -> None:
+    """As manage.py run warns, on stderr: the targets offline, never seen, or left out."""
+    reach = job.get("not_answering") or {}
+    if not any(reach.values()):
+        return
+    timeout = api.get(f"/api/jobs/{job['id']}/").get("reach_timeout")  # said in the warning
+    sys.stdout.flush()
+    for line in shown.not_answering_lines(reach, timeout):
+        sys.stderr.write(line + "\n")
+
+
 def cmd_run(args, api: Client) -> int:
     job = dispatch(api, {"command": args.command, **targets_body(args)})
     out(f"task id: {job['id']}")
+    warn_not_answering(api, job)
     if not args.wait:
         return EXIT_OK
     sys.stdout.flush()
@@ -210,26 +224,20 @@ def cmd_check(args, api: Client) -> int:
 
 
 def cmd_rerun(args, api: Client) -> int:
-    # The API has no re-run of its own yet: the same job asked for again, on the hosts of
-    # the chosen states, as manage.py rerun (cmdb.jobs.services.rerun) asks for it.
-    job, tasks, _ = find(api, args.id)
-    states = chosen_states(args)
-    if job.get("kind") == "push":
-        raise Failure(E_RERUN_PUSH)
-    if job.get("kind") not in ("command", "collect"):
-        raise Failure(f"nothing dispatched:\n  id: a {job.get('kind')} job is re-run with "
-                      "manage.py rerun")  # fmt: skip
-    hosts = [t["host"] for t in shown.chosen(tasks, states)]
-    if not hosts:
-        raise Failure(E_NO_RERUN.format(job=job["id"], states=", ".join(states) or "any state"))
-    body = {"kind": job["kind"], "hosts": hosts, "timeout": job.get("timeout"),
-            "reach_timeout": job.get("reach_timeout")}  # fmt: skip
-    if job["kind"] == "command":
-        body["command"] = job["command"]
-    if args.confirm:
-        body["confirm"] = True
-    new = dispatch(api, {k: v for k, v in body.items() if v is not None})
+    ident = args.id.strip()
+    body = {"states": args.states, "failed": args.failed, "online_only": args.online_only,
+            "confirm": args.confirm}  # fmt: skip
+    if "/" in ident or not ident:
+        raise Failure(f"no job {ident!r}")
+    try:
+        new = dispatch(api, body, f"/api/jobs/{ident}/rerun/")
+    except APIError as exc:
+        if exc.status == 404:
+            raise Failure(f"no job {ident!r} (give the whole id: the API takes no "
+                          "prefix)") from None  # fmt: skip
+        raise
     out(f"task id: {new['id']}")
+    warn_not_answering(api, new)
     return EXIT_OK
 
 
@@ -254,19 +262,16 @@ def cmd_cancel(args, api: Client) -> int:
 
 # --- jobs, hosts -------------------------------------------------------------------------------
 def cmd_jobs(args, api: Client) -> int:
-    params = {"limit": args.limit, "kind": args.kind, "since": args.since,
-              "requested_by": args.requested_by}  # fmt: skip
+    limit = max(args.limit, 1)
+    states = chosen_states(args)
+    # The API's list has no state filter: with one, a larger page is read and filtered here.
+    params = {"limit": limit if not states else max(limit * 10, 200), "kind": args.kind,
+              "since": args.since, "requested_by": args.user}  # fmt: skip
     jobs = api.get("/api/jobs/", **params).get("results", [])
-    if not jobs:
-        out("no jobs yet")
-        return EXIT_OK
-    out(f"{'ID':<8}  {'CREATED':<19}  {'BY':<16}  {'KIND':<7}  {'HOSTS':<28}  COMMAND")
-    for job in jobs:
-        created = (job.get("created") or "")[:19].replace("T", " ")
-        tally = summary_line(job.get("summary") or {})
-        what = job.get("command") or ""
-        out(f"{job['id'][:8]:<8}  {created:<19}  {printable(job.get('requested_by') or ''):<16}"
-            f"  {job.get('kind', ''):<7}  {tally:<28}  {printable(what)}")  # fmt: skip
+    if states:
+        jobs = [j for j in jobs if any((j.get("summary") or {}).get(s) for s in states)]
+    for line in listing.table(jobs[:limit]):
+        out(line)
     return EXIT_OK
 
 
@@ -427,7 +432,10 @@ def _target_arguments(p) -> None:
     p.add_argument("--reach-timeout", type=int, help="seconds an agent has to pick it up")
     p.add_argument("--batch", metavar="N|P%", help="hosts at a time (rolling)")
     p.add_argument("--max-failures", metavar="M|P%", help="stop past this many failures")
-    p.add_argument("--canary", type=int, metavar="N", help="the first N hosts alone")  # fmt: skip
+    p.add_argument("--canary", type=int, metavar="N", help="the first N hosts alone")
+    p.add_argument("--all", action="store_true", help="every host you may act on")
+    p.add_argument("--online-only", action="store_true",
+                   help="leave out the targets whose agent is not online now")  # fmt: skip
 
 
 def _confirm_argument(p) -> None:
@@ -460,11 +468,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wait", action="store_true", help="until every host has finished")
     p.add_argument("--json", action="store_true", help="the API's document, every host task")
     _result_arguments(p)
-    p = sub.add_parser("jobs", help="recent jobs, newest first")
-    p.add_argument("--limit", type=int, default=20)
+    p = sub.add_parser("jobs", help="recent jobs, newest first, with short ids")
+    p.add_argument(
+        "--state",
+        dest="states",
+        action="append",
+        default=[],
+        choices=STATES,
+        metavar="STATE",
+        help="only jobs with a host in this state (repeatable)",
+    )
+    p.add_argument("--failed", action="store_true", help="only jobs with a host not ok")
+    p.add_argument("--user", help="only jobs this user asked for")
+    p.add_argument("--since", help="only jobs since: an age (30m, 6h, 2d) or a date")
+    p.add_argument("--limit", type=int, default=20, help="at most this many (20)")
     p.add_argument("--kind", choices=["command", "collect", "push", "fetch"])
-    p.add_argument("--since", help="an age (30m, 2d) or an ISO time")
-    p.add_argument("--requested-by", help="who asked (a username, cli:USER ...)")
     p = sub.add_parser("hosts", help="list, add or remove hosts")
     hosts = p.add_subparsers(dest="action", metavar="ACTION")
     hosts.add_parser("list", help="list hosts (the default)")

@@ -40,6 +40,9 @@ class CredentialsSerializer(serializers.Serializer):
 TokenSerializer = inline_serializer(
     "Token", {"token": serializers.CharField(), "username": serializers.CharField()}
 )
+#: {field: [reasons]}, as every validation error of the API.
+FIELD_ERRORS = {"type": "object",
+                "additionalProperties": {"type": "array", "items": {"type": "string"}}}  # fmt: skip
 WhoSerializer = inline_serializer("TokenOwner", {"username": serializers.CharField()})
 
 
@@ -57,9 +60,8 @@ class TokenView(APIView):
         auth=[],
         responses={
             200: TokenSerializer,
-            400: OpenApiResponse(inline_serializer("TokenErrors", {
-                "non_field_errors": serializers.ListField(child=serializers.CharField())}),
-                "Wrong username or password."),
+            400: OpenApiResponse(FIELD_ERRORS, "Wrong username or password, or a field missing: "
+                                 "each field (non_field_errors) with its reasons."),
             429: OpenApiResponse(DetailSerializer, "Too many attempts from this address."),
         },
     )  # fmt: skip

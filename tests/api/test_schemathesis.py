@@ -97,6 +97,7 @@ def seed() -> str:
     return Token.objects.create(user=make_user(superuser=True)).key
 
 
+@pytest.mark.timeout(480)
 def test_no_operation_answers_a_server_error(api_server, process_env, tmp_path):
     token = seed()
     config = tmp_path / "schemathesis.toml"
