@@ -3,7 +3,7 @@ dicts of the same keys): the tally, then the hosts grouped by outcome (or one bl
 
 from collections.abc import Iterable, Mapping, Sequence
 
-from client.grouping import Group, group, ip_order, state_order, summary_line
+from client.grouping import Group, group, ip_order, ip_ranges, state_order, summary_line
 from client.text import row_ip, row_output
 
 #: Shown instead of a host's output to a reader without jobs.view_output.
@@ -124,3 +124,20 @@ def hosts_by_state(rows: Iterable[Mapping], labelled: bool = True, sep: str = ",
         states.setdefault(r.get("state") or "", []).append(row_ip(r))
     return "".join(f"{s}: {sep.join(sorted(states[s], key=ip_order))}\n"
                    for s in sorted(states, key=state_order))  # fmt: skip
+
+
+def not_answering_lines(reach: Mapping, reach_timeout: int | None = None) -> list[str]:
+    """What dispatching says of the targets that will not answer, from the API's
+    ``not_answering`` ({"skipped": [...], "offline": [...], "never_seen": [...]}): a line
+    for each kind there is; none when every target is online."""
+    lines = []
+    if skipped := reach.get("skipped"):
+        lines.append(f"skipped {len(skipped)} target(s) not online (--online-only): "
+                     f"{ip_ranges(skipped)}")  # fmt: skip
+    timeout = f" ({reach_timeout} s" if reach_timeout is not None else " ("
+    for key, why in (("offline", "offline"), ("never_seen", "never seen")):
+        if ips := reach.get(key):
+            lines.append(f"warning: {len(ips)} target(s) {why}, they will end unreachable after "
+                         f"the reach timeout{timeout}; --online-only leaves them out): "
+                         f"{ip_ranges(ips)}")  # fmt: skip
+    return lines

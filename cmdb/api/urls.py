@@ -19,6 +19,7 @@ SCHEMA_SETTINGS = {
         "AssetKindEnum": "cmdb.assets.choices.AssetKindChoices",
         "JobKindEnum": "cmdb.jobs.choices.JobKindChoices",
         "AuditActionEnum": "cmdb.audit.choices.AuditActionChoices",
+        "HostTaskStateEnum": "cmdb.jobs.choices.HostTaskStateChoices",
     },
 }
 

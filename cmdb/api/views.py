@@ -11,10 +11,11 @@ import logging
 import os
 
 from django.conf import settings
-from django.http import FileResponse, StreamingHttpResponse
+from django.http import FileResponse, HttpResponse, StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiExample,
+    OpenApiParameter,
     OpenApiResponse,
     extend_schema,
     extend_schema_view,
@@ -27,20 +28,21 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 
+from client.report import NOT_OK
 from cmdb.access import visible
 from cmdb.access.actor import actor_of
 from cmdb.api import filtersets, serializers
 from cmdb.api.errors import Gone, flat_errors
 from cmdb.api.pagination import CappedLimitOffsetPagination
 from cmdb.api.permissions import ActionPermissions, DispatchPermissions, GroupPermissions
-from cmdb.api.renderers import BinaryRenderer, TarRenderer
+from cmdb.api.renderers import BinaryRenderer, CSVRenderer, JSONLinesRenderer, TarRenderer
 from cmdb.assets.models import Asset, Change
 from cmdb.celery import app as cmdb_celery_app
 from cmdb.files.fetched import NotServed, open_fetched, record_download, tar_stream
 from cmdb.hosts import inventory, keys
 from cmdb.hosts.models import Host, HostGroup
-from cmdb.jobs import services
-from cmdb.jobs.choices import JobKindChoices
+from cmdb.jobs import report, services
+from cmdb.jobs.choices import HostTaskStateChoices, JobKindChoices
 from cmdb.jobs.models import HostTask, Job
 from cmdb.jobs.services import Targets, Upload
 
@@ -49,6 +51,15 @@ logger = logging.getLogger(__name__)
 E_NO_FILE = "this host task has no fetched file (a fetch job's, once stored; it is {state})"
 E_NO_FILES = "this job has no fetched files on the server (a fetch job's, once stored)"
 E_FILE_GONE = "the server's copy of this file was removed"
+E_NO_STATE = "no host task state {states}: give one of {known}"
+
+
+#: The filters of a job's host tasks (its tasks and export).
+TASK_FILTERS = [
+    OpenApiParameter("state", str, many=True, enum=HostTaskStateChoices.values,
+                     description="Only the host tasks in these states."),
+    OpenApiParameter("failed", bool, description="Only those that did not end ok."),
+]  # fmt: skip
 
 
 class APIRootView(routers.APIRootView):
@@ -323,6 +334,28 @@ class ChangeViewSet(ReadOnlyViewSet):
         },
     ),
     cancel=extend_schema(summary="Cancel the job's unfinished host tasks (jobs.cancel_job)"),
+    export=extend_schema(
+        summary="The job's host tasks as CSV or JSON lines, one per host, by IP",
+        description="?format=csv (the default) or ?format=jsonl; ?state= and ?failed= as for "
+        "tasks. Those on hosts you may view; their output with jobs.view_output (else empty).",
+        parameters=[*TASK_FILTERS, OpenApiParameter("format", str, enum=["csv", "jsonl"])],
+        responses={
+            (200, "text/csv"): OpenApiResponse(OpenApiTypes.STR, "A header, then a row per host."),
+            (200, "application/jsonl"): OpenApiResponse(OpenApiTypes.STR, "An object per line."),
+        },
+    ),
+    rerun=extend_schema(
+        summary="Run the job again on its hosts in the states given, as a new job",
+        description="The same command (or collection, or fetch) with the same timeouts; your "
+        "permissions and grants decide, as for POST /api/jobs/. A push is not re-run (400).",
+        request=serializers.RerunRequestSerializer,
+        responses={
+            202: serializers.JobDispatchedSerializer,
+            400: OpenApiResponse(serializers.DispatchErrorsSerializer, "Refused."),
+            403: OpenApiResponse(serializers.DetailSerializer, "Not permitted."),
+            404: OpenApiResponse(serializers.DetailSerializer, "No such job."),
+        },
+    ),
 )
 class JobViewSet(CancelMixin, mixins.CreateModelMixin, ReadOnlyViewSet):
     queryset = Job.objects.all()
@@ -334,7 +367,10 @@ class JobViewSet(CancelMixin, mixins.CreateModelMixin, ReadOnlyViewSet):
     #: The files are the host tasks' output: reading them takes what reading those takes.
     action_perms = {**CancelMixin.action_perms,
                     "push": ["jobs.run_command"], "fetch": ["jobs.run_command"],
-                    "files": ["jobs.view_job", "jobs.view_output"]}  # fmt: skip
+                    "files": ["jobs.view_job", "jobs.view_output"],
+                    # Re-running is dispatching: the service checks the kind's permission
+                    # and the grants, as for a new job.
+                    "export": ["jobs.view_job"], "rerun": ["jobs.view_job"]}  # fmt: skip
     request_serializers = {
         "create": serializers.JobRequestSerializer,
         "push": serializers.PushRequestSerializer,
@@ -368,17 +404,66 @@ class JobViewSet(CancelMixin, mixins.CreateModelMixin, ReadOnlyViewSet):
     @extend_schema(
         summary="The job's host tasks, by IP, a page at a time",
         description="Those on hosts you may view, as the job's own `tasks` shows the first "
-        "of them (its `tasks_next` links here).",
+        "of them (its `tasks_next` links here); ?state=failed (repeatable, or comma-separated) "
+        "and ?failed=true (every end but ok) narrow them.",
+        parameters=TASK_FILTERS,
         responses=serializers.HostTaskSerializer(many=True),
     )
     @action(detail=True, methods=["get"], filter_backends=[])
     def tasks(self, request, *args, **kwargs):
         job = self.get_object()
-        tasks = HostTask.objects.with_celery_state().filter(job=job).order_by("ip_key")
+        tasks = self._chosen_tasks(request, job)
         page = self.paginate_queryset(visible.viewable_tasks(request.user, tasks))
         shown = serializers.HostTaskSerializer(page, many=True,
                                                context=self.get_serializer_context())  # fmt: skip
         return self.get_paginated_response(shown.data)
+
+    @staticmethod
+    def _chosen_tasks(request, job: Job):
+        """The job's host tasks by IP, narrowed by ?state= (repeatable, or comma-separated)
+        and ?failed=true (every end but ok): a 400 for a state there is not."""
+        states = [v for given in request.query_params.getlist("state") for v in given.split(",")
+                  if v.strip()]  # fmt: skip
+        unknown = sorted(set(states) - set(HostTaskStateChoices.values))
+        if unknown:
+            raise ValidationError(
+                {
+                    "state": [
+                        E_NO_STATE.format(
+                            states=", ".join(unknown), known=", ".join(HostTaskStateChoices.values)
+                        )
+                    ]
+                }
+            )
+        if request.query_params.get("failed", "").lower() in ("1", "true", "yes"):
+            states += NOT_OK
+        tasks = HostTask.objects.with_celery_state().filter(job=job).order_by("ip_key")
+        return tasks.filter(state__in=states) if states else tasks
+
+    @action(detail=True, methods=["get"], filter_backends=[], pagination_class=None,
+            renderer_classes=[CSVRenderer, JSONLinesRenderer])  # fmt: skip
+    def export(self, request, *args, **kwargs):
+        job = self.get_object()
+        tasks = visible.viewable_tasks(request.user, self._chosen_tasks(request, job))
+        output = visible.reads_output(request.user)
+        renderer = request.accepted_renderer
+        body = renderer.render([report.row(t, output) for t in tasks])
+        # Not a DRF Response: that drops the Content-Type of an empty body (no host matched).
+        response = HttpResponse(body, content_type=f"{renderer.media_type}; charset=utf-8")
+        response["Content-Disposition"] = f'attachment; filename="job-{job.pk}.{renderer.format}"'
+        return response
+
+    @action(detail=True, methods=["post"])
+    def rerun(self, request, *args, **kwargs):
+        job = self.get_object()
+        body = serializers.RerunRequestSerializer(data=request.data)
+        if not body.is_valid():
+            raise ValidationError(flat_errors(body.errors))
+        data = body.validated_data
+        again = services.rerun(str(job.pk), body.chosen_states(), actor_of(request),
+                               app=self.celery_app, online_only=data["online_only"],
+                               confirm=data["confirm"])  # fmt: skip
+        return self._accepted(again)
 
     def get_serializer_class(self):
         return self.request_serializers.get(self.action) or super().get_serializer_class()

@@ -33,7 +33,7 @@ def _key_action(verb: str, description: str):
 class HostAdmin(ViewableMixin, admin.ModelAdmin):
     #: Also what the actions (run, collect, push, fetch, keys) are given: viewable hosts only.
     viewable = staticmethod(visible.viewable_hosts)
-    list_display = ("ip", "hostname", "key_state", "agent_status", "os", "last_seen",
+    list_display = ("address", "hostname", "key_state", "agent_status", "os", "last_seen",
                     "agent_name")  # fmt: skip
     list_filter = ("key_state", "agent_status", "groups", ("facts__os", ViewableValuesFilter))
     search_fields = ("ip", "hostname", "agent_name")
@@ -62,6 +62,10 @@ class HostAdmin(ViewableMixin, admin.ModelAdmin):
 
     def has_collect_facts_permission(self, request):
         return request.user.has_perm("jobs.collect_facts")
+
+    @admin.display(description="IP address", ordering="ip_key")
+    def address(self, host):
+        return host.ip
 
     @admin.display(description="OS", ordering="facts__os")
     def os(self, host):

@@ -1,14 +1,18 @@
 """Admin for jobs: read-only records of what was run where, on the hosts the user may view."""
 
 from django.contrib import admin
+from django.db.models import Count, Q
 from django.forms.models import BaseInlineFormSet
 from django.urls import reverse
 from django.utils.html import format_html
 from django_celery_results.admin import TaskResultAdmin
 from django_celery_results.models import TaskResult
 
+from client.grouping import summary_line
 from cmdb.access import visible
 from cmdb.access.admin import ViewableMixin
+from cmdb.jobs import documents
+from cmdb.jobs.choices import HostTaskStateChoices as State
 from cmdb.jobs.models import HostTask, Job
 
 
@@ -87,7 +91,8 @@ class HostTaskInline(ViewableMixin, RecordMixin, admin.TabularInline):
 
 @admin.register(Job)
 class JobAdmin(ViewableMixin, RecordMixin, admin.ModelAdmin):
-    list_display = ("id", "kind", "command", "requested_by", "created", "results", "dispatch_error")
+    list_display = ("id", "kind", "command", "requested_by", "created", "outcome", "results",
+                    "dispatch_error")  # fmt: skip
     list_filter = ("kind", "created")
     #: Annotated with hidden_hosts: the inline shows only the host tasks the user may view.
     viewable = staticmethod(visible.viewable_jobs)
@@ -107,6 +112,22 @@ class JobAdmin(ViewableMixin, RecordMixin, admin.ModelAdmin):
         return format_html('{}: the first {} by IP below, <a href="{}">all of them as a list</a>',
                            f"{shown:,}", INLINE_TASKS, listed)  # fmt: skip
 
+    def get_queryset(self, request):
+        # The outcome column: per state, the host tasks the viewer may see, counted in the
+        # list's own query (one conditional count per state, no query per row).
+        seen = visible.host_q(request.user, "host_tasks__host")
+        counts = {f"n_{state}": Count("host_tasks", filter=Q(host_tasks__state=state) & seen)
+                  for state in State.values}  # fmt: skip
+        return super().get_queryset(request).annotate(**counts)
+
+    @admin.display(description="outcome")
+    def outcome(self, job):
+        counts = {state: getattr(job, f"n_{state}", 0) for state in State.values}
+        verdict = documents.progress_of(counts)
+        color = ("#777" if not verdict.done else "#1a7f37" if verdict.ok
+                 else "#cf222e")  # fmt: skip
+        return format_html('<span style="color: {}">{}</span>', color, summary_line(counts))
+
     @admin.display(description="results")
     def results(self, job):
         return format_html('<a href="{}">live page</a>', job.get_absolute_url())
@@ -118,7 +139,12 @@ class JobAdmin(ViewableMixin, RecordMixin, admin.ModelAdmin):
 
 @admin.register(HostTask)
 class HostTaskAdmin(ViewableMixin, RecordMixin, admin.ModelAdmin):
-    list_display = ("task_id", "ip", "state", "exit_code", "duration", "started_at", "job")
+    list_display = ("task_id", "address", "state", "exit_code", "duration", "started_at", "job")
+
+    @admin.display(description="IP address", ordering="ip_key")
+    def address(self, task):
+        return task.ip
+
     list_filter = ("state",)
     search_fields = ("task_id", "ip", "job__id")
     list_select_related = ("job",)

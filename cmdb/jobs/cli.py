@@ -7,8 +7,10 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
+from client.report import not_answering_lines
 from cmdb.access.actor import Actor
 from cmdb.audit.context import acting_as
+from cmdb.jobs import listing
 from cmdb.jobs.exceptions import BrokerDown, CannotSign, NotFound, Refused
 from cmdb.jobs.services import Targets
 
@@ -133,6 +135,21 @@ def add_target_arguments(parser) -> None:
         default=None,
         help="seconds a host's agent has to pick the task up",
     )
+    add_reach_arguments(parser)
+
+
+def add_reach_arguments(parser) -> None:
+    """Every host at once, and what to do with targets that cannot answer now."""
+    parser.add_argument(
+        "--all",
+        action="store_true",
+        help="every host you may act on (with --where: every one matching)",
+    )
+    parser.add_argument("--online-only", action="store_true",
+                        help="leave out the targets whose agent is not online now (offline, "
+                        "never seen), named on stderr; without it they are warned about and "
+                        "end unreachable after the reach timeout. Exit code 0 either way "
+                        "once dispatched; 2 when no target is online")  # fmt: skip
 
 
 def add_rolling_arguments(parser) -> None:
@@ -192,3 +209,16 @@ def refusals(refused: str = "nothing dispatched"):
 
 def print_job(command, job) -> None:
     command.stdout.write(f"task id: {job.id}")
+    warn_not_answering(command, job)
+
+
+def not_answering_text(job) -> str:
+    """The targets that will not answer (--online-only left out, or offline, or never seen),
+    a line each kind; "" when every one is online."""
+    lines = not_answering_lines(listing.not_answering_document(job), job.reach_timeout)
+    return "".join(line + "\n" for line in lines)
+
+
+def warn_not_answering(command, job) -> None:
+    if text := not_answering_text(job):
+        command.stderr.write(text, ending="", style_func=lambda t: t)

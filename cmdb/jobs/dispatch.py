@@ -23,6 +23,7 @@ from cmdb.access.actor import Actor
 from cmdb.assets.where import parse_all as parse_where
 from cmdb.audit.choices import AuditActionChoices
 from cmdb.hosts.choices import AgentStatusChoices, KeyStateChoices
+from cmdb.hosts.fields import ip_number
 from cmdb.hosts.models import Host, HostGroup, TargetError
 from cmdb.jobs import bulk, lifecycle, signer
 from cmdb.jobs.broker import BROKER_ERRORS, fence, mark_cancelled
@@ -38,7 +39,7 @@ from wire.transport import redacted
 logger = logging.getLogger(__name__)
 
 E_EMPTY_COMMAND = "the command is empty"
-E_NO_TARGETS = "no target hosts given (--hosts, --group or --where)"
+E_NO_TARGETS = "no target hosts given (--hosts, --group, --where or --all)"
 E_UNKNOWN_GROUP = "unknown group {name!r}"
 E_NO_MATCH = "no host matches the targets given"
 E_NONE_ONLINE = "no target's agent is online now (--online-only)"
@@ -192,9 +193,10 @@ def _select_hosts(request: CommandRequest, problems: Problems) -> list[Host]:
         problems.add("targets", E_NO_MATCH)
     # Only an accepted agent receives anything: refused by name, before anything is recorded.
     problems.add("targets", *(E_NOT_ACCEPTED[h.key_state].format(ip=h.ip)
-                              for h in sorted(hosts.values(), key=lambda h: h.ip)
+                              for h in sorted(hosts.values(), key=lambda h: ip_number(h.ip))
                               if h.key_state != KeyStateChoices.ACCEPTED))  # fmt: skip
-    return sorted(hosts.values(), key=lambda h: h.ip)
+    # By address as numbers (127.0.2.9 before 127.0.2.10): a canary is the first N so.
+    return sorted(hosts.values(), key=lambda h: ip_number(h.ip))
 
 
 def _validate(request: CommandRequest) -> tuple[list[Host], int, int, list[Host]]:

@@ -64,6 +64,13 @@ class NotAnswering:
         return bool(self.offline or self.never_seen)
 
 
+def not_answering_document(job: Job) -> dict:
+    """As the API's dispatch answer has it, and client.report.not_answering_lines reads it."""
+    late = not_answering(job)
+    return {"skipped": list(job.params.get("skipped_offline") or []), "offline": late.offline,
+            "never_seen": late.never_seen}  # fmt: skip
+
+
 def not_answering(job: Job) -> NotAnswering:
     hosts = Host.objects.filter(pk__in=HostTask.objects.filter(job=job).values("host_id"))
     rows = hosts.exclude(agent_status=AgentStatusChoices.ONLINE).order_by("ip_key")

@@ -127,8 +127,10 @@ class HostTaskQuerySet(models.QuerySet):
         prefix = id_prefix(ident)
         if prefix is None:
             raise LookupError(E_UNKNOWN_ID.format(ident=ident))
-        jobs = list(Job.objects.filter(pk__in=self.values("job_id"), pk__startswith=prefix)
-                    .order_by("-created")[:MAX_CANDIDATES + 1])  # fmt: skip
+        jobs = Job.objects.filter(pk__startswith=prefix).order_by("-created")
+        if self.query.where:  # narrowed (a user's view): only the jobs of those tasks
+            jobs = jobs.filter(pk__in=self.values("job_id"))
+        jobs = list(jobs[: MAX_CANDIDATES + 1])
         if len(jobs) == 1:
             return jobs[0], None
         if jobs:

@@ -51,7 +51,8 @@ def test_dispatch_answers_at_once_then_the_job_shows_each_hosts_result(operator,
 
     answer = dispatch(operator, command=command, hosts=AGENT_IPS, timeout=30)
 
-    assert set(answer) == {"id", "kind", "tasks", "url"}
+    assert set(answer) == {"id", "kind", "tasks", "url", "not_answering"}
+    assert answer["not_answering"] == {"skipped": [], "offline": [], "never_seen": []}
     assert answer["kind"] == "command"
     assert [t["host"] for t in answer["tasks"]] == AGENT_IPS
     assert answer["url"] == f"http://testserver/api/jobs/{answer['id']}/"

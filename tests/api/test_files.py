@@ -155,7 +155,7 @@ def test_a_bad_push_request_says_why_and_uploads_nothing(operator, hosts):
                   batch=0, max_failures=-1)  # fmt: skip
     assert set(errors) == {"mode", "batch", "max_failures"}
     errors = push(operator, 400, file=upload(), dest="/etc/x.conf")
-    assert errors == {"hosts": ["no target hosts given (hosts, groups or where)"]}
+    assert errors == {"hosts": ["no target hosts given (hosts, groups, where or all)"]}
     # JSON cannot carry the upload.
     response = operator.post("/api/jobs/push/", {"dest": "/x", "hosts": IPS}, "json")
     assert response.status_code == 415

@@ -31,6 +31,8 @@ OPERATIONS = {
     ("/api/jobs/fetch/", "post"),
     ("/api/jobs/{id}/files/", "get"),
     ("/api/jobs/{id}/tasks/", "get"),
+    ("/api/jobs/{id}/export/", "get"),
+    ("/api/jobs/{id}/rerun/", "post"),
     ("/api/host-tasks/{task_id}/file/", "get"),
     ("/api/host-tasks/", "get"),
     ("/api/host-tasks/{task_id}/", "get"),
@@ -90,7 +92,8 @@ def test_the_schema_documents_dispatch_and_its_errors(schema):
     request = schema["components"]["schemas"][body.rsplit("/", 1)[1]]
 
     assert {"kind", "command", "hosts", "groups", "where", "timeout", "reach_timeout", "batch",
-            "max_failures", "canary", "confirm"} == set(request["properties"])  # fmt: skip
+            "max_failures", "canary", "confirm", "all",
+            "online_only"} == set(request["properties"])  # fmt: skip
     assert set(create["responses"]) == {"202", "400", "503"}
     cancel = schema["paths"]["/api/jobs/{id}/cancel/"]["post"]
     assert set(cancel["responses"]) == {"202", "503"}
@@ -125,7 +128,7 @@ def test_the_schema_documents_a_jobs_host_tasks_as_a_paginated_list(schema):
     page = tasks["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
     page = schema["components"]["schemas"][page.rsplit("/", 1)[1]]
 
-    assert {p["name"] for p in tasks["parameters"]} == {"id", "limit", "offset"}
+    assert {p["name"] for p in tasks["parameters"]} == {"id", "limit", "offset", "state", "failed"}
     assert {"count", "next", "previous", "results"} <= set(page["properties"])
     assert page["properties"]["results"]["items"]["$ref"].endswith("/HostTask")
     job = schema["components"]["schemas"]["Job"]["properties"]

@@ -48,6 +48,10 @@ generation.max-examples = {MAX_DISPATCH_EXAMPLES}
 [[operations]]
 include-name = "POST /api/jobs/fetch/"
 generation.max-examples = {MAX_DISPATCH_EXAMPLES}
+
+[[operations]]
+include-name = "POST /api/jobs/{{id}}/rerun/"
+generation.max-examples = {MAX_DISPATCH_EXAMPLES}
 """
 #: No 5xx; and what the schema documents is what comes back (bodies and content types).
 CHECKS = "not_a_server_error,response_schema_conformance,content_type_conformance"
@@ -97,6 +101,8 @@ def seed() -> str:
     return Token.objects.create(user=make_user(superuser=True)).key
 
 
+# 31 operations took schemathesis about 145 s on 2 cores, 37 about 205 s: past the suite's
+# 180 s once the fleet and gunicorn have started. The run itself is bounded (360 s, below).
 @pytest.mark.timeout(480)
 def test_no_operation_answers_a_server_error(api_server, process_env, tmp_path):
     token = seed()
@@ -134,13 +140,13 @@ def test_no_operation_answers_a_server_error(api_server, process_env, tmp_path):
     }
 
     # In tmp_path: schemathesis and Hypothesis keep caches in the working directory.
-    run = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
+    run = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=360)
     if run.returncode != 0 and TOOL_CRASH in run.stdout:
         # CPython 3.11's own bug inside schemathesis (the ast module under recursion), seen once
         # in CI: the tool crashed, it found nothing; one more run decides.
         report.unlink(missing_ok=True)
         run = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True,
-                             timeout=240)  # fmt: skip
+                             timeout=360)  # fmt: skip
 
     assert run.returncode == 0, run.stdout[-20000:] + run.stderr[-5000:]
     codes = statuses(report)
@@ -148,7 +154,7 @@ def test_no_operation_answers_a_server_error(api_server, process_env, tmp_path):
     SUMMARY.parent.mkdir(exist_ok=True)
     SUMMARY.write_text(text)
     print(text)
-    assert len(codes) == 37, "every operation of the schema was exercised"
+    assert len(codes) == 39, "every operation of the schema was exercised"
     assert not [code for c in codes.values() for code in c if code >= 500]
 
 

@@ -2,6 +2,7 @@
 
 from client import grouping
 from client.grouping import Group, group, ip_order, ip_ranges, summary_line
+from client.report import not_answering_lines
 
 
 def test_addresses_sort_as_numbers_then_ipv6_then_names():
@@ -102,3 +103,17 @@ def test_the_summary_tallies_in_state_order():
     assert summary_line({"weird": 1, "error": 2}) == "2 error, 1 weird"
     assert summary_line({}) == "no hosts"
     assert grouping.counts_of([_row("a"), _row("b", "failed")]) == {"ok": 1, "failed": 1}
+
+
+def test_dispatch_warns_of_the_targets_that_will_not_answer_by_kind():
+    reach = {"skipped": [], "offline": ["127.0.1.5"],
+             "never_seen": ["127.0.1.52", "127.0.1.50", "127.0.1.51"]}  # fmt: skip
+    assert not_answering_lines(reach, 30) == [
+        "warning: 1 target(s) offline, they will end unreachable after the reach timeout "
+        "(30 s; --online-only leaves them out): 127.0.1.5",
+        "warning: 3 target(s) never seen, they will end unreachable after the reach timeout "
+        "(30 s; --online-only leaves them out): 127.0.1.50-52",
+    ]
+    skipped = not_answering_lines({"skipped": ["127.0.1.5"], "offline": [], "never_seen": []})
+    assert skipped == ["skipped 1 target(s) not online (--online-only): 127.0.1.5"]
+    assert not_answering_lines({"skipped": [], "offline": [], "never_seen": []}) == []

@@ -6,7 +6,7 @@ from rest_framework.reverse import reverse
 from rest_framework.utils.urls import replace_query_param
 
 from cmdb.access import visible
-from cmdb.jobs import documents, rollout
+from cmdb.jobs import documents, listing, rollout
 from cmdb.jobs.choices import HostTaskStateChoices as State
 from cmdb.jobs.models import HostTask, Job
 
@@ -225,12 +225,27 @@ class DispatchedTaskSerializer(serializers.ModelSerializer):
         fields = ["host", "task_id"]
 
 
+class NotAnsweringSerializer(serializers.Serializer):
+    skipped = serializers.ListField(child=serializers.IPAddressField(protocol="IPv4"))
+    offline = serializers.ListField(child=serializers.IPAddressField(protocol="IPv4"))
+    never_seen = serializers.ListField(child=serializers.IPAddressField(protocol="IPv4"))
+
+
 class JobDispatchedSerializer(serializers.ModelSerializer):
     """What POST /api/jobs/ answers at once: where to poll the job and each host's task."""
 
     url = serializers.HyperlinkedIdentityField(view_name="api:job-detail")
     tasks = DispatchedTaskSerializer(source="host_tasks", many=True)
+    not_answering = serializers.SerializerMethodField(
+        help_text="The targets that will not answer: skipped (online_only left them out), "
+        "offline and never_seen (their agent is not online: they end unreachable after the "
+        "reach timeout). Empty lists when every one is online."
+    )
+
+    @extend_schema_field(NotAnsweringSerializer)
+    def get_not_answering(self, job) -> dict:
+        return listing.not_answering_document(job)
 
     class Meta:
         model = Job
-        fields = ["id", "kind", "tasks", "url"]
+        fields = ["id", "kind", "tasks", "url", "not_answering"]

@@ -4,11 +4,12 @@ from django.conf import settings
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from client.report import NOT_OK
 from cmdb.jobs import rollout
-from cmdb.jobs.choices import JobKindChoices
+from cmdb.jobs.choices import HostTaskStateChoices, JobKindChoices
 from cmdb.jobs.services import MAX_REACH_TIMEOUT
 
-E_NO_TARGETS = "no target hosts given (hosts, groups or where)"
+E_NO_TARGETS = "no target hosts given (hosts, groups, where or all)"
 
 
 class SecondsField(serializers.IntegerField):
@@ -110,8 +111,20 @@ class TargetsSerializer(serializers.Serializer):
         "count and the ceiling (the field confirm), and nothing is dispatched.",
     )
 
+    all = serializers.BooleanField(
+        default=False,
+        help_text="Every host you may act on (with where: every one matching), besides any other "
+        "target.",
+    )
+    online_only = serializers.BooleanField(
+        default=False,
+        help_text="Leave out the targets whose agent is not online now (offline, never seen), "
+        "rather than have them end unreachable after the reach timeout; the job's "
+        "skipped_offline names them. A 400 when no target is online.",
+    )
+
     def validate(self, attrs):
-        if not (attrs["hosts"] or attrs["groups"] or attrs["where"]):
+        if not (attrs["hosts"] or attrs["groups"] or attrs["where"] or attrs["all"]):
             raise serializers.ValidationError({"hosts": [E_NO_TARGETS]})
         return attrs
 
@@ -187,3 +200,28 @@ class FetchRequestSerializer(TargetsSerializer):
     """The body of POST /api/jobs/fetch/: copy one file from each target to the server."""
 
     path = AbsolutePathField(max_length=4096, help_text="Absolute path of the file on the hosts.")
+
+
+class RerunRequestSerializer(serializers.Serializer):
+    """The body of POST /api/jobs/{id}/rerun/: which of the job's hosts run it again."""
+
+    states = serializers.ListField(
+        child=serializers.ChoiceField(choices=HostTaskStateChoices.choices),
+        required=False,
+        default=list,
+        help_text="The hosts whose task ended in one of these states (with failed: besides "
+        "those); neither: every host of the job.",
+    )
+    failed = serializers.BooleanField(
+        default=False, help_text=f"The hosts that did not end ok ({', '.join(NOT_OK)})."
+    )
+    online_only = serializers.BooleanField(
+        default=False, help_text="Leave out the hosts whose agent is not online now."
+    )
+    confirm = serializers.BooleanField(
+        default=False, help_text="Reach more hosts than may be reached without confirming."
+    )
+
+    def chosen_states(self) -> list[str]:
+        data = self.validated_data
+        return [*data["states"], *(NOT_OK if data["failed"] else ())]

@@ -110,16 +110,30 @@ def add_result_arguments(parser) -> None:
     parser.add_argument("--no-group", dest="group", action="store_false",
                         help="one block per host (default: hosts with the same state, exit "
                         "code and output as one block, the odd ones first)")  # fmt: skip
-    parser.add_argument("--state", dest="states", action="append", default=[], metavar="STATE",
-                        choices=State.values, help="only the hosts in this state (repeatable)")
-    parser.add_argument("--failed", action="store_true",
-                        help=f"only the hosts that did not end ok ({', '.join(shown.NOT_OK)})")
+    parser.add_argument(
+        "--state",
+        dest="states",
+        action="append",
+        default=[],
+        metavar="STATE",
+        choices=State.values,
+        help="only the hosts in this state (repeatable)",
+    )
+    parser.add_argument(
+        "--failed",
+        action="store_true",
+        help=f"only the hosts that did not end ok ({', '.join(shown.NOT_OK)})",
+    )
     parser.add_argument("--hosts-only", action="store_true",
                         help="only the hosts, comma-separated, ready to paste into --hosts: a "
                         "line per state (\"failed: a,b\"), or with --state/--failed one line "
                         "of them alone")  # fmt: skip
-    parser.add_argument("--format", choices=export.FORMATS, default=None,
-                        help="every host task shown as CSV or JSON lines (one per host)")
+    parser.add_argument(
+        "--format",
+        choices=export.FORMATS,
+        default=None,
+        help="every host task shown as CSV or JSON lines (one per host)",
+    )
 
 
 def chosen_states(opts: dict) -> list[str]:
