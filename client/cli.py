@@ -505,6 +505,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="STATE",
         help="only the hosts that ended in this state (repeatable)",
     )
+    p.add_argument("--online-only", action="store_true",
+                   help="leave out the hosts whose agent is not online now")  # fmt: skip
     _confirm_argument(p)
     p = sub.add_parser("completion", help="print a shell completion script")
     p.add_argument("shell", choices=["bash", "zsh"])

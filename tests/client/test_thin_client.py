@@ -88,6 +88,7 @@ def test_run_wait_check_and_rerun_print_what_manage_py_prints(logged_in, agents,
     failing = cmdb("run", "echo hi", "--hosts", f"{AGENT_IPS[0]},{SILENT}", "--reach-timeout",
                    "2", "--wait")  # fmt: skip
     assert failing.returncode == 1, failing.stderr
+    assert "never seen" in failing.stderr or "offline" in failing.stderr  # warned at once
     bad = job_id(failing)
     assert cmdb("check", bad).stdout == manage("check_task", bad).stdout
     assert manage("check_task", bad).returncode == 1
@@ -103,6 +104,8 @@ def test_run_wait_check_and_rerun_print_what_manage_py_prints(logged_in, agents,
 
     listed = cmdb("jobs")
     assert listed.returncode == 0
+    assert listed.stdout == manage("jobs").stdout
+    assert cmdb("jobs", "--failed").stdout == manage("jobs", "--failed").stdout
     assert [line[:8] for line in listed.stdout.splitlines()[1:4]] == [rerun[:8], bad[:8],
                                                                       ident[:8]]  # fmt: skip
     assert cmdb("cancel", ident).stdout == "nothing to cancel: every host task has finished\n"
