@@ -56,3 +56,16 @@ class DispatchPermissions(ActionPermissions):
             return request.user.has_perm(self.kind_perms[kind])
         # An unknown kind is a 400 from validation, for anyone who may dispatch something.
         return any(request.user.has_perm(perm) for perm in self.kind_perms.values())
+
+
+class GroupPermissions(ModelPermissions):
+    """PATCH of a host group: changing it, or only its members (as `manage.py groups add`
+    does); cmdb.hosts.inventory checks which of the two each field takes."""
+
+    def has_permission(self, request, view):
+        if request.method != "PATCH":
+            return super().has_permission(request, view)
+        return _authenticated(request) and any(
+            request.user.has_perm(p)
+            for p in ("hosts.change_hostgroup", "hosts.change_hostgroup_members")
+        )

@@ -7,6 +7,7 @@ from rest_framework.routers import DefaultRouter
 
 from cmdb.access.api import GrantViewSet
 from cmdb.api import views
+from cmdb.api.token import TokenView
 from cmdb.audit.api.views import AuditEntryViewSet
 
 app_name = "api"
@@ -43,6 +44,7 @@ urlpatterns = [
         ),
         name="schema",
     ),
+    path("token/", TokenView.as_view(), name="token"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="swagger-ui"),
     *router.urls,
 ]

@@ -6,6 +6,7 @@ queryset is narrowed to what the requester may view (cmdb.access.visible): the r
 """
 
 import base64
+import contextlib
 import logging
 import os
 
@@ -21,7 +22,7 @@ from drf_spectacular.utils import (
 )
 from rest_framework import mixins, routers, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.renderers import JSONRenderer
@@ -33,7 +34,7 @@ from cmdb.access.actor import actor_of
 from cmdb.api import filtersets, live, serializers
 from cmdb.api.errors import Gone, flat_errors
 from cmdb.api.pagination import CappedLimitOffsetPagination
-from cmdb.api.permissions import ActionPermissions, DispatchPermissions
+from cmdb.api.permissions import ActionPermissions, DispatchPermissions, GroupPermissions
 from cmdb.api.renderers import (
     BinaryRenderer,
     CSVRenderer,
@@ -44,7 +45,7 @@ from cmdb.api.renderers import (
 from cmdb.assets.models import Asset, Change
 from cmdb.celery import app as cmdb_celery_app
 from cmdb.files.fetched import NotServed, open_fetched, record_download, tar_stream
-from cmdb.hosts import keys
+from cmdb.hosts import inventory, keys
 from cmdb.hosts.models import Host, HostGroup
 from cmdb.jobs import report, services
 from cmdb.jobs.choices import HostTaskStateChoices, JobKindChoices
@@ -126,7 +127,62 @@ def _key_action(verb: str):
     return schema(action(detail=True, methods=["post"], url_path=f"{verb}-key")(act))
 
 
-class HostViewSet(ReadOnlyViewSet):
+class WritableMixin(mixins.CreateModelMixin, mixins.UpdateModelMixin, mixins.DestroyModelMixin):
+    """POST, PATCH and DELETE through the inventory service (cmdb.hosts.inventory), which
+    audits each change; with the model's add, change and delete permissions. PUT is not
+    offered: a full replacement of a host would reset what its agent reported."""
+
+    http_method_names = ["get", "post", "patch", "delete", "head", "options"]
+    #: ``inventory`` functions: (create, update, destroy).
+    add = change = remove = None
+
+    def perform_create(self, serializer):
+        with not_allowed_as_403():
+            serializer.instance = type(self).add(actor_of(self.request),
+                                                 **serializer.validated_data)  # fmt: skip
+
+    def perform_update(self, serializer):
+        with not_allowed_as_403():
+            serializer.instance = type(self).change(actor_of(self.request), serializer.instance,
+                                                    **serializer.validated_data)  # fmt: skip
+
+    def perform_destroy(self, instance):
+        type(self).remove(actor_of(self.request), instance)
+
+    def update(self, request, *args, **kwargs):
+        return self._shown(super().update(request, *args, **kwargs))
+
+    def create(self, request, *args, **kwargs):
+        return self._shown(super().create(request, *args, **kwargs))
+
+    def _shown(self, answer: Response) -> Response:
+        """The item read again as a GET shows it (the members one may view, the facts); one
+        the requester may not view (a host outside their grants) as it was written."""
+        instance = self.get_queryset().filter(pk=answer.data["id"]).first()
+        if instance is not None:
+            answer.data = self.get_serializer(instance).data
+        return answer
+
+
+@contextlib.contextmanager
+def not_allowed_as_403():
+    try:
+        yield
+    except inventory.NotAllowed as exc:
+        raise PermissionDenied({exc.field: [str(exc)]}) from None
+
+
+@extend_schema_view(
+    create=extend_schema(summary="Add a host (hosts.add_host)"),
+    partial_update=extend_schema(
+        summary="Change a host's hostname (hosts.change_host) or IP (hosts.change_host_ip too)"
+    ),
+    destroy=extend_schema(summary="Remove a host; its job history stays (hosts.delete_host)"),
+)
+class HostViewSet(WritableMixin, ReadOnlyViewSet):
+    add = staticmethod(inventory.add_host)
+    change = staticmethod(inventory.change_host)
+    remove = staticmethod(inventory.remove_host)
     queryset = Host.objects.select_related("facts").prefetch_related("groups")
     viewable = staticmethod(visible.viewable_hosts)
     serializer_class = serializers.HostSerializer
@@ -138,9 +194,21 @@ class HostViewSet(ReadOnlyViewSet):
     delete_key = _key_action("delete")
 
 
-class HostGroupViewSet(ReadOnlyViewSet):
+@extend_schema_view(
+    create=extend_schema(summary="Add a host group (hosts.add_hostgroup; members: "
+                         "hosts.change_hostgroup_members)"),
+    partial_update=extend_schema(summary="Rename a group, describe it (hosts.change_hostgroup) "
+                                 "or set its members (hosts.change_hostgroup_members)"),
+    destroy=extend_schema(summary="Remove a host group; its hosts stay (hosts.delete_hostgroup)"),
+)  # fmt: skip
+class HostGroupViewSet(WritableMixin, ReadOnlyViewSet):
     """Every group is listed (a name shows no host), with only the members one may view: no
     count of the others, which would tell of hosts outside one's grants."""
+
+    permission_classes = [GroupPermissions]
+    add = staticmethod(inventory.add_group)
+    change = staticmethod(inventory.change_group)
+    remove = staticmethod(inventory.remove_group)
 
     queryset = HostGroup.objects.all()
     viewable = staticmethod(visible.with_viewable_members)

@@ -7,6 +7,7 @@ ever runs anywhere: its task waits in a queue nobody reads until its reach deadl
 without hosts are left as generated (the validation paths of groups and fact filters).
 """
 
+import ipaddress
 import os
 
 import schemathesis
@@ -15,12 +16,27 @@ import schemathesis
 FUZZ_HOST = os.environ.get("CMDB_FUZZ_HOST", "127.0.1.200")
 #: The operations that send work to hosts.
 DISPATCHING = {("POST", "/api/jobs/"), ("POST", "/api/jobs/push/"), ("POST", "/api/jobs/fetch/")}
+#: The operations that write a host's IP: a valid one is made one no agent serves, lest a
+#: generated host be a running agent's (the suite's agents are accepted as they come).
+WRITING_IPS = {("POST", "/api/hosts/"), ("PATCH", "/api/hosts/{id}/")}
+NO_AGENT_IP = "127.0.1.201"
+
+
+def _is_ipv4(value) -> bool:
+    try:
+        ipaddress.IPv4Address(str(value).strip())
+    except ValueError:
+        return False
+    return True
 
 
 @schemathesis.hook
 def map_body(context, body):
     operation = context.operation
-    if operation is None or (operation.method.upper(), operation.path) not in DISPATCHING:
+    key = None if operation is None else (operation.method.upper(), operation.path)
+    if key in WRITING_IPS and isinstance(body, dict) and _is_ipv4(body.get("ip")):
+        return {**body, "ip": NO_AGENT_IP}
+    if key not in DISPATCHING:
         return body
     if isinstance(body, dict) and isinstance(body.get("hosts"), list) and body["hosts"]:
         return {**body, "hosts": [FUZZ_HOST], "groups": [], "where": []}

@@ -48,6 +48,15 @@ OPERATIONS = {
     ("/api/grants/", "post"),
     ("/api/grants/{id}/", "get"),
     ("/api/grants/{id}/", "delete"),
+    # The inventory, writable (issue 18), and the thin client's login.
+    ("/api/hosts/", "post"),
+    ("/api/hosts/{id}/", "patch"),
+    ("/api/hosts/{id}/", "delete"),
+    ("/api/host-groups/", "post"),
+    ("/api/host-groups/{id}/", "patch"),
+    ("/api/host-groups/{id}/", "delete"),
+    ("/api/token/", "get"),
+    ("/api/token/", "post"),
 }
 
 

@@ -22,6 +22,7 @@ from rest_framework.authtoken.models import Token
 
 from cmdb.hosts.models import Host
 from deploy.local import Fleet
+from tests.api.test_schema import OPERATIONS
 from tests.support.api import make_asset, make_change, make_facts, make_group, make_job, make_user
 from tests.support.factories import make_host
 from tests.support.fleet import ROOT, free_port, wait_for
@@ -118,9 +119,9 @@ def seed() -> str:
     return Token.objects.create(user=make_user(superuser=True)).key
 
 
-# 32 operations took schemathesis about 145 s on 2 cores: past the suite's 180 s once the
-# fleet and gunicorn have started. The run itself is bounded (240 s, below).
-@pytest.mark.timeout(360)
+# 31 operations took schemathesis about 145 s on 2 cores, 37 about 205 s: past the suite's
+# 180 s once the fleet and gunicorn have started. The run itself is bounded (360 s, below).
+@pytest.mark.timeout(480)
 def test_no_operation_answers_a_server_error(api_server, process_env, tmp_path):
     token = seed()
     config = tmp_path / "schemathesis.toml"
@@ -160,13 +161,13 @@ def test_no_operation_answers_a_server_error(api_server, process_env, tmp_path):
     }
 
     # In tmp_path: schemathesis and Hypothesis keep caches in the working directory.
-    run = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
+    run = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=360)
     if run.returncode != 0 and TOOL_CRASH in run.stdout:
         # CPython 3.11's own bug inside schemathesis (the ast module under recursion), seen once
         # in CI: the tool crashed, it found nothing; one more run decides.
         report.unlink(missing_ok=True)
         run = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True,
-                             timeout=240)  # fmt: skip
+                             timeout=360)  # fmt: skip
 
     assert run.returncode == 0, findings(run.stdout)[:20000] + run.stderr[-5000:]
     codes = statuses(report)
@@ -174,7 +175,7 @@ def test_no_operation_answers_a_server_error(api_server, process_env, tmp_path):
     SUMMARY.parent.mkdir(exist_ok=True)
     SUMMARY.write_text(text)
     print(text)
-    assert len(codes) == 32, "every operation of the schema was exercised"
+    assert len(codes) == len(OPERATIONS), "every operation of the schema was exercised"
     assert not [code for c in codes.values() for code in c if code >= 500]
 
 

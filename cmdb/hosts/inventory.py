@@ -1,0 +1,105 @@
+"""Changing the inventory from the API: hosts and host groups added, changed, removed.
+
+What Django's signals record by themselves (cmdb.audit.signals: a host added or removed, its
+IP changed, group members, a group deleted) is recorded so; the rest is recorded here, so
+that every change of the inventory is in the audit trail whoever made it. A host the actor
+may not view is as unknown to them as one that does not exist: it is never listed, changed,
+taken out of a group or put in one (the API's querysets are narrowed before this is called).
+"""
+
+from django.db import transaction
+
+from cmdb.access import visible
+from cmdb.access.actor import Actor
+from cmdb.audit.choices import AuditActionChoices
+from cmdb.audit.trail import record
+from cmdb.hosts.models import Host, HostGroup
+
+#: Moving a host's IP moves every command sent to it (its queue is its IP).
+IP_PERMISSION = "hosts.change_host_ip"
+GROUP_PERMISSION = "hosts.change_hostgroup"
+#: Grants are by group: who changes its members changes who may act on them.
+MEMBERS_PERMISSION = "hosts.change_hostgroup_members"
+
+
+class NotAllowed(Exception):
+    """The actor lacks a permission this change needs; ``field`` is what asked for it."""
+
+    def __init__(self, field: str, message: str):
+        self.field = field
+        super().__init__(message)
+
+
+def _require(actor: Actor, perm: str, field: str, what: str) -> None:
+    if actor.user is None or not actor.user.has_perm(perm):
+        raise NotAllowed(field, f"{actor.username or 'nobody'} may not {what} (needs {perm})")
+
+
+@transaction.atomic
+def add_host(actor: Actor, ip: str, hostname: str = "") -> Host:
+    return Host.objects.create(ip=ip, hostname=hostname)  # audited by its post_save signal
+
+
+@transaction.atomic
+def change_host(actor: Actor, host: Host, ip: str | None = None,
+                hostname: str | None = None) -> Host:  # fmt: skip
+    if ip is not None and ip != host.ip:
+        _require(actor, IP_PERMISSION, "ip", "change a host's IP address")
+        host.ip = ip  # the IP change is audited by its signal, once saved
+    if hostname is not None and hostname != host.hostname:
+        record(
+            actor,
+            AuditActionChoices.HOST_CHANGE,
+            targets_resolved=[host.ip],
+            detail={"host": host.pk, "hostname": {"from": host.hostname, "to": hostname}},
+        )
+        host.hostname = hostname  # fmt: skip
+    host.save()
+    return host
+
+
+@transaction.atomic
+def remove_host(actor: Actor, host: Host) -> None:
+    host.delete()  # audited by its pre_delete signal, with the groups it leaves
+
+
+@transaction.atomic
+def add_group(actor: Actor, name: str, description: str = "", hosts=()) -> HostGroup:
+    if hosts:
+        _require(actor, MEMBERS_PERMISSION, "hosts", "change which hosts are in a group")
+    group = HostGroup.objects.create(name=name, description=description)
+    record(actor, AuditActionChoices.GROUP_CHANGE,
+           detail={"group": name, "created": True, "description": description})  # fmt: skip
+    group.hosts.add(*hosts)  # members audited by the m2m signal
+    return group
+
+
+@transaction.atomic
+def change_group(actor: Actor, group: HostGroup, name: str | None = None,
+                 description: str | None = None, hosts=None) -> HostGroup:  # fmt: skip
+    """``hosts``: the members the actor may view, as they should be; members the actor may
+    not view stay (they cannot see them, so they cannot mean to remove them)."""
+    changed = {}
+    if name is not None and name != group.name:
+        changed["name"] = {"from": group.name, "to": name}
+        group.name = name
+    if description is not None and description != group.description:
+        changed["description"] = {"from": group.description, "to": description}
+        group.description = description
+    if changed:
+        _require(actor, GROUP_PERMISSION, next(iter(changed)), "rename or describe a group")
+        group.save()
+        record(actor, AuditActionChoices.GROUP_CHANGE, detail={"group": group.name, **changed})
+    if hosts is not None:
+        seen = set(visible.viewable_hosts(actor.user, Host.objects.filter(groups=group)))
+        wanted = set(hosts)
+        if wanted != seen:
+            _require(actor, MEMBERS_PERMISSION, "hosts", "change which hosts are in a group")
+            group.hosts.remove(*(seen - wanted))
+            group.hosts.add(*(wanted - seen))
+    return group
+
+
+@transaction.atomic
+def remove_group(actor: Actor, group: HostGroup) -> None:
+    group.delete()  # audited by its pre_delete signal, with its members

@@ -1,0 +1,191 @@
+"""Hosts and host groups written through the API: model permissions, view grants, validation
+(no 5xx on what people mistype), and every change in the audit trail."""
+
+import pytest
+from django.core.cache import cache
+from rest_framework.test import APIClient
+
+from cmdb.access.models import Action, Grant
+from cmdb.audit.choices import AuditActionChoices as A
+from cmdb.audit.models import AuditEntry
+from cmdb.hosts.models import Host, HostGroup
+from tests.support.api import make_group, make_user, token_client
+from tests.support.factories import make_host
+
+pytestmark = pytest.mark.django_db
+
+
+def entries(action: str) -> list[AuditEntry]:
+    return list(AuditEntry.objects.filter(action=action).order_by("pk"))
+
+
+def test_a_host_is_added_changed_and_removed_and_each_is_audited(client_with):
+    api = client_with("hosts.view_host", "hosts.add_host", "hosts.change_host",
+                      "hosts.change_host_ip", "hosts.delete_host", username="ops")  # fmt: skip
+
+    made = api.post("/api/hosts/", {"ip": "10.9.0.1", "hostname": "web1"}, format="json")
+    assert made.status_code == 201, made.content
+    assert made.json()["ip"] == "10.9.0.1" and made.json()["key_state"] == "none"
+    pk = made.json()["id"]
+    renamed = api.patch(f"/api/hosts/{pk}/", {"hostname": "web-1"}, format="json")
+    assert renamed.status_code == 200 and renamed.json()["hostname"] == "web-1"
+    moved = api.patch(f"/api/hosts/{pk}/", {"ip": "10.9.0.2"}, format="json")
+    assert moved.status_code == 200 and Host.objects.get(pk=pk).ip == "10.9.0.2"
+    assert api.delete(f"/api/hosts/{pk}/").status_code == 204
+    assert not Host.objects.filter(pk=pk).exists()
+
+    assert [e.username for e in entries(A.HOST_ADD)] == ["ops"]
+    changes = [e.detail for e in entries(A.HOST_CHANGE)]
+    assert changes == [{"host": pk, "hostname": {"from": "web1", "to": "web-1"}},
+                       {"host": pk, "ip": {"from": "10.9.0.1", "to": "10.9.0.2"}}]  # fmt: skip
+    assert entries(A.HOST_REMOVE)[0].targets_resolved == ["10.9.0.2"]
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"ip": "10.9.0.300"}, "ip"),
+    ({"ip": "::1"}, "ip"),
+    ({"ip": "not an ip"}, "ip"),
+    ({"ip": "10.9.0.1", "hostname": "a\x00b"}, "hostname"),
+    ({"ip": "10.9.0.1", "hostname": "a\x1b[2Jb"}, "hostname"),
+    ({"ip": "10.9.0.1", "hostname": "x" * 256}, "hostname"),
+    ({"ip": "10.9.0.1", "agent_status": "online", "key_state": "accepted"}, None),
+])  # fmt: skip
+def test_what_is_wrong_in_a_new_host_is_a_400_naming_it(client_with, body, field):
+    api = client_with("hosts.view_host", "hosts.add_host")
+    answer = api.post("/api/hosts/", body, format="json")
+    if field is None:  # what only its agent says is read-only: ignored, not believed
+        assert answer.status_code == 201
+        assert Host.objects.get(ip="10.9.0.1").key_state == "none"
+        return
+    assert answer.status_code == 400, answer.content
+    assert field in answer.json()
+    assert not Host.objects.exists()
+
+
+def test_an_ip_already_known_is_a_400():
+    make_host("10.9.0.1")
+    api = token_client(make_user("hosts.view_host", "hosts.add_host"))
+    answer = api.post("/api/hosts/", {"ip": "10.9.0.1"}, format="json")
+    assert answer.status_code == 400 and "already exists" in answer.json()["ip"][0]
+
+
+def test_each_write_takes_its_own_permission(client_with):
+    host = make_host("10.9.0.1", hostname="a")
+    reader = client_with("hosts.view_host")
+    assert reader.post("/api/hosts/", {"ip": "10.9.0.9"}, format="json").status_code == 403
+    assert reader.patch(f"/api/hosts/{host.pk}/", {"hostname": "b"},
+                        format="json").status_code == 403  # fmt: skip
+    assert reader.delete(f"/api/hosts/{host.pk}/").status_code == 403
+    # Renaming is not moving: the IP is every command's queue.
+    renamer = client_with("hosts.view_host", "hosts.change_host")
+    moved = renamer.patch(f"/api/hosts/{host.pk}/", {"ip": "10.9.0.2"}, format="json")
+    assert moved.status_code == 403 and "hosts.change_host_ip" in moved.json()["ip"][0]
+    assert Host.objects.get(pk=host.pk).ip == "10.9.0.1"
+    assert renamer.patch(f"/api/hosts/{host.pk}/", {"hostname": "b"},
+                         format="json").status_code == 200  # fmt: skip
+    # No PUT: replacing a host whole would reset what its agent reported.
+    assert renamer.put(f"/api/hosts/{host.pk}/", {"ip": "10.9.0.1"},
+                       format="json").status_code == 405  # fmt: skip
+
+
+def test_a_host_outside_ones_grants_cannot_be_changed_or_removed_nor_put_in_a_group():
+    web, db = make_host("10.9.0.1"), make_host("10.9.0.2")
+    make_group("web", web)
+    make_group("db", db)
+    user = make_user(
+        "hosts.view_host",
+        "hosts.view_hostgroup",
+        "hosts.change_host",
+        "hosts.delete_host",
+        "hosts.change_hostgroup_members",
+        everywhere=False,
+    )
+    Grant.objects.create(actions=[Action.VIEW]).host_groups.add(HostGroup.objects.get(name="web"))
+    Grant.objects.get().users.add(user)  # fmt: skip
+    api = token_client(user)
+    assert api.delete(f"/api/hosts/{db.pk}/").status_code == 404
+    assert api.patch(f"/api/hosts/{db.pk}/", {"hostname": "x"}, format="json").status_code == 404
+    web_group = HostGroup.objects.get(name="web")
+    put_in = api.patch(f"/api/host-groups/{web_group.pk}/", {"hosts": ["10.9.0.1", "10.9.0.2"]},
+                       format="json")  # fmt: skip
+    assert put_in.status_code == 400 and "10.9.0.2" in str(put_in.json()["hosts"])
+    assert list(web_group.hosts.values_list("ip", flat=True)) == ["10.9.0.1"]
+    assert Host.objects.filter(pk=db.pk).exists()
+
+
+def test_a_group_is_made_filled_emptied_and_removed_and_each_is_audited(client_with):
+    make_host("10.9.0.1")
+    make_host("10.9.0.2")
+    api = client_with("hosts.view_host", "hosts.view_hostgroup", "hosts.add_hostgroup",
+                      "hosts.change_hostgroup", "hosts.change_hostgroup_members",
+                      "hosts.delete_hostgroup")  # fmt: skip
+    made = api.post(
+        "/api/host-groups/",
+        {"name": "web", "description": "front", "hosts": ["10.9.0.2", "10.9.0.1"]},
+        format="json",
+    )
+    assert made.status_code == 201, made.content
+    assert made.json()["hosts"] == ["10.9.0.1", "10.9.0.2"]
+    pk = made.json()["id"]
+    fewer = api.patch(f"/api/host-groups/{pk}/", {"hosts": ["10.9.0.2"]}, format="json")
+    assert fewer.status_code == 200 and fewer.json()["hosts"] == ["10.9.0.2"]
+    assert api.delete(f"/api/host-groups/{pk}/").status_code == 204
+    details = [e.detail for e in entries(A.GROUP_CHANGE)]
+    assert details[0] == {"group": "web", "created": True, "description": "front"}
+    assert {"group": "web", "removed": ["10.9.0.1"]} in details
+    assert details[-1] == {"group": "web", "deleted": True, "removed": ["10.9.0.2"]}
+
+
+def test_members_the_requester_may_not_view_stay_in_the_group():
+    seen, unseen = make_host("10.9.0.1"), make_host("10.9.0.2")
+    group = make_group("mixed", seen, unseen)
+    make_group("mine", seen)
+    user = make_user("hosts.view_host", "hosts.view_hostgroup", "hosts.change_hostgroup_members",
+                     everywhere=False)  # fmt: skip
+    grant = Grant.objects.create(actions=[Action.VIEW])
+    grant.host_groups.add(HostGroup.objects.get(name="mine"))
+    grant.users.add(user)
+    answer = token_client(user).patch(f"/api/host-groups/{group.pk}/", {"hosts": []},
+                                      format="json")  # fmt: skip
+    assert answer.status_code == 200 and answer.json()["hosts"] == []
+    assert list(group.hosts.values_list("ip", flat=True)) == ["10.9.0.2"]
+
+
+def test_members_alone_take_the_members_permission_and_a_rename_the_change_one(client_with):
+    group = make_group("web", make_host("10.9.0.1"))
+    members = client_with("hosts.view_host", "hosts.view_hostgroup",
+                          "hosts.change_hostgroup_members")  # fmt: skip
+    assert members.patch(f"/api/host-groups/{group.pk}/", {"hosts": []},
+                         format="json").status_code == 200  # fmt: skip
+    renamed = members.patch(f"/api/host-groups/{group.pk}/", {"name": "front"}, format="json")
+    assert renamed.status_code == 403 and HostGroup.objects.get(pk=group.pk).name == "web"
+    bad = client_with("hosts.view_hostgroup", "hosts.add_hostgroup").post(
+        "/api/host-groups/", {"name": "no spaces here"}, format="json"
+    )
+    assert bad.status_code == 400 and "name" in bad.json()
+
+
+def test_a_token_for_a_password_rate_limited_and_the_wrong_one_audited():
+    cache.clear()
+    make_user(username="alice")  # password "pw"
+    anonymous = APIClient()
+    answer = anonymous.post("/api/token/", {"username": "alice", "password": "pw"}, format="json")
+    assert answer.status_code == 200, answer.content
+    token = answer.json()["token"]
+    who = APIClient()
+    who.credentials(HTTP_AUTHORIZATION=f"Token {token}")
+    assert who.get("/api/token/").json() == {"username": "alice"}
+    assert anonymous.get("/api/token/").status_code == 401
+
+    wrong = anonymous.post("/api/token/", {"username": "alice", "password": "guess"},
+                           format="json")  # fmt: skip
+    assert wrong.status_code == 400 and "token" not in wrong.json()
+    failed = entries(A.LOGIN_FAILED)
+    assert [e.username for e in failed] == ["alice"]
+    assert "guess" not in str(failed[0].detail)
+    codes = [anonymous.post("/api/token/", {"username": "alice", "password": "guess"},
+                            format="json", REMOTE_ADDR="127.0.0.1",
+                            HTTP_X_FORWARDED_FOR=f"10.0.0.{i}").status_code
+             for i in range(12)]  # fmt: skip
+    assert codes[-1] == 429, codes  # another X-Forwarded-For is not another client
+    cache.clear()

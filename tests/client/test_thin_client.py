@@ -1,0 +1,190 @@
+"""The thin client (`cmdb`, client/) against a real gunicorn, a real broker and real agents:
+what it prints and its exit codes are manage.py's; its config keeps the token to its owner."""
+
+import os
+import stat
+import subprocess
+import sys
+
+import pytest
+from rest_framework.authtoken.models import Token
+
+from cmdb.hosts.models import Host
+from tests.support.api import make_user
+from tests.support.factories import make_host
+from tests.support.fleet import AGENT_IPS, ROOT, free_port
+from tests.support.web import served
+
+pytestmark = [pytest.mark.fleet, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture
+def server(fleet, process_env, tmp_path):
+    with served(process_env, tmp_path / "web") as url:
+        yield url
+
+
+@pytest.fixture
+def home(tmp_path):
+    folder = tmp_path / "home"
+    folder.mkdir()
+    return folder
+
+
+@pytest.fixture
+def cmdb(home):
+    """Run `cmdb ...` (python -m client, as the console script does) as a laptop would: no
+    Django settings, no database, no broker in its environment; HOME a fresh folder."""
+
+    def run(*args: str, env: dict | None = None, stdin: str | None = None):
+        base = {"PATH": os.environ["PATH"], "HOME": str(home), "PYTHONPATH": str(ROOT)}
+        return subprocess.run([sys.executable, "-m", "client", *args], cwd=home,
+                              env={**base, **(env or {})}, capture_output=True, text=True,
+                              input=stdin, timeout=120)  # fmt: skip
+
+    return run
+
+
+@pytest.fixture
+def logged_in(cmdb, server, cli_user):
+    """`cmdb login URL --token T` as the superuser manage.py acts as (they see the same)."""
+    token = Token.objects.create(user=cli_user).key
+    done = cmdb("login", server, "--token", token)
+    assert done.returncode == 0, done.stderr
+    return cmdb
+
+
+@pytest.fixture
+def agents(fleet):
+    return [make_host(ip, hostname=f"agent-{i}") for i, ip in enumerate(AGENT_IPS, 1)]
+
+
+#: A host in the inventory whose agent never runs.
+SILENT = "127.0.1.60"
+
+
+def job_id(proc) -> str:
+    first = proc.stdout.splitlines()[0]
+    assert first.startswith("task id: "), proc.stdout
+    return first.removeprefix("task id: ")
+
+
+def test_run_wait_check_and_rerun_print_what_manage_py_prints(logged_in, agents, manage):
+    cmdb = logged_in
+    ran = cmdb("run", "echo hi", "--hosts", ",".join(AGENT_IPS), "--wait")
+    assert ran.returncode == 0, ran.stderr
+    ident = job_id(ran)
+    check = cmdb("check", ident)
+    server_side = manage("check_task", ident)
+    assert (check.returncode, server_side.returncode) == (0, 0)
+    assert check.stdout == server_side.stdout
+    assert ran.stdout == f"task id: {ident}\n" + server_side.stdout
+    assert "2 hosts: 127.0.1.1-2" in check.stdout
+    for extra in (["--no-group"], ["--hosts-only"], ["--format", "csv"], ["--state", "ok"]):
+        assert cmdb("check", ident, *extra).stdout == manage("check_task", ident, *extra).stdout
+
+    # One host never answers: exit 1 from both, and a re-run of the failed goes to it alone.
+    make_host(SILENT, with_agent=False)
+    failing = cmdb("run", "echo hi", "--hosts", f"{AGENT_IPS[0]},{SILENT}", "--reach-timeout",
+                   "2", "--wait")  # fmt: skip
+    assert failing.returncode == 1, failing.stderr
+    assert "never seen" in failing.stderr or "offline" in failing.stderr  # warned at once
+    bad = job_id(failing)
+    assert cmdb("check", bad).stdout == manage("check_task", bad).stdout
+    assert manage("check_task", bad).returncode == 1
+    failed_only = cmdb("check", bad, "--failed", "--hosts-only")
+    assert failed_only.stdout == manage("check_task", bad, "--failed", "--hosts-only").stdout
+
+    again = cmdb("rerun", bad, "--failed")
+    assert again.returncode == 0, again.stderr
+    rerun = job_id(again)
+    hosts = cmdb("check", rerun, "--wait", "--hosts-only").stdout
+    assert hosts == manage("check_task", rerun, "--hosts-only").stdout == f"unreachable: {SILENT}\n"
+    assert cmdb("check", rerun, "--json").returncode == 1
+
+    listed = cmdb("jobs")
+    assert listed.returncode == 0
+    assert listed.stdout == manage("jobs").stdout
+    assert cmdb("jobs", "--failed").stdout == manage("jobs", "--failed").stdout
+    assert [line[:8] for line in listed.stdout.splitlines()[1:4]] == [rerun[:8], bad[:8],
+                                                                      ident[:8]]  # fmt: skip
+    assert cmdb("cancel", ident).stdout == "nothing to cancel: every host task has finished\n"
+
+
+def test_refusals_are_manage_pys_and_exit_2(logged_in, agents, manage):
+    cmdb = logged_in
+    unknown = cmdb("run", "true", "--hosts", "127.0.1.50,nosuchhost")
+    assert unknown.returncode == 2
+    assert unknown.stderr.startswith("nothing dispatched:\n  ")
+    assert "127.0.1.50" in unknown.stderr and "nosuchhost" in unknown.stderr
+    assert cmdb("check", "00000000-0000-0000-0000-000000000000").returncode == 2
+    assert manage("check_task", "00000000-0000-0000-0000-000000000000").returncode == 2
+
+
+def test_hosts_are_listed_added_and_removed_as_manage_py_does(logged_in, agents, manage):
+    cmdb = logged_in
+    added = cmdb("hosts", "add", "10.99.0.1", "--hostname", "db1")
+    assert (added.returncode, added.stdout) == (0, "added: 10.99.0.1\n")
+    assert cmdb("hosts", "add", "10.99.0.1").stdout == "already known: 10.99.0.1\n"
+    assert Host.objects.get(ip="10.99.0.1").hostname == "db1"
+    assert cmdb("hosts").stdout == manage("hosts", "list").stdout
+    bad = cmdb("hosts", "add", "10.99.0.300")
+    assert bad.returncode == 2 and "ip" in bad.stderr
+    missing = cmdb("hosts", "remove", "10.99.0.1", "10.99.0.2")
+    assert missing.returncode == 2 and "10.99.0.2" in missing.stderr
+    assert Host.objects.filter(ip="10.99.0.1").exists()  # nothing removed
+    assert cmdb("hosts", "remove", "10.99.0.1").stdout == "removed 1 host(s)\n"
+    assert not Host.objects.filter(ip="10.99.0.1").exists()
+
+
+def test_login_with_a_password_keeps_the_token_readable_by_its_owner_alone(cmdb, server, home):
+    bob = make_user("jobs.view_job", username="bob")
+    bob.set_password("s3cret-pw")
+    bob.save()
+    done = cmdb("login", server, "--username", "bob", stdin="s3cret-pw\n")
+    assert done.returncode == 0, done.stderr
+    assert "as bob" in done.stdout and "s3cret-pw" not in done.stdout + done.stderr
+    config = home / ".config" / "cmdb" / "config"
+    assert stat.S_IMODE(config.stat().st_mode) == 0o600
+    assert Token.objects.get(user__username="bob").key in config.read_text()
+    assert cmdb("jobs").returncode == 0
+
+    config.chmod(0o644)  # as a careless copy would leave it
+    refused = cmdb("jobs")
+    assert refused.returncode == 2 and "chmod 600" in refused.stderr
+    config.chmod(0o600)
+    wrong = cmdb("login", server, "--username", "bob", stdin="guess\n")
+    assert wrong.returncode == 2 and "wrong username or password" in wrong.stderr
+
+
+def test_a_symlinked_config_is_refused(cmdb, home, tmp_path):
+    elsewhere = tmp_path / "other"
+    elsewhere.write_text('{"url": "http://127.0.0.1:9", "token": "x"}')
+    elsewhere.chmod(0o600)
+    (home / ".config" / "cmdb").mkdir(parents=True)
+    (home / ".config" / "cmdb" / "config").symlink_to(elsewhere)
+    refused = cmdb("jobs")
+    assert refused.returncode == 2 and "not a regular file of yours" in refused.stderr
+
+
+def test_a_bad_token_and_an_unreachable_server_are_said_plainly(cmdb, server):
+    bad = cmdb("jobs", env={"CMDB_URL": server, "CMDB_TOKEN": "0" * 40})
+    assert bad.returncode == 2
+    assert "refused the token" in bad.stderr and "cmdb login" in bad.stderr
+    nobody = f"http://127.0.0.1:{free_port()}"
+    down = cmdb("run", "true", "--hosts", "127.0.1.1",
+                env={"CMDB_URL": nobody, "CMDB_TOKEN": "x"})  # fmt: skip
+    assert down.returncode == 3
+    assert f"cannot reach the server at {nobody}" in down.stderr
+    assert "Traceback" not in down.stderr
+    assert cmdb("jobs").returncode == 2  # never logged in: says how
+    assert "cmdb login" in cmdb("jobs").stderr
+
+
+def test_completion_scripts_load_in_their_shells(cmdb):
+    script = cmdb("completion", "bash").stdout
+    assert "rerun" in script and "--hosts" in script
+    loaded = subprocess.run(["bash", "-c", f'{script}\ncomplete -p cmdb'], capture_output=True,
+                            text=True, timeout=30)  # fmt: skip
+    assert loaded.returncode == 0 and "_cmdb" in loaded.stdout, loaded.stderr
+    assert cmdb("completion", "zsh").stdout.startswith("#compdef cmdb")
