@@ -143,11 +143,10 @@ def _prefix(netmask: str | None, width: int) -> int:
 def _network(interfaces: dict | None, grains: dict) -> dict:
     interfaces = interfaces if isinstance(interfaces, dict) else {}
     if not interfaces:  # the grains alone: addresses without their prefixes, so host routes
+        v4, v6 = grains.get("ip4_interfaces") or {}, grains.get("ip6_interfaces") or {}
         interfaces = {
-            name: {"hwaddr": mac,
-                   "inet": [{"address": a} for a in (grains.get("ip4_interfaces") or {}).get(name, [])],
-                   "inet6": [{"address": a, "prefixlen": "128"}
-                             for a in (grains.get("ip6_interfaces") or {}).get(name, [])]}
+            name: {"hwaddr": mac, "inet": [{"address": a} for a in v4.get(name, [])],
+                   "inet6": [{"address": a, "prefixlen": "128"} for a in v6.get(name, [])]}
             for name, mac in (grains.get("hwaddr_interfaces") or {}).items()
         }  # fmt: skip
     rows = []

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from cmdb.assets.normalize import normalize
 from collectors import REPORT_VERSION
 from collectors.grains import SALT_FUNCTIONS, facts_from_salt, report_from_salt
-from cmdb.assets.normalize import normalize
 
 DATA = Path(__file__).parent / "data" / "salt"
 
