@@ -59,6 +59,9 @@ class Outcome(enum.StrEnum):
     TIMEOUT = "timeout"
     CANCELLED = "cancelled"
     ERROR = "error"
+    #: Never reached the host, with the reason (a salt minion that did not answer; a gateway
+    #: knows this where an agent that is down cannot say it).
+    UNREACHABLE = "unreachable"
 
 
 class TransferOutcome(enum.StrEnum):

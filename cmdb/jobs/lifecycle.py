@@ -42,6 +42,7 @@ OUTCOME_STATE = {
     Outcome.TIMEOUT: State.TIMEOUT,
     Outcome.CANCELLED: State.CANCELLED,
     Outcome.ERROR: State.ERROR,
+    Outcome.UNREACHABLE: State.UNREACHABLE,
 }
 
 BEGIN_FROM = frozenset({State.PENDING})

@@ -1,0 +1,132 @@
+"""Salt mode through a real salt-master, salt-minions and salt-api on loopback
+(tests/support/salt.py) and the salt gateway worker (workers.salt_gateway): the same jobs,
+states, results and stored facts as through an agent."""
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from cmdb.assets.models import Asset, HostFacts
+from tests.support import salt
+from tests.support.cli import ID_LINE, wait_job
+from tests.support.factories import make_host
+from tests.support.fleet import AGENT_KEYS, wait_for
+
+pytestmark = [pytest.mark.fleet, pytest.mark.django_db(transaction=True)]
+
+#: In the suite's auto-accepted range (tests.support.fleet.AUTO_ACCEPTED).
+WEB01, WEB02, BAD_AUTH = "127.0.1.90", "127.0.1.91", "127.0.1.92"
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    root = tmp_path_factory.mktemp("salt")
+    try:
+        stack = salt.SaltStack(root, minion_ids=("web01", "web02")).up()
+    except salt.SaltUnavailable as exc:
+        pytest.fail(f"salt could not run here: {exc}")
+    yield stack
+    stack.stop_all()
+
+
+def _start_gateway(fleet, name: str, minions: str, password_file: Path, stack) -> Path:
+    state = fleet.run_dir / "agent-state" / name
+    fleet.spawn(name, [sys.executable, "-m", "workers.salt_gateway", "--concurrency", "2"], {
+        "CMDB_AGENT_STATE_DIR": str(state),
+        "CMDB_SALT_API_URL": stack.api_url,
+        "CMDB_SALT_API_USER": salt.EAUTH_USER,
+        "CMDB_SALT_API_EAUTH": "sharedsecret",
+        "CMDB_SALT_API_PASSWORD_FILE": str(password_file),
+        "CMDB_SALT_MINIONS": minions,
+        "CMDB_SALT_REPLY_TIMEOUT": "3",
+    })  # fmt: skip
+    pub = wait_for(lambda: (state / "agent_key.pub").exists() and state / "agent_key.pub", 60,
+                   f"{name} to make its key")  # fmt: skip
+    return pub
+
+
+@pytest.fixture(scope="module")
+def gateway(fleet, stack, tmp_path_factory):
+    pub = _start_gateway(fleet, "salt-gateway", f"{WEB01}=web01,{WEB02}=web02",
+                         stack.password_file(), stack)  # fmt: skip
+    wrong = tmp_path_factory.mktemp("wrong") / "secret"
+    fd = os.open(wrong, os.O_WRONLY | os.O_CREAT, 0o600)
+    os.write(fd, b"not-the-secret\n")
+    os.close(fd)
+    bad_pub = _start_gateway(fleet, "salt-gateway-bad", f"{BAD_AUTH}=web01", wrong, stack)
+    AGENT_KEYS.update({WEB01: pub.read_text(), WEB02: pub.read_text(),
+                       BAD_AUTH: bad_pub.read_text()})  # fmt: skip
+    yield
+    fleet.stop("salt-gateway")
+    fleet.stop("salt-gateway-bad")
+
+
+@pytest.fixture
+def hosts(gateway):
+    return {ip: make_host(ip) for ip in (WEB01, WEB02, BAD_AUTH)}
+
+
+def job(manage, *args) -> dict:
+    out = manage(*args)
+    assert out.returncode == 0, out.stderr
+    data, _ = wait_job(manage, ID_LINE.search(out.stdout).group(1), timeout=90)
+    return data
+
+
+def test_a_command_through_salt(manage, hosts):
+    data = job(manage, "run", "echo hello from $(hostname); echo to-stderr >&2", "--hosts", WEB01)
+    task = data["tasks"][0]
+    assert task["state"] == "ok", task
+    assert task["exit_code"] == 0
+    assert task["stdout"]["head"].startswith("hello from ")
+    assert task["stderr"]["head"] == "to-stderr"
+
+
+def test_a_failing_command_and_bounded_output(manage, hosts):
+    data = job(manage, "run", "seq 1 200000; exit 7", "--hosts", WEB01)
+    task = data["tasks"][0]
+    assert task["state"] == "failed" and task["exit_code"] == 7, task
+    assert task["stdout"]["truncated"] is True
+    assert task["stdout"]["head"].startswith("1\n2\n3\n")
+    assert task["stdout"]["tail"].endswith("199999\n200000")
+    assert task["stdout"]["total_bytes"] == len("\n".join(map(str, range(1, 200001))))
+
+
+def test_a_collection_is_stored_as_facts(manage, hosts):
+    data = job(manage, "collect", "--hosts", WEB01)
+    task = data["tasks"][0]
+    assert task["state"] == "ok", task
+    assert task["stdout"]["head"].startswith("collected cpu, disks, hardware, memory")
+    host = hosts[WEB01]
+    kinds = set(Asset.objects.filter(host=host).values_list("kind", flat=True))
+    assert {"system", "cpu", "memory", "mount", "nic", "disk", "hardware"} <= kinds
+    facts = HostFacts.objects.get(host=host)
+    assert facts.os == "debian" or facts.os  # this machine's os-release id, through Salt
+    assert facts.cpu_threads == os.cpu_count()
+
+
+def test_a_minion_that_is_down_is_unreachable_with_the_reason(manage, hosts, stack):
+    stack.stop_minion("web02")
+    data = job(manage, "run", "true", "--hosts", WEB02)
+    task = data["tasks"][0]
+    assert task["state"] == "unreachable", task
+    assert "salt minion 'web02' did not answer" in task["error"]
+
+
+def test_wrong_eauth_is_a_clear_error(manage, hosts):
+    data = job(manage, "run", "true", "--hosts", BAD_AUTH)
+    task = data["tasks"][0]
+    assert task["state"] == "error", task
+    assert "salt-api refused the credentials of user 'ops' (eauth sharedsecret)" in task["error"]
+    assert "not-the-secret" not in str(data)
+
+
+def test_push_is_refused_in_salt_mode(manage, hosts, tmp_path):
+    src = tmp_path / "app.conf"
+    src.write_text("x=1\n")
+    data = job(manage, "push", str(src), "/tmp/app.conf", "--hosts", WEB01)
+    task = data["tasks"][0]
+    assert task["state"] == "error"
+    assert "push is not supported in salt mode" in task["error"]
