@@ -16,8 +16,11 @@ running (salt-api's synchronous call cannot be interrupted; its timeout still en
 from __future__ import annotations
 
 import argparse
+import base64
+import binascii
 import logging
 import os
+import shlex
 import socket
 import sys
 import time
@@ -80,16 +83,6 @@ def salt_api() -> SaltApi:
     return _api
 
 
-def bounded(text: str, head_bytes: int, tail_bytes: int) -> Stream:
-    """A Stream with the agent's head/tail bounds, from the whole text salt-api returned."""
-    data = (text or "").encode("utf-8", errors="surrogateescape")
-    if len(data) <= head_bytes + tail_bytes:
-        return Stream(data.decode("utf-8", errors="replace"), "", len(data), False)
-    return Stream(data[:head_bytes].decode("utf-8", errors="replace"),
-                  data[len(data) - tail_bytes:].decode("utf-8", errors="replace"),
-                  len(data), True)  # fmt: skip
-
-
 def _refusal(error: str, started: float, clock: float) -> Report:
     return Report(task_id="", outcome=Outcome.ERROR, exit_code=None, stdout=Stream.text(""),
                   stderr=Stream.text(""), started_at=started, finished_at=time.time(),
@@ -123,6 +116,49 @@ def call_minion(minion: str, fun, arg, kwarg=None, wait: float = 60.0):
     return answer, None
 
 
+#: Salt trims any return over its event bus's max_event_size (1 MiB by default) to the string
+#: "VALUE_TRIMMED": so the host keeps the head and tail itself, as the agent's runner does, and
+#: sends them base64 (bytes that are not UTF-8 survive). Each part at most this many bytes.
+SALT_MAX_PART = 128 << 10
+#: The wrapper the minion runs: the command in its own shell, each stream spooled to a private
+#: folder, then per stream a line "<name> <total bytes>" and one of base64 (whole) or two
+#: (head, tail); the command's exit status is the wrapper's. 125: no spool on the host.
+WRAPPER = """d=$(mktemp -d) || exit 125
+trap 'rm -rf "$d"' EXIT
+/bin/sh -c {command} >"$d/o" 2>"$d/e" </dev/null
+rc=$?
+for s in o e; do
+  n=$(wc -c <"$d/$s")
+  echo "$s $n"
+  if [ "$n" -le {whole} ]; then base64 <"$d/$s" | tr -d '\\n'
+  else head -c {head} "$d/$s" | base64 | tr -d '\\n'; printf ' '
+    tail -c {tail} "$d/$s" | base64 | tr -d '\\n'; fi
+  echo
+done
+exit $rc"""
+E_NO_SPOOL = "could not spool the command's output on the host (mktemp failed): not run"
+E_WRAPPER = "the host's answer was not understood ({reason}); raw head: {head!r}"
+
+
+def wrapped(command: str, head: int, tail: int) -> str:
+    return WRAPPER.format(command=shlex.quote(command), whole=head + tail, head=head, tail=tail)
+
+
+def unwrap(stdout: str) -> tuple[Stream, Stream]:
+    """(stdout, stderr) Streams from the wrapper's lines; ValueError if they are not those."""
+    lines = stdout.split("\n")
+    streams = {}
+    for i in range(0, 4, 2):
+        name, total = lines[i].split(" ")
+        parts = [base64.b64decode(p, validate=True) for p in lines[i + 1].split(" ")]
+        decode = [p.decode("utf-8", errors="replace") for p in parts]
+        if len(parts) == 1:
+            streams[name] = Stream(decode[0], "", int(total), False)
+        else:
+            streams[name] = Stream(decode[0], decode[1], int(total), True)
+    return streams["o"], streams["e"]
+
+
 def _command(agent, spec: CommandSpec, cancelled) -> Report:
     started, clock = time.time(), time.monotonic()
     minion = salt_settings.minions.get(spec.host)
@@ -131,25 +167,29 @@ def _command(agent, spec: CommandSpec, cancelled) -> Report:
     if cancelled():  # also the started notice (announce_late): the command is about to run
         return replace(_refusal(guard.E_CANCELLED, started, clock), outcome=Outcome.CANCELLED)
     seconds = max(1, int(spec.timeout))
-    kwarg = {"timeout": seconds, "python_shell": True}
-    answer, failed = call_minion(minion, "cmd.run_all", [spec.command], kwarg, wait=seconds)
+    head = max(0, min(spec.head_bytes, MAX_CAPTURE_BYTES, SALT_MAX_PART))
+    tail = max(0, min(spec.tail_bytes, MAX_CAPTURE_BYTES, SALT_MAX_PART))
+    kwarg = {"timeout": seconds, "python_shell": True, "rstrip": False, "shell": "/bin/sh"}
+    answer, failed = call_minion(minion, "cmd.run_all", [wrapped(spec.command, head, tail)],
+                                 kwarg, wait=seconds)  # fmt: skip
     if failed:
         return replace(_refusal(failed[1], started, clock), outcome=failed[0])
     if not isinstance(answer, dict) or "retcode" not in answer:
         return _refusal(E_SALT.format(reason=str(answer)[:500]), started, clock)
-    head = max(0, min(spec.head_bytes, MAX_CAPTURE_BYTES))
-    tail = max(0, min(spec.tail_bytes, MAX_CAPTURE_BYTES))
-    stdout, stderr = answer.get("stdout") or "", answer.get("stderr") or ""
-    exit_code = answer.get("retcode")
-    outcome, error = (Outcome.OK if exit_code == 0 else Outcome.FAILED), ""
-    mark = SALT_TIMEOUT_MARK.format(s=seconds)
-    if exit_code == 1 and stdout.endswith(mark):
-        outcome, error, exit_code = Outcome.TIMEOUT, E_TIMED_OUT.format(s=seconds), None
-        stdout = ""
-    return Report(task_id="", outcome=outcome, exit_code=exit_code,
-                  stdout=bounded(stdout, head, tail), stderr=bounded(stderr, head, tail),
-                  started_at=started, finished_at=time.time(),
-                  duration=time.monotonic() - clock, error=error,
+    raw, exit_code = answer.get("stdout") or "", answer.get("retcode")
+    if exit_code == 1 and raw.rstrip().endswith(SALT_TIMEOUT_MARK.format(s=seconds)):
+        return replace(_refusal(E_TIMED_OUT.format(s=seconds), started, clock),
+                       outcome=Outcome.TIMEOUT)  # fmt: skip
+    if exit_code == 125 and not raw:
+        return _refusal(E_NO_SPOOL, started, clock)
+    try:
+        stdout, stderr = unwrap(raw)
+    except (ValueError, IndexError, KeyError, binascii.Error) as exc:
+        return _refusal(E_WRAPPER.format(reason=exc, head=raw[:200]), started, clock)
+    outcome = Outcome.OK if exit_code == 0 else Outcome.FAILED
+    return Report(task_id="", outcome=outcome, exit_code=exit_code, stdout=stdout,
+                  stderr=stderr, started_at=started, finished_at=time.time(),
+                  duration=time.monotonic() - clock, error="",
                   pid=answer.get("pid"))  # fmt: skip
 
 

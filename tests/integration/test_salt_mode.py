@@ -81,17 +81,28 @@ def test_a_command_through_salt(manage, hosts):
     assert task["state"] == "ok", task
     assert task["exit_code"] == 0
     assert task["stdout"]["head"].startswith("hello from ")
-    assert task["stderr"]["head"] == "to-stderr"
+    assert task["stderr"]["head"] == "to-stderr\n"
 
 
 def test_a_failing_command_and_bounded_output(manage, hosts):
     data = job(manage, "run", "seq 1 200000; exit 7", "--hosts", WEB01)
     task = data["tasks"][0]
     assert task["state"] == "failed" and task["exit_code"] == 7, task
-    assert task["stdout"]["truncated"] is True
+    assert task["stdout"]["truncated"] is True, {k: v for k, v in task["stdout"].items()}
     assert task["stdout"]["head"].startswith("1\n2\n3\n")
-    assert task["stdout"]["tail"].endswith("199999\n200000")
-    assert task["stdout"]["total_bytes"] == len("\n".join(map(str, range(1, 200001))))
+    assert task["stdout"]["tail"].endswith("199999\n200000\n")
+    assert task["stdout"]["bytes"] == len("".join(f"{i}\n" for i in range(1, 200001)))
+    assert len(task["stdout"]["head"]) == 65536 and len(task["stdout"]["tail"]) == 65536
+
+
+def test_bytes_that_are_not_utf8_and_a_timeout(manage, hosts):
+    data = job(manage, "run", "printf 'caf\\351\\n'", "--hosts", WEB01)
+    assert data["tasks"][0]["stdout"]["head"] == "caf\ufffd\n", data["tasks"][0]
+    assert data["tasks"][0]["stdout"]["bytes"] == 5
+    data = job(manage, "run", "sleep 30", "--hosts", WEB01, "--timeout", "2")
+    task = data["tasks"][0]
+    assert task["state"] == "timeout", task
+    assert "timed out after 2 s" in task["error"]
 
 
 def test_a_collection_is_stored_as_facts(manage, hosts):
