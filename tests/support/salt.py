@@ -5,7 +5,8 @@ a cache folder on first use; every config, key, socket, cache and log is under o
 folder. The master listens on 127.0.x.y with free ports; salt-api (rest_cherrypy, no TLS on
 loopback) authenticates with eauth ``sharedsecret``, whose secret is generated per run.
 
-    python -m tests.support.salt prepare      # make the venv now (CI, deploy/testdeps.sh)
+    python -m tests.support.salt prepare   # make the venv now (`make test` does, before pytest)
+    python -m tests.support.salt up        # a stack by hand, until Ctrl-C
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from pathlib import Path
 
 #: The one Salt release the tests were written against, with salt-api's web server.
 SALT_PACKAGES = ["salt==3008.4", "cherrypy"]
-VENV = Path(os.environ.get("CMDB_SALT_VENV", "/work/.cache/salt-venv"))
+#: Outside the work tree and kept between runs: installing takes about 3 minutes.
+VENV = Path(os.environ.get("CMDB_SALT_VENV") or Path.home() / ".cache" / "fleet-cmdb" / "salt-venv")
 EAUTH_USER = "ops"
 
 

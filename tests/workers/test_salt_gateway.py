@@ -1,0 +1,93 @@
+"""The salt gateway's own pieces: the host-side wrapper that bounds output (run by a real
+/bin/sh here, as a minion runs it), the password file's checks, the settings."""
+
+import os
+import subprocess
+
+import pytest
+
+from workers.config import SaltSettings
+from workers.salt_gateway import unwrap, wrapped
+from workers.saltapi import SaltApi, SaltApiError, SaltAuthError, read_password
+
+
+def run_wrapped(command: str, head: int = 16, tail: int = 8):
+    done = subprocess.run(["/bin/sh", "-c", wrapped(command, head, tail)], capture_output=True,
+                          text=True, timeout=30)  # fmt: skip
+    return done.returncode, *unwrap(done.stdout)
+
+
+def test_short_output_is_whole_with_the_commands_exit_status():
+    code, out, err = run_wrapped("echo hello; echo oops >&2; exit 3")
+    assert code == 3
+    assert (out.head, out.tail, out.total_bytes, out.truncated) == ("hello\n", "", 6, False)
+    assert (err.head, err.total_bytes) == ("oops\n", 5)
+
+
+def test_long_output_keeps_head_and_tail_and_the_true_size():
+    code, out, _ = run_wrapped("seq 1 1000")
+    assert code == 0 and out.truncated
+    assert out.head == "1\n2\n3\n4\n5\n6\n7\n8\n"
+    assert out.tail == "\n999\n1000\n"[-8:]
+    assert out.total_bytes == len("".join(f"{i}\n" for i in range(1, 1001)))
+
+
+def test_bytes_that_are_not_utf8_and_quotes_survive():
+    code, out, _ = run_wrapped("printf 'caf\\351 \"it'\"'\"'s\"\\n'")
+    assert code == 0
+    assert out.head == 'caf\ufffd "it\'s"\n' and out.total_bytes == 12
+
+
+def test_the_command_runs_in_its_own_shell_without_stdin():
+    code, out, _ = run_wrapped("exit 0; echo never", head=100)
+    assert code == 0 and out.total_bytes == 0
+
+
+def test_an_answer_that_is_not_the_wrappers_is_refused():
+    with pytest.raises((ValueError, IndexError)):
+        unwrap("VALUE_TRIMMED")
+
+
+def _secret(tmp_path, mode: int):
+    path = tmp_path / "secret"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, mode)
+    os.write(fd, b"s3cret\n")
+    os.close(fd)
+    os.chmod(path, mode)
+    return path
+
+
+def test_password_file_0600_is_read(tmp_path):
+    assert read_password(str(_secret(tmp_path, 0o600))) == "s3cret"
+
+
+def test_password_file_others_may_read_is_refused(tmp_path):
+    with pytest.raises(SaltApiError, match="mode 0644, must be 0600"):
+        read_password(str(_secret(tmp_path, 0o644)))
+
+
+def test_password_file_symlink_and_missing_are_refused(tmp_path):
+    target = _secret(tmp_path, 0o600)
+    (tmp_path / "link").symlink_to(target)
+    with pytest.raises(SaltApiError):
+        read_password(str(tmp_path / "link"))
+    with pytest.raises(SaltApiError, match="No such file"):
+        read_password(str(tmp_path / "absent"))
+
+
+def test_the_client_never_shows_its_password():
+    api = SaltApi("http://127.0.0.1:1/", "ops", "pam", "s3cret")
+    assert "s3cret" not in repr(api)
+    with pytest.raises(SaltApiError) as caught:
+        api.run({"client": "local", "tgt": "x", "fun": "test.ping"}, timeout=2)
+    assert not isinstance(caught.value, SaltAuthError)
+    assert "could not be reached" in str(caught.value) and "s3cret" not in str(caught.value)
+
+
+def test_settings():
+    s = SaltSettings.from_environ({"CMDB_SALT_API_URL": "http://127.0.0.1:8000/",
+                                   "CMDB_SALT_MINIONS": "10.0.8.5=web01, 10.0.8.6=db01",
+                                   "CMDB_SALT_API_USER": "ops"})  # fmt: skip
+    assert s.api_url == "http://127.0.0.1:8000"
+    assert s.minions == {"10.0.8.5": "web01", "10.0.8.6": "db01"}
+    assert (s.user, s.eauth, s.password_file, s.reply_timeout) == ("ops", "pam", None, 5.0)
