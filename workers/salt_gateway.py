@@ -51,9 +51,7 @@ logger = logging.getLogger(__name__)
 
 E_NO_FILES = "{what} is not supported in salt mode (host {host}, minion {minion})"
 E_NO_MINION = "no minion configured for host {host} (CMDB_SALT_MINIONS)"
-E_NO_ANSWER = (
-    "unreachable: salt minion {minion!r} did not answer the master within {s:.0f} s ({why})"
-)
+E_NO_ANSWER = "unreachable: salt minion {minion!r} did not answer the master ({why})"
 E_NOT_MATCHED = "unreachable: the salt master knows no minion {minion!r} (not accepted, or down)"
 E_SALT = "salt: {reason}"
 E_NOTHING = "every collector plugin failed"
@@ -95,7 +93,7 @@ def _unreachable(answer, minion: str) -> str | None:
         return E_NOT_MATCHED.format(minion=minion)
     if isinstance(answer, str) and answer.startswith("Minion did not return"):
         why = answer.split("\n", 1)[0].removeprefix("Minion did not return. ").strip("[]")
-        return E_NO_ANSWER.format(minion=minion, s=salt_settings.reply_timeout, why=why)
+        return E_NO_ANSWER.format(minion=minion, why=why)
     return None
 
 
