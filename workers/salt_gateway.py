@@ -16,17 +16,16 @@ running (salt-api's synchronous call cannot be interrupted; its timeout still en
 from __future__ import annotations
 
 import argparse
-import base64
 import binascii
 import logging
 import os
-import shlex
 import socket
 import sys
+import threading
 import time
 from dataclasses import replace
 
-from celery import Celery
+from celery import Celery, current_task
 from celery.signals import worker_init, worker_process_init, worker_ready
 
 from collectors.grains import SALT_FUNCTIONS, report_from_salt
@@ -40,7 +39,7 @@ from wire.messages import (
     Report,
     Stream,
 )
-from workers import claims, guard
+from workers import claims, guard, salt_wrapper
 from workers.agent import Agent
 from workers.alive import heartbeat_step
 from workers.config import AgentSettings, SaltSettings
@@ -55,9 +54,7 @@ E_NO_ANSWER = "unreachable: salt minion {minion!r} did not answer the master ({w
 E_NOT_MATCHED = "unreachable: the salt master knows no minion {minion!r} (not accepted, or down)"
 E_SALT = "salt: {reason}"
 E_NOTHING = "every collector plugin failed"
-E_TIMED_OUT = "timed out after {s:.0f} s (salt's cmd.run_all killed the command)"
-#: What cmd.run_all prints, instead of the output, when its timeout killed the command.
-SALT_TIMEOUT_MARK = ": Timed out after {s} seconds"
+E_TIMED_OUT = "timed out after {s:.0f} s: its process group was killed on the host"
 
 GATEWAY_NAME = "salt_gateway"
 _settings = AgentSettings.from_environ()
@@ -114,47 +111,18 @@ def call_minion(minion: str, fun, arg, kwarg=None, wait: float = 60.0):
     return answer, None
 
 
-#: Salt trims any return over its event bus's max_event_size (1 MiB by default) to the string
-#: "VALUE_TRIMMED": so the host keeps the head and tail itself, as the agent's runner does, and
-#: sends them base64 (bytes that are not UTF-8 survive). Each part at most this many bytes.
-SALT_MAX_PART = 128 << 10
-#: The wrapper the minion runs: the command in its own shell, each stream spooled to a private
-#: folder, then per stream a line "<name> <total bytes>" and one of base64 (whole) or two
-#: (head, tail); the command's exit status is the wrapper's. 125: no spool on the host.
-WRAPPER = """d=$(mktemp -d) || exit 125
-trap 'rm -rf "$d"' EXIT
-/bin/sh -c {command} >"$d/o" 2>"$d/e" </dev/null
-rc=$?
-for s in o e; do
-  n=$(wc -c <"$d/$s")
-  echo "$s $n"
-  if [ "$n" -le {whole} ]; then base64 <"$d/$s" | tr -d '\\n'
-  else head -c {head} "$d/$s" | base64 | tr -d '\\n'; printf ' '
-    tail -c {tail} "$d/$s" | base64 | tr -d '\\n'; fi
-  echo
-done
-exit $rc"""
 E_NO_SPOOL = "could not spool the command's output on the host (mktemp failed): not run"
 E_WRAPPER = "the host's answer was not understood ({reason}); raw head: {head!r}"
+E_CANCELLED_RUNNING = "cancelled while it ran: its process group was killed on the host"
+#: Seconds past the command's own deadline (the wrapper's watchdog) that salt's kills the shell.
+SALT_BACKSTOP = 30
 
 
-def wrapped(command: str, head: int, tail: int) -> str:
-    return WRAPPER.format(command=shlex.quote(command), whole=head + tail, head=head, tail=tail)
-
-
-def unwrap(stdout: str) -> tuple[Stream, Stream]:
-    """(stdout, stderr) Streams from the wrapper's lines; ValueError if they are not those."""
-    lines = stdout.split("\n")
-    streams = {}
-    for i in range(0, 4, 2):
-        name, total = lines[i].split(" ")
-        parts = [base64.b64decode(p, validate=True) for p in lines[i + 1].split(" ")]
-        decode = [p.decode("utf-8", errors="replace") for p in parts]
-        if len(parts) == 1:
-            streams[name] = Stream(decode[0], "", int(total), False)
-        else:
-            streams[name] = Stream(decode[0], decode[1], int(total), True)
-    return streams["o"], streams["e"]
+def _kill(minion: str, task_id: str) -> None:
+    _, failed = call_minion(minion, "cmd.run", [salt_wrapper.kill_script(task_id)],
+                            {"python_shell": True, "shell": "/bin/sh"}, wait=10)  # fmt: skip
+    if failed:
+        logger.warning("could not cancel %s on %s: %s", task_id, minion, failed[1])
 
 
 def _command(agent, spec: CommandSpec, cancelled) -> Report:
@@ -165,25 +133,46 @@ def _command(agent, spec: CommandSpec, cancelled) -> Report:
     if cancelled():  # also the started notice (announce_late): the command is about to run
         return replace(_refusal(guard.E_CANCELLED, started, clock), outcome=Outcome.CANCELLED)
     seconds = max(1, int(spec.timeout))
-    head = max(0, min(spec.head_bytes, MAX_CAPTURE_BYTES, SALT_MAX_PART))
-    tail = max(0, min(spec.tail_bytes, MAX_CAPTURE_BYTES, SALT_MAX_PART))
-    kwarg = {"timeout": seconds, "python_shell": True, "rstrip": False, "shell": "/bin/sh"}
-    answer, failed = call_minion(minion, "cmd.run_all", [wrapped(spec.command, head, tail)],
-                                 kwarg, wait=seconds)  # fmt: skip
+    head = max(0, min(spec.head_bytes, MAX_CAPTURE_BYTES, salt_wrapper.MAX_PART))
+    tail = max(0, min(spec.tail_bytes, MAX_CAPTURE_BYTES, salt_wrapper.MAX_PART))
+    task_id = current_task.request.id
+    script = salt_wrapper.wrapped(spec.command, task_id, seconds, head, tail)
+    kwarg = {"timeout": seconds + SALT_BACKSTOP, "python_shell": True, "rstrip": False,
+             "shell": "/bin/sh"}  # fmt: skip
+    # The call waits for the command; meanwhile this thread watches the operator's cancel mark
+    # and, when it is set, kills the command's process group on the host (salt_wrapper).
+    done: dict = {}
+    wait = seconds + SALT_BACKSTOP
+
+    def ask() -> None:
+        done["r"] = call_minion(minion, "cmd.run_all", [script], kwarg, wait=wait)
+
+    call = threading.Thread(target=ask, daemon=True)
+    call.start()
+    killed = False
+    while call.is_alive():
+        call.join(0.5)
+        if call.is_alive() and not killed and cancelled():
+            killed = True
+            _kill(minion, task_id)
+    answer, failed = done["r"]
     if failed:
         return replace(_refusal(failed[1], started, clock), outcome=failed[0])
     if not isinstance(answer, dict) or "retcode" not in answer:
         return _refusal(E_SALT.format(reason=str(answer)[:500]), started, clock)
     raw, exit_code = answer.get("stdout") or "", answer.get("retcode")
-    if exit_code == 1 and raw.rstrip().endswith(SALT_TIMEOUT_MARK.format(s=seconds)):
-        return replace(_refusal(E_TIMED_OUT.format(s=seconds), started, clock),
-                       outcome=Outcome.TIMEOUT)  # fmt: skip
-    if exit_code == 125 and not raw:
+    if exit_code == salt_wrapper.NO_SPOOL and not raw:
         return _refusal(E_NO_SPOOL, started, clock)
     try:
-        stdout, stderr = unwrap(raw)
+        how, stdout, stderr = salt_wrapper.unwrap(raw)
     except (ValueError, IndexError, KeyError, binascii.Error) as exc:
         return _refusal(E_WRAPPER.format(reason=exc, head=raw[:200]), started, clock)
+    if how in ("T", "C"):
+        outcome = Outcome.TIMEOUT if how == "T" else Outcome.CANCELLED
+        error = E_TIMED_OUT.format(s=seconds) if how == "T" else E_CANCELLED_RUNNING
+        return Report(task_id="", outcome=outcome, exit_code=None, stdout=stdout,
+                      stderr=stderr, started_at=started, finished_at=time.time(),
+                      duration=time.monotonic() - clock, error=error)  # fmt: skip
     outcome = Outcome.OK if exit_code == 0 else Outcome.FAILED
     return Report(task_id="", outcome=outcome, exit_code=exit_code, stdout=stdout,
                   stderr=stderr, started_at=started, finished_at=time.time(),

@@ -4,11 +4,13 @@ states, results and stored facts as through an agent."""
 
 import os
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from cmdb.assets.models import Asset, HostFacts
+from cmdb.jobs.models import HostTask
 from tests.support import salt
 from tests.support.cli import ID_LINE, wait_job
 from tests.support.factories import make_host
@@ -99,10 +101,33 @@ def test_bytes_that_are_not_utf8_and_a_timeout(manage, hosts):
     data = job(manage, "run", "printf 'caf\\351\\n'", "--hosts", WEB01)
     assert data["tasks"][0]["stdout"]["head"] == "caf\ufffd\n", data["tasks"][0]
     assert data["tasks"][0]["stdout"]["bytes"] == 5
-    data = job(manage, "run", "sleep 30", "--hosts", WEB01, "--timeout", "2")
+
+
+def test_a_timeout_kills_a_grandchild_on_the_host(manage, hosts, tmp_path):
+    mark = tmp_path / "survived"
+    data = job(manage, "run", f"sh -c 'sleep 4; touch {mark}' & sleep 30", "--hosts", WEB01,
+               "--timeout", "2")  # fmt: skip
     task = data["tasks"][0]
     assert task["state"] == "timeout", task
-    assert "timed out after 2 s" in task["error"]
+    assert "timed out after 2 s: its process group was killed on the host" in task["error"]
+    time.sleep(3)
+    assert not mark.exists()
+
+
+def test_cancel_kills_the_command_on_the_host(manage, hosts, tmp_path):
+    mark = tmp_path / "survived"
+    out = manage("run", f"sleep 10; touch {mark}", "--hosts", WEB01)
+    job_id = ID_LINE.search(out.stdout).group(1)
+    wait_for(lambda: HostTask.objects.filter(job_id=job_id, state="running").exists(), 30,
+             "the command to start")  # fmt: skip
+    assert manage("cancel", job_id).returncode == 0
+    data, _ = wait_job(manage, job_id, timeout=60)
+    task = data["tasks"][0]
+    assert task["state"] == "cancelled", task
+    assert task["error"] == "cancelled while it ran: its process group was killed on the host"
+    assert task["duration"] < 8
+    time.sleep(10 - task["duration"])
+    assert not mark.exists()
 
 
 def test_a_collection_is_stored_as_facts(manage, hosts):

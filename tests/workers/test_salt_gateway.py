@@ -3,18 +3,22 @@
 
 import os
 import subprocess
+import time
+from pathlib import Path
 
 import pytest
 
 from workers.config import SaltSettings
-from workers.salt_gateway import unwrap, wrapped
+from workers.salt_wrapper import kill_script, unwrap, wrapped
 from workers.saltapi import SaltApi, SaltApiError, SaltAuthError, read_password
 
 
 def run_wrapped(command: str, head: int = 16, tail: int = 8):
-    done = subprocess.run(["/bin/sh", "-c", wrapped(command, head, tail)], capture_output=True,
-                          text=True, timeout=30)  # fmt: skip
-    return done.returncode, *unwrap(done.stdout)
+    done = subprocess.run(["/bin/sh", "-c", wrapped(command, "t-1", 20, head, tail)],
+                          capture_output=True, text=True, timeout=30)  # fmt: skip
+    how, out, err = unwrap(done.stdout)
+    assert how == "R"
+    return done.returncode, out, err
 
 
 def test_short_output_is_whole_with_the_commands_exit_status():
@@ -41,6 +45,30 @@ def test_bytes_that_are_not_utf8_and_quotes_survive():
 def test_the_command_runs_in_its_own_shell_without_stdin():
     code, out, _ = run_wrapped("exit 0; echo never", head=100)
     assert code == 0 and out.total_bytes == 0
+
+
+def test_the_deadline_kills_the_whole_group_a_grandchild_too(tmp_path):
+    mark = tmp_path / "survived"
+    script = wrapped(f"sh -c 'sleep 3; touch {mark}' & sleep 30", "t-2", 1, 16, 8)
+    done = subprocess.run(["/bin/sh", "-c", script], capture_output=True, text=True, timeout=20)
+    assert unwrap(done.stdout)[0] == "T" and done.returncode == 137
+    time.sleep(3.5)
+    assert not mark.exists()
+
+
+def test_cancel_kills_the_whole_group(tmp_path):
+    mark = tmp_path / "survived"
+    script = wrapped(f"sh -c 'sleep 2; touch {mark}' & sleep 30", "t-3", 60, 16, 8)
+    proc = subprocess.Popen(["/bin/sh", "-c", script], stdout=subprocess.PIPE, text=True)
+    time.sleep(0.5)
+    killed = subprocess.run(["/bin/sh", "-c", kill_script("t-3")], capture_output=True,
+                            text=True, timeout=10)  # fmt: skip
+    assert killed.stdout.strip() == "killed"
+    out, _ = proc.communicate(timeout=10)
+    assert unwrap(out)[0] == "C"
+    time.sleep(2.5)
+    assert not mark.exists()
+    assert not list(Path("/tmp").glob("cmdb-salt-t-3.*"))
 
 
 def test_an_answer_that_is_not_the_wrappers_is_refused():
