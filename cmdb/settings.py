@@ -267,6 +267,17 @@ CMDB = {
     "SIGNING_KEY": os.environ.get("CMDB_SIGNING_KEY") or str(RUN_DIR / "signing_key"),
     #: Made on first use (0600) only at the default path; a configured one must exist.
     "SIGNING_KEY_CREATE": not os.environ.get("CMDB_SIGNING_KEY"),
+    #: The SSH gateway's client key (OpenSSH format, 0600): `manage.py ssh_key --public` prints
+    #: the line for hosts' authorized_keys. Made once at the default path, like the signing key.
+    "SSH_KEY": os.environ.get("CMDB_SSH_KEY") or str(RUN_DIR / "ssh_key"),
+    "SSH_KEY_CREATE": not os.environ.get("CMDB_SSH_KEY"),
+    #: The Ed25519 key the gateway signs its reports with: the key accepted for every ssh-mode
+    #: host (`hosts add --mode ssh`), as an agent's own key is for its host.
+    "GATEWAY_KEY": os.environ.get("CMDB_GATEWAY_KEY") or str(RUN_DIR / "gateway_key"),
+    #: Seconds the gateway waits for one host's TCP connect and SSH login.
+    "SSH_CONNECT_TIMEOUT": float(os.environ.get("CMDB_SSH_CONNECT_TIMEOUT") or 10),
+    #: SSH connections the gateway runs at once (its thread pool).
+    "SSH_CONCURRENCY": int(os.environ.get("CMDB_SSH_CONCURRENCY") or 256),
     #: The queues of the central worker (see above), for the code that names them.
     "CENTRAL_QUEUE": CENTRAL_QUEUE,
     "RESULTS_QUEUE": RESULTS_QUEUE,

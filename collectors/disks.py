@@ -11,6 +11,8 @@ from collectors.values import clean, to_bool, to_int
 
 LSBLK_COLUMNS = "NAME,KNAME,MODEL,SERIAL,SIZE,TYPE,ROTA,WWN,PKNAME"
 LSBLK = ("lsblk", "--json", "--bytes", "-o", LSBLK_COLUMNS)
+# util-linux before 2.27 (CentOS/RHEL 7 ship 2.23) has no --json: KEY="value" pairs instead.
+LSBLK_PAIRS = ("lsblk", "--pairs", "--bytes", "-o", LSBLK_COLUMNS)
 MOUNTS_PATH = "/proc/mounts"
 
 # Memory-backed block devices: swap in RAM (zram) and ramdisks hold no data worth inventorying.
@@ -61,6 +63,9 @@ CONTAINER_FILE_MOUNTS = frozenset({"/etc/hosts", "/etc/hostname", "/etc/resolv.c
 KERNEL_TREES = ("/proc", "/sys", "/dev")
 
 _OCTAL_ESCAPE = re.compile(r"\\([0-7]{3})")
+# One KEY="value" of lsblk --pairs; quotes, backslashes and unprintable bytes come as \xHH.
+_PAIR = re.compile(r'([A-Z][A-Z0-9:_-]*)="((?:[^"\\]|\\.)*)"')
+_HEX_ESCAPES = re.compile(r"(?:\\x[0-9A-Fa-f]{2})+")
 
 
 def parse_lsblk(json_text: str, *, include_loop_and_ram: bool = False) -> list[dict]:
@@ -98,6 +103,53 @@ def parse_lsblk(json_text: str, *, include_loop_and_ram: bool = False) -> list[d
 
     walk(json.loads(json_text).get("blockdevices") or [], None)
     return devices
+
+
+def parse_lsblk_pairs(text: str, *, include_loop_and_ram: bool = False) -> list[dict]:
+    """Every device of `lsblk --pairs --bytes -o LSBLK_COLUMNS` output, as parse_lsblk gives it.
+
+    The lines come in tree order with the parent in PKNAME; columns an old lsblk lacks are None.
+    """
+    nodes = []
+    for line in text.splitlines():
+        pairs = {key.lower(): _unhex(value) for key, value in _PAIR.findall(line)}
+        if pairs:
+            nodes.append(pairs)
+    devices: list[dict] = []
+    seen: set[str] = set()
+    skipped: set[str] = set()
+    for node in nodes:
+        kname = node.get("kname") or node.get("name") or ""
+        parent = node.get("pkname") or None
+        if not include_loop_and_ram and (
+            node.get("type") == "loop" or _RAM_DEVICE.fullmatch(kname) or parent in skipped
+        ):
+            skipped.add(kname)  # and its partitions with it, as in the JSON tree
+            continue
+        if kname in seen:
+            continue
+        seen.add(kname)
+        devices.append(
+            {
+                "name": node.get("name"),
+                "kname": node.get("kname"),
+                "model": clean(node.get("model")),
+                "serial": clean(node.get("serial")),
+                "size_bytes": to_int(node.get("size")),
+                "type": node.get("type"),
+                "rotational": to_bool(node.get("rota")),
+                "wwn": clean(node.get("wwn")),
+                "parent": parent,
+            }
+        )
+    return devices
+
+
+def _unhex(value: str) -> str:
+    # A run of escapes is the bytes of one UTF-8 string (lsblk escapes each byte in the C locale).
+    return _HEX_ESCAPES.sub(
+        lambda m: bytes.fromhex(m[0].replace("\\x", "")).decode("utf-8", "replace"), value
+    )
 
 
 def parse_proc_mounts(text: str) -> list[dict]:
@@ -160,6 +212,13 @@ class DisksCollector(Collector):
 
     def gather(self) -> dict:
         lsblk = self.source.run(LSBLK)  # None in most containers and on hosts without util-linux
+        try:
+            devices = parse_lsblk(lsblk) if lsblk else None
+        except ValueError:  # an lsblk that takes --json but prints something else: try pairs
+            devices = None
+        if devices is None:
+            pairs = self.source.run(LSBLK_PAIRS)
+            devices = parse_lsblk_pairs(pairs) if pairs else []
         mounts = []
         for mount in real_filesystems(parse_proc_mounts(self.source.read(MOUNTS_PATH) or "")):
             mounts.append(
@@ -170,4 +229,4 @@ class DisksCollector(Collector):
                     **usage(self.source.statvfs(mount["mountpoint"])),
                 }
             )
-        return {"devices": parse_lsblk(lsblk) if lsblk else [], "mounts": mounts}
+        return {"devices": devices, "mounts": mounts}

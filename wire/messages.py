@@ -59,8 +59,9 @@ class Outcome(enum.StrEnum):
     TIMEOUT = "timeout"
     CANCELLED = "cancelled"
     ERROR = "error"
-    #: Never reached the host, with the reason (a salt minion that did not answer; a gateway
-    #: knows this where an agent that is down cannot say it).
+    #: Only a gateway says so (SSH, Salt): it could not reach the host, so nothing ran there
+    #: (the reason says why: connection refused, timeout, authentication failed, host key
+    #: changed, a salt minion that did not answer).
     UNREACHABLE = "unreachable"
 
 

@@ -16,3 +16,11 @@ class AgentStatusChoices(models.TextChoices):
     UNKNOWN = "unknown", "unknown"
     ONLINE = "online", "online"
     OFFLINE = "offline", "offline"
+
+
+class ModeChoices(models.TextChoices):
+    """How the server reaches a host: its own agent, or the SSH gateway (gateway/)."""
+
+    AGENT = "agent", "agent"
+    SSH = "ssh", "ssh"
+    SALT = "salt", "salt"

@@ -5,7 +5,7 @@ import ipaddress
 from django.db import models
 from django.utils import timezone
 
-from cmdb.hosts.choices import AgentStatusChoices, KeyStateChoices
+from cmdb.hosts.choices import AgentStatusChoices, KeyStateChoices, ModeChoices
 
 E_MALFORMED = "malformed IP address: {target!r}"
 E_UNKNOWN_IP = "unknown host {target} (not in the inventory: add it with `manage.py hosts add`)"
@@ -129,6 +129,17 @@ class Host(models.Model):
         "last seen", null=True, blank=True, help_text="Last registration or heartbeat."
     )
     created = models.DateTimeField("created", default=timezone.now, editable=False)
+    mode = models.CharField(
+        "mode", max_length=8, choices=ModeChoices.choices, default=ModeChoices.AGENT,
+        db_index=True, help_text="How it is reached: its agent, or the SSH gateway.",
+    )  # fmt: skip
+    ssh_user = models.CharField("SSH user", max_length=64, blank=True)
+    ssh_port = models.PositiveIntegerField("SSH port", default=22)
+    ssh_host_key = models.TextField(
+        "SSH host key", blank=True,
+        help_text="The host's public key as `hosts trust` recorded it (OpenSSH format): the "
+        "gateway connects only to a host presenting exactly this key.",
+    )  # fmt: skip
 
     objects = HostQuerySet.as_manager()
 

@@ -1,4 +1,4 @@
-"""`manage.py hosts [list|add|remove]`: the inventory of managed hosts."""
+"""`manage.py hosts [list|add|remove|trust]`: the inventory of managed hosts."""
 
 import ipaddress
 
@@ -7,6 +7,8 @@ from django.db import IntegrityError
 
 from cmdb.access import grants
 from cmdb.access.models import Action
+from cmdb.hosts import ssh
+from cmdb.hosts.choices import KeyStateChoices, ModeChoices
 from cmdb.hosts.models import Host
 from cmdb.jobs.cli import FleetCommand
 from cmdb.jobs.report import printable
@@ -21,6 +23,21 @@ class Command(FleetCommand):
         add = sub.add_parser("add", help="add hosts by IP")
         add.add_argument("ips", nargs="+")
         add.add_argument("--hostname", default="", help="hostname (with a single IP)")
+        add.add_argument(
+            "--mode",
+            choices=[ModeChoices.AGENT, ModeChoices.SSH],
+            default=ModeChoices.AGENT,
+            help="how it is reached: its agent (the default) or SSH (the gateway)",
+        )
+        add.add_argument("--ssh-user", default="", help="the user the gateway logs in as")
+        add.add_argument("--ssh-port", type=int, default=22)
+        trust = sub.add_parser("trust", help="record ssh-mode hosts' keys (shows fingerprints)")
+        trust.add_argument("ips", nargs="+")
+        trust.add_argument(
+            "--replace",
+            action="store_true",
+            help="record the key a host presents now even if it changed",
+        )
         remove = sub.add_parser("remove", help="remove hosts by IP (their job history stays)")
         remove.add_argument("ips", nargs="+")
 
@@ -33,11 +50,11 @@ class Command(FleetCommand):
         if not hosts:
             self.stdout.write("no hosts yet: start an agent, or `manage.py hosts add IP`")
             return
-        self.stdout.write(f"{'IP':<16} {'HOSTNAME':<24} {'AGENT':<8} LAST SEEN")
+        self.stdout.write(f"{'IP':<16} {'HOSTNAME':<24} {'MODE':<6} {'AGENT':<8} LAST SEEN")
         for h in hosts:
             seen = h.last_seen.strftime("%Y-%m-%d %H:%M:%S") if h.last_seen else "never"
             name = printable(h.hostname)  # an agent's word: no escapes to the terminal
-            self.stdout.write(f"{h.ip:<16} {name:<24} {h.agent_status:<8} {seen}")
+            self.stdout.write(f"{h.ip:<16} {name:<24} {h.mode:<6} {h.agent_status:<8} {seen}")
 
     def _ips(self, raw: list[str]) -> list[str]:
         ips, bad = [], []
@@ -55,6 +72,8 @@ class Command(FleetCommand):
         ips = self._ips(opts["ips"])
         if opts["hostname"] and len(ips) > 1:
             raise CommandError("--hostname names one host; give one IP with it", returncode=2)
+        if opts["mode"] == ModeChoices.SSH:
+            return self._add_ssh(ips, opts)
         for ip in ips:
             try:
                 _, created = Host.objects.get_or_create(
@@ -63,6 +82,72 @@ class Command(FleetCommand):
             except IntegrityError as exc:
                 raise CommandError(f"could not add {ip}: {exc}") from None
             self.stdout.write(f"{'added' if created else 'already known'}: {ip}")
+
+    def _add_ssh(self, ips: list[str], opts) -> None:
+        user = opts["ssh_user"]
+        if not user or not user.replace("-", "").replace("_", "").replace(".", "").isalnum():
+            raise CommandError("--mode ssh needs --ssh-user USER (a plain user name)",
+                               returncode=2)  # fmt: skip
+        if not 0 < opts["ssh_port"] < 65536:
+            raise CommandError(f"--ssh-port {opts['ssh_port']}: not a port", returncode=2)
+        # The gateway speaks for ssh-mode hosts: its key is theirs, accepted as it is added
+        # (the operator who adds the host is the one who decides here, not a registration).
+        pem, fingerprint = ssh.gateway_pem(), ssh.gateway_fingerprint()
+        fields = {"mode": ModeChoices.SSH, "ssh_user": user, "ssh_port": opts["ssh_port"],
+                  "agent_key": pem, "key_state": KeyStateChoices.ACCEPTED,
+                  "key_fingerprint": fingerprint, "candidate_key": "",
+                  "candidate_fingerprint": ""}  # fmt: skip
+        for ip in ips:
+            host, created = Host.objects.get_or_create(
+                ip=ip, defaults={"hostname": opts["hostname"], **fields}
+            )
+            if not created:
+                if host.mode != ModeChoices.SSH:
+                    fields["ssh_host_key"] = ""  # an agent host becoming ssh: trust it anew
+                Host.objects.filter(pk=host.pk).update(**fields)
+            self.stdout.write(
+                f"{'added' if created else 'now'} ssh {user}@{ip}:{opts['ssh_port']}"
+                f"{'' if host.ssh_host_key and not created else ' (run hosts trust)'}"
+            )
+
+    def _trust(self, opts):
+        self.require("hosts.manage_keys", "record hosts' keys")
+        ips = self._ips(opts["ips"])
+        hosts = {h.ip: h for h in grants.hosts_for(self.user, Action.VIEW,
+                                                   Host.objects.filter(ip__in=ips))}  # fmt: skip
+        problems = 0
+        for ip in ips:
+            host = hosts.get(ip)
+            if host is None or host.mode != ModeChoices.SSH:
+                self.stderr.write(f"{ip}: not an ssh-mode host (hosts add {ip} --mode ssh ...)")
+                problems += 1
+                continue
+            try:
+                key = ssh.line(ssh.presented_key(ip, host.ssh_port))
+            except ConnectionError as exc:
+                self.stderr.write(f"{ip}: {exc}")
+                problems += 1
+                continue
+            new = ssh.fingerprint(key)
+            if host.ssh_host_key and host.ssh_host_key != key:
+                old = ssh.fingerprint(host.ssh_host_key)
+                if not opts["replace"]:
+                    self.stderr.write(
+                        f"{ip}: HOST KEY CHANGED: recorded {old}, presented now {new}. "
+                        "Refused: someone may be in the middle. If the host was reinstalled, "
+                        f"check {new} on its console, then `hosts trust {ip} --replace`."
+                    )
+                    problems += 1
+                    continue
+                self.stdout.write(f"{ip}: replaced {old} with {new}")
+            elif host.ssh_host_key == key:
+                self.stdout.write(f"{ip}: already trusted {new}")
+                continue
+            else:
+                self.stdout.write(f"{ip}: trusted {new}")
+            Host.objects.filter(pk=host.pk).update(ssh_host_key=key)
+        if problems:
+            raise CommandError(f"{problems} host(s) not trusted", returncode=2)
 
     def _remove(self, opts):
         self.require("hosts.delete_host", "remove hosts")

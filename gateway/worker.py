@@ -1,0 +1,316 @@
+"""The gateway's Celery app: it consumes the IP queues of ssh-mode hosts and answers each
+message as that host's agent would, through the same checks (workers.guard: the server's
+signature for that host's queue, the run-once claims, the cancel mark), with the same report,
+signed with the gateway's key (the key accepted for every ssh-mode host), sent as the same link
+callback to the same intake. The server does not know how a host was reached.
+
+One process, a pool of threads (CMDB_SSH_CONCURRENCY), each waiting on the one asyncio loop
+that holds every SSH connection (gateway.ssh).
+"""
+
+import concurrent.futures
+import itertools
+import logging
+import os
+import secrets
+import threading
+import time
+import traceback
+
+import redis
+from celery import Celery, bootsteps
+from celery.app import trace
+from celery.signals import worker_init
+from celery.worker import control as panel
+from django.conf import settings
+from django.db import close_old_connections
+
+from cmdb.hosts import ssh as keys
+from cmdb.hosts.choices import ModeChoices
+from cmdb.hosts.models import Host
+from cmdb.jobs import signer
+from collectors import remote
+from gateway.ssh import Engine, Target, Unreachable
+from wire import control, names, signing
+from wire.messages import MAX_CAPTURE_BYTES, Heartbeat, Outcome, Report, Stream
+from workers import claims, guard
+from workers.agent import Agent
+from workers.alive import SignedHeartbeat
+from workers.config import AgentSettings
+
+logger = logging.getLogger(__name__)
+
+E_NOT_SSH = "{ip} is not an ssh-mode host (any more); refused"
+E_NOT_YET = "{what} is not supported in ssh mode yet"
+E_INTERNAL = "gateway error: {exc!r}"
+E_ALL_PLUGINS_FAILED = "every collector plugin failed"
+E_SCRIPT = "the facts script did not run to its end: {outcome}, {error}"
+#: The most output the facts script may print (a host with thousands of CPUs, disks, links).
+SCRIPT_MAX = 32 << 20
+#: A heartbeat speaks for at most this many hosts (cmdb.jobs.monitor.MAX_HOSTS_PER_AGENT).
+BEAT_HOSTS = 64
+#: Seconds between looks for hosts added in ssh mode since the gateway started.
+REFRESH_EVERY = 5.0
+#: A placeholder queue when there is no ssh-mode host yet (a worker needs one).
+IDLE_QUEUE = "cmdb.gateway.idle"
+
+
+def gateway_settings() -> AgentSettings:
+    c = settings.CMDB
+    return AgentSettings(
+        redis_url=settings.BROKER_URL, central_queue=c["CENTRAL_QUEUE"],
+        results_queue=c["RESULTS_QUEUE"], broker_timeout=4.0, pubkey=None, ip=None,
+        concurrency=c["SSH_CONCURRENCY"], loglevel="info",
+        state_dir=settings.RUN_DIR / "gateway", root=None, spool_dir=None, heartbeat=2.0,
+        broker_master_name=settings.BROKER_MASTER_NAME,
+    )  # fmt: skip
+
+
+class Gateway(Agent):
+    """An agent for many hosts: the server's key checked as an agent checks it, the gateway's
+    own key for what it signs, a thread-safe Redis client (many tasks at once)."""
+
+    def __init__(self, app, settings_: AgentSettings):
+        super().__init__(app, settings_)
+        self._engine = None
+        self._redis = None
+        self._lock = threading.Lock()
+
+    def server_key(self):
+        if self._public_key is None:
+            self._public_key = signer.private_key().public_key()
+        return self._public_key
+
+    def own_key(self):
+        if self._own_key is None:
+            self._own_key = keys.gateway_key()
+        return self._own_key
+
+    def redis(self):
+        with self._lock:
+            if self._redis is None:
+                self._redis = redis.Redis.from_url(self.settings.redis_url,
+                                                   socket_timeout=10)  # fmt: skip
+            return self._redis
+
+    def engine(self) -> Engine:
+        with self._lock:
+            if self._engine is None:
+                keys.client_key()  # made (or refused) here, with the server's rules
+                self._engine = Engine(str(keys.client_key_path()),
+                                      settings.CMDB["SSH_CONNECT_TIMEOUT"])  # fmt: skip
+            return self._engine
+
+    def target(self, ip: str) -> Target | None:
+        close_old_connections()
+        row = (Host.objects.filter(ip=ip, mode=ModeChoices.SSH)
+               .values_list("ssh_user", "ssh_port", "ssh_host_key").first())  # fmt: skip
+        return Target(ip, *row) if row else None
+
+
+def ssh_hosts() -> list[str]:
+    close_old_connections()
+    return list(Host.objects.filter(mode=ModeChoices.SSH).values_list("ip", flat=True))
+
+
+app = Celery("gateway", fixups=[])
+app.config_from_object(gateway_settings().celery_config())
+app.conf.update(result_backend=None, task_ignore_result=True, worker_send_task_events=False,
+                worker_disable_rate_limits=True, worker_prefetch_multiplier=4,
+                task_publish_retry_policy={"max_retries": 40, "interval_start": 0,
+                                           "interval_step": 1, "interval_max": 5})  # fmt: skip
+gateway = Gateway(app, gateway_settings())
+
+
+class GatewayHeartbeat(SignedHeartbeat):
+    """The agents' signed heartbeat, for every host the gateway serves, 64 hosts a message."""
+
+    agent = gateway
+    boot = SignedHeartbeat.boot
+    counter = itertools.count(1)
+
+    def send(self, c, offline: bool = False) -> None:
+        dispatcher = self.dispatcher
+        hosts = sorted(self.agent.identity)
+        if dispatcher is None or not hosts:
+            return
+        for i in range(0, len(hosts), BEAT_HOSTS):
+            beat = Heartbeat(hosts=hosts[i : i + BEAT_HOSTS], agent=c.hostname,
+                             agent_pid=self.agent.pid, at=time.time(), boot=self.boot,
+                             seq=next(self.counter), offline=offline)  # fmt: skip
+            try:
+                dispatcher.send(names.HEARTBEAT_EVENT, retry=not offline,
+                                heartbeat=beat.signed(self.agent.own_key()).to_wire())  # fmt: skip
+            except Exception:
+                logger.warning("could not send a heartbeat", exc_info=True)
+                return
+
+
+class NewHosts(bootsteps.StartStopStep):
+    """Consume the queue of each host added in ssh mode since the gateway started."""
+
+    requires = ("celery.worker.consumer.tasks:Tasks",)
+
+    def __init__(self, c, **kwargs):
+        self.tref = None
+        super().__init__(c, **kwargs)
+
+    def start(self, c):
+        self.tref = c.timer.call_repeatedly(REFRESH_EVERY, self.refresh, (c,))
+
+    def stop(self, c):
+        if self.tref is not None:
+            c.timer.cancel(self.tref)
+            self.tref = None
+
+    def refresh(self, c) -> None:
+        try:
+            new = sorted(set(ssh_hosts()) - gateway.identity)
+        except Exception:
+            logger.warning("could not look for new ssh-mode hosts", exc_info=True)
+            return
+        for ip in new:
+            gateway.identity = gateway.identity | {ip}
+            c.add_task_queue(ip)
+            logger.info("now serving %s over SSH", ip)
+
+
+app.steps["consumer"].add(GatewayHeartbeat)
+app.steps["consumer"].add(NewHosts)
+
+
+@worker_init.connect
+def _started(sender=None, **_):
+    if getattr(getattr(sender, "app", None), "main", None) != app.main:
+        return
+    queues = sender.app.amqp.queues.consume_from or {}
+    gateway.started_worker([q for q in queues if q != IDLE_QUEUE])
+    control.obey_only_harmless(panel.Panel.data, logger)
+    trace.LOG_SUCCESS = "Task %(name)s[%(id)s] succeeded in %(runtime)ss"
+    try:
+        gateway.server_key()
+        gateway.own_key()
+        gateway.engine()
+    except (signing.SigningKeyError, keys.SSHKeyError, OSError) as exc:
+        raise SystemExit(f"gateway: {exc}") from None
+
+
+def _capture(size: int) -> int:
+    return max(0, min(size, MAX_CAPTURE_BYTES))
+
+
+def _remote(gw: Gateway, spec, cancelled, command: str, head: int, tail: int, limit: int):
+    """Run ``command`` on the spec's host: (Ran, None), or (None, the refusal's report)."""
+    target = gw.target(spec.host)
+    if target is None:
+        return None, Report.refusal(Outcome.ERROR, E_NOT_SSH.format(ip=spec.host))
+    engine = gw.engine()
+    try:
+        engine.call(engine.connect(target), timeout=engine.connect_timeout * 2 + 5)
+    except Unreachable as exc:
+        # Before any start notice: the task goes from pending to unreachable, nothing ran.
+        return None, Report.refusal(Outcome.UNREACHABLE, str(exc))
+    stop = threading.Event()
+    asked = False
+    future = engine.submit(engine.run(target, command, float(spec.timeout), head, tail, limit,
+                                      stop))  # fmt: skip
+    while True:
+        try:
+            return future.result(timeout=0.5), None
+        except concurrent.futures.TimeoutError:
+            # As the agent's runner: the first look at the cancel mark, half a second in, also
+            # sends the start notice (most commands have ended by then).
+            asked = True
+            if cancelled():
+                stop.set()
+        except Unreachable as exc:
+            outcome = Outcome.ERROR if asked else Outcome.UNREACHABLE
+            return None, Report.refusal(outcome, str(exc))
+        except RuntimeError as exc:
+            return None, Report.refusal(Outcome.ERROR, str(exc))
+
+
+def _run(gw: Gateway, spec, cancelled) -> Report:
+    ran, refused = _remote(gw, spec, cancelled, spec.command, _capture(spec.head_bytes),
+                           _capture(spec.tail_bytes), spec.max_output_bytes)  # fmt: skip
+    if refused:
+        return refused
+    return Report(task_id="", outcome=ran.outcome, exit_code=ran.exit_code, stdout=ran.stdout,
+                  stderr=ran.stderr, started_at=ran.started_at, finished_at=ran.finished_at,
+                  duration=ran.duration, error=ran.error, pid=ran.pgid)  # fmt: skip
+
+
+def _collect(gw: Gateway, spec, cancelled) -> Report:
+    """Facts with no Python on the host: one script reads the raw sources (collectors.remote),
+    the agent's own plugins parse them here, into the same report an agent sends."""
+    started, clock = time.time(), time.monotonic()
+    nonce = secrets.token_hex(16)
+    ran, refused = _remote(gw, spec, cancelled, remote.script(nonce), SCRIPT_MAX, 0, SCRIPT_MAX)
+    if refused:
+        return refused
+    if ran.outcome not in (Outcome.OK, Outcome.FAILED):
+        return Report.refusal(ran.outcome, E_SCRIPT.format(outcome=ran.outcome, error=ran.error))
+    report = remote.report(ran.stdout.head, nonce, spec.plugins or None)
+    facts, errors = report.get("facts", {}), report.get("errors", {})
+    ok = bool(facts)
+    return Report(
+        task_id="", outcome=Outcome.OK if ok else Outcome.ERROR, exit_code=0 if ok else None,
+        stdout=Stream.text(f"collected {', '.join(sorted(facts)) or 'nothing'} over SSH\n"),
+        stderr=Stream.text("".join(f"{n}: {e.get('error')}\n" for n, e in sorted(errors.items()))),
+        started_at=started, finished_at=time.time(), duration=time.monotonic() - clock,
+        error="" if ok else E_ALL_PLUGINS_FAILED, facts_report=report, pid=ran.pgid,
+    )  # fmt: skip
+
+
+def _not_yet(what: str):
+    def body(gw, spec, cancelled) -> Report:
+        return Report.refusal(Outcome.ERROR, E_NOT_YET.format(what=what))
+
+    return body
+
+
+def _host_task(task, spec, body, announce_late: bool = False) -> dict:
+    """As workers.tasks._host_task: whatever happens, a report for the server."""
+    queue = (task.request.delivery_info or {}).get("routing_key") or ""
+    sender = {"task_id": task.request.id, "host": queue, "agent": task.request.hostname or ""}
+    try:
+        report = guard.guarded(gateway, task, spec, queue, body, claims.KEEP, announce_late)
+    except guard.Unauthentic as refused:
+        return refused.report.with_sender(**sender, agent_pid=gateway.pid).to_wire()
+    except Exception as exc:
+        logger.exception("%s %s failed inside the gateway", task.name, task.request.id)
+        report = Report.refusal(Outcome.ERROR, E_INTERNAL.format(exc=exc),
+                                traceback=traceback.format_exc(limit=20))  # fmt: skip
+    signed = report.with_sender(**sender, agent_pid=gateway.pid).signed(gateway.own_key())
+    return signed.to_wire()
+
+
+@app.task(name=names.RUN_COMMAND, bind=True, ignore_result=True, acks_late=False)
+def run_command(self, spec: dict) -> dict:
+    return _host_task(self, spec, _run, announce_late=True)
+
+
+@app.task(name=names.COLLECT_FACTS, bind=True, ignore_result=True, acks_late=False)
+def collect_facts(self, spec: dict) -> dict:
+    return _host_task(self, spec, _collect)
+
+
+@app.task(name=names.PUSH_FILES, bind=True, ignore_result=True, acks_late=False)
+def push_files(self, spec: dict) -> dict:
+    return _host_task(self, spec, _not_yet("push"))
+
+
+@app.task(name=names.FETCH_FILE, bind=True, ignore_result=True, acks_late=False)
+def fetch_file(self, spec: dict) -> dict:
+    return _host_task(self, spec, _not_yet("fetch"))
+
+
+def worker_argv(queues: list[str], concurrency: int, loglevel: str, node: str) -> list[str]:
+    return ["worker", "--queues", ",".join(queues) or IDLE_QUEUE, "--hostname", node,
+            "--pool", "threads", "--concurrency", str(concurrency), "--loglevel", loglevel,
+            "--without-gossip", "--without-mingle", "--without-heartbeat"]  # fmt: skip
+
+
+def main(node: str = "", loglevel: str = "info") -> None:
+    node = node or f"gateway@{os.uname().nodename}"
+    app.worker_main(worker_argv(ssh_hosts(), settings.CMDB["SSH_CONCURRENCY"], loglevel, node))

@@ -1,0 +1,248 @@
+"""The SSH mode through everything real: Debian's sshd on loopback addresses, the gateway
+process, Redis, the central worker and an agent; driven by manage.py as a user does."""
+
+import re
+import time
+
+import psutil
+import pytest
+
+from cmdb.celery import app
+from cmdb.hosts.models import Host
+from cmdb.jobs.choices import HostTaskStateChoices as State
+from cmdb.jobs.models import HostTask
+from tests.support import sshd as sshd_support
+from tests.support.cli import ID_LINE, dispatch, wait_job, wait_state
+from tests.support.factories import make_host
+from tests.support.fleet import AGENT_IPS, free_port, ping_nodes, wait_for
+
+pytestmark = [
+    pytest.mark.fleet,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.skipif(not sshd_support.have_sshd(), reason="needs openssh-server"),
+]
+
+SSH_IPS = ["127.0.3.1", "127.0.3.2"]
+#: An address nothing listens on (sshd is bound to SSH_IPS only): connection refused.
+CLOSED_IP = "127.0.3.9"
+GATEWAY_NODE = "gateway@ssh-tests"
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory):
+    with sshd_support.sshd(tmp_path_factory.mktemp("sshd"), SSH_IPS, free_port()) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def ssh_env(sshd, tmp_path_factory):
+    keys = tmp_path_factory.mktemp("gateway-keys")
+    return {"CMDB_SSH_KEY": str(sshd.client_key), "CMDB_GATEWAY_KEY": str(keys / "gateway_key"),
+            "CMDB_SSH_CONNECT_TIMEOUT": "3"}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def gateway(fleet, ssh_env):
+    fleet.start_gateway(GATEWAY_NODE, ssh_env)
+    wait_for(lambda: ping_nodes(app, [GATEWAY_NODE]), 60, "the gateway to answer pings", 0.5)
+    yield fleet
+    fleet.stop("gateway")
+
+
+def _log(fleet) -> str:
+    return (fleet.logs / "gateway.log").read_text(errors="replace")
+
+
+@pytest.fixture
+def ssh(manage, gateway, sshd, ssh_env):
+    """Run manage.py with the gateway's keys; add and trust ssh-mode hosts."""
+
+    def run(*args):
+        return manage(*args, env=ssh_env)
+
+    def add(*ips, user="root", port=None, trust=True):
+        out = run("hosts", "add", *ips, "--mode", "ssh", "--ssh-user", user,
+                  "--ssh-port", str(port or sshd.port))  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        if trust:
+            out = run("hosts", "trust", *ips)
+            assert out.returncode == 0, out.stderr + out.stdout
+        # The gateway consumes a new ssh-mode host's queue within seconds.
+        wait_for(lambda: all(f"now serving {ip} over SSH" in _log(gateway) for ip in ips), 30,
+                 f"the gateway to serve {ips}")  # fmt: skip
+        return out
+
+    run.add, run.fleet = add, gateway
+    return run
+
+
+def _one(doc) -> dict:
+    [task] = doc["tasks"]
+    return task
+
+
+def test_ssh_key_public_prints_the_authorized_keys_line(ssh, sshd):
+    out = ssh("ssh_key", "--public")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == sshd.client_key.with_suffix(".pub").read_text().strip()
+
+
+def test_trust_records_the_key_and_refuses_a_changed_one(ssh, sshd):
+    out = ssh.add(SSH_IPS[0])
+    assert re.search(r"127\.0\.3\.1: trusted SHA256:\S+", out.stdout), out.stdout
+    host = Host.objects.get(ip=SSH_IPS[0])
+    assert host.mode == "ssh" and host.ssh_host_key == sshd.host_key_line
+    assert host.key_state == "accepted"
+    Host.objects.filter(pk=host.pk).update(ssh_host_key=sshd.other_host_key_line)
+    out = ssh("hosts", "trust", SSH_IPS[0])
+    assert out.returncode == 2
+    assert "HOST KEY CHANGED" in out.stderr
+    assert Host.objects.get(pk=host.pk).ssh_host_key == sshd.other_host_key_line  # unchanged
+
+
+def test_run_over_ssh_with_exit_code_and_streams(ssh, manage):
+    ssh.add(SSH_IPS[0])
+    job = dispatch(manage, "echo out-$(id -un); echo err >&2; exit 3", SSH_IPS[0])
+    doc, code = wait_job(manage, job)
+    task = _one(doc)
+    assert code == 1 and task["state"] == State.FAILED and task["exit_code"] == 3, task
+    assert task["stdout"]["head"] == "out-root\n"
+    assert task["stderr"]["head"] == "err\n"
+    assert task["agent"] == GATEWAY_NODE
+
+
+def test_three_megabytes_are_bounded_head_and_tail(ssh, manage):
+    ssh.add(SSH_IPS[0])
+    job = dispatch(manage, "head -c 3000000 /dev/zero | tr '\\0' a; printf END", SSH_IPS[0])
+    task = _one(wait_job(manage, job)[0])
+    assert task["state"] == State.OK, task
+    out = task["stdout"]
+    assert out["bytes"] == 3_000_003 and out["truncated"] is True
+    assert out["head"] == "a" * 65536
+    assert len(out["tail"]) == 65536 and out["tail"].endswith("aEND")
+
+
+def test_bytes_that_are_not_utf8(ssh, manage):
+    ssh.add(SSH_IPS[0])
+    job = dispatch(manage, "printf 'caf\\351 \\377ok'", SSH_IPS[0])
+    task = _one(wait_job(manage, job)[0])
+    assert task["state"] == State.OK, task
+    assert task["stdout"]["head"] == "caf\ufffd \ufffdok"
+    assert task["stdout"]["bytes"] == 8
+
+
+def _grandchild(folder, name) -> str:
+    # A grandchild in the background that outlives its parent shell, its pid on disk.
+    return f"sh -c 'sleep 300 & echo $! > {folder}/{name}; wait'"
+
+
+def test_timeout_kills_a_grandchild_on_the_host(ssh, manage, tmp_path):
+    ssh.add(SSH_IPS[0])
+    job = dispatch(manage, _grandchild(tmp_path, "gc.pid"), SSH_IPS[0], extra=["--timeout", "2"])
+    task = _one(wait_job(manage, job)[0])
+    assert task["state"] == State.TIMEOUT, task
+    assert re.search(r"timed out after 2 s; killed the process group \d+ on the host",
+                     task["error"]), task["error"]  # fmt: skip
+    pid = int((tmp_path / "gc.pid").read_text())
+    wait_for(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie",
+             5, f"grandchild {pid} to be gone")  # fmt: skip
+
+
+def test_cancel_kills_the_process_group(ssh, manage, tmp_path):
+    ssh.add(SSH_IPS[0])
+    job = dispatch(manage, _grandchild(tmp_path, "c.pid"), SSH_IPS[0])
+    task_id = HostTask.objects.get(job_id=job).task_id
+    wait_state(task_id, {State.RUNNING}, 20)
+    wait_for(lambda: (tmp_path / "c.pid").exists() and (tmp_path / "c.pid").read_text(), 10,
+             "the grandchild's pid")  # fmt: skip
+    pid = int((tmp_path / "c.pid").read_text())
+    out = manage("cancel", job)
+    assert out.returncode == 0, out.stderr
+    task = wait_state(task_id, {State.CANCELLED}, 20)
+    assert "killed the process group" in task.error, task.error
+    wait_for(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie",
+             5, f"grandchild {pid} to be gone")  # fmt: skip
+
+
+def test_a_changed_host_key_is_refused_unreachable(ssh, manage, sshd):
+    ssh.add(SSH_IPS[1])
+    Host.objects.filter(ip=SSH_IPS[1]).update(ssh_host_key=sshd.other_host_key_line)
+    task = _one(wait_job(manage, dispatch(manage, "touch /tmp/never", SSH_IPS[1]))[0])
+    assert task["state"] == State.UNREACHABLE, task
+    assert "host key changed" in task["error"], task["error"]
+
+
+def test_authentication_failure_is_unreachable(ssh, manage):
+    ssh.add(SSH_IPS[1], user="nobody-here")
+    task = _one(wait_job(manage, dispatch(manage, "true", SSH_IPS[1]))[0])
+    assert task["state"] == State.UNREACHABLE, task
+    assert "authentication failed for user 'nobody-here'" in task["error"], task["error"]
+
+
+def test_a_closed_port_is_unreachable(ssh, manage, sshd):
+    out = ssh("hosts", "add", CLOSED_IP, "--mode", "ssh", "--ssh-user", "root",
+              "--ssh-port", str(sshd.port))  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    out = ssh("hosts", "trust", CLOSED_IP)
+    assert out.returncode == 2 and "connection refused" in out.stderr, out.stderr
+    # Recorded anyway (as if the host had gone down since): the gateway says why it cannot.
+    Host.objects.filter(ip=CLOSED_IP).update(ssh_host_key=sshd.host_key_line)
+    wait_for(lambda: f"now serving {CLOSED_IP} over SSH" in _log(ssh.fleet), 30,
+             "the gateway to serve the closed host")  # fmt: skip
+    task = _one(wait_job(manage, dispatch(manage, "true", CLOSED_IP))[0])
+    assert task["state"] == State.UNREACHABLE, task
+    assert f"connection refused ({CLOSED_IP}:{sshd.port})" in task["error"], task["error"]
+
+
+def test_one_job_mixing_an_agent_host_and_an_ssh_host(ssh, manage):
+    make_host(AGENT_IPS[0])
+    ssh.add(SSH_IPS[0])
+    out = manage("run", "echo from-$(hostname)", "--hosts", SSH_IPS[0], AGENT_IPS[0])
+    assert out.returncode == 0, out.stderr
+    job = ID_LINE.search(out.stdout).group(1)
+    doc, code = wait_job(manage, job)
+    assert code == 0, doc
+    by_host = {t["host"]: t for t in doc["tasks"]}
+    assert {t["state"] for t in by_host.values()} == {State.OK}
+    assert by_host[SSH_IPS[0]]["agent"] == GATEWAY_NODE
+    assert by_host[AGENT_IPS[0]]["agent"] == f"agent@{AGENT_IPS[0]}"
+    text = manage("check_task", job)
+    assert text.returncode == 0 and f"from host {SSH_IPS[0]}" in text.stdout, text.stdout
+
+
+def test_connections_are_reused_within_a_job(ssh, manage, sshd):
+    ssh.add(SSH_IPS[0])
+    before = sshd.log().count("Accepted publickey")
+    for _ in range(3):
+        wait_job(manage, dispatch(manage, "true", SSH_IPS[0]))
+    time.sleep(0.2)
+    assert sshd.log().count("Accepted publickey") - before <= 1
+
+
+def _collect(manage, ip) -> dict:
+    out = manage("collect", "--hosts", ip)
+    assert out.returncode == 0, out.stderr
+    doc, code = wait_job(manage, ID_LINE.search(out.stdout).group(1))
+    assert code == 0, doc
+    return _one(doc)
+
+
+def test_a_collection_over_ssh_is_stored_and_diffed_as_an_agents(ssh, manage):
+    from cmdb.assets.models import Asset, Change, HostFacts
+
+    agent_host = make_host(AGENT_IPS[0])
+    ssh.add(SSH_IPS[0])
+    task = _collect(manage, SSH_IPS[0])
+    assert task["stdout"]["head"].startswith("collected cpu, disks"), task
+    host = Host.objects.get(ip=SSH_IPS[0])
+    kinds = set(Asset.objects.filter(host=host).values_list("kind", flat=True))
+    assert {"system", "cpu", "memory", "mount", "nic"} <= kinds
+    assert [c.action for c in Change.objects.filter(host=host)] == ["discovered"]
+    _collect(manage, SSH_IPS[0])  # the same host again: no history
+    assert Change.objects.filter(host=host).count() == 1
+    # The same machine through its agent: the same facts.
+    _collect(manage, AGENT_IPS[0])
+    by_ssh, by_agent = HostFacts.objects.get(host=host), HostFacts.objects.get(host=agent_host)
+    for field in ("os", "os_version", "kernel", "arch", "cpu_model", "cpu_threads"):
+        assert getattr(by_ssh, field) == getattr(by_agent, field), field
+    assert "discovered" in manage("changes", SSH_IPS[0], "--since", "1h").stdout
