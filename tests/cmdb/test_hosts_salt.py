@@ -1,0 +1,43 @@
+"""`hosts add --mode salt --minion ID` and `hosts salt-minions` (the salt gateway's hosts)."""
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from cmdb.hosts.choices import KeyStateChoices, ModeChoices
+from cmdb.hosts.models import Host
+
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("cli_user")]
+
+
+def test_add_a_salt_host_and_list_the_gateways_minions(capsys):
+    call_command("hosts", "add", "10.0.8.5", "--mode", "salt", "--minion", "web01")
+    call_command("hosts", "add", "10.0.8.6", "--mode", "salt", "--minion", "db01.example")
+    host = Host.objects.get(ip="10.0.8.5")
+    assert (host.mode, host.salt_minion, host.hostname) == (ModeChoices.SALT, "web01", "web01")
+    # Nothing is sent to it until the salt gateway's key for it is accepted.
+    assert host.key_state != KeyStateChoices.ACCEPTED
+    out = capsys.readouterr().out
+    assert "added salt 10.0.8.5 (minion web01)" in out and "keys accept 10.0.8.5" in out
+
+    call_command("hosts", "salt-minions")
+    assert capsys.readouterr().out.strip() == "10.0.8.5=web01,10.0.8.6=db01.example"
+
+
+def test_an_agent_host_moved_to_salt_mode():
+    call_command("hosts", "add", "10.0.8.7")
+    call_command("hosts", "add", "10.0.8.7", "--mode", "salt", "--minion", "app7")
+    host = Host.objects.get(ip="10.0.8.7")
+    assert (host.mode, host.salt_minion) == (ModeChoices.SALT, "app7")
+
+
+@pytest.mark.parametrize("args", [
+    ["10.0.8.5", "--mode", "salt"],                                  # no minion
+    ["10.0.8.5", "10.0.8.6", "--mode", "salt", "--minion", "web01"],  # one minion, two IPs
+    ["10.0.8.5", "--mode", "salt", "--minion", "web01;rm -rf /"],     # not a minion id
+    ["10.0.8.5", "--minion", "web01"],                                # --minion without salt
+])  # fmt: skip
+def test_refused(args):
+    with pytest.raises(CommandError) as caught:
+        call_command("hosts", "add", *args)
+    assert caught.value.returncode == 2
+    assert not Host.objects.exists()
