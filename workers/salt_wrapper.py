@@ -4,9 +4,10 @@ the host beyond the minion's own).
 Salt trims any return over its event bus's max_event_size (1 MiB by default) to the string
 "VALUE_TRIMMED", and its cmd.run_all timeout kills only the shell it started. So the host does
 what the agent's runner does: the command runs under setsid in a process group of its own,
-each stream is spooled to a private folder (/tmp/cmdb-salt-<task id>.XXXXXX), a watchdog kills
-the whole group at the deadline, a cancel (KILL_SCRIPT) kills it on demand, and only head and
-tail travel back, base64 so that bytes that are not UTF-8 survive.
+each stream is spooled to a private folder (/tmp/cmdb-salt.<uid>/<task id>.XXXXXX, under a
+root only we may write to), a watchdog kills the whole group at the deadline, a cancel
+(KILL_SCRIPT) kills it on demand, and only head and tail travel back, base64 so that bytes
+that are not UTF-8 survive.
 
 Answer: a line "R" (ran), "T" (timed out) or "C" (cancelled); then per stream a line
 "<name> <total bytes>" and one of base64 (whole) or two (head, tail); the exit status is the
@@ -27,12 +28,26 @@ MAX_PART = 128 << 10
 NO_SPOOL = 125
 _TAG = re.compile(r"[A-Za-z0-9-]{1,64}")
 
-WRAPPER = """d=$(mktemp -d /tmp/cmdb-salt-{tag}.XXXXXX) || exit 125
+#: The root of every spool folder: one per uid, 0700, ours, not a symlink. /tmp is shared, so
+#: another local user could plant /tmp/cmdb-salt-* folders (a pgid of their choosing, a symlinked
+#: mark) for root's cancel to kill and touch; inside a folder only we may write, nobody can.
+SPOOL = "/tmp/cmdb-salt.$(id -u)"
+
+#: Shell that leaves "$b" the spool root, checked (or fails with {fail}).
+_ROOT = """b={spool}
+mkdir -m 0700 "$b" 2>/dev/null
+if [ -L "$b" ] || [ ! -d "$b" ] || [ ! -O "$b" ]; then {fail}; fi
+chmod 0700 "$b" || {fail}"""
+
+WRAPPER = (
+    _ROOT
+    + """
+d=$(mktemp -d "$b/{tag}.XXXXXX") || exit 125
 trap 'rm -rf "$d"' EXIT
 setsid /bin/sh -c {command} >"$d/o" 2>"$d/e" </dev/null &
 p=$!
 echo "$p" >"$d/pgid"
-setsid /bin/sh -c 'sleep "$1"; touch "$2/timeout"; kill -s KILL -- -"$3"' _ {seconds} "$d" "$p" \
+setsid /bin/sh -c 'sleep "$1"; mkdir "$2/timeout"; kill -s KILL -- -"$3"' _ {seconds} "$d" "$p" \
   >/dev/null 2>&1 &
 w=$!
 wait "$p"; rc=$?
@@ -48,12 +63,21 @@ for s in o e; do
   echo
 done
 exit $rc"""
+)
 
-#: Ends a wrapped command's whole process group, and says so in its folder first.
-KILL_SCRIPT = """for f in /tmp/cmdb-salt-{tag}.*/pgid; do
-  [ -f "$f" ] || continue
-  touch "${{f%/pgid}}/cancelled"; kill -s KILL -- -"$(cat "$f")" && echo killed
+#: Ends a wrapped command's whole process group, and says so in its folder first. Only folders
+#: in our own spool root, owned by us, with a pgid that is a number above 1; the mark is made
+#: with mkdir, which never follows a symlink.
+KILL_SCRIPT = (
+    _ROOT
+    + """
+for d in "$b"/{tag}.*; do
+  [ -d "$d" ] && [ ! -L "$d" ] && [ -O "$d" ] && [ -f "$d/pgid" ] && [ ! -L "$d/pgid" ] || continue
+  g=$(head -c 20 "$d/pgid")
+  case "$g" in ''|*[!0-9]*|0*|1) continue;; esac
+  mkdir "$d/cancelled" 2>/dev/null; kill -s KILL -- -"$g" && echo killed
 done"""
+)
 
 
 def _tag(task_id: str) -> str:
@@ -62,13 +86,16 @@ def _tag(task_id: str) -> str:
     return task_id
 
 
-def wrapped(command: str, task_id: str, seconds: int, head: int, tail: int) -> str:
+def wrapped(command: str, task_id: str, seconds: int, head: int, tail: int,
+            spool: str = SPOOL) -> str:  # fmt: skip
     return WRAPPER.format(command=shlex.quote(command), tag=_tag(task_id), seconds=int(seconds),
-                          whole=head + tail, head=head, tail=tail)  # fmt: skip
+                          whole=head + tail, head=head, tail=tail, spool=spool,
+                          fail="exit 125")  # fmt: skip
 
 
-def kill_script(task_id: str) -> str:
-    return KILL_SCRIPT.format(tag=_tag(task_id))
+def kill_script(task_id: str, spool: str = SPOOL) -> str:
+    """``spool``: tests only (the shell word of the spool root)."""
+    return KILL_SCRIPT.format(tag=_tag(task_id), spool=spool, fail="exit 0")
 
 
 def unwrap(stdout: str) -> tuple[str, Stream, Stream]:

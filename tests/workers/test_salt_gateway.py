@@ -68,7 +68,92 @@ def test_cancel_kills_the_whole_group(tmp_path):
     assert unwrap(out)[0] == "C"
     time.sleep(2.5)
     assert not mark.exists()
-    assert not list(Path("/tmp").glob("cmdb-salt-t-3.*"))
+    assert not list(Path(f"/tmp/cmdb-salt.{os.getuid()}").glob("t-3.*"))
+
+
+def _victim():
+    """A process group of its own that a cancel must not touch."""
+    proc = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    return proc
+
+
+def test_cancel_ignores_a_folder_another_user_planted_in_tmp(tmp_path):
+    # The old layout, /tmp/cmdb-salt-<task>.*, writable by anyone: never looked at.
+    victim = _victim()
+    planted = Path(f"/tmp/cmdb-salt-t-4.{os.getpid()}")
+    planted.mkdir()
+    try:
+        (planted / "pgid").write_text(f"{victim.pid}\n")
+        os.chown(planted, 65534, 65534)
+        killed = subprocess.run(["/bin/sh", "-c", kill_script("t-4")], capture_output=True,
+                                text=True, timeout=10)  # fmt: skip
+        assert killed.stdout.strip() == "" and victim.poll() is None
+        assert not (planted / "cancelled").exists()
+    finally:
+        victim.kill()
+        subprocess.run(["rm", "-rf", str(planted)], check=True)
+
+
+def test_cancel_ignores_a_spool_root_or_folder_not_ours_and_a_bad_pgid(tmp_path):
+    victim = _victim()
+    try:
+        # A spool root owned by another uid: neither the wrapper nor a cancel uses it.
+        theirs = tmp_path / "theirs"
+        (theirs / "t-5.x").mkdir(parents=True)
+        (theirs / "t-5.x" / "pgid").write_text(f"{victim.pid}\n")
+        os.chown(theirs, 65534, 65534)
+        done = subprocess.run(["/bin/sh", "-c", wrapped("echo hi", "t-5", 5, 16, 8,
+                                                        spool=str(theirs))],
+                              capture_output=True, text=True, timeout=10)  # fmt: skip
+        assert done.returncode == 125 and done.stdout == ""
+        killed = subprocess.run(["/bin/sh", "-c", kill_script("t-5", spool=str(theirs))],
+                                capture_output=True, text=True, timeout=10)  # fmt: skip
+        assert killed.stdout == "" and victim.poll() is None
+        # A symlinked root: refused, even to a folder of ours.
+        link = tmp_path / "link"
+        link.symlink_to(tmp_path / "ours")
+        (tmp_path / "ours").mkdir(mode=0o700)
+        done = subprocess.run(["/bin/sh", "-c", wrapped("echo hi", "t-5", 5, 16, 8,
+                                                        spool=str(link))],
+                              capture_output=True, text=True, timeout=10)  # fmt: skip
+        assert done.returncode == 125
+        # In our own root: a folder of another uid, pgid 1, 0 or not a number, a symlinked
+        # folder, and a symlinked mark are all left alone.
+        root = tmp_path / "root"
+        root.mkdir(mode=0o700)
+        foreign = root / "t-5.foreign"
+        foreign.mkdir()
+        (foreign / "pgid").write_text(f"{victim.pid}\n")
+        os.chown(foreign, 65534, 65534)
+        for name, pgid in (("one", "1"), ("zero", "0"), ("word", "-1"), ("dash", "1 2")):
+            (root / f"t-5.{name}").mkdir()
+            (root / f"t-5.{name}" / "pgid").write_text(pgid + "\n")
+        (root / "t-5.link").symlink_to(foreign)
+        killed = subprocess.run(["/bin/sh", "-c", kill_script("t-5", spool=str(root))],
+                                capture_output=True, text=True, timeout=10)  # fmt: skip
+        assert killed.stdout == "" and victim.poll() is None
+        assert not (foreign / "cancelled").exists()
+        # A mark that is a symlink is never followed (mkdir, not touch).
+        ours = _victim()
+        target = tmp_path / "touched"
+        marked = root / "t-6.marked"
+        marked.mkdir()
+        (marked / "pgid").write_text(f"{ours.pid}\n")
+        (marked / "cancelled").symlink_to(target)
+        killed = subprocess.run(["/bin/sh", "-c", kill_script("t-6", spool=str(root))],
+                                capture_output=True, text=True, timeout=10)  # fmt: skip
+        assert killed.stdout.strip() == "killed" and ours.wait(timeout=5) == -9
+        assert not target.exists() and (marked / "cancelled").is_symlink()
+        # ... while the real thing in that root is still cancelled.
+        script = wrapped("sleep 30", "t-5", 60, 16, 8, spool=str(root))
+        proc = subprocess.Popen(["/bin/sh", "-c", script], stdout=subprocess.PIPE, text=True)
+        time.sleep(0.5)
+        killed = subprocess.run(["/bin/sh", "-c", kill_script("t-5", spool=str(root))],
+                                capture_output=True, text=True, timeout=10)  # fmt: skip
+        assert killed.stdout.strip() == "killed" and victim.poll() is None
+        assert unwrap(proc.communicate(timeout=10)[0])[0] == "C"
+    finally:
+        victim.kill()
 
 
 def test_an_answer_that_is_not_the_wrappers_is_refused():
