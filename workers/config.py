@@ -122,3 +122,11 @@ class SaltSettings:
             minions={ip.strip(): mid.strip() for ip, mid in minions.items()},
             reply_timeout=float(environ.get("CMDB_SALT_REPLY_TIMEOUT") or 5),
         )
+
+    def problems(self) -> list[str]:
+        """Why the gateway must not start with these settings (none: it may). A minion id with
+        glob characters (web*) would make one host's task run on many minions."""
+        return [f"CMDB_SALT_MINIONS: {ip}={mid!r}: not a minion id (letters, digits, '.', '-', "
+                "'_'; no glob characters)"
+                for ip, mid in sorted(self.minions.items())
+                if not names.MINION_ID.fullmatch(mid)]  # fmt: skip

@@ -39,7 +39,7 @@ from wire.messages import (
     Report,
     Stream,
 )
-from workers import claims, guard, salt_wrapper
+from workers import claims, guard, salt_wrapper, saltapi
 from workers.agent import Agent
 from workers.alive import heartbeat_step
 from workers.config import AgentSettings, SaltSettings
@@ -96,10 +96,7 @@ def _unreachable(answer, minion: str) -> str | None:
 
 def call_minion(minion: str, fun, arg, kwarg=None, wait: float = 60.0):
     """(answer, None) or (None, (outcome, error)) for one call on one minion."""
-    lowstate = {"client": "local", "tgt": minion, "fun": fun, "arg": arg,
-                "timeout": salt_settings.reply_timeout}  # fmt: skip
-    if kwarg:
-        lowstate["kwarg"] = kwarg
+    lowstate = saltapi.local(minion, fun, arg, salt_settings.reply_timeout, kwarg)
     try:
         returns = salt_api().run(lowstate, timeout=wait + salt_settings.reply_timeout + 30)
     except SaltApiError as exc:
@@ -263,6 +260,8 @@ def _start(sender=None, **_):
     sender.app.conf.broker_transport_options = {**sender.app.conf.broker_transport_options,
                                                 **options}  # fmt: skip
     gateway.started_worker(queues)
+    if salt_settings.problems():
+        raise SystemExit(f"salt gateway: {'; '.join(salt_settings.problems())}")
     try:
         gateway.server_key()
         gateway.own_key()
@@ -303,6 +302,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.exit(2, f"salt gateway: {signing.E_NO_PUBKEY}\n")
     if not salt_settings.minions:
         parser.exit(2, "salt gateway: no hosts: set CMDB_SALT_MINIONS=IP=minion,...\n")
+    for problem in salt_settings.problems():
+        parser.exit(2, f"salt gateway: {problem}\n")
     gateway.use_pubkey(os.path.abspath(args.pubkey))
     app.worker_main(["worker", "--queues", ",".join(sorted(salt_settings.minions)),
                      "--hostname", f"salt-gateway@{socket.gethostname()}",

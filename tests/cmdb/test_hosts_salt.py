@@ -35,9 +35,17 @@ def test_an_agent_host_moved_to_salt_mode():
     ["10.0.8.5", "10.0.8.6", "--mode", "salt", "--minion", "web01"],  # one minion, two IPs
     ["10.0.8.5", "--mode", "salt", "--minion", "web01;rm -rf /"],     # not a minion id
     ["10.0.8.5", "--minion", "web01"],                                # --minion without salt
+    ["10.0.8.5", "--mode", "salt", "--minion", "web*"],               # a glob: many minions
+    ["10.0.8.5", "--mode", "salt", "--minion", "web0[1-2]"],
+    ["10.0.8.5", "--mode", "salt", "--minion", "web01,db01"],         # a list
 ])  # fmt: skip
 def test_refused(args):
     with pytest.raises(CommandError) as caught:
         call_command("hosts", "add", *args)
     assert caught.value.returncode == 2
     assert not Host.objects.exists()
+
+
+def test_a_glob_minion_id_is_a_clear_error():
+    with pytest.raises(CommandError, match=r"--minion 'web\*': not a minion id .*no glob"):
+        call_command("hosts", "add", "10.0.8.5", "--mode", "salt", "--minion", "web*")

@@ -17,6 +17,7 @@ from tests.support import salt
 from tests.support.cli import ID_LINE, wait_job
 from tests.support.factories import make_host
 from tests.support.fleet import AGENT_KEYS, wait_for
+from workers.saltapi import local
 
 pytestmark = [pytest.mark.fleet, pytest.mark.django_db(transaction=True)]
 
@@ -165,6 +166,15 @@ def test_wrong_eauth_is_a_clear_error(manage, hosts):
     assert task["state"] == "error", task
     assert "salt-api refused the credentials of user 'ops' (eauth sharedsecret)" in task["error"]
     assert "not-the-secret" not in str(data)
+
+
+def test_a_minion_id_with_glob_characters_targets_no_minion_but_itself(stack):
+    # What the gateway sends matches the id as it is: "web0*" is no minion's id.
+    assert stack.api(local("web0*", "test.ping", [], 3))["return"][0] == {}
+    assert stack.api(local("web01", "test.ping", [], 3))["return"][0] == {"web01": True}
+    # The same id as a glob (salt's default) would have reached both minions.
+    both = stack.api({"client": "local", "tgt": "web0*", "fun": "test.ping", "timeout": 3})
+    assert set(both["return"][0]) == {"web01", "web02"}
 
 
 def test_push_is_refused_in_salt_mode(manage, hosts, tmp_path):

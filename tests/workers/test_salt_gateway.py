@@ -3,6 +3,7 @@
 
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 
 from workers.config import SaltSettings
 from workers.salt_wrapper import kill_script, unwrap, wrapped
-from workers.saltapi import SaltApi, SaltApiError, SaltAuthError, read_password
+from workers.saltapi import SaltApi, SaltApiError, SaltAuthError, check_url, local, read_password
 
 
 def run_wrapped(command: str, head: int = 16, tail: int = 8):
@@ -179,6 +180,41 @@ def test_password_file_others_may_read_is_refused(tmp_path):
         read_password(str(_secret(tmp_path, 0o644)))
 
 
+def test_password_file_of_another_owner_is_refused(tmp_path):
+    path = _secret(tmp_path, 0o600)
+    os.chown(path, 65534, 65534)
+    with pytest.raises(SaltApiError, match="owned by uid 65534, not by us"):
+        read_password(str(path))
+
+
+def test_password_keeps_its_spaces_only_the_line_end_goes(tmp_path):
+    path = _secret(tmp_path, 0o600)
+    path.write_bytes(b" s3 cret \n")
+    assert read_password(str(path)) == " s3 cret "
+    path.write_bytes(b"s3cret")
+    assert read_password(str(path)) == "s3cret"
+
+
+@pytest.mark.parametrize("url", ["https://salt.example:8000", "http://127.0.0.1:8000",
+                                 "http://127.0.1.5:8000", "http://localhost:8000",
+                                 "http://[::1]:8000"])  # fmt: skip
+def test_a_url_the_password_may_go_to(url):
+    assert check_url(url) == url and SaltApi(url, "ops", "pam", "x").url == url
+
+
+@pytest.mark.parametrize("url", ["http://10.0.8.1:8000", "http://salt.example:8000",
+                                 "ftp://127.0.0.1/", "127.0.0.1:8000", "https://"])  # fmt: skip
+def test_plain_http_off_loopback_is_refused(url):
+    with pytest.raises(SaltApiError, match="https is required unless salt-api is on loopback"):
+        SaltApi(url, "ops", "pam", "s3cret")
+
+
+def test_the_lowstate_targets_exactly_one_minion():
+    assert local("web*", "test.ping", [], 5) == {
+        "client": "local", "tgt": ["web*"], "tgt_type": "list", "fun": "test.ping", "arg": [],
+        "timeout": 5}  # fmt: skip
+
+
 def test_password_file_symlink_and_missing_are_refused(tmp_path):
     target = _secret(tmp_path, 0o600)
     (tmp_path / "link").symlink_to(target)
@@ -204,3 +240,19 @@ def test_settings():
     assert s.api_url == "http://127.0.0.1:8000"
     assert s.minions == {"10.0.8.5": "web01", "10.0.8.6": "db01"}
     assert (s.user, s.eauth, s.password_file, s.reply_timeout) == ("ops", "pam", None, 5.0)
+
+
+@pytest.mark.parametrize("mid", ["web*", "web0[1-2]", "web?1", "L@web01", "web 01", ""])
+def test_a_minion_id_that_could_match_many_is_a_problem(mid):
+    s = SaltSettings.from_environ({"CMDB_SALT_MINIONS": f"10.0.8.5=web01,10.0.8.6={mid}"})
+    assert s.problems() == [f"CMDB_SALT_MINIONS: 10.0.8.6={mid!r}: not a minion id (letters, "
+                            "digits, '.', '-', '_'; no glob characters)"]  # fmt: skip
+    assert SaltSettings.from_environ({"CMDB_SALT_MINIONS": "10.0.8.5=web01.x_y-z"}).problems() == []
+
+
+def test_the_gateway_does_not_start_with_such_a_minion_id():
+    env = {**os.environ, "CMDB_SALT_MINIONS": "127.0.1.90=web*"}
+    argv = [sys.executable, "-m", "workers.salt_gateway", "--pubkey", "/nonexistent"]
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "CMDB_SALT_MINIONS: 127.0.1.90='web*': not a minion id" in done.stderr

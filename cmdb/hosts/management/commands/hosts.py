@@ -1,7 +1,6 @@
 """`manage.py hosts [list|add|remove|trust|salt-minions]`: the inventory of managed hosts."""
 
 import ipaddress
-import re
 
 from django.core.management.base import CommandError
 from django.db import IntegrityError
@@ -13,9 +12,7 @@ from cmdb.hosts.choices import KeyStateChoices, ModeChoices
 from cmdb.hosts.models import Host
 from cmdb.jobs.cli import FleetCommand
 from cmdb.jobs.report import printable
-
-#: A Salt minion id as `hosts add --minion` takes it.
-MINION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")
+from wire.names import MINION_ID
 
 
 class Command(FleetCommand):
@@ -123,9 +120,13 @@ class Command(FleetCommand):
 
     def _add_salt(self, ips: list[str], opts) -> None:
         minion = opts["minion"]
-        if len(ips) != 1 or not MINION_ID.fullmatch(minion or ""):
-            raise CommandError("--mode salt needs one IP and --minion ID (the minion's id: "
-                               "letters, digits, '.', '-', '_')", returncode=2)  # fmt: skip
+        if len(ips) != 1 or not minion:
+            raise CommandError("--mode salt needs one IP and --minion ID (the minion's id)",
+                               returncode=2)  # fmt: skip
+        if not MINION_ID.fullmatch(minion):
+            # A glob or list character would make the gateway's target many minions.
+            raise CommandError(f"--minion {minion!r}: not a minion id (letters, digits, '.', "
+                               "'-', '_'; no glob characters)", returncode=2)  # fmt: skip
         ip = ips[0]
         # Its key is the salt gateway's, accepted with `keys accept` once the gateway (started
         # with this host in CMDB_SALT_MINIONS, see `hosts salt-minions`) has registered it.
