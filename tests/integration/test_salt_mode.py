@@ -180,7 +180,7 @@ def test_a_minion_id_with_glob_characters_targets_no_minion_but_itself(stack):
 def test_push_is_refused_in_salt_mode(manage, hosts, tmp_path):
     src = tmp_path / "app.conf"
     src.write_text("x=1\n")
-    data = job(manage, "push", str(src), "/tmp/app.conf", "--hosts", WEB01)
-    task = data["tasks"][0]
-    assert task["state"] == "error"
-    assert "push is not supported in salt mode" in task["error"]
+    out = manage("push", str(src), "/tmp/app.conf", "--hosts", WEB01)
+    # At dispatch, nothing recorded (the gateway would refuse each task too).
+    assert out.returncode != 0
+    assert f"push is not supported in salt mode: {WEB01} (minion web01)" in out.stderr

@@ -5,8 +5,11 @@ import ipaddress
 from django.core.management.base import CommandError
 from django.db import IntegrityError
 
+from cmdb import audit
 from cmdb.access import grants
 from cmdb.access.models import Action
+from cmdb.audit.choices import AuditActionChoices
+from cmdb.audit.context import current_actor
 from cmdb.hosts import ssh
 from cmdb.hosts.choices import KeyStateChoices, ModeChoices
 from cmdb.hosts.models import Host
@@ -133,8 +136,15 @@ class Command(FleetCommand):
         host, created = Host.objects.get_or_create(
             ip=ip, defaults={"hostname": opts["hostname"] or minion, "mode": ModeChoices.SALT,
                              "salt_minion": minion})  # fmt: skip
-        if not created:
+        if not created and (host.mode, host.salt_minion) != (ModeChoices.SALT, minion):
             Host.objects.filter(pk=host.pk).update(mode=ModeChoices.SALT, salt_minion=minion)
+            # update() sends no signal: the change of who runs its tasks is recorded here (an
+            # addition is, by the post_save signal).
+            audit.record(current_actor(), AuditActionChoices.HOST_CHANGE, targets_resolved=[ip],
+                         detail={"host": host.pk,
+                                 "mode": {"from": host.mode, "to": ModeChoices.SALT},
+                                 "salt_minion": {"from": host.salt_minion,
+                                                 "to": minion}})  # fmt: skip
         self.stdout.write(
             f"{'added' if created else 'now'} salt {ip} (minion {minion}); the "
             f"salt gateway serves it once its key is accepted (keys accept {ip})"
