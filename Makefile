@@ -42,6 +42,7 @@ PYTEST_ARGS ?=
 
 test: venv
 	sh deploy/testdeps.sh $(TEST_DATABASES)
+	-$(PY) -m tests.support.salt prepare  # Salt in a venv of its own (test_salt_mode.py says why if not)
 	$(if $(filter sqlite,$(TEST_DATABASES)),env -u DATABASE_URL $(PY) -m pytest $(PYTEST_ARGS))
 	$(if $(filter postgresql,$(TEST_DATABASES)),$(PY) -m tests.support.postgres $(PY) -m pytest $(PYTEST_ARGS))
 

@@ -26,6 +26,7 @@ import redis
 from django.conf import ENVIRONMENT_VARIABLE, settings
 
 from wire import names, signing
+from workers.config import SaltSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_HOSTS = ["127.0.1.1", "127.0.1.2", "127.0.1.3"]
@@ -251,6 +252,16 @@ class Fleet:
              **(extra_env or {})},
         )  # fmt: skip
 
+    def start_salt_gateway(self, extra_env: dict | None = None) -> subprocess.Popen:
+        """The salt gateway (workers.salt_gateway) for the hosts in CMDB_SALT_MINIONS."""
+        return self.spawn(
+            "salt-gateway",
+            [sys.executable, "-m", "workers.salt_gateway"],
+            {"CMDB_AGENT_PUBKEY": self.agent_pubkey(),
+             "CMDB_AGENT_STATE_DIR": str(self.run_dir / "agent-state" / "salt-gateway"),
+             **(extra_env or {})},
+        )  # fmt: skip
+
     def stop(self, name: str, sig: int = signal.SIGTERM, timeout: float = 15.0) -> None:
         pidfile = self.pids / f"{name}.pid"
         if not pidfile.exists():
@@ -399,6 +410,10 @@ def up(fleet: Fleet, hosts: list[str]) -> None:
     for ip in hosts:
         print(f"starting agent on {ip}")
         start_demo_agent(fleet, ip)
+    if SaltSettings.from_environ().minions:
+        # Salt-mode hosts (CMDB_SALT_MINIONS): their keys wait for `keys accept` like any.
+        print("starting the salt gateway for", ", ".join(SaltSettings.from_environ().minions))
+        fleet.start_salt_gateway()
     wait_for_agents(hosts)
     print(
         f"up: {len(hosts)} agents online; web at http://127.0.0.1:{settings.CMDB['WEB_PORT']}/ "
@@ -451,7 +466,7 @@ def status(fleet: Fleet) -> None:
 
 
 #: What `restart` knows how to start again, by pid file name; agents are agent-<ip>.
-RESTARTABLE = ("central", "beat", "web", "redis", "gateway")
+RESTARTABLE = ("central", "beat", "web", "redis", "gateway", "salt-gateway")
 E_RESTART_WHAT = "restart what? central, beat, web, redis or agent IP (got {what!r})"
 
 
@@ -490,6 +505,8 @@ def restart(fleet: Fleet, what: list[str], timeout: float = 60.0) -> None:
         fleet.start_web(settings.CMDB["WEB_PORT"])
     elif name == "redis":
         fleet.start_redis(persist=True)  # waits until it answers
+    elif name == "salt-gateway":
+        fleet.start_salt_gateway()
     else:
         start_demo_agent(fleet, name.removeprefix("agent-"))
     if name in ("central",) or name.startswith("agent-"):

@@ -59,8 +59,9 @@ class Outcome(enum.StrEnum):
     TIMEOUT = "timeout"
     CANCELLED = "cancelled"
     ERROR = "error"
-    #: Only the SSH gateway says so: it could not reach the host, so nothing ran there (the
-    #: reason says why: connection refused, timeout, authentication failed, host key changed).
+    #: Only a gateway says so (SSH, Salt): it could not reach the host, so nothing ran there
+    #: (the reason says why: connection refused, timeout, authentication failed, host key
+    #: changed, a salt minion that did not answer).
     UNREACHABLE = "unreachable"
 
 

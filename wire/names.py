@@ -1,5 +1,7 @@
 """Names both sides must agree on: tasks, queues and the Redis keys outside Celery's own."""
 
+import re
+
 # Neither side imports the other's task functions, so the names live here once.
 RUN_COMMAND = "workers.run_command"
 COLLECT_FACTS = "workers.collect_facts"
@@ -71,3 +73,8 @@ def fetch_namespace(job_id, host: str) -> str:
     hosts with the same file do not share (and lose, when the server deletes it) one blob; the
     server stores only a blob in the namespace it asked that host to use."""
     return f"fetch-{job_id}-{host}"
+
+
+#: A Salt minion id as the CMDB takes it (`hosts add --minion`, CMDB_SALT_MINIONS): no glob,
+#: regex or list characters, so that a target is exactly one minion.
+MINION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")

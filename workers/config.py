@@ -88,3 +88,45 @@ class AgentSettings:
         config["broker_transport_options"] = {**config["broker_transport_options"],
                                               "polling_interval": BRPOP_TIMEOUT}  # fmt: skip
         return config
+
+
+@dataclass(frozen=True)
+class SaltSettings:
+    """The salt gateway's (workers.salt_gateway) way to an existing Salt master's salt-api.
+
+    CMDB_SALT_API_URL            salt-api's rest_cherrypy base URL (http://127.0.0.1:8000)
+    CMDB_SALT_API_USER           the eauth user the gateway acts as
+    CMDB_SALT_API_EAUTH          the eauth backend (pam, ldap, sharedsecret...; default pam)
+    CMDB_SALT_API_PASSWORD_FILE  a file (0600, nobody else may read it) holding the password:
+                                 never in the environment, the database or a log
+    CMDB_SALT_MINIONS            the hosts it answers for: IP=minion id, comma-separated
+    CMDB_SALT_REPLY_TIMEOUT      seconds the master waits for a minion to answer (5)
+    """
+
+    api_url: str
+    user: str
+    eauth: str
+    password_file: str | None
+    minions: dict
+    reply_timeout: float = 5.0
+
+    @classmethod
+    def from_environ(cls, environ=os.environ) -> "SaltSettings":
+        pairs = [p.strip() for p in (environ.get("CMDB_SALT_MINIONS") or "").split(",")]
+        minions = dict(p.split("=", 1) for p in pairs if "=" in p)
+        return cls(
+            api_url=(environ.get("CMDB_SALT_API_URL") or "http://127.0.0.1:8000").rstrip("/"),
+            user=environ.get("CMDB_SALT_API_USER") or "",
+            eauth=environ.get("CMDB_SALT_API_EAUTH") or "pam",
+            password_file=environ.get("CMDB_SALT_API_PASSWORD_FILE") or None,
+            minions={ip.strip(): mid.strip() for ip, mid in minions.items()},
+            reply_timeout=float(environ.get("CMDB_SALT_REPLY_TIMEOUT") or 5),
+        )
+
+    def problems(self) -> list[str]:
+        """Why the gateway must not start with these settings (none: it may). A minion id with
+        glob characters (web*) would make one host's task run on many minions."""
+        return [f"CMDB_SALT_MINIONS: {ip}={mid!r}: not a minion id (letters, digits, '.', '-', "
+                "'_'; no glob characters)"
+                for ip, mid in sorted(self.minions.items())
+                if not names.MINION_ID.fullmatch(mid)]  # fmt: skip

@@ -143,6 +143,11 @@ class Host(models.Model):
         "gateway connects only to a host presenting exactly this key.",
     )  # fmt: skip
 
+    salt_minion = models.CharField(
+        "salt minion", max_length=255, blank=True,
+        help_text="salt-mode hosts: the minion id the salt gateway targets on the Salt master.",
+    )  # fmt: skip
+
     objects = HostQuerySet.as_manager()
 
     class Meta:

@@ -53,7 +53,9 @@ class HostTaskStateChoices(models.TextChoices):
     @classmethod
     def reported(cls) -> frozenset[str]:
         """End states an agent's report can bring (wire.messages.Outcome)."""
-        return frozenset({cls.OK, cls.FAILED, cls.TIMEOUT, cls.CANCELLED, cls.ERROR})
+        return frozenset(
+            {cls.OK, cls.FAILED, cls.TIMEOUT, cls.CANCELLED, cls.ERROR, cls.UNREACHABLE}
+        )
 
 
 _S = HostTaskStateChoices
@@ -76,7 +78,7 @@ TRANSITIONS: dict[str, frozenset[str]] = {
     # Only the server's own storing of a fetched file it gave up on may still end it.
     _S.LOST: frozenset({_S.OK, _S.ERROR}),
     # A result that raced with the cancel, or the agent's own word on a cancel it honoured.
-    _S.CANCELLED: frozenset({_S.STORING, *_S.reported()}),
+    _S.CANCELLED: frozenset({_S.STORING, *(_S.reported() - {_S.UNREACHABLE})}),
     # What the host reported is final.
     _S.OK: frozenset(),
     _S.FAILED: frozenset(),

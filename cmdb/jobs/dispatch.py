@@ -22,7 +22,7 @@ from cmdb.access import grants
 from cmdb.access.actor import Actor
 from cmdb.assets.where import parse_all as parse_where
 from cmdb.audit.choices import AuditActionChoices
-from cmdb.hosts.choices import AgentStatusChoices, KeyStateChoices
+from cmdb.hosts.choices import AgentStatusChoices, KeyStateChoices, ModeChoices
 from cmdb.hosts.fields import ip_number
 from cmdb.hosts.models import Host, HostGroup, TargetError
 from cmdb.jobs import bulk, lifecycle, signer
@@ -55,6 +55,7 @@ E_CONFIRM = (
 )
 E_CEILING_SETTING = "CMDB_CONFIRM_ABOVE"
 E_CEILING_GRANT = "the host ceiling of grant {pk}"
+E_SALT_FILES = "{kind} is not supported in salt mode: {hosts}"
 E_TIMEOUT_RANGE = "timeout must be between 1 and {max} seconds, not {value}"
 E_REACH_RANGE = "reach timeout must be between 1 and {max} seconds, not {value}"
 
@@ -218,6 +219,11 @@ def _validate(request: CommandRequest) -> tuple[list[Host], int, int, list[Host]
         hosts, skipped = online_split(hosts)
         if not hosts:
             problems.add("targets", E_NONE_ONLINE)
+    if request.kind in (JobKindChoices.PUSH, JobKindChoices.FETCH):
+        # The salt gateway would only refuse each task: say so now, with nothing recorded.
+        salt = [f"{h.ip} (minion {h.salt_minion})" for h in hosts if h.mode == ModeChoices.SALT]
+        if salt:
+            problems.add("targets", E_SALT_FILES.format(kind=request.kind, hosts=", ".join(salt)))
     if problems:
         raise Refused(problems)
     user = getattr(request.actor, "user", None)

@@ -1,17 +1,21 @@
-"""`manage.py hosts [list|add|remove|trust]`: the inventory of managed hosts."""
+"""`manage.py hosts [list|add|remove|trust|salt-minions]`: the inventory of managed hosts."""
 
 import ipaddress
 
 from django.core.management.base import CommandError
 from django.db import IntegrityError
 
+from cmdb import audit
 from cmdb.access import grants
 from cmdb.access.models import Action
+from cmdb.audit.choices import AuditActionChoices
+from cmdb.audit.context import current_actor
 from cmdb.hosts import ssh
 from cmdb.hosts.choices import KeyStateChoices, ModeChoices
 from cmdb.hosts.models import Host
 from cmdb.jobs.cli import FleetCommand
 from cmdb.jobs.report import printable
+from wire.names import MINION_ID
 
 
 class Command(FleetCommand):
@@ -25,12 +29,15 @@ class Command(FleetCommand):
         add.add_argument("--hostname", default="", help="hostname (with a single IP)")
         add.add_argument(
             "--mode",
-            choices=[ModeChoices.AGENT, ModeChoices.SSH],
+            choices=[ModeChoices.AGENT, ModeChoices.SSH, ModeChoices.SALT],
             default=ModeChoices.AGENT,
-            help="how it is reached: its agent (the default) or SSH (the gateway)",
+            help="how it is reached: its agent (the default), SSH (the gateway) or Salt (the "
+            "salt gateway, through an existing master's salt-api)",
         )
+        add.add_argument("--minion", default="", help="--mode salt: the host's minion id")
         add.add_argument("--ssh-user", default="", help="the user the gateway logs in as")
         add.add_argument("--ssh-port", type=int, default=22)
+        sub.add_parser("salt-minions", help="print IP=minion,... (CMDB_SALT_MINIONS)")
         trust = sub.add_parser("trust", help="record ssh-mode hosts' keys (shows fingerprints)")
         trust.add_argument("ips", nargs="+")
         trust.add_argument(
@@ -42,7 +49,7 @@ class Command(FleetCommand):
         remove.add_argument("ips", nargs="+")
 
     def handle(self, *args, **opts):
-        action = opts.get("action") or "list"
+        action = (opts.get("action") or "list").replace("-", "_")
         getattr(self, f"_{action}")(opts)
 
     def _list(self, opts):
@@ -74,6 +81,10 @@ class Command(FleetCommand):
             raise CommandError("--hostname names one host; give one IP with it", returncode=2)
         if opts["mode"] == ModeChoices.SSH:
             return self._add_ssh(ips, opts)
+        if opts["mode"] == ModeChoices.SALT:
+            return self._add_salt(ips, opts)
+        if opts["minion"]:
+            raise CommandError("--minion is for --mode salt", returncode=2)
         for ip in ips:
             try:
                 _, created = Host.objects.get_or_create(
@@ -109,6 +120,43 @@ class Command(FleetCommand):
                 f"{'added' if created else 'now'} ssh {user}@{ip}:{opts['ssh_port']}"
                 f"{'' if host.ssh_host_key and not created else ' (run hosts trust)'}"
             )
+
+    def _add_salt(self, ips: list[str], opts) -> None:
+        minion = opts["minion"]
+        if len(ips) != 1 or not minion:
+            raise CommandError("--mode salt needs one IP and --minion ID (the minion's id)",
+                               returncode=2)  # fmt: skip
+        if not MINION_ID.fullmatch(minion):
+            # A glob or list character would make the gateway's target many minions.
+            raise CommandError(f"--minion {minion!r}: not a minion id (letters, digits, '.', "
+                               "'-', '_'; no glob characters)", returncode=2)  # fmt: skip
+        ip = ips[0]
+        # Its key is the salt gateway's, accepted with `keys accept` once the gateway (started
+        # with this host in CMDB_SALT_MINIONS, see `hosts salt-minions`) has registered it.
+        host, created = Host.objects.get_or_create(
+            ip=ip, defaults={"hostname": opts["hostname"] or minion, "mode": ModeChoices.SALT,
+                             "salt_minion": minion})  # fmt: skip
+        if not created and (host.mode, host.salt_minion) != (ModeChoices.SALT, minion):
+            Host.objects.filter(pk=host.pk).update(mode=ModeChoices.SALT, salt_minion=minion)
+            # update() sends no signal: the change of who runs its tasks is recorded here (an
+            # addition is, by the post_save signal).
+            audit.record(current_actor(), AuditActionChoices.HOST_CHANGE, targets_resolved=[ip],
+                         detail={"host": host.pk,
+                                 "mode": {"from": host.mode, "to": ModeChoices.SALT},
+                                 "salt_minion": {"from": host.salt_minion,
+                                                 "to": minion}})  # fmt: skip
+        self.stdout.write(
+            f"{'added' if created else 'now'} salt {ip} (minion {minion}); the "
+            f"salt gateway serves it once its key is accepted (keys accept {ip})"
+        )
+
+    def _salt_minions(self, opts):
+        hosts = grants.hosts_for(
+            self.user,
+            Action.VIEW,
+            Host.objects.filter(mode=ModeChoices.SALT).exclude(salt_minion=""),
+        )
+        self.stdout.write(",".join(f"{h.ip}={h.salt_minion}" for h in hosts))
 
     def _trust(self, opts):
         self.require("hosts.manage_keys", "record hosts' keys")
