@@ -51,6 +51,7 @@ class Follow:
         self.states: dict[str, str] = {}
         self.width = 0
         self.status = None
+        self.cut = False
 
     # --- input ---------------------------------------------------------------------------
     def output(self, event: dict) -> None:
@@ -62,6 +63,15 @@ class Follow:
             text = event.get(stream) or ""
             if text:
                 self._add(host, stream, int(event.get(f"{stream}_at") or 0), text.encode())
+
+    def truncated(self, budget: int) -> None:
+        """The job's live output went over its budget (cmdb.jobs.live): none comes after."""
+        if self.cut:
+            return
+        self.cut = True
+        said = (f"[live output stopped: the job's hosts sent over {budget:,} bytes; "
+                "each host's result still shows how it ended]")  # fmt: skip
+        self._print(Text(said, style="dim italic"))
 
     def finished(self, task_id: str, task: dict) -> None:
         host = self._host(task_id, task["ip"])

@@ -260,6 +260,9 @@ CMDB = {
     "KEEP_OUTPUT": _env_bool("CMDB_KEEP_OUTPUT", False),
     "KEEP_OUTPUT_MAX_BYTES": int(os.environ.get("CMDB_KEEP_OUTPUT_MAX_BYTES", str(64 << 20))),
     "OUTPUT_DIR": Path(os.environ.get("CMDB_OUTPUT_DIR", RUN_DIR / "output")),
+    #: Bytes of live output one job's event stream holds in the broker's Redis, all hosts
+    #: together; past it the job's output events are dropped (its results still go).
+    "EVENTS_JOB_BYTES": int(os.environ.get("CMDB_EVENTS_JOB_BYTES", str(4 << 20))),
     #: Seconds one answer of /api/jobs/{id}/events/ streams at most (a proxy's idle limit, a
     #: web worker held): the client comes back with the last cursor, as EventSource does.
     "EVENTS_STREAM_SECONDS": float(os.environ.get("CMDB_EVENTS_STREAM_SECONDS", "25")),

@@ -96,6 +96,8 @@ def follow(stdout, ident: str, user=None, wait_timeout: float | None = None) -> 
             stored = set()
             cursor = events[-1][0]
             for _, event in events:
+                if event.get("type") == "truncated" and output:
+                    view.truncated(int(event.get("budget") or 0))
                 if event.get("task") not in pending:
                     continue
                 if event.get("type") == "output" and output:

@@ -51,3 +51,11 @@ def test_a_task_shown_from_its_result_ignores_later_chunks_and_counts_failures()
     assert out.getvalue().count("| x") == 1
     assert not view.ok
     assert "1/2 hosts finished, 0 ok, 1 not ok" in view.summary().plain
+
+
+def test_a_job_over_its_live_budget_says_so_once():
+    view, out = follow()
+    view.truncated(4 << 20)
+    view.truncated(4 << 20)
+    assert out.getvalue().count("live output stopped") == 1, out.getvalue()
+    assert "4,194,304 bytes" in out.getvalue()

@@ -1,0 +1,56 @@
+"""A job's live output in the broker's Redis is bounded (cmdb.jobs.live): `cat /dev/urandom` on
+many hosts stops at the job's byte budget, with one "truncated" event; task events still go."""
+
+import uuid
+
+import pytest
+
+from cmdb.celery import app
+from cmdb.jobs import live
+from cmdb.jobs.broker import redis_client
+
+
+def output(job, task, n, text="x" * 3000):
+    event = {"type": "output", "task": task, "host": "10.0.0.1", "seq": n, "elapsed": 0.1}
+    return job, {**event, "stdout_at": n * len(text), "stdout": text, "stderr_at": 0, "stderr": ""}
+
+
+def events_of(job):
+    with live.reader() as client:
+        return [e for _, e in live.read(client, job, count=100000)]
+
+
+def stream_bytes(job):
+    with redis_client(app) as client:
+        return client.memory_usage(live.events_key(job)) or 0
+
+
+@pytest.mark.usefixtures("redis_url")
+def test_a_jobs_output_events_stop_at_its_budget_and_task_events_go_on(settings):
+    settings.CMDB = {**settings.CMDB, "EVENTS_JOB_BYTES": 64 << 10}
+    job = uuid.uuid4().hex
+    # Four hosts' intakes, in batches, much more than the budget.
+    for batch in range(20):
+        live.publish([output(job, f"t{h}", batch) for h in range(4)])
+    live.publish_stored([type("T", (), {"job_id": job, "task_id": "t0", "ip": "10.0.0.1",
+                                        "state": "ok"})()])  # fmt: skip
+
+    got = events_of(job)
+    shown = sum(len(live.encode(e).encode()) for e in got if e["type"] == "output")
+    assert 0 < shown <= 64 << 10
+    assert [e["type"] for e in got].count("truncated") == 1
+    assert got[-1] == {"type": "task", "task": "t0", "host": "10.0.0.1", "state": "ok"}
+    assert stream_bytes(job) < 200 << 10  # about the budget, not the 80 batches' 960 KB
+
+
+@pytest.mark.usefixtures("redis_url")
+def test_binary_output_is_shown_in_a_few_kib_per_event():
+    job = uuid.uuid4().hex
+    at, shown = live.shown_of(1000, b"\xff" * (64 << 10))  # `cat /dev/urandom`'s worst
+    assert at == 1000 + (64 << 10) - live.SHOW_BYTES
+    live.publish([output(job, "t0", 0, shown)])
+    (event,) = events_of(job)
+    assert event["stdout"] == shown
+    # ensure_ascii=False: 3 bytes a replacement character, not json's 6 of "\ufffd" (the 64
+    # KiB were 393 KB in the broker before).
+    assert len(live.encode(event).encode()) < 3 * live.SHOW_BYTES + 300
