@@ -260,6 +260,12 @@ CMDB = {
     "KEEP_OUTPUT": _env_bool("CMDB_KEEP_OUTPUT", False),
     "KEEP_OUTPUT_MAX_BYTES": int(os.environ.get("CMDB_KEEP_OUTPUT_MAX_BYTES", str(64 << 20))),
     "OUTPUT_DIR": Path(os.environ.get("CMDB_OUTPUT_DIR", RUN_DIR / "output")),
+    #: The most one job may keep, all hosts and streams (a job over it is refused at once);
+    #: below OUTPUT_MIN_FREE_BYTES free on OUTPUT_DIR's disk nothing more is kept; kept
+    #: outputs are removed OUTPUT_KEEP_DAYS after their job (0: for ever).
+    "KEEP_OUTPUT_JOB_BYTES": int(os.environ.get("CMDB_KEEP_OUTPUT_JOB_BYTES", str(8 << 30))),
+    "OUTPUT_MIN_FREE_BYTES": int(os.environ.get("CMDB_OUTPUT_MIN_FREE_BYTES", str(1 << 30))),
+    "OUTPUT_KEEP_DAYS": float(os.environ.get("CMDB_OUTPUT_KEEP_DAYS", "7")),
     #: Bytes of live output one job's event stream holds in the broker's Redis, all hosts
     #: together; past it the job's output events are dropped (its results still go).
     "EVENTS_JOB_BYTES": int(os.environ.get("CMDB_EVENTS_JOB_BYTES", str(4 << 20))),

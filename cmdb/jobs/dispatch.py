@@ -42,6 +42,9 @@ E_EMPTY_COMMAND = "the command is empty"
 E_NO_TARGETS = "no target hosts given (--hosts, --group, --where or --all)"
 E_UNKNOWN_GROUP = "unknown group {name!r}"
 E_NO_MATCH = "no host matches the targets given"
+E_KEEP_TOO_MUCH = ("--keep-output: {hosts} hosts x 2 streams x {cap:,} bytes "
+                   "(CMDB_KEEP_OUTPUT_MAX_BYTES) is more than CMDB_KEEP_OUTPUT_JOB_BYTES "
+                   "({most:,} bytes) one job may keep; target fewer hosts")  # fmt: skip
 E_NONE_ONLINE = "no target's agent is online now (--online-only)"
 E_NOT_ACCEPTED = {
     "none": "host {ip} has no agent key yet (no agent has registered): it receives nothing",
@@ -218,6 +221,11 @@ def _validate(request: CommandRequest) -> tuple[list[Host], int, int, list[Host]
         hosts, skipped = online_split(hosts)
         if not hosts:
             problems.add("targets", E_NONE_ONLINE)
+    keep = int(request.params.get("keep_output") or 0)
+    if keep and not problems and keep * 2 * len(hosts) > cfg["KEEP_OUTPUT_JOB_BYTES"]:
+        # Each host may send up to ``keep`` of stdout and of stderr, all to the server's disk.
+        problems.add("keep_output", E_KEEP_TOO_MUCH.format(
+            hosts=len(hosts), cap=keep, most=cfg["KEEP_OUTPUT_JOB_BYTES"]))  # fmt: skip
     if problems:
         raise Refused(problems)
     user = getattr(request.actor, "user", None)

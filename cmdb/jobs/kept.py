@@ -8,11 +8,13 @@ import logging
 import os
 import sys
 import time
+import uuid
+from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 
 from cmdb.access import visible
-from cmdb.jobs.models import HostTask
+from cmdb.jobs.models import HostTask, Job
 from cmdb.jobs.report import ip_order
 
 logger = logging.getLogger(__name__)
@@ -51,12 +53,23 @@ def _open_job_dir(job_id, create: bool) -> int:
         os.close(base_fd)
 
 
+def room(fd: int) -> bool:
+    """Whether the disk under ``fd`` has more than CMDB_OUTPUT_MIN_FREE_BYTES free: kept output
+    must not fill the disk the database or the broker may share."""
+    st = os.fstatvfs(fd)
+    return st.f_bavail * st.f_frsize > settings.CMDB["OUTPUT_MIN_FREE_BYTES"]
+
+
 def keep(task: HostTask, stream: str, at: int, data: bytes) -> None:
     """Write ``data`` at ``at`` of the task's kept stream: by offset, so a chunk that comes twice
     writes the same bytes again, and the file is whole once every chunk has come."""
     try:
         dir_fd = _open_job_dir(task.job_id, create=True)
         try:
+            if not room(dir_fd):
+                logger.warning("output of %s not kept: under CMDB_OUTPUT_MIN_FREE_BYTES free in "
+                               "CMDB_OUTPUT_DIR", task.task_id)  # fmt: skip
+                return
             fd = os.open(f"{task.task_id}.{stream}",
                          os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
                          dir_fd=dir_fd)  # fmt: skip
@@ -68,6 +81,54 @@ def keep(task: HostTask, stream: str, at: int, data: bytes) -> None:
             os.close(fd)
     except OSError:
         logger.exception("could not keep the %s of %s", stream, task.task_id)
+
+
+def remove_expired(keep_days: float, now: datetime) -> int:
+    """Remove the kept outputs of jobs created more than ``keep_days`` ago (and folders of no
+    job, as old); return how many job folders went. By fd, never through a symlink."""
+    if keep_days <= 0:
+        return 0
+    cutoff = now - timedelta(days=keep_days)
+    try:
+        base_fd = os.open(str(output_dir()), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return 0
+    removed = 0
+    try:
+        names = {e.name: e for e in os.scandir(base_fd) if e.is_dir(follow_symlinks=False)}
+        ids = {}
+        for name in names:
+            with contextlib.suppress(ValueError):
+                ids[name] = uuid.UUID(name)
+        jobs = Job.objects.filter(pk__in=list(ids.values()))
+        created = {str(pk): at for pk, at in jobs.values_list("pk", "created")}
+        for name, entry in names.items():
+            when = created.get(str(ids.get(name)))
+            if when is None:  # no such job: by the folder's age (a job being dispatched now)
+                when = datetime.fromtimestamp(entry.stat(follow_symlinks=False).st_mtime, UTC)
+            if when >= cutoff:
+                continue
+            _remove_folder(base_fd, name)
+            removed += 1
+    finally:
+        os.close(base_fd)
+    return removed
+
+
+def _remove_folder(base_fd: int, name: str) -> None:
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     dir_fd=base_fd)  # fmt: skip
+    except OSError:
+        return
+    try:
+        for entry in os.scandir(fd):
+            with contextlib.suppress(OSError):
+                os.unlink(entry.name, dir_fd=fd)
+    finally:
+        os.close(fd)
+    with contextlib.suppress(OSError):
+        os.rmdir(name, dir_fd=base_fd)
 
 
 def open_kept(task: HostTask, stream: str = "stdout"):

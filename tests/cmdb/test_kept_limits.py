@@ -1,0 +1,77 @@
+"""Kept output (cmdb.jobs.kept) is bounded: a job keeping more than CMDB_KEEP_OUTPUT_JOB_BYTES is
+refused at dispatch, nothing is written under CMDB_OUTPUT_MIN_FREE_BYTES free, and a job's files
+go CMDB_OUTPUT_KEEP_DAYS after it."""
+
+import os
+import uuid
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from cmdb.jobs import kept, services
+from cmdb.jobs.choices import HostTaskStateChoices as State
+from cmdb.jobs.choices import JobKindChoices
+from cmdb.jobs.exceptions import Refused
+from cmdb.jobs.models import HostTask, Job
+from tests.support.factories import make_host
+
+pytestmark = pytest.mark.django_db
+
+IP = "127.0.3.1"
+
+
+def kept_task(created=None) -> HostTask:
+    job = Job.objects.create(kind=JobKindChoices.COMMAND, command="seq 9", timeout=30,
+                             reach_timeout=30, params={"keep_output": 1 << 20})  # fmt: skip
+    if created is not None:
+        Job.objects.filter(pk=job.pk).update(created=created)
+    return HostTask.objects.create(job=job, ip=IP, task_id=str(uuid.uuid4()), state=State.OK)
+
+
+@pytest.fixture
+def out_dir(settings, tmp_path):
+    settings.CMDB = {**settings.CMDB, "OUTPUT_DIR": tmp_path / "output"}
+    return tmp_path / "output"
+
+
+def test_a_job_keeping_more_than_the_total_is_refused_by_name(settings):
+    for i in range(3):
+        make_host(f"127.0.3.{i + 1}")
+    cap = settings.CMDB["KEEP_OUTPUT_MAX_BYTES"]
+    settings.CMDB = {**settings.CMDB, "KEEP_OUTPUT_JOB_BYTES": 2 * cap * 2}  # two hosts' worth
+    before = Job.objects.count()
+    targets = services.Targets(hosts=[f"127.0.3.{i + 1}" for i in range(3)])
+    with pytest.raises(Refused) as refused:
+        services.run("seq 9", targets, "tester", keep_output=True)
+    assert "CMDB_KEEP_OUTPUT_JOB_BYTES" in str(refused.value.by_field["keep_output"])
+    assert Job.objects.count() == before  # nothing recorded
+
+
+def test_nothing_is_kept_when_the_disk_is_nearly_full(settings, out_dir):
+    task = kept_task()
+    kept.keep(task, "stdout", 0, b"one\n")
+    with kept.open_kept(task) as f:
+        assert f.read() == b"one\n"
+    settings.CMDB = {**settings.CMDB, "OUTPUT_MIN_FREE_BYTES": 1 << 62}  # more than any disk
+    kept.keep(task, "stdout", 4, b"two\n")
+    with kept.open_kept(task) as f:
+        assert f.read() == b"one\n"
+
+
+def test_kept_outputs_go_after_their_keeping_days(out_dir):
+    now = timezone.now()
+    old, recent = kept_task(now - timedelta(days=8)), kept_task(now - timedelta(days=6))
+    for task in (old, recent):
+        kept.keep(task, "stdout", 0, b"out\n")
+    stray = out_dir / "not-a-job"
+    stray.mkdir()
+    os.utime(stray, (0, 0))  # a folder of no job, old: it goes too
+    (out_dir / "link").symlink_to(out_dir / str(recent.job_id))  # never followed
+
+    assert kept.remove_expired(7, now) == 2
+    assert kept.remove_expired(7, now) == 0
+    assert kept.remove_expired(0, now + timedelta(days=99)) == 0  # 0: for ever
+    assert not (out_dir / str(old.job_id)).exists() and not stray.exists()
+    with kept.open_kept(recent) as f:
+        assert f.read() == b"out\n"
