@@ -55,7 +55,7 @@ class Follow:
 
     # --- input ---------------------------------------------------------------------------
     def output(self, event: dict) -> None:
-        host = self._host(event["task"], event.get("host", ""))
+        host = self._host(str(event.get("task")), str(event.get("host") or ""))
         if host.done:
             return  # shown whole from its result already
         host.elapsed = float(event.get("elapsed") or 0.0)
@@ -106,7 +106,7 @@ class Follow:
     # --- output --------------------------------------------------------------------------
     def _host(self, task_id: str, ip: str) -> _Host:
         if task_id not in self.hosts:
-            self.hosts[task_id] = _Host(ip)
+            self.hosts[task_id] = _Host(printable(ip))  # a label on a terminal, like output
         return self.hosts[task_id]
 
     def _width(self, ip: str) -> int:

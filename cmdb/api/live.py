@@ -14,6 +14,8 @@ TERMINAL = {str(s) for s in State.terminal()}
 
 E_NOT_KEPT = "this host task's output was not kept (run with --keep-output, or CMDB_KEEP_OUTPUT)"
 BLOCK_MS = 1000
+#: The event types the stream has (cmdb.jobs.live); anything else is not passed on.
+KINDS = {"output", "task", "truncated"}
 CURSOR_CHARS = set("0123456789-")
 
 
@@ -24,9 +26,10 @@ def cursor_of(request) -> str:
     return given
 
 
-def events_response(job, task_ids: set[str], unfinished: set[str], output: bool, after: str,
-                    clock=time.monotonic):  # fmt: skip
-    """Server-Sent Events of ``job`` for the host tasks ``task_ids`` (those the reader may view):
+def events_response(job, task_ips: dict[str, str], unfinished: set[str], output: bool,
+                    after: str, clock=time.monotonic):  # fmt: skip
+    """Server-Sent Events of ``job`` for the host tasks ``task_ips`` (task id: its host's IP, of
+    those the reader may view; an event's own "host" is not trusted, the database's is):
     each event's id is its cursor; output only with ``output`` (jobs.view_output). The answer
     ends once each of the ``unfinished`` ones was stored in an end state (at once, after what
     the stream holds, for a job that has ended), or after CMDB["EVENTS_STREAM_SECONDS"]."""
@@ -44,13 +47,16 @@ def events_response(job, task_ids: set[str], unfinished: set[str], output: bool,
                     yield ": idle\n\n"  # a comment: the connection is alive
                     continue
                 for cursor, event in events:  # the last one: the next read's
-                    if event.get("task") not in task_ids:
+                    kind, task = event.get("type"), event.get("task")
+                    if kind not in KINDS or (kind != "truncated" and task not in task_ips):
                         continue
-                    if event.get("type") == "output" and not output:
+                    if kind in ("output", "truncated") and not output:
                         continue
-                    if event.get("type") == "task" and event.get("state") in TERMINAL:
-                        waiting.discard(event["task"])
-                    yield f"id: {cursor}\nevent: {event['type']}\ndata: {json.dumps(event)}\n\n"
+                    if kind == "task" and event.get("state") in TERMINAL:
+                        waiting.discard(task)
+                    if task in task_ips:
+                        event["host"] = task_ips[task]
+                    yield f"id: {cursor}\nevent: {kind}\ndata: {json.dumps(event)}\n\n"
 
     response = StreamingHttpResponse(stream(), content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"

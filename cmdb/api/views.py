@@ -418,11 +418,12 @@ class JobViewSet(CancelMixin, mixins.CreateModelMixin, ReadOnlyViewSet):
     def events(self, request, *args, **kwargs):
         job = self.get_object()
         shown = visible.viewable_tasks(request.user, HostTask.objects.filter(job=job))
-        states = dict(shown.values_list("task_id", "state"))
+        rows = shown.values_list("task_id", "state", "ip")
+        states, ips = {t: st for t, st, _ in rows}, {t: ip for t, _, ip in rows}
         unfinished = {t for t, state in states.items() if state not in live.TERMINAL}
         return live.events_response(
             job,
-            set(states),
+            ips,
             unfinished,
             visible.reads_output(request.user),
             live.cursor_of(request),

@@ -101,7 +101,8 @@ def follow(stdout, ident: str, user=None, wait_timeout: float | None = None) -> 
                 if event.get("task") not in pending:
                     continue
                 if event.get("type") == "output" and output:
-                    view.output(event)
+                    # The host as the database has it, not as the event says.
+                    view.output({**event, "host": pending[event["task"]].ip})
                 elif event.get("type") == "task":
                     stored.add(event["task"])
             if stored:

@@ -59,3 +59,10 @@ def test_a_job_over_its_live_budget_says_so_once():
     view.truncated(4 << 20)
     assert out.getvalue().count("live output stopped") == 1, out.getvalue()
     assert "4,194,304 bytes" in out.getvalue()
+
+
+def test_a_host_label_cannot_drive_the_terminal():
+    view, out = follow()
+    view.output({**chunk(0, "hi\n"), "host": "\x1b[2Jevil"})
+    view.output({"type": "output"})  # malformed: no task, no text
+    assert "\x1b" not in out.getvalue() and "\\x1b[2Jevil" in out.getvalue(), out.getvalue()

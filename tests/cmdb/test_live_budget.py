@@ -54,3 +54,22 @@ def test_binary_output_is_shown_in_a_few_kib_per_event():
     # ensure_ascii=False: 3 bytes a replacement character, not json's 6 of "\ufffd" (the 64
     # KiB were 393 KB in the broker before).
     assert len(live.encode(event).encode()) < 3 * live.SHOW_BYTES + 300
+
+
+@pytest.mark.usefixtures("redis_url")
+def test_the_events_answer_names_hosts_from_the_database_and_skips_malformed_events():
+    from types import SimpleNamespace
+
+    from cmdb.api import live as api_live
+
+    job = uuid.uuid4().hex
+    forged = output(job, "t0", 0, "hello\n")
+    forged[1]["host"] = "\x1b[2Jevil"
+    live.publish([forged, (job, {"no": "type"}), (job, {"type": "bogus", "task": "t0"}),
+                  (job, {"type": "task", "task": "t0"})])  # fmt: skip
+
+    answer = api_live.events_response(SimpleNamespace(pk=job), {"t0": "10.0.0.9"}, set(), True,
+                                      "0-0")  # fmt: skip
+    body = b"".join(answer.streaming_content).decode()
+    assert body.count("event: ") == 2, body  # the output and the task event only
+    assert '"host": "10.0.0.9"' in body and "evil" not in body, body
