@@ -16,8 +16,10 @@ import binascii
 import contextlib
 import json
 import logging
+from datetime import timedelta
 
 from django.conf import settings
+from django.utils import timezone
 
 from cmdb.celery import app as cmdb_app
 from cmdb.jobs import kept, trust
@@ -38,6 +40,10 @@ STREAMS = ("stdout", "stderr")
 #: The most of each stream one event shows (the end of what the chunk carried): followers see
 #: a line's worth of a fast command each flush, not all of it.
 SHOW_BYTES = 4 << 10
+#: A chunk of a task stored in an end state longer ago than this is not believed: the last
+#: ones may come a little after the result (their queue is the same, their batch not).
+LATE = timedelta(seconds=30)
+R_LATE = "its task ended before"
 
 
 def events_key(job_id) -> str:
@@ -47,6 +53,11 @@ def events_key(job_id) -> str:
 def budget_key(job_id) -> str:
     """Bytes of output events the job's stream took (under cmdb:events:, as agents may not)."""
     return names.EVENTS_KEY.format(job=job_id) + ":bytes"
+
+
+def seq_key(job_id) -> str:
+    """Hash of task id: the seq of the last chunk believed of it."""
+    return names.EVENTS_KEY.format(job=job_id) + ":seq"
 
 
 def encode(event: dict) -> str:
@@ -63,7 +74,7 @@ def relay(items: list[dict]) -> int:
         return 0
     tasks = {t.task_id: t for t in HostTask.objects.select_related("host", "job")
              .filter(task_id__in=list(ids))}  # fmt: skip
-    dropped, events = trust.Dropped(), []
+    dropped, events, believed, now = trust.Dropped(), [], [], timezone.now()
     for item in items:
         task = tasks.get(item.get("task_id")) if isinstance(item, dict) else None
         if task is None:
@@ -83,6 +94,11 @@ def relay(items: list[dict]) -> int:
         except (WireError, binascii.Error) as exc:
             logger.error("output chunk for %s dropped: %s", task.task_id, exc)
             continue
+        if task.is_terminal and task.finished_at and now - task.finished_at > LATE:
+            dropped.add(Output.WHAT, R_LATE, task.task_id, item.get("agent"))
+            continue
+        believed.append((task, chunk, data))
+    for task, chunk, data in newer(believed, dropped):
         keep = int((task.job.params or {}).get("keep_output") or 0)
         for stream in STREAMS:
             at = getattr(chunk, f"{stream}_at")
@@ -98,6 +114,36 @@ def relay(items: list[dict]) -> int:
     dropped.flush(cmdb_app)
     publish(events)
     return len(events)
+
+
+def newer(believed: list, dropped: trust.Dropped) -> list:
+    """The chunks whose seq is beyond the last one believed of their task (kept in Redis, per
+    job): a signed chunk sent again (replayed) is not shown or written twice."""
+    if not believed:
+        return []
+    try:
+        with redis_client(cmdb_app) as client:
+            with client.pipeline(transaction=False) as pipe:
+                for task, _, _ in believed:
+                    pipe.hget(seq_key(task.job_id), task.task_id)
+                last = {t.task_id: int(n or 0) for (t, _, _), n in zip(believed, pipe.execute(),
+                                                                     strict=True)}  # fmt: skip
+            out = []
+            for task, chunk, data in believed:
+                if chunk.seq <= last[task.task_id]:
+                    dropped.add(Output.WHAT, trust.R_STALE, task.task_id, chunk.agent)
+                    continue
+                last[task.task_id] = chunk.seq
+                out.append((task, chunk, data))
+            with client.pipeline(transaction=False) as pipe:
+                for task, chunk, _ in out:
+                    pipe.hset(seq_key(task.job_id), task.task_id, chunk.seq)
+                    pipe.expire(seq_key(task.job_id), STREAM_TTL)
+                pipe.execute()
+            return out
+    except BROKER_ERRORS:
+        logger.warning("could not check %d output chunks' seq", len(believed), exc_info=True)
+        return believed
 
 
 def shown_of(at: int, part: bytes) -> tuple[int, str]:
