@@ -64,11 +64,12 @@ def events_response(job, task_ips: dict[str, str], unfinished: set[str], output:
     return response
 
 
-def output_response(task, stream: str):
+def output_response(task, stream: str, actor):
     if not kept.kept_cap(task):
         raise NotFound(E_NOT_KEPT)
     try:
         f = kept.open_kept(task, stream)
     except FileNotFoundError:
         raise NotFound(E_NOT_KEPT) from None
+    kept.record_read(actor, task.job, [task], [stream])
     return FileResponse(f, content_type="application/octet-stream")

@@ -551,7 +551,8 @@ class HostTaskViewSet(CancelMixin, ReadOnlyViewSet):
     )
     @action(detail=True, methods=["get"], renderer_classes=[JSONRenderer, BinaryRenderer])
     def output(self, request, *args, **kwargs):
-        return live.output_response(self.get_object(), request.GET.get("stream", "stdout"))
+        return live.output_response(self.get_object(), request.GET.get("stream", "stdout"),
+                                    actor_of(request))  # fmt: skip
 
     @action(detail=True, methods=["get"], renderer_classes=[JSONRenderer, BinaryRenderer])
     def file(self, request, *args, **kwargs):

@@ -14,6 +14,9 @@ from datetime import UTC, datetime, timedelta
 from django.conf import settings
 
 from cmdb.access import visible
+from cmdb.audit.choices import AuditActionChoices
+from cmdb.audit.trail import record
+from cmdb.jobs.choices import JobKindChoices
 from cmdb.jobs.models import HostTask, Job
 from cmdb.jobs.report import ip_order
 
@@ -160,7 +163,15 @@ def kept_complete(task: HostTask) -> bool:
     return True
 
 
-def write_full(stdout, found, user=None) -> int:
+def record_read(actor, job, tasks: list[HostTask], streams) -> None:
+    """The audit trail's entry for kept output sent to ``actor`` (as record_download is for
+    fetched files): a host's whole output may hold what its result's head and tail do not."""
+    record(actor, AuditActionChoices.DOWNLOAD, kind=JobKindChoices.COMMAND, job=job,
+           targets_resolved=[t.ip for t in tasks],
+           detail={"output": list(streams), "tasks": [t.task_id for t in tasks]})  # fmt: skip
+
+
+def write_full(stdout, found, user=None, actor=None) -> int:
     """`check_task ID --full`: each host's kept output. One host task: its bytes as they are
     (stdout to stdout, stderr to stderr), so `> file` gives the host's output exactly; more:
     each after a line naming the host and stream."""
@@ -172,6 +183,7 @@ def write_full(stdout, found, user=None) -> int:
         job = found.job.pk if found.job is not None else (tasks[0].job_id if tasks else "?")
         stdout.write(E_NOT_KEPT.format(job=job))
         return EXIT_NONE
+    record_read(actor, tasks[0].job, tasks, STREAMS)
     out = _binary(stdout)
     single = len(tasks) == 1
     unfinished = False

@@ -75,3 +75,23 @@ def test_kept_outputs_go_after_their_keeping_days(out_dir):
     assert not (out_dir / str(old.job_id)).exists() and not stray.exists()
     with kept.open_kept(recent) as f:
         assert f.read() == b"out\n"
+
+
+def test_reading_kept_output_is_in_the_audit_trail(out_dir):
+    import io
+
+    from cmdb.audit.models import AuditEntry
+    from tests.support.api import make_user, token_client
+
+    task = kept_task()
+    HostTask.objects.filter(pk=task.pk).update(host=make_host(IP))
+    kept.keep(task, "stdout", 0, b"secret\n")
+    reader = token_client(make_user("jobs.view_hosttask", "jobs.view_job", "jobs.view_output"))
+    answer = reader.get(f"/api/host-tasks/{task.task_id}/output/")
+    assert b"".join(answer.streaming_content) == b"secret\n"
+    entry = AuditEntry.objects.get(action="download")
+    assert (entry.job_id, entry.targets_resolved) == (task.job_id, [IP])
+    assert entry.detail["output"] == ["stdout"] and entry.detail["tasks"] == [task.task_id]
+
+    assert kept.write_full(io.StringIO(), services.find(task.task_id)) == kept.EXIT_OK
+    assert AuditEntry.objects.filter(action="download").count() == 2
