@@ -3,6 +3,7 @@ host task and stream, OUTPUT_DIR/<job id>/<task id>.stdout (and .stderr), writte
 the chunks the agent sent (cmdb.jobs.live), at their offsets, never through a symlink.
 """
 
+import codecs
 import contextlib
 import logging
 import os
@@ -13,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 
+from client.live import printable
 from cmdb.access import visible
 from cmdb.audit.choices import AuditActionChoices
 from cmdb.audit.trail import record
@@ -201,10 +203,29 @@ def write_full(stdout, found, user=None, actor=None) -> int:
             with f:
                 if not single:
                     dest.write(f"--- {task.ip} {stream} ({task.state}) ---\n".encode())
-                while chunk := f.read(1 << 20):
-                    dest.write(chunk)
+                copy(f, dest)
             dest.flush()
     return EXIT_UNFINISHED if unfinished else EXIT_OK
+
+
+def copy(f, dest) -> None:
+    """``f`` into ``dest``: as it is when redirected (`> file` is the host's output exactly), its
+    control characters shown escaped on a terminal, which a host's output must not drive."""
+    if not _is_terminal(dest):
+        while chunk := f.read(1 << 20):
+            dest.write(chunk)
+        return
+    decoder = codecs.getincrementaldecoder("utf-8")("replace")
+    while chunk := f.read(1 << 20):
+        dest.write(printable(decoder.decode(chunk)).encode())
+    dest.write(printable(decoder.decode(b"", final=True)).encode())
+
+
+def _is_terminal(dest) -> bool:
+    try:
+        return os.isatty(dest.fileno())
+    except (AttributeError, OSError, ValueError):
+        return False
 
 
 def _binary(stream):

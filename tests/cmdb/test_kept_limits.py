@@ -2,6 +2,7 @@
 refused at dispatch, nothing is written under CMDB_OUTPUT_MIN_FREE_BYTES free, and a job's files
 go CMDB_OUTPUT_KEEP_DAYS after it."""
 
+import io
 import os
 import uuid
 from datetime import timedelta
@@ -95,3 +96,24 @@ def test_reading_kept_output_is_in_the_audit_trail(out_dir):
 
     assert kept.write_full(io.StringIO(), services.find(task.task_id)) == kept.EXIT_OK
     assert AuditEntry.objects.filter(action="download").count() == 2
+
+
+def test_full_output_on_a_terminal_has_its_control_characters_escaped(out_dir):
+    import pty
+
+    task = kept_task()
+    raw = b"ok \x1b]0;owned\x07\x1b[2J \xe2\x82\xac\n"
+    kept.keep(task, "stdout", 0, raw)
+    leader, follower = pty.openpty()
+    try:
+        with os.fdopen(follower, "wb", buffering=0) as tty, kept.open_kept(task) as f:
+            kept.copy(f, tty)
+            got = os.read(leader, 4096)
+    finally:
+        os.close(leader)
+    assert b"\x1b" not in got and b"\x07" not in got
+    assert b"\\x1b]0;owned\\x07\\x1b[2J" in got and "€".encode() in got
+    redirected = io.BytesIO()
+    with kept.open_kept(task) as f:
+        kept.copy(f, redirected)
+    assert redirected.getvalue() == raw  # `> file`: the bytes as they are
