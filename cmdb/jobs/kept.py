@@ -41,19 +41,38 @@ def output_dir():
     return settings.CMDB["OUTPUT_DIR"]
 
 
+E_UNSAFE = "{what}: not ours alone (owner {uid}, mode {mode:o}); kept output not used"
+
+
+def _ours(fd: int, what: str, folder: bool) -> int:
+    """``fd`` if what it names is owned by us and no one else may write it (a folder: nor read
+    it, mode 0700; a file: no other link to it, which someone could have made to one of ours
+    or to another file), else PermissionError."""
+    st = os.fstat(fd)
+    bad = st.st_uid != os.geteuid() or (
+        st.st_mode & 0o077 if folder else (st.st_mode & 0o022 or st.st_nlink != 1)
+    )
+    if bad:
+        os.close(fd)
+        raise PermissionError(E_UNSAFE.format(what=what, uid=st.st_uid, mode=st.st_mode & 0o7777))
+    return fd
+
+
 def _open_job_dir(job_id, create: bool) -> int:
-    """An fd on OUTPUT_DIR/<job id>, made when ``create``; never through a symlink."""
+    """An fd on OUTPUT_DIR/<job id>, made when ``create``; never through a symlink, and only
+    folders of ours alone (0700)."""
     base = str(output_dir())
     if create:
         os.makedirs(base, mode=0o700, exist_ok=True)
-    base_fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    base_fd = _ours(os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC), base, True)
     try:
         name = str(job_id)
         if create:
             with contextlib.suppress(FileExistsError):
                 os.mkdir(name, 0o700, dir_fd=base_fd)
-        return os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
-                       dir_fd=base_fd)  # fmt: skip
+        fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     dir_fd=base_fd)  # fmt: skip
+        return _ours(fd, f"{base}/{name}", True)
     finally:
         os.close(base_fd)
 
@@ -75,9 +94,9 @@ def keep(task: HostTask, stream: str, at: int, data: bytes) -> None:
                 logger.warning("output of %s not kept: under CMDB_OUTPUT_MIN_FREE_BYTES free in "
                                "CMDB_OUTPUT_DIR", task.task_id)  # fmt: skip
                 return
-            fd = os.open(f"{task.task_id}.{stream}",
-                         os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
-                         dir_fd=dir_fd)  # fmt: skip
+            name = f"{task.task_id}.{stream}"
+            fd = _ours(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+                               0o600, dir_fd=dir_fd), name, False)  # fmt: skip
         finally:
             os.close(dir_fd)
         try:
@@ -143,8 +162,9 @@ def open_kept(task: HostTask, stream: str = "stdout"):
         raise FileNotFoundError(stream)
     dir_fd = _open_job_dir(task.job_id, create=False)
     try:
-        fd = os.open(f"{task.task_id}.{stream}", os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC,
-                     dir_fd=dir_fd)  # fmt: skip
+        name = f"{task.task_id}.{stream}"
+        fd = _ours(os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd),
+                   name, False)  # fmt: skip
     finally:
         os.close(dir_fd)
     return os.fdopen(fd, "rb")

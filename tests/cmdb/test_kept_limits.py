@@ -117,3 +117,29 @@ def test_full_output_on_a_terminal_has_its_control_characters_escaped(out_dir):
     with kept.open_kept(task) as f:
         kept.copy(f, redirected)
     assert redirected.getvalue() == raw  # `> file`: the bytes as they are
+
+
+def test_kept_output_is_written_only_in_folders_and_files_ours_alone(out_dir, tmp_path):
+    task = kept_task()
+    kept.keep(task, "stdout", 0, b"one\n")
+    job_dir = out_dir / str(task.job_id)
+    assert os.stat(out_dir).st_mode & 0o777 == 0o700 and os.stat(job_dir).st_mode & 0o777 == 0o700
+
+    # A hard link someone made to another file: not written through, not read.
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious\n")
+    os.link(victim, job_dir / f"{task.task_id}.stderr")
+    kept.keep(task, "stderr", 0, b"evil\n")
+    assert victim.read_bytes() == b"precious\n"
+    with pytest.raises(PermissionError):
+        kept.open_kept(task, "stderr")
+
+    os.chmod(job_dir, 0o755)  # a folder others may read: refused
+    with pytest.raises(PermissionError):
+        kept.open_kept(task)
+    os.chmod(job_dir, 0o700)
+    os.chmod(out_dir, 0o770)
+    kept.keep(task, "stdout", 4, b"two\n")
+    os.chmod(out_dir, 0o700)
+    with kept.open_kept(task) as f:
+        assert f.read() == b"one\n"
