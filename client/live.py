@@ -17,6 +17,9 @@ from rich.text import Text
 
 STREAMS = ("stdout", "stderr")
 OK_STATES = {"ok"}
+#: The most of a line without its newline held back: past it, it is shown as a line (else
+#: each chunk of a command writing no newline joined a growing buffer again: O(n²)).
+PARTIAL_BYTES = 4 << 10
 TERMINAL = {"ok", "failed", "timeout", "cancelled", "unreachable", "lost", "error"}
 
 #: All of C0 but newline and tab, DEL and C1: a host's output must not drive the terminal.
@@ -127,6 +130,9 @@ class Follow:
             return
         host.seen[stream] = seen + len(data)
         *lines, rest = (host.partial[stream] + data).split(b"\n")
+        if len(rest) > PARTIAL_BYTES:  # a line without end (binary output): shown as it goes
+            lines.append(rest)
+            rest = b""
         host.partial[stream] = rest
         if lines:
             self._line(host, stream, *lines)

@@ -66,3 +66,15 @@ def test_a_host_label_cannot_drive_the_terminal():
     view.output({**chunk(0, "hi\n"), "host": "\x1b[2Jevil"})
     view.output({"type": "output"})  # malformed: no task, no text
     assert "\x1b" not in out.getvalue() and "\\x1b[2Jevil" in out.getvalue(), out.getvalue()
+
+
+def test_a_line_without_end_is_shown_in_pieces_not_held_whole():
+    from client import live
+
+    view, out = follow()
+    for i in range(100):  # 100 chunks of 1 KiB, no newline: 400 KiB held before
+        view.output(chunk(i * 1024, "x" * 1024))
+    host = view.hosts["t1"]
+    assert len(host.partial["stdout"]) <= live.PARTIAL_BYTES
+    shown = sum(line.count("x") for line in out.getvalue().splitlines())
+    assert shown + len(host.partial["stdout"]) == 100 * 1024
