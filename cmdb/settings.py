@@ -272,6 +272,8 @@ CMDB = {
     #: Seconds one answer of /api/jobs/{id}/events/ streams at most (a proxy's idle limit, a
     #: web worker held): the client comes back with the last cursor, as EventSource does.
     "EVENTS_STREAM_SECONDS": float(os.environ.get("CMDB_EVENTS_STREAM_SECONDS", "25")),
+    #: Event answers one user may have streaming at once (each holds a web worker).
+    "EVENTS_STREAMS_PER_USER": int(os.environ.get("CMDB_EVENTS_STREAMS_PER_USER", "4")),
     #: Largest file (or unpacked archive) the API and the admin take for a push: it is held
     #: in the broker's Redis, whose memory the whole fleet depends on, until the push ends.
     "MAX_UPLOAD_BYTES": int(os.environ.get("CMDB_MAX_UPLOAD_BYTES", str(1 << 30))),

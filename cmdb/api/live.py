@@ -1,19 +1,24 @@
 """The API's live parts: a job's events as Server-Sent Events, a host task's kept output."""
 
+import contextlib
 import json
 import time
 
 from django.conf import settings
 from django.http import FileResponse, StreamingHttpResponse
-from rest_framework.exceptions import NotFound
+from rest_framework.exceptions import NotFound, Throttled
 
 from cmdb.jobs import kept, live
+from cmdb.jobs.broker import BROKER_ERRORS
 from cmdb.jobs.choices import HostTaskStateChoices as State
 
 TERMINAL = {str(s) for s in State.terminal()}
 
 E_NOT_KEPT = "this host task's output was not kept (run with --keep-output, or CMDB_KEEP_OUTPUT)"
 BLOCK_MS = 1000
+SLOTS_KEY = "cmdb:events-answers:{user}"
+E_TOO_MANY = ("you have {most} event streams open already (CMDB_EVENTS_STREAMS_PER_USER): "
+              "close one, or read the job's host tasks instead")  # fmt: skip
 #: The event types the stream has (cmdb.jobs.live); anything else is not passed on.
 KINDS = {"output", "task", "truncated"}
 CURSOR_CHARS = set("0123456789-")
@@ -26,15 +31,37 @@ def cursor_of(request) -> str:
     return given
 
 
+def stream_slot(user_id) -> str:
+    """Take one of the user's CMDB["EVENTS_STREAMS_PER_USER"] concurrent event answers (each
+    holds a web worker up to EVENTS_STREAM_SECONDS); its key, to give back with ``release``;
+    Throttled (429) when all are taken. The count expires: a worker killed mid-answer does not
+    leave the user locked out for ever."""
+    cfg = settings.CMDB
+    key = SLOTS_KEY.format(user=user_id)
+    ttl = int(cfg["EVENTS_STREAM_SECONDS"]) + 30
+    with live.reader() as client, client.pipeline() as pipe:
+        taken, _ = pipe.incr(key).expire(key, ttl).execute()
+        if taken > cfg["EVENTS_STREAMS_PER_USER"]:
+            client.decr(key)
+            raise Throttled(wait=min(ttl, 5), detail=E_TOO_MANY.format(
+                most=cfg["EVENTS_STREAMS_PER_USER"]))  # fmt: skip
+    return key
+
+
+def release(key: str) -> None:
+    with contextlib.suppress(*BROKER_ERRORS), live.reader() as client:
+        client.decr(key)
+
+
 def events_response(job, task_ips: dict[str, str], unfinished: set[str], output: bool,
-                    after: str, clock=time.monotonic):  # fmt: skip
+                    after: str, clock=time.monotonic, slot: str | None = None):  # fmt: skip
     """Server-Sent Events of ``job`` for the host tasks ``task_ips`` (task id: its host's IP, of
     those the reader may view; an event's own "host" is not trusted, the database's is):
     each event's id is its cursor; output only with ``output`` (jobs.view_output). The answer
     ends once each of the ``unfinished`` ones was stored in an end state (at once, after what
     the stream holds, for a job that has ended), or after CMDB["EVENTS_STREAM_SECONDS"]."""
 
-    def stream():
+    def events():
         end = clock() + settings.CMDB["EVENTS_STREAM_SECONDS"]
         cursor, waiting = after, set(unfinished)
         yield "retry: 1000\n\n"
@@ -58,7 +85,7 @@ def events_response(job, task_ips: dict[str, str], unfinished: set[str], output:
                         event["host"] = task_ips[task]
                     yield f"id: {cursor}\nevent: {kind}\ndata: {json.dumps(event)}\n\n"
 
-    response = StreamingHttpResponse(stream(), content_type="text/event-stream")
+    response = StreamingHttpResponse(_Slotted(events(), slot), content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"
     return response
@@ -73,3 +100,20 @@ def output_response(task, stream: str, actor):
         raise NotFound(E_NOT_KEPT) from None
     kept.record_read(actor, task.job, [task], [stream])
     return FileResponse(f, content_type="application/octet-stream")
+
+
+class _Slotted:
+    """An answer's events that give the user's slot back when the answer is closed (Django
+    closes it once sent, or when the client went away), even if never read."""
+
+    def __init__(self, events, slot: str | None):
+        self.events, self.slot = events, slot
+
+    def __iter__(self):
+        return self.events
+
+    def close(self) -> None:
+        self.events.close()
+        if self.slot is not None:
+            slot, self.slot = self.slot, None
+            release(slot)

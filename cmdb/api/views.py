@@ -409,7 +409,8 @@ class JobViewSet(CancelMixin, mixins.CreateModelMixin, ReadOnlyViewSet):
         description="`output` (a host's new output, with each stream's byte offset; with "
         "jobs.view_output) and `task` (a host task was stored: read it again) events, each "
         "with its cursor as its id. One answer streams for up to 25 s: come back with "
-        "`after` (or Last-Event-ID) set to the last id read.",
+        "`after` (or Last-Event-ID) set to the last id read. A user has at most "
+        "CMDB_EVENTS_STREAMS_PER_USER answers streaming at once (429 past it).",
         parameters=[OpenApiParameter("after", str, description="the last event id read")],
         responses={(200, "text/event-stream"): OpenApiResponse(OpenApiTypes.STR)},
     )
@@ -417,6 +418,7 @@ class JobViewSet(CancelMixin, mixins.CreateModelMixin, ReadOnlyViewSet):
             renderer_classes=[EventStreamRenderer, JSONRenderer])  # fmt: skip
     def events(self, request, *args, **kwargs):
         job = self.get_object()
+        slot = live.stream_slot(request.user.pk)
         shown = visible.viewable_tasks(request.user, HostTask.objects.filter(job=job))
         rows = shown.values_list("task_id", "state", "ip")
         states, ips = {t: st for t, st, _ in rows}, {t: ip for t, _, ip in rows}
@@ -427,6 +429,7 @@ class JobViewSet(CancelMixin, mixins.CreateModelMixin, ReadOnlyViewSet):
             unfinished,
             visible.reads_output(request.user),
             live.cursor_of(request),
+            slot=slot,
         )
 
     def get_serializer_class(self):

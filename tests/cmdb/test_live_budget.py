@@ -73,3 +73,34 @@ def test_the_events_answer_names_hosts_from_the_database_and_skips_malformed_eve
     body = b"".join(answer.streaming_content).decode()
     assert body.count("event: ") == 2, body  # the output and the task event only
     assert '"host": "10.0.0.9"' in body and "evil" not in body, body
+
+
+@pytest.mark.django_db(transaction=True)  # streamed answers close the connection when closed
+@pytest.mark.usefixtures("redis_url")
+def test_a_user_has_a_few_event_streams_at_once_then_429(settings):
+    from cmdb.jobs.choices import HostTaskStateChoices as State
+    from cmdb.jobs.choices import JobKindChoices
+    from cmdb.jobs.models import HostTask, Job
+    from tests.support.api import make_user, token_client
+    from tests.support.factories import make_host
+
+    settings.CMDB = {**settings.CMDB, "EVENTS_STREAMS_PER_USER": 2}
+    job = Job.objects.create(kind=JobKindChoices.COMMAND, command="x", timeout=30,
+                             reach_timeout=30)  # fmt: skip
+    HostTask.objects.create(job=job, ip="127.0.3.9", host=make_host("127.0.3.9"),
+                            task_id=str(uuid.uuid4()), state=State.OK)  # fmt: skip
+    user = make_user("jobs.view_job", "jobs.view_hosttask")
+    reader, other = token_client(user), token_client(make_user("jobs.view_job"))
+    url = f"/api/jobs/{job.pk}/events/"
+
+    first, second = reader.get(url), reader.get(url)  # open, not read yet
+    assert (first.status_code, second.status_code) == (200, 200)
+    third = reader.get(url)
+    assert third.status_code == 429 and b"CMDB_EVENTS_STREAMS_PER_USER" in third.content
+    assert other.get(url).status_code == 200  # per user
+    first.close()  # read or not, a closed answer gives its slot back
+    again = reader.get(url)
+    assert again.status_code == 200
+    assert b"".join(again.streaming_content).startswith(b"retry:")
+    again.close()
+    second.close()
