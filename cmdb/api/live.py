@@ -1,6 +1,5 @@
 """The API's live parts: a job's events as Server-Sent Events, a host task's kept output."""
 
-import contextlib
 import json
 import time
 
@@ -9,14 +8,12 @@ from django.http import FileResponse, StreamingHttpResponse
 from rest_framework.exceptions import NotFound, Throttled
 
 from cmdb.jobs import kept, live
-from cmdb.jobs.broker import BROKER_ERRORS
 from cmdb.jobs.choices import HostTaskStateChoices as State
 
 TERMINAL = {str(s) for s in State.terminal()}
 
 E_NOT_KEPT = "this host task's output was not kept (run with --keep-output, or CMDB_KEEP_OUTPUT)"
 BLOCK_MS = 1000
-SLOTS_KEY = "cmdb:events-answers:{user}"
 E_TOO_MANY = ("you have {most} event streams open already (CMDB_EVENTS_STREAMS_PER_USER): "
               "close one, or read the job's host tasks instead")  # fmt: skip
 #: The event types the stream has (cmdb.jobs.live); anything else is not passed on.
@@ -33,24 +30,14 @@ def cursor_of(request) -> str:
 
 def stream_slot(user_id) -> str:
     """Take one of the user's CMDB["EVENTS_STREAMS_PER_USER"] concurrent event answers (each
-    holds a web worker up to EVENTS_STREAM_SECONDS); its key, to give back with ``release``;
-    Throttled (429) when all are taken. The count expires: a worker killed mid-answer does not
-    leave the user locked out for ever."""
+    holds a web worker up to EVENTS_STREAM_SECONDS); its key, given back when the answer is
+    closed; Throttled (429) when all are taken."""
     cfg = settings.CMDB
-    key = SLOTS_KEY.format(user=user_id)
-    ttl = int(cfg["EVENTS_STREAM_SECONDS"]) + 30
-    with live.reader() as client, client.pipeline() as pipe:
-        taken, _ = pipe.incr(key).expire(key, ttl).execute()
-        if taken > cfg["EVENTS_STREAMS_PER_USER"]:
-            client.decr(key)
-            raise Throttled(wait=min(ttl, 5), detail=E_TOO_MANY.format(
-                most=cfg["EVENTS_STREAMS_PER_USER"]))  # fmt: skip
+    most, ttl = cfg["EVENTS_STREAMS_PER_USER"], int(cfg["EVENTS_STREAM_SECONDS"]) + 30
+    key = live.take_slot(user_id, most, ttl)
+    if key is None:
+        raise Throttled(wait=5, detail=E_TOO_MANY.format(most=most))
     return key
-
-
-def release(key: str) -> None:
-    with contextlib.suppress(*BROKER_ERRORS), live.reader() as client:
-        client.decr(key)
 
 
 def events_response(job, task_ips: dict[str, str], unfinished: set[str], output: bool,
@@ -116,4 +103,4 @@ class _Slotted:
         self.events.close()
         if self.slot is not None:
             slot, self.slot = self.slot, None
-            release(slot)
+            live.give_back(slot)

@@ -228,3 +228,27 @@ def read(client, job_id, after: str = "0-0", block_ms: int | None = None, count:
                 cursor = cursor.decode() if isinstance(cursor, bytes) else cursor
                 out.append((cursor, json.loads(raw)))
     return out
+
+
+SLOTS_KEY = "cmdb:events-answers:{user}"
+
+
+def take_slot(user_id, most: int, ttl: int) -> str | None:
+    """One of ``most`` concurrent event answers of a user: its key (for ``give_back``), or None
+    when all are taken. The count expires after ``ttl``: a web worker killed mid-answer does not
+    lock the user out for ever. A broker down takes nothing (the answer will fail by itself)."""
+    key = SLOTS_KEY.format(user=user_id)
+    try:
+        with redis_client(cmdb_app) as client, client.pipeline() as pipe:
+            taken, _ = pipe.incr(key).expire(key, ttl).execute()
+            if taken > most:
+                client.decr(key)
+                return None
+    except BROKER_ERRORS:
+        logger.warning("could not count event answers of user %s", user_id, exc_info=True)
+    return key
+
+
+def give_back(key: str) -> None:
+    with contextlib.suppress(*BROKER_ERRORS), redis_client(cmdb_app) as client:
+        client.decr(key)
