@@ -17,6 +17,9 @@ from rich.text import Text
 
 STREAMS = ("stdout", "stderr")
 OK_STATES = {"ok"}
+#: The most of a line without its newline held back: past it, it is shown as a line (else
+#: each chunk of a command writing no newline joined a growing buffer again: O(n²)).
+PARTIAL_BYTES = 4 << 10
 TERMINAL = {"ok", "failed", "timeout", "cancelled", "unreachable", "lost", "error"}
 
 #: All of C0 but newline and tab, DEL and C1: a host's output must not drive the terminal.
@@ -51,10 +54,11 @@ class Follow:
         self.states: dict[str, str] = {}
         self.width = 0
         self.status = None
+        self.cut = False
 
     # --- input ---------------------------------------------------------------------------
     def output(self, event: dict) -> None:
-        host = self._host(event["task"], event.get("host", ""))
+        host = self._host(str(event.get("task")), str(event.get("host") or ""))
         if host.done:
             return  # shown whole from its result already
         host.elapsed = float(event.get("elapsed") or 0.0)
@@ -62,6 +66,15 @@ class Follow:
             text = event.get(stream) or ""
             if text:
                 self._add(host, stream, int(event.get(f"{stream}_at") or 0), text.encode())
+
+    def truncated(self, budget: int) -> None:
+        """The job's live output went over its budget (cmdb.jobs.live): none comes after."""
+        if self.cut:
+            return
+        self.cut = True
+        said = (f"[live output stopped: the job's hosts sent over {budget:,} bytes; "
+                "each host's result still shows how it ended]")  # fmt: skip
+        self._print(Text(said, style="dim italic"))
 
     def finished(self, task_id: str, task: dict) -> None:
         host = self._host(task_id, task["ip"])
@@ -96,7 +109,7 @@ class Follow:
     # --- output --------------------------------------------------------------------------
     def _host(self, task_id: str, ip: str) -> _Host:
         if task_id not in self.hosts:
-            self.hosts[task_id] = _Host(ip)
+            self.hosts[task_id] = _Host(printable(ip))  # a label on a terminal, like output
         return self.hosts[task_id]
 
     def _width(self, ip: str) -> int:
@@ -117,6 +130,9 @@ class Follow:
             return
         host.seen[stream] = seen + len(data)
         *lines, rest = (host.partial[stream] + data).split(b"\n")
+        if len(rest) > PARTIAL_BYTES:  # a line without end (binary output): shown as it goes
+            lines.append(rest)
+            rest = b""
         host.partial[stream] = rest
         if lines:
             self._line(host, stream, *lines)

@@ -260,9 +260,20 @@ CMDB = {
     "KEEP_OUTPUT": _env_bool("CMDB_KEEP_OUTPUT", False),
     "KEEP_OUTPUT_MAX_BYTES": int(os.environ.get("CMDB_KEEP_OUTPUT_MAX_BYTES", str(64 << 20))),
     "OUTPUT_DIR": Path(os.environ.get("CMDB_OUTPUT_DIR", RUN_DIR / "output")),
+    #: The most one job may keep, all hosts and streams (a job over it is refused at once);
+    #: below OUTPUT_MIN_FREE_BYTES free on OUTPUT_DIR's disk nothing more is kept; kept
+    #: outputs are removed OUTPUT_KEEP_DAYS after their job (0: for ever).
+    "KEEP_OUTPUT_JOB_BYTES": int(os.environ.get("CMDB_KEEP_OUTPUT_JOB_BYTES", str(8 << 30))),
+    "OUTPUT_MIN_FREE_BYTES": int(os.environ.get("CMDB_OUTPUT_MIN_FREE_BYTES", str(1 << 30))),
+    "OUTPUT_KEEP_DAYS": float(os.environ.get("CMDB_OUTPUT_KEEP_DAYS", "7")),
+    #: Bytes of live output one job's event stream holds in the broker's Redis, all hosts
+    #: together; past it the job's output events are dropped (its results still go).
+    "EVENTS_JOB_BYTES": int(os.environ.get("CMDB_EVENTS_JOB_BYTES", str(4 << 20))),
     #: Seconds one answer of /api/jobs/{id}/events/ streams at most (a proxy's idle limit, a
     #: web worker held): the client comes back with the last cursor, as EventSource does.
     "EVENTS_STREAM_SECONDS": float(os.environ.get("CMDB_EVENTS_STREAM_SECONDS", "25")),
+    #: Event answers one user may have streaming at once (each holds a web worker).
+    "EVENTS_STREAMS_PER_USER": int(os.environ.get("CMDB_EVENTS_STREAMS_PER_USER", "4")),
     #: Largest file (or unpacked archive) the API and the admin take for a push: it is held
     #: in the broker's Redis, whose memory the whole fleet depends on, until the push ends.
     "MAX_UPLOAD_BYTES": int(os.environ.get("CMDB_MAX_UPLOAD_BYTES", str(1 << 30))),

@@ -23,14 +23,20 @@ FLUSH_EVERY = 0.25
 CHUNK_BYTES = 64 << 10
 #: Bytes per message while sending what must be kept whole (a 3 MB output is a few messages).
 KEEP_CHUNK_BYTES = 512 << 10
+#: At most this many bytes a second of a kept output (after a first message): a fleet keeping
+#: 64 MiB each must not flood the broker and the central worker at once; the rest follows.
+KEEP_RATE = 4 << 20
 
 
 class LiveOutput:
     """Given the spool files' fds at each of the runner's polls, sends what is new."""
 
     def __init__(self, send: Callable[[Output], None], task_id: str, host: str, agent: str,
-                 keep: int = 0, every: float = FLUSH_EVERY, clock=time.monotonic):  # fmt: skip
+                 keep: int = 0, every: float = FLUSH_EVERY, clock=time.monotonic,
+                 rate: float = KEEP_RATE, sleep=time.sleep):  # fmt: skip
         self.send, self.keep, self.every, self.clock = send, max(0, keep), every, clock
+        self.rate, self.sleep = rate, sleep
+        self.kept = 0  # bytes of the kept part sent
         self.fields = {"task_id": task_id, "host": host, "agent": agent}
         self.start = clock()
         self.due = self.start + every
@@ -64,6 +70,11 @@ class LiveOutput:
                                      stderr_at=parts[2], stderr=parts[3]))  # fmt: skip
                 if not more:
                     return
+                ahead = self.kept - KEEP_CHUNK_BYTES - self.rate * (self.clock() - self.start)
+                if ahead > 0:  # over the rate: the next poll goes on (the end waits for it)
+                    if not final:
+                        return
+                    self.sleep(ahead / self.rate)
         except Exception:
             # Live output is a courtesy: the command and its result go on without it.
             logger.warning("could not send output of %s", self.fields["task_id"], exc_info=True)
@@ -75,6 +86,7 @@ class LiveOutput:
             end = min(size, self.keep, at + KEEP_CHUNK_BYTES)
             data = os.pread(fd, end - at, at) if end > at else b""
             self.sent[i] = at + len(data)
+            self.kept += len(data)
             return at, base64.b64encode(data).decode(), self.sent[i] < min(size, self.keep)
         if size - at > CHUNK_BYTES:
             at = size - CHUNK_BYTES  # the middle is skipped: the chunk's offset says so

@@ -477,7 +477,8 @@ class JobViewSet(CancelMixin, mixins.CreateModelMixin, ReadOnlyViewSet):
         description="`output` (a host's new output, with each stream's byte offset; with "
         "jobs.view_output) and `task` (a host task was stored: read it again) events, each "
         "with its cursor as its id. One answer streams for up to 25 s: come back with "
-        "`after` (or Last-Event-ID) set to the last id read.",
+        "`after` (or Last-Event-ID) set to the last id read. A user has at most "
+        "CMDB_EVENTS_STREAMS_PER_USER answers streaming at once (429 past it).",
         parameters=[OpenApiParameter("after", str, description="the last event id read")],
         responses={(200, "text/event-stream"): OpenApiResponse(OpenApiTypes.STR)},
     )
@@ -485,15 +486,18 @@ class JobViewSet(CancelMixin, mixins.CreateModelMixin, ReadOnlyViewSet):
             renderer_classes=[EventStreamRenderer, JSONRenderer])  # fmt: skip
     def events(self, request, *args, **kwargs):
         job = self.get_object()
+        slot = live.stream_slot(request.user.pk)
         shown = visible.viewable_tasks(request.user, HostTask.objects.filter(job=job))
-        states = dict(shown.values_list("task_id", "state"))
+        rows = shown.values_list("task_id", "state", "ip")
+        states, ips = {t: st for t, st, _ in rows}, {t: ip for t, _, ip in rows}
         unfinished = {t for t, state in states.items() if state not in live.TERMINAL}
         return live.events_response(
             job,
-            set(states),
+            ips,
             unfinished,
             visible.reads_output(request.user),
             live.cursor_of(request),
+            slot=slot,
         )
 
     def get_serializer_class(self):
@@ -618,7 +622,8 @@ class HostTaskViewSet(CancelMixin, ReadOnlyViewSet):
     )
     @action(detail=True, methods=["get"], renderer_classes=[JSONRenderer, BinaryRenderer])
     def output(self, request, *args, **kwargs):
-        return live.output_response(self.get_object(), request.GET.get("stream", "stdout"))
+        return live.output_response(self.get_object(), request.GET.get("stream", "stdout"),
+                                    actor_of(request))  # fmt: skip
 
     @action(detail=True, methods=["get"], renderer_classes=[JSONRenderer, BinaryRenderer])
     def file(self, request, *args, **kwargs):

@@ -42,6 +42,12 @@ E_EMPTY_COMMAND = "the command is empty"
 E_NO_TARGETS = "no target hosts given (--hosts, --group, --where or --all)"
 E_UNKNOWN_GROUP = "unknown group {name!r}"
 E_NO_MATCH = "no host matches the targets given"
+E_KEEP_TOO_MUCH = ("--keep-output: {hosts} hosts x 2 streams would leave each less than "
+                   "{floor:,} bytes of CMDB_KEEP_OUTPUT_JOB_BYTES ({most:,} bytes, what one job "
+                   "may keep on the server); target fewer hosts")  # fmt: skip
+#: Below this share of the job's budget per stream, keeping the whole output keeps too little
+#: to be worth it: the job is refused rather than kept in shreds.
+KEEP_FLOOR = 1 << 20
 E_NONE_ONLINE = "no target's agent is online now (--online-only)"
 E_NOT_ACCEPTED = {
     "none": "host {ip} has no agent key yet (no agent has registered): it receives nothing",
@@ -165,6 +171,11 @@ def online_split(hosts: list[Host]) -> tuple[list[Host], list[Host]]:
     return online, [h for h in hosts if h.agent_status != AgentStatusChoices.ONLINE]
 
 
+def keep_share(hosts: int) -> int:
+    """Bytes of each stream a host may keep when ``hosts`` keep their output in one job."""
+    return settings.CMDB["KEEP_OUTPUT_JOB_BYTES"] // (2 * max(hosts, 1))
+
+
 def _select_hosts(request: CommandRequest, problems: Problems) -> list[Host]:
     if not (request.targets or request.groups or request.where or request.all_hosts):
         problems.add("targets", E_NO_TARGETS)
@@ -224,6 +235,9 @@ def _validate(request: CommandRequest) -> tuple[list[Host], int, int, list[Host]
         salt = [f"{h.ip} (minion {h.salt_minion})" for h in hosts if h.mode == ModeChoices.SALT]
         if salt:
             problems.add("targets", E_SALT_FILES.format(kind=request.kind, hosts=", ".join(salt)))
+    if request.params.get("keep_output") and not problems and keep_share(len(hosts)) < KEEP_FLOOR:
+        problems.add("keep_output", E_KEEP_TOO_MUCH.format(
+            hosts=len(hosts), floor=KEEP_FLOOR, most=cfg["KEEP_OUTPUT_JOB_BYTES"]))  # fmt: skip
     if problems:
         raise Refused(problems)
     user = getattr(request.actor, "user", None)
@@ -321,6 +335,11 @@ def dispatch_command(request: CommandRequest, app: Celery) -> Job:
     # Rolling, later batches wait unpublished (no reach deadline yet); the central worker
     # sends each when the one before it has ended (cmdb.jobs.batches).
     params = {**request.params, **request.rollout.params(len(hosts))}
+    if params.get("keep_output"):
+        # Each host may send its stdout and its stderr whole, all to the server's disk: within
+        # the job's budget, a wide job keeps less of each (the first bytes; the tail is in the
+        # database as always).
+        params["keep_output"] = min(int(params["keep_output"]), keep_share(len(hosts)))
     if skipped:  # --online-only: named for who reads the job
         params["skipped_offline"] = [h.ip for h in skipped]
     numbers = [batch_of(params, i, len(hosts)) for i in range(len(hosts))]

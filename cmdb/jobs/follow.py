@@ -96,10 +96,13 @@ def follow(stdout, ident: str, user=None, wait_timeout: float | None = None) -> 
             stored = set()
             cursor = events[-1][0]
             for _, event in events:
+                if event.get("type") == "truncated" and output:
+                    view.truncated(int(event.get("budget") or 0))
                 if event.get("task") not in pending:
                     continue
                 if event.get("type") == "output" and output:
-                    view.output(event)
+                    # The host as the database has it, not as the event says.
+                    view.output({**event, "host": pending[event["task"]].ip})
                 elif event.get("type") == "task":
                     stored.add(event["task"])
             if stored:

@@ -16,6 +16,10 @@ import binascii
 import contextlib
 import json
 import logging
+from datetime import timedelta
+
+from django.conf import settings
+from django.utils import timezone
 
 from cmdb.celery import app as cmdb_app
 from cmdb.jobs import kept, trust
@@ -26,16 +30,39 @@ from wire.messages import Output, WireError
 
 logger = logging.getLogger(__name__)
 
-#: Events a job's stream keeps (about; the oldest go first) and for how long.
-STREAM_MAXLEN = 20000
+#: Events a job's stream keeps (about; the oldest go first) and for how long. The broker is
+#: the fleet's Redis: `cat /dev/urandom` on a thousand hosts must not fill it, so a job's
+#: output events also stop at CMDB["EVENTS_JOB_BYTES"] (one "truncated" event says so); its
+#: task events always go.
+STREAM_MAXLEN = 2000
 STREAM_TTL = 24 * 3600
 STREAMS = ("stdout", "stderr")
-#: The most of each stream one event carries (as much as an agent sends live per flush).
-SHOW_BYTES = 64 << 10
+#: The most of each stream one event shows (the end of what the chunk carried): followers see
+#: a line's worth of a fast command each flush, not all of it.
+SHOW_BYTES = 4 << 10
+#: A chunk of a task stored in an end state longer ago than this is not believed: the last
+#: ones may come a little after the result (their queue is the same, their batch not).
+LATE = timedelta(seconds=30)
+R_LATE = "its task ended before"
 
 
 def events_key(job_id) -> str:
     return names.EVENTS_KEY.format(job=job_id)
+
+
+def budget_key(job_id) -> str:
+    """Bytes of output events the job's stream took (under cmdb:events:, as agents may not)."""
+    return names.EVENTS_KEY.format(job=job_id) + ":bytes"
+
+
+def seq_key(job_id) -> str:
+    """Hash of task id: the seq of the last chunk believed of it."""
+    return names.EVENTS_KEY.format(job=job_id) + ":seq"
+
+
+def encode(event: dict) -> str:
+    # ensure_ascii=False: a replacement character is 3 bytes, not the 6 of "\ufffd".
+    return json.dumps(event, ensure_ascii=False, separators=(",", ":"))
 
 
 def relay(items: list[dict]) -> int:
@@ -47,7 +74,7 @@ def relay(items: list[dict]) -> int:
         return 0
     tasks = {t.task_id: t for t in HostTask.objects.select_related("host", "job")
              .filter(task_id__in=list(ids))}  # fmt: skip
-    dropped, events = trust.Dropped(), []
+    dropped, events, believed, now = trust.Dropped(), [], [], timezone.now()
     for item in items:
         task = tasks.get(item.get("task_id")) if isinstance(item, dict) else None
         if task is None:
@@ -67,28 +94,64 @@ def relay(items: list[dict]) -> int:
         except (WireError, binascii.Error) as exc:
             logger.error("output chunk for %s dropped: %s", task.task_id, exc)
             continue
+        if task.is_terminal and task.finished_at and now - task.finished_at > LATE:
+            dropped.add(Output.WHAT, R_LATE, task.task_id, item.get("agent"))
+            continue
+        believed.append((task, chunk, data))
+    for task, chunk, data in newer(believed, dropped):
         keep = int((task.job.params or {}).get("keep_output") or 0)
         for stream in STREAMS:
             at = getattr(chunk, f"{stream}_at")
             if data[stream] and keep and at < keep:
                 kept.keep(task, stream, at, data[stream][: keep - at])
-        shown = {}
-        for stream in STREAMS:
-            # A kept output's chunks are large (workers.live.KEEP_CHUNK_BYTES): followers get
-            # the end of each, as they would from an agent not keeping it.
-            at, part = getattr(chunk, f"{stream}_at"), data[stream]
-            if len(part) > SHOW_BYTES:
-                at, part = at + len(part) - SHOW_BYTES, part[-SHOW_BYTES:]
-            shown[stream] = (at, part)
+        shown = {s: shown_of(getattr(chunk, f"{s}_at"), data[s]) for s in STREAMS}
         events.append((task.job_id, {
             "type": "output", "task": task.task_id, "host": task.ip, "seq": chunk.seq,
             "elapsed": chunk.elapsed,
             **{f"{s}_at": shown[s][0] for s in STREAMS},
-            **{s: shown[s][1].decode("utf-8", "replace") for s in STREAMS},
+            **{s: shown[s][1] for s in STREAMS},
         }))  # fmt: skip
     dropped.flush(cmdb_app)
     publish(events)
     return len(events)
+
+
+def newer(believed: list, dropped: trust.Dropped) -> list:
+    """The chunks whose seq is beyond the last one believed of their task (kept in Redis, per
+    job): a signed chunk sent again (replayed) is not shown or written twice."""
+    if not believed:
+        return []
+    try:
+        with redis_client(cmdb_app) as client:
+            with client.pipeline(transaction=False) as pipe:
+                for task, _, _ in believed:
+                    pipe.hget(seq_key(task.job_id), task.task_id)
+                last = {t.task_id: int(n or 0) for (t, _, _), n in zip(believed, pipe.execute(),
+                                                                     strict=True)}  # fmt: skip
+            out = []
+            for task, chunk, data in believed:
+                if chunk.seq <= last[task.task_id]:
+                    dropped.add(Output.WHAT, trust.R_STALE, task.task_id, chunk.agent)
+                    continue
+                last[task.task_id] = chunk.seq
+                out.append((task, chunk, data))
+            with client.pipeline(transaction=False) as pipe:
+                for task, chunk, _ in out:
+                    pipe.hset(seq_key(task.job_id), task.task_id, chunk.seq)
+                    pipe.expire(seq_key(task.job_id), STREAM_TTL)
+                pipe.execute()
+            return out
+    except BROKER_ERRORS:
+        logger.warning("could not check %d output chunks' seq", len(believed), exc_info=True)
+        return believed
+
+
+def shown_of(at: int, part: bytes) -> tuple[int, str]:
+    """(offset, text) of the end of a chunk's stream that followers are shown: SHOW_BYTES at
+    most, so a chunk of 64 KiB (or a kept output's 512 KiB) costs the broker a few KiB."""
+    if len(part) > SHOW_BYTES:
+        at, part = at + len(part) - SHOW_BYTES, part[-SHOW_BYTES:]
+    return at, part.decode("utf-8", "replace")
 
 
 def publish_stored(tasks) -> None:
@@ -101,15 +164,50 @@ def publish(events: list[tuple[object, dict]]) -> None:
     if not events:
         return
     try:
-        with redis_client(cmdb_app) as client, client.pipeline(transaction=False) as pipe:
-            for job_id, event in events:
-                key = events_key(job_id)
-                pipe.xadd(key, {"e": json.dumps(event)}, maxlen=STREAM_MAXLEN, approximate=True)
-                pipe.expire(key, STREAM_TTL)
-            pipe.execute()
+        with redis_client(cmdb_app) as client:
+            encoded = within_budget(client, [(j, e, encode(e)) for j, e in events])
+            with client.pipeline(transaction=False) as pipe:
+                for job_id, raw in encoded:
+                    key = events_key(job_id)
+                    pipe.xadd(key, {"e": raw}, maxlen=STREAM_MAXLEN, approximate=True)
+                    pipe.expire(key, STREAM_TTL)
+                pipe.execute()
     except BROKER_ERRORS:
         # Followers also read the stored state when they hear nothing: they catch up.
         logger.warning("could not publish %d job events", len(events), exc_info=True)
+
+
+def within_budget(client, events: list[tuple[object, dict, str]]) -> list[tuple[object, str]]:
+    """``events`` (job, event, its json) less the output events past their job's byte budget,
+    counted in Redis (INCRBY: every intake process shares it), plus one "truncated" event for
+    the job, from the one batch that crossed the budget."""
+    budget = int(settings.CMDB["EVENTS_JOB_BYTES"])
+    sizes: dict[object, int] = {}
+    for job_id, event, raw in events:
+        if event.get("type") == "output":
+            sizes[job_id] = sizes.get(job_id, 0) + len(raw.encode())
+    if not sizes:
+        return [(job_id, raw) for job_id, _, raw in events]
+    with client.pipeline(transaction=False) as pipe:
+        for job_id, size in sizes.items():
+            pipe.incrby(budget_key(job_id), size)
+            pipe.expire(budget_key(job_id), STREAM_TTL)
+        totals = pipe.execute()[::2]
+    start = {j: budget - (total - sizes[j]) for j, total in zip(sizes, totals, strict=True)}
+    left, out, cut = dict(start), [], set()
+    for job_id, event, raw in events:
+        if event.get("type") == "output":
+            size = len(raw.encode())
+            if size > left[job_id]:
+                if start[job_id] >= 0 and job_id not in cut:  # this batch crossed it
+                    cut.add(job_id)
+                    out.append((job_id, encode({"type": "truncated", "task": event.get("task"),
+                                                "budget": budget})))  # fmt: skip
+                left[job_id] = -1  # the rest of this batch too: what is shown has no holes
+                continue
+            left[job_id] -= size
+        out.append((job_id, raw))
+    return out
 
 
 @contextlib.contextmanager
@@ -130,3 +228,27 @@ def read(client, job_id, after: str = "0-0", block_ms: int | None = None, count:
                 cursor = cursor.decode() if isinstance(cursor, bytes) else cursor
                 out.append((cursor, json.loads(raw)))
     return out
+
+
+SLOTS_KEY = "cmdb:events-answers:{user}"
+
+
+def take_slot(user_id, most: int, ttl: int) -> str | None:
+    """One of ``most`` concurrent event answers of a user: its key (for ``give_back``), or None
+    when all are taken. The count expires after ``ttl``: a web worker killed mid-answer does not
+    lock the user out for ever. A broker down takes nothing (the answer will fail by itself)."""
+    key = SLOTS_KEY.format(user=user_id)
+    try:
+        with redis_client(cmdb_app) as client, client.pipeline() as pipe:
+            taken, _ = pipe.incr(key).expire(key, ttl).execute()
+            if taken > most:
+                client.decr(key)
+                return None
+    except BROKER_ERRORS:
+        logger.warning("could not count event answers of user %s", user_id, exc_info=True)
+    return key
+
+
+def give_back(key: str) -> None:
+    with contextlib.suppress(*BROKER_ERRORS), redis_client(cmdb_app) as client:
+        client.decr(key)

@@ -262,7 +262,7 @@ class Monitor:
         todo = list(sweeps.EVERY_SWEEP)
         if now - self.last_expiry >= self.EXPIRY_EVERY:
             self.last_expiry = now
-            todo.append(sweeps.expired_fetches)
+            todo += [sweeps.expired_fetches, sweeps.expired_outputs]
         counts = {}
         for sweep in todo:
             try:

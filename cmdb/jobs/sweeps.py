@@ -24,7 +24,7 @@ from cmdb.files.fetched import remove_expired_fetches
 from cmdb.files.pushed import release_finished_pushes
 from cmdb.hosts.choices import AgentStatusChoices as Status
 from cmdb.hosts.models import Host
-from cmdb.jobs import batches, lifecycle
+from cmdb.jobs import batches, kept, lifecycle
 from cmdb.jobs.broker import (
     fence,
     held_by_agent,
@@ -273,6 +273,10 @@ def pushed_blobs(s: Sweep) -> int:
 
 def expired_fetches(s: Sweep) -> int:
     return remove_expired_fetches(s.cfg["FETCH_DIR"], s.cfg["FETCH_KEEP_DAYS"], s.now_dt)
+
+
+def expired_outputs(s: Sweep) -> int:
+    return kept.remove_expired(s.cfg["OUTPUT_KEEP_DAYS"], s.now_dt)
 
 
 #: Run in this order every sweep: the end states first, then what follows from them.

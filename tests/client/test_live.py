@@ -51,3 +51,30 @@ def test_a_task_shown_from_its_result_ignores_later_chunks_and_counts_failures()
     assert out.getvalue().count("| x") == 1
     assert not view.ok
     assert "1/2 hosts finished, 0 ok, 1 not ok" in view.summary().plain
+
+
+def test_a_job_over_its_live_budget_says_so_once():
+    view, out = follow()
+    view.truncated(4 << 20)
+    view.truncated(4 << 20)
+    assert out.getvalue().count("live output stopped") == 1, out.getvalue()
+    assert "4,194,304 bytes" in out.getvalue()
+
+
+def test_a_host_label_cannot_drive_the_terminal():
+    view, out = follow()
+    view.output({**chunk(0, "hi\n"), "host": "\x1b[2Jevil"})
+    view.output({"type": "output"})  # malformed: no task, no text
+    assert "\x1b" not in out.getvalue() and "\\x1b[2Jevil" in out.getvalue(), out.getvalue()
+
+
+def test_a_line_without_end_is_shown_in_pieces_not_held_whole():
+    from client import live
+
+    view, out = follow()
+    for i in range(100):  # 100 chunks of 1 KiB, no newline: 400 KiB held before
+        view.output(chunk(i * 1024, "x" * 1024))
+    host = view.hosts["t1"]
+    assert len(host.partial["stdout"]) <= live.PARTIAL_BYTES
+    shown = sum(line.count("x") for line in out.getvalue().splitlines())
+    assert shown + len(host.partial["stdout"]) == 100 * 1024

@@ -183,6 +183,7 @@ def _attacks():
     central, results = settings.CMDB["CENTRAL_QUEUE"], settings.CMDB["RESULTS_QUEUE"]
     claim_b = names.CLAIMED_KEY.format(host=B, task_id="7a0c")
     cancel = names.CANCELLED_KEY.format(task_id="7a0c")
+    events = names.EVENTS_KEY.format(job="3f2a9c1e-0d4b-4e8f-9a6b-2c7d1e5f8a90")
     binding = f"_kombu.binding.{results}"
     sep = "\x06\x16"
     flush_all = "return redis.call('flushall')"
@@ -207,6 +208,12 @@ def _attacks():
         "read the server's taken messages": lambda c: c.hgetall("unacked"),
         "read the server's unacked index": lambda c: c.zrange("unacked_index", 0, -1),
         "read B's taken messages": lambda c: c.hgetall(f"unacked:{B}"),
+        # Followers and the events API believe a job's stream: only the server writes it.
+        "forge a job's event": lambda c: c.xadd(events, {"e": '{"type": "output"}'}),
+        "overwrite a job's events": lambda c: c.set(events, "x"),
+        "delete a job's events": lambda c: c.delete(events),
+        "read a job's events": lambda c: c.xread({events: "0-0"}),
+        "reset a job's event budget": lambda c: c.set(events + ":bytes", 0),
         "FLUSHALL": lambda c: c.flushall(),
         "FLUSHDB": lambda c: c.flushdb(),
         "CONFIG GET": lambda c: c.config_get("*"),

@@ -10,10 +10,10 @@ from wire.messages import Output
 from workers import live, runner
 
 
-def run(command: str, keep: int = 0, timeout: float = 30):
+def run(command: str, keep: int = 0, timeout: float = 30, **more):
     sent: list[tuple[float, Output]] = []
     sink = live.LiveOutput(lambda chunk: sent.append((time.monotonic(), chunk)), "t-1",
-                           "127.0.1.1", "agent@127.0.1.1", keep=keep)  # fmt: skip
+                           "127.0.1.1", "agent@127.0.1.1", keep=keep, **more)  # fmt: skip
     result = runner.run_command(command, timeout=timeout, live=sink)
     return result, sent, time.monotonic()
 
@@ -51,6 +51,20 @@ def test_fast_output_is_bounded_per_flush_but_kept_output_is_whole():
     assert len(stream(sent, "stdout")) == len(want)  # the end is there, the middle skipped
     _, kept, _ = run(command, keep=1 << 30)
     assert stream(kept, "stdout") == want
+
+
+def test_kept_output_is_sent_no_faster_than_the_rate():
+    # 3.1 MB of output at once, kept, at 1 MiB/s: some 2 s of sending (a message of 512 KiB
+    # may go before the check, one more as the first), not all at the first flush (0.3 s);
+    # every byte still comes.
+    command = "seq 1 460000"
+    want = b"".join(b"%d\n" % i for i in range(1, 460001))
+    started = time.monotonic()
+    result, kept, _ = run(command, keep=1 << 30, rate=1 << 20)
+    assert result.outcome == "ok"
+    assert stream(kept, "stdout") == want
+    span = kept[-1][0] - started
+    assert span > (len(want) - 2 * live.KEEP_CHUNK_BYTES) / (1 << 20) * 0.9, span
 
 
 def test_chunks_verify_against_the_agents_key_only():

@@ -80,7 +80,7 @@ class Command(FleetCommand):
             )
         found = services.find(opts["id"], user)
         if opts["full"]:
-            sys.exit(kept.write_full(self.stdout, found, user))
+            sys.exit(kept.write_full(self.stdout, found, user, self.actor))
         if opts["wait"]:
             found = self._wait(opts["id"], opts["wait_timeout"], user)
         tasks = found.tasks
