@@ -9,9 +9,10 @@ taken out of a group or put in one (the API's querysets are narrowed before this
 
 from django.db import transaction
 
-from cmdb.access import visible
+from cmdb.access import grants, visible
 from cmdb.access.actor import Actor
-from cmdb.audit.choices import AuditActionChoices
+from cmdb.access.models import Grant
+from cmdb.audit.choices import AuditActionChoices, AuditOutcomeChoices
 from cmdb.audit.trail import record
 from cmdb.hosts.models import Host, HostGroup
 
@@ -20,6 +21,12 @@ IP_PERMISSION = "hosts.change_host_ip"
 GROUP_PERMISSION = "hosts.change_hostgroup"
 #: Grants are by group: who changes its members changes who may act on them.
 MEMBERS_PERMISSION = "hosts.change_hostgroup_members"
+
+
+E_MEMBER = (
+    "{user} may not {verb} {ip} {prep} {group}: the grants on {group} give {actions}, "
+    "and they do not hold {missing} on {ip}"
+)
 
 
 class NotAllowed(Exception):
@@ -74,11 +81,58 @@ def add_group(actor: Actor, name: str, description: str = "", hosts=()) -> HostG
     return group
 
 
-@transaction.atomic
+def group_actions(group: HostGroup) -> set[str]:
+    """Every action some grant gives through ``group`` (whatever its fact expressions: a
+    host that does not match them now may later)."""
+    found = Grant.objects.filter(host_groups=group).values_list("actions", flat=True)
+    return {action for actions in found for action in actions}
+
+
+def member_refusals(actor: Actor, group: HostGroup, added, removed) -> list[str]:
+    """Why ``actor`` may not put ``added`` into ``group`` nor take ``removed`` out of it.
+
+    A group's members are who its grants cover: adding a host gives every grantee of the
+    group its actions on the host, removing one takes them away. So the actor must already
+    hold, on each host, every action the group's grants give: nobody hands out (to
+    themselves or to others) more than they have. The server itself (no user) may."""
+    user = actor.user
+    if user is None or user.is_superuser:
+        return []
+    actions = sorted(group_actions(group))
+    lines = []
+    for verb, prep, hosts in (("add", "to", added), ("remove", "from", removed)):
+        for host in sorted(hosts, key=lambda h: h.ip):
+            missing = [a for a in actions if grants.refusals(user, a, [host])]
+            if missing:
+                lines.append(E_MEMBER.format(user=actor.username, verb=verb, ip=host.ip,
+                                             prep=prep, group=group.name,
+                                             actions=", ".join(actions),
+                                             missing=", ".join(missing)))  # fmt: skip
+    return lines
+
+
 def change_group(actor: Actor, group: HostGroup, name: str | None = None,
                  description: str | None = None, hosts=None) -> HostGroup:  # fmt: skip
     """``hosts``: the members the actor may view, as they should be; members the actor may
-    not view stay (they cannot see them, so they cannot mean to remove them)."""
+    not view stay (they cannot see them, so they cannot mean to remove them). A member added
+    or removed takes, on that host, every action the group's grants give (member_refusals);
+    a refusal is audited, outside the change's transaction so that it stays."""
+    if hosts is not None:
+        seen = set(visible.viewable_hosts(actor.user, Host.objects.filter(groups=group)))
+        wanted = set(hosts)
+        if wanted != seen:
+            _require(actor, MEMBERS_PERMISSION, "hosts", "change which hosts are in a group")
+        refused = member_refusals(actor, group, wanted - seen, seen - wanted)
+        if refused:
+            record(actor, AuditActionChoices.GROUP_CHANGE, outcome=AuditOutcomeChoices.REFUSED,
+                   targets_resolved=sorted(h.ip for h in wanted ^ seen),
+                   detail={"group": group.name, "reason": refused})  # fmt: skip
+            raise NotAllowed("hosts", "; ".join(refused))
+    return _change_group(actor, group, name, description, hosts)
+
+
+@transaction.atomic
+def _change_group(actor: Actor, group: HostGroup, name, description, hosts) -> HostGroup:
     changed = {}
     if name is not None and name != group.name:
         changed["name"] = {"from": group.name, "to": name}
@@ -91,6 +145,7 @@ def change_group(actor: Actor, group: HostGroup, name: str | None = None,
         group.save()
         record(actor, AuditActionChoices.GROUP_CHANGE, detail={"group": group.name, **changed})
     if hosts is not None:
+        # Read again inside the transaction: the members as they are now are what changes.
         seen = set(visible.viewable_hosts(actor.user, Host.objects.filter(groups=group)))
         wanted = set(hosts)
         if wanted != seen:

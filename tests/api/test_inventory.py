@@ -189,3 +189,46 @@ def test_a_token_for_a_password_rate_limited_and_the_wrong_one_audited():
              for i in range(12)]  # fmt: skip
     assert codes[-1] == 429, codes  # another X-Forwarded-For is not another client
     cache.clear()
+
+
+def _granted(user, actions, *groups, all_hosts=False):
+    grant = Grant.objects.create(actions=actions, all_hosts=all_hosts)
+    grant.host_groups.add(*groups)
+    grant.users.add(user)
+    return grant
+
+
+def test_moving_hosts_into_a_group_cannot_give_oneself_or_others_more_than_one_holds():
+    prod_host, sandbox_host = make_host("10.9.1.1"), make_host("10.9.1.2")
+    prod, sandbox = make_group("prod", prod_host), make_group("sandbox", sandbox_host)
+    perms = ("hosts.view_host", "hosts.view_hostgroup", "hosts.change_hostgroup_members")
+    alice = make_user(*perms, username="alice", everywhere=False)
+    bob = make_user(username="bob", everywhere=False)
+    _granted(alice, [Action.VIEW], prod)
+    _granted(alice, [Action.VIEW, Action.RUN], sandbox)
+    _granted(bob, [Action.VIEW, Action.PUSH], sandbox)
+    api = token_client(alice)
+
+    answer = api.patch(f"/api/host-groups/{sandbox.pk}/", {"hosts": ["10.9.1.2", "10.9.1.1"]},
+                       format="json")  # fmt: skip
+    assert answer.status_code == 403, answer.content
+    reason = answer.json()["hosts"][0]
+    assert "alice may not add 10.9.1.1 to sandbox" in reason and "push, run" in reason
+    assert list(sandbox.hosts.values_list("ip", flat=True)) == ["10.9.1.2"]
+    refused = [e for e in entries(A.GROUP_CHANGE) if e.outcome == "refused"]
+    assert len(refused) == 1 and refused[0].username == "alice"
+    assert refused[0].targets_resolved == ["10.9.1.1"] and "10.9.1.1" in str(refused[0].detail)
+
+    # Taking a host out takes the group's grantees' actions away: the same rule.
+    both = make_group("both", prod_host)
+    _granted(bob, [Action.RUN], both)
+    out = api.patch(f"/api/host-groups/{both.pk}/", {"hosts": []}, format="json")
+    assert out.status_code == 403 and "may not remove 10.9.1.1 from both" in str(out.json())
+    assert both.hosts.count() == 1
+
+    # Holding every action the group's grants give, on the host, is enough.
+    _granted(alice, [Action.RUN, Action.PUSH], prod)
+    moved = api.patch(f"/api/host-groups/{sandbox.pk}/", {"hosts": ["10.9.1.2", "10.9.1.1"]},
+                      format="json")  # fmt: skip
+    assert moved.status_code == 200, moved.content
+    assert sorted(moved.json()["hosts"]) == ["10.9.1.1", "10.9.1.2"]
