@@ -147,7 +147,8 @@ class WritableMixin(mixins.CreateModelMixin, mixins.UpdateModelMixin, mixins.Des
                                                     **serializer.validated_data)  # fmt: skip
 
     def perform_destroy(self, instance):
-        type(self).remove(actor_of(self.request), instance)
+        with not_allowed_as_403():
+            type(self).remove(actor_of(self.request), instance)
 
     def update(self, request, *args, **kwargs):
         return self._shown(super().update(request, *args, **kwargs))

@@ -11,9 +11,10 @@ from django.db import transaction
 
 from cmdb.access import grants, visible
 from cmdb.access.actor import Actor
-from cmdb.access.models import Grant
+from cmdb.access.models import Action, Grant
 from cmdb.audit.choices import AuditActionChoices, AuditOutcomeChoices
 from cmdb.audit.trail import record
+from cmdb.hosts.choices import AgentStatusChoices, KeyStateChoices
 from cmdb.hosts.models import Host, HostGroup
 
 #: Moving a host's IP moves every command sent to it (its queue is its IP).
@@ -47,12 +48,52 @@ def add_host(actor: Actor, ip: str, hostname: str = "") -> Host:
     return Host.objects.create(ip=ip, hostname=hostname)  # audited by its post_save signal
 
 
-@transaction.atomic
+#: What an IP change leaves of the host's keys: the key was the agent's at the old address;
+#: whatever answers at the new one is unknown until it registers and is accepted (an agent
+#: there must not be sent specs signed for a key it never had), as an SSH host key is.
+FORGOTTEN_KEYS = {
+    "agent_key": "", "key_fingerprint": "", "candidate_key": "", "candidate_fingerprint": "",
+    "key_state": KeyStateChoices.PENDING, "key_changed_at": None, "ssh_host_key": "",
+    "agent_status": AgentStatusChoices.UNKNOWN, "agent_name": "", "agent_pid": None,
+}  # fmt: skip
+E_KEYS = (
+    "{user} may not {what} {ip}: that takes the keys action on it (no grant of theirs gives it)"
+)
+
+
+def _require_keys(actor: Actor, host: Host, field: str, what: str, action: str) -> None:
+    """Moving or removing a host is as strong as managing its key (its queue, its key go with
+    it): the keys action on it, not only view. Refused and audited (outside the change's
+    transaction, so that the entry stays) otherwise."""
+    if actor.user is None or not grants.refusals(actor.user, Action.KEYS, [host]):
+        return
+    reason = E_KEYS.format(user=actor.username, what=what, ip=host.ip)
+    record(actor, action, outcome=AuditOutcomeChoices.REFUSED, targets_resolved=[host.ip],
+           detail={"host": host.pk, "reason": reason})  # fmt: skip
+    raise NotAllowed(field, reason)
+
+
 def change_host(actor: Actor, host: Host, ip: str | None = None,
                 hostname: str | None = None) -> Host:  # fmt: skip
     if ip is not None and ip != host.ip:
         _require(actor, IP_PERMISSION, "ip", "change a host's IP address")
+        _require_keys(actor, host, "ip", "change the IP address of", AuditActionChoices.HOST_CHANGE)
+    return _change_host(actor, host, ip, hostname)
+
+
+@transaction.atomic
+def _change_host(actor: Actor, host: Host, ip, hostname) -> Host:
+    if ip is not None and ip != host.ip:
+        forgotten = {f: getattr(host, f) for f in ("key_state", "key_fingerprint",
+                                                   "candidate_fingerprint")}  # fmt: skip
+        old = host.ip
         host.ip = ip  # the IP change is audited by its signal, once saved
+        if host.agent_key or host.candidate_key or host.ssh_host_key:
+            record(actor, AuditActionChoices.KEY_DELETE, targets_resolved=[old, ip],
+                   detail={"host": host.pk, "reason": "IP changed", "ssh_host_key":
+                           bool(host.ssh_host_key), **forgotten})  # fmt: skip
+        for field, value in FORGOTTEN_KEYS.items():
+            setattr(host, field, value)
     if hostname is not None and hostname != host.hostname:
         record(
             actor,
@@ -65,8 +106,13 @@ def change_host(actor: Actor, host: Host, ip: str | None = None,
     return host
 
 
-@transaction.atomic
 def remove_host(actor: Actor, host: Host) -> None:
+    _require_keys(actor, host, "host", "remove", AuditActionChoices.HOST_REMOVE)
+    _remove_host(actor, host)
+
+
+@transaction.atomic
+def _remove_host(actor: Actor, host: Host) -> None:
     host.delete()  # audited by its pre_delete signal, with the groups it leaves
 
 

@@ -8,6 +8,7 @@ from rest_framework.test import APIClient
 from cmdb.access.models import Action, Grant
 from cmdb.audit.choices import AuditActionChoices as A
 from cmdb.audit.models import AuditEntry
+from cmdb.hosts import keys
 from cmdb.hosts.models import Host, HostGroup
 from tests.support.api import make_group, make_user, token_client
 from tests.support.factories import make_host
@@ -232,3 +233,52 @@ def test_moving_hosts_into_a_group_cannot_give_oneself_or_others_more_than_one_h
                       format="json")  # fmt: skip
     assert moved.status_code == 200, moved.content
     assert sorted(moved.json()["hosts"]) == ["10.9.1.1", "10.9.1.2"]
+
+
+def test_a_host_moved_to_another_ip_forgets_its_keys_and_the_move_is_audited(client_with):
+    agent = make_host("10.9.2.1")
+    ssh = make_host("10.9.2.2")
+    Host.objects.filter(pk=ssh.pk).update(mode="ssh", ssh_host_key="ssh-ed25519 AAAAC3Nz test")
+    assert Host.objects.get(pk=agent.pk).key_state == "accepted" and agent.agent_key
+    api = client_with("hosts.view_host", "hosts.change_host", "hosts.change_host_ip")
+    for host, ip in ((agent, "10.9.2.11"), (ssh, "10.9.2.12")):
+        moved = api.patch(f"/api/hosts/{host.pk}/", {"ip": ip}, format="json")
+        assert moved.status_code == 200, moved.content
+        assert moved.json()["key_state"] == "pending" and moved.json()["key_fingerprint"] == ""
+        stored = Host.objects.get(pk=host.pk)
+        assert (stored.ip, stored.agent_key, stored.candidate_key, stored.ssh_host_key) == (
+            ip, "", "", "")  # fmt: skip
+        assert not Host.objects.filter(pk=host.pk).accepted().speaking().exists()
+    forgotten = entries(A.KEY_DELETE)
+    assert [e.targets_resolved for e in forgotten] == [["10.9.2.1", "10.9.2.11"],
+                                                       ["10.9.2.2", "10.9.2.12"]]  # fmt: skip
+    assert forgotten[0].detail["reason"] == "IP changed" and forgotten[1].detail["ssh_host_key"]
+    # Pending with no key: nothing to accept until an agent at the new address registers.
+    assert keys.accept(["10.9.2.11"]) == []
+    assert Host.objects.get(pk=agent.pk).key_state == "pending"
+
+
+def test_moving_or_removing_a_host_takes_the_keys_action_on_it_not_only_view():
+    host = make_host("10.9.3.1")
+    group = make_group("web", host)
+    perms = ("hosts.view_host", "hosts.change_host", "hosts.change_host_ip", "hosts.delete_host")
+    user = make_user(*perms, username="carol", everywhere=False)
+    viewing = _granted(user, [Action.VIEW, Action.RUN], group)
+    api = token_client(user)
+    renamed = api.patch(f"/api/hosts/{host.pk}/", {"hostname": "web1"}, format="json")
+    assert renamed.status_code == 200  # a hostname is no grant's and no queue
+    moved = api.patch(f"/api/hosts/{host.pk}/", {"ip": "10.9.3.2"}, format="json")
+    assert moved.status_code == 403 and "takes the keys action" in moved.json()["ip"][0]
+    removed = api.delete(f"/api/hosts/{host.pk}/")
+    assert removed.status_code == 403 and "carol may not remove 10.9.3.1" in str(removed.json())
+    stored = Host.objects.get(pk=host.pk)
+    assert stored.ip == "10.9.3.1" and stored.key_state == "accepted"
+    refused = AuditEntry.objects.filter(outcome="refused").order_by("pk")
+    assert [(e.action, e.username) for e in refused] == [(A.HOST_CHANGE, "carol"),
+                                                         (A.HOST_REMOVE, "carol")]  # fmt: skip
+
+    viewing.actions = [Action.VIEW, Action.KEYS]
+    viewing.save()
+    assert api.patch(f"/api/hosts/{host.pk}/", {"ip": "10.9.3.2"},
+                     format="json").status_code == 200  # fmt: skip
+    assert api.delete(f"/api/hosts/{host.pk}/").status_code == 204
