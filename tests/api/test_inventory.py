@@ -2,9 +2,10 @@
 (no 5xx on what people mistype), and every change in the audit trail."""
 
 import pytest
-from django.core.cache import cache
+import redis
 from rest_framework.test import APIClient
 
+from cmdb.access import attempts
 from cmdb.access.models import Action, Grant
 from cmdb.audit.choices import AuditActionChoices as A
 from cmdb.audit.models import AuditEntry
@@ -166,11 +167,27 @@ def test_members_alone_take_the_members_permission_and_a_rename_the_change_one(c
     assert bad.status_code == 400 and "name" in bad.json()
 
 
-def test_a_token_for_a_password_rate_limited_and_the_wrong_one_audited():
-    cache.clear()
+@pytest.fixture
+def login_counts(redis_url):
+    """The broker's Redis, where failed logins are counted, without earlier tests' counts."""
+    client = redis.Redis.from_url(redis_url)
+    for key in client.scan_iter(f"{attempts.PREFIX}*"):
+        client.delete(key)
+    yield client
+    for key in client.scan_iter(f"{attempts.PREFIX}*"):
+        client.delete(key)
+    client.close()
+
+
+def login(client, username, password, address="127.0.0.1", **headers):
+    return client.post("/api/token/", {"username": username, "password": password},
+                       format="json", REMOTE_ADDR=address, **headers)  # fmt: skip
+
+
+def test_a_token_for_a_password_and_the_wrong_one_audited(login_counts):
     make_user(username="alice")  # password "pw"
     anonymous = APIClient()
-    answer = anonymous.post("/api/token/", {"username": "alice", "password": "pw"}, format="json")
+    answer = login(anonymous, "alice", "pw")
     assert answer.status_code == 200, answer.content
     token = answer.json()["token"]
     who = APIClient()
@@ -178,18 +195,41 @@ def test_a_token_for_a_password_rate_limited_and_the_wrong_one_audited():
     assert who.get("/api/token/").json() == {"username": "alice"}
     assert anonymous.get("/api/token/").status_code == 401
 
-    wrong = anonymous.post("/api/token/", {"username": "alice", "password": "guess"},
-                           format="json")  # fmt: skip
+    wrong = login(anonymous, "alice", "guess")
     assert wrong.status_code == 400 and "token" not in wrong.json()
     failed = entries(A.LOGIN_FAILED)
     assert [e.username for e in failed] == ["alice"]
     assert "guess" not in str(failed[0].detail)
-    codes = [anonymous.post("/api/token/", {"username": "alice", "password": "guess"},
-                            format="json", REMOTE_ADDR="127.0.0.1",
-                            HTTP_X_FORWARDED_FOR=f"10.0.0.{i}").status_code
-             for i in range(12)]  # fmt: skip
-    assert codes[-1] == 429, codes  # another X-Forwarded-For is not another client
-    cache.clear()
+
+
+def test_failed_logins_are_limited_per_address_whatever_the_name_or_forwarded_for(login_counts):
+    make_user(username="alice")
+    anonymous = APIClient()
+    codes = [login(anonymous, f"user{i}", "guess", HTTP_X_FORWARDED_FOR=f"10.0.0.{i}").status_code
+             for i in range(attempts.PER_ADDRESS + 1)]  # fmt: skip
+    assert codes == [400] * attempts.PER_ADDRESS + [429], codes
+    # Even the right password waits: the address is what is being slowed down.
+    late = login(anonymous, "alice", "pw")
+    assert late.status_code == 429 and int(late["Retry-After"]) > 0
+    assert "too many failed logins" in late.json()["detail"]
+    # Counted in Redis, where every worker (process) reads the same count.
+    keys = [k.decode() for k in login_counts.scan_iter(f"{attempts.PREFIX}addr:*")]
+    assert keys == [f"{attempts.PREFIX}addr:127.0.0.1"]
+    assert int(login_counts.get(keys[0])) == attempts.PER_ADDRESS
+    assert login(anonymous, "alice", "pw", address="127.0.0.2").status_code == 200
+
+
+def test_failed_logins_are_limited_per_username_from_any_number_of_addresses(login_counts):
+    make_user(username="alice")
+    anonymous = APIClient()
+    codes = [login(anonymous, "Alice" if i % 2 else "alice", "guess",
+                   address=f"127.0.3.{i}").status_code
+             for i in range(attempts.PER_USERNAME + 1)]  # fmt: skip
+    assert codes == [400] * attempts.PER_USERNAME + [429], codes
+    assert login(anonymous, "alice", "pw", address="127.0.4.1").status_code == 429
+    assert login(anonymous, "bob", "guess", address="127.0.4.1").status_code == 400
+    for key in login_counts.scan_iter(f"{attempts.PREFIX}user:*"):
+        assert 0 < login_counts.ttl(key) <= attempts.WINDOW  # a window, not forever
 
 
 def _granted(user, actions, *groups, all_hosts=False):
