@@ -158,8 +158,7 @@ def find(api: Client, ident: str) -> tuple[dict, list[dict], bool]:
         task = api.get(f"/api/host-tasks/{ident}/")
     except APIError as exc:
         if exc.status == 404:
-            raise Failure(f"no job or host task {ident!r} (give the whole id: the API takes no "
-                          "prefix)", EXIT_UNKNOWN) from None  # fmt: skip
+            raise Failure(f"no job or host task {ident!r}", EXIT_UNKNOWN) from None
         raise
     return api.get(f"/api/jobs/{task['job']}/"), [task], True
 
@@ -254,8 +253,7 @@ def cmd_rerun(args, api: Client) -> int:
         new = dispatch(api, body, f"/api/jobs/{ident}/rerun/")
     except APIError as exc:
         if exc.status == 404:
-            raise Failure(f"no job {ident!r} (give the whole id: the API takes no "
-                          "prefix)") from None  # fmt: skip
+            raise Failure(f"no job {ident!r}") from None
         raise
     out(f"task id: {new['id']}")
     warn_not_answering(api, new)

@@ -1,6 +1,8 @@
 """Hosts and host groups written through the API: model permissions, view grants, validation
 (no 5xx on what people mistype), and every change in the audit trail."""
 
+import uuid
+
 import pytest
 import redis
 from rest_framework.test import APIClient
@@ -11,6 +13,7 @@ from cmdb.audit.choices import AuditActionChoices as A
 from cmdb.audit.models import AuditEntry
 from cmdb.hosts import keys
 from cmdb.hosts.models import Host, HostGroup
+from cmdb.jobs.models import Job
 from tests.support.api import make_group, make_user, token_client
 from tests.support.factories import make_host
 
@@ -322,3 +325,27 @@ def test_moving_or_removing_a_host_takes_the_keys_action_on_it_not_only_view():
     assert api.patch(f"/api/hosts/{host.pk}/", {"ip": "10.9.3.2"},
                      format="json").status_code == 200  # fmt: skip
     assert api.delete(f"/api/hosts/{host.pk}/").status_code == 204
+
+
+def test_a_job_is_found_by_a_prefix_of_its_id_among_those_one_may_view_only():
+    from tests.support.api import make_job
+
+    mine = make_host("10.9.5.1")
+    make_host("10.9.5.2")
+    make_group("mine", mine)
+    seen = make_job("10.9.5.1")
+    hidden = make_job("10.9.5.2")
+    user = make_user("jobs.view_job", "jobs.view_hosttask", username="dana", everywhere=False)
+    _granted(user, [Action.VIEW], HostGroup.objects.get(name="mine"))
+    api = token_client(user)
+    short = str(seen.pk)[:8]
+    answer = api.get(f"/api/jobs/{short}/")
+    assert answer.status_code == 200, answer.content
+    assert answer.json()["id"] == str(seen.pk)
+    assert api.get(f"/api/jobs/{str(hidden.pk)[:8]}/").status_code == 404  # as unknown
+    assert api.get("/api/jobs/zzzz/").status_code == 404
+    # Two jobs one may view with the same start: a 400 listing both, not a guess.
+    twin = make_job("10.9.5.1", id=uuid.UUID(short + uuid.uuid4().hex[8:]))
+    assert Job.objects.filter(pk__in=[seen.pk, twin.pk]).count() == 2
+    same = api.get(f"/api/jobs/{short}/")
+    assert same.status_code == 400 and "is the start of 2 ids" in same.json()["id"][0]
