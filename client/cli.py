@@ -52,12 +52,33 @@ def progress(text: str) -> None:
 
 
 # --- login -------------------------------------------------------------------------------------
+W_TOKEN_ARGUMENT = (
+    "warning: a token on the command line is seen by everyone on this machine "
+    "(ps) and kept in your shell's history: use `--token -` (read from stdin, "
+    "or asked for) instead"
+)
+
+
+def _token(given: str) -> str:
+    """The token given with --token: "-" reads it from stdin (asked for, unechoed, on a
+    terminal); another value is used as it is, with a warning (it was in ps)."""
+    if given != "-":
+        sys.stderr.write(W_TOKEN_ARGUMENT + "\n")
+        return given
+    token = getpass.getpass("token: ") if sys.stdin.isatty() else sys.stdin.readline()
+    if not token.strip():
+        raise Failure("no token read from stdin, nothing saved")
+    return token.strip()
+
+
 def cmd_login(args) -> int:
     url = args.url.rstrip("/")
     if "://" not in url:
         raise Failure(f"give the server's URL with its scheme (https://{url}), nothing saved")
-    token = args.token
-    if not token:
+    config.check_url(url)  # before any password or token is asked for, let alone sent
+    if args.token:
+        token = _token(args.token)
+    else:
         username = args.username or input("username: ")
         password = getpass.getpass("password: ")
         answer = Client(url).post("/api/token/", {"username": username, "password": password})
@@ -137,8 +158,7 @@ def find(api: Client, ident: str) -> tuple[dict, list[dict], bool]:
         task = api.get(f"/api/host-tasks/{ident}/")
     except APIError as exc:
         if exc.status == 404:
-            raise Failure(f"no job or host task {ident!r} (give the whole id: the API takes no "
-                          "prefix)", EXIT_UNKNOWN) from None  # fmt: skip
+            raise Failure(f"no job or host task {ident!r}", EXIT_UNKNOWN) from None
         raise
     return api.get(f"/api/jobs/{task['job']}/"), [task], True
 
@@ -233,8 +253,7 @@ def cmd_rerun(args, api: Client) -> int:
         new = dispatch(api, body, f"/api/jobs/{ident}/rerun/")
     except APIError as exc:
         if exc.status == 404:
-            raise Failure(f"no job {ident!r} (give the whole id: the API takes no "
-                          "prefix)") from None  # fmt: skip
+            raise Failure(f"no job {ident!r}") from None
         raise
     out(f"task id: {new['id']}")
     warn_not_answering(api, new)
@@ -454,7 +473,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command_name", metavar="COMMAND")
     p = sub.add_parser("login", help="get a token from the server and keep it")
     p.add_argument("url", help="the server, e.g. https://cmdb.example.com")
-    p.add_argument("--token", help="an API token you have (else username and password)")
+    p.add_argument(
+        "--token",
+        metavar="-",
+        help="an API token you have, read from stdin "
+        "(`--token -`; asked for on a terminal), else username and password",
+    )
     p.add_argument("--username", help="your username (asked if not given)")
     p = sub.add_parser("run", help="run a shell command on hosts; prints the job id at once")
     p.add_argument("command", help="shell command, run with /bin/sh -c on each host")

@@ -1,9 +1,10 @@
 """POST /api/token/: a username and password for the user's API token (made on first use), as
 `cmdb login` asks for it; GET /api/token/: whose token this is.
 
-Rate-limited by the client's address (not X-Forwarded-For, which the client writes), so that
-passwords cannot be tried fast. A failed attempt is in the audit trail (Django's
-user_login_failed, with the name tried, never the password)."""
+Failed attempts are limited per client address (not X-Forwarded-For, which the client writes)
+and per username, counted in Redis so that all gunicorn workers share them
+(cmdb.access.attempts), so that passwords cannot be tried fast. A failed attempt is in the
+audit trail (Django's user_login_failed, with the name tried, never the password)."""
 
 from django.contrib.auth import authenticate
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
@@ -11,24 +12,14 @@ from rest_framework import serializers, status
 from rest_framework.authtoken.models import Token
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.response import Response
-from rest_framework.throttling import SimpleRateThrottle
 from rest_framework.views import APIView
 
+from cmdb.access import attempts
 from cmdb.api.serializers import DetailSerializer
 
 E_WRONG = "wrong username or password (or the user is inactive)"
-
-
-class LoginThrottle(SimpleRateThrottle):
-    """Attempts per client address. Counted in Django's default cache: per process unless a
-    shared cache is configured (gunicorn's workers each count, so the limit is per worker)."""
-
-    scope = "login"
-    rate = "10/min"
-
-    def get_cache_key(self, request, view):
-        return self.cache_format % {"scope": self.scope,
-                                    "ident": request.META.get("REMOTE_ADDR", "")}  # fmt: skip
+E_TOO_MANY = "too many failed logins from this address or for this username: try again in {wait} s"
+E_UNCOUNTED = "login attempts cannot be counted now (the broker is down): try again later"
 
 
 class CredentialsSerializer(serializers.Serializer):
@@ -51,9 +42,6 @@ class TokenView(APIView):
     def get_permissions(self):
         return [AllowAny()] if self.request.method == "POST" else [IsAuthenticated()]
 
-    def get_throttles(self):
-        return [LoginThrottle()] if self.request.method == "POST" else []
-
     @extend_schema(
         summary="Your API token, for a username and password (rate-limited)",
         request=CredentialsSerializer,
@@ -62,16 +50,31 @@ class TokenView(APIView):
             200: TokenSerializer,
             400: OpenApiResponse(FIELD_ERRORS, "Wrong username or password, or a field missing: "
                                  "each field (non_field_errors) with its reasons."),
-            429: OpenApiResponse(DetailSerializer, "Too many attempts from this address."),
+            429: OpenApiResponse(DetailSerializer, "Too many failed attempts from this address "
+                                 "or for this username (Retry-After says when to try again)."),
+            503: OpenApiResponse(DetailSerializer, "The attempts cannot be counted (Redis "
+                                 "down): none is made."),
         },
     )  # fmt: skip
     def post(self, request):
         given = CredentialsSerializer(data=request.data)
         given.is_valid(raise_exception=True)
-        user = authenticate(request._request, username=given.validated_data["username"],
-                            password=given.validated_data["password"])  # fmt: skip
-        if user is None or not user.is_active:
-            return Response({"non_field_errors": [E_WRONG]}, status=status.HTTP_400_BAD_REQUEST)
+        name = given.validated_data["username"]
+        address = request.META.get("REMOTE_ADDR", "") or ""
+        try:
+            wait = attempts.blocked(address, name)
+            if wait:
+                return Response({"detail": E_TOO_MANY.format(wait=wait)},
+                                status=status.HTTP_429_TOO_MANY_REQUESTS,
+                                headers={"Retry-After": str(wait)})  # fmt: skip
+            user = authenticate(request._request, username=name,
+                                password=given.validated_data["password"])  # fmt: skip
+            if user is None or not user.is_active:
+                attempts.failed(address, name)
+                return Response({"non_field_errors": [E_WRONG]},
+                                status=status.HTTP_400_BAD_REQUEST)  # fmt: skip
+        except attempts.Unavailable:
+            return Response({"detail": E_UNCOUNTED}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
         token, _ = Token.objects.get_or_create(user=user)  # a new one is audited (signals)
         return Response({"token": token.key, "username": user.get_username()})
 

@@ -9,6 +9,7 @@ import base64
 import contextlib
 import logging
 import os
+import uuid
 
 from django.conf import settings
 from django.http import FileResponse, HttpResponse, StreamingHttpResponse
@@ -49,7 +50,7 @@ from cmdb.hosts import inventory, keys
 from cmdb.hosts.models import Host, HostGroup
 from cmdb.jobs import report, services
 from cmdb.jobs.choices import HostTaskStateChoices, JobKindChoices
-from cmdb.jobs.models import HostTask, Job
+from cmdb.jobs.models import E_AMBIGUOUS, MAX_CANDIDATES, HostTask, Job, id_prefix
 from cmdb.jobs.services import Targets, Upload
 
 logger = logging.getLogger(__name__)
@@ -147,7 +148,8 @@ class WritableMixin(mixins.CreateModelMixin, mixins.UpdateModelMixin, mixins.Des
                                                     **serializer.validated_data)  # fmt: skip
 
     def perform_destroy(self, instance):
-        type(self).remove(actor_of(self.request), instance)
+        with not_allowed_as_403():
+            type(self).remove(actor_of(self.request), instance)
 
     def update(self, request, *args, **kwargs):
         return self._shown(super().update(request, *args, **kwargs))
@@ -383,6 +385,33 @@ class JobViewSet(CancelMixin, mixins.CreateModelMixin, ReadOnlyViewSet):
         "push": serializers.PushRequestSerializer,
         "fetch": serializers.FetchRequestSerializer,
     }
+
+    @staticmethod
+    def _whole_id(ident: str) -> bool:
+        try:
+            uuid.UUID(ident)
+        except ValueError:
+            return False
+        return True
+
+    def get_object(self):
+        """A job by its id or a prefix of it (the short ids `jobs` lists), as the CLI's
+        Job.for_id takes them: among the jobs the requester may view only (a prefix never
+        names, nor counts, one they may not), ambiguous a 400 listing the candidates."""
+        key = self.lookup_url_kwarg or self.lookup_field
+        ident = str(self.kwargs.get(key, ""))
+        if not self._whole_id(ident) and (prefix := id_prefix(ident)) is not None:
+            jobs = self.get_queryset().filter(pk__startswith=prefix).order_by("-created")
+            found = [str(pk) for pk in jobs.values_list("pk", flat=True)[: MAX_CANDIDATES + 1]]
+            if len(found) > 1:
+                more = ", ..." if len(found) > MAX_CANDIDATES else ""
+                ids = ", ".join(found[:MAX_CANDIDATES]) + more
+                count = f"{len(found)}{'+' if more else ''}"
+                raise ValidationError({"id": [E_AMBIGUOUS.format(ident=ident, count=count,
+                                                                 ids=ids)]})  # fmt: skip
+            if found:
+                self.kwargs[key] = found[0]
+        return super().get_object()
 
     #: Host tasks a job shows inline, in the list and the detail: a page's worth (the
     #: rest: GET {job}/tasks/), so that a job of 10,000 hosts is not one 10,000-row answer.

@@ -47,11 +47,23 @@ def cmdb(home):
 
 @pytest.fixture
 def logged_in(cmdb, server, cli_user):
-    """`cmdb login URL --token T` as the superuser manage.py acts as (they see the same)."""
+    """`cmdb login URL --token -` as the superuser manage.py acts as (they see the same): the
+    token from stdin, never in ps."""
+    token = Token.objects.create(user=cli_user).key
+    done = cmdb("login", server, "--token", "-", stdin=token + "\n")
+    assert done.returncode == 0, done.stderr
+    assert "warning" not in done.stderr
+    return cmdb
+
+
+def test_a_token_on_the_command_line_still_works_but_is_warned_of(cmdb, server, cli_user):
     token = Token.objects.create(user=cli_user).key
     done = cmdb("login", server, "--token", token)
     assert done.returncode == 0, done.stderr
-    return cmdb
+    assert "seen by everyone on this machine (ps)" in done.stderr and "--token -" in done.stderr
+    assert token not in done.stdout + done.stderr
+    empty = cmdb("login", server, "--token", "-", stdin="\n")
+    assert empty.returncode == 2 and "no token read from stdin" in empty.stderr
 
 
 @pytest.fixture
