@@ -164,6 +164,33 @@ def test_cancel_kills_the_process_group(ssh, manage, tmp_path):
              5, f"grandchild {pid} to be gone")  # fmt: skip
 
 
+def _sshd_of(pid: int) -> psutil.Process:
+    """The sshd process serving the connection ``pid`` runs under (its nearest sshd ancestor)."""
+    for parent in psutil.Process(pid).parents():
+        if parent.name().startswith("sshd"):
+            return parent
+    raise AssertionError(f"no sshd above {pid}")
+
+
+def _gone(pid: int) -> bool:
+    return not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie"
+
+
+def test_a_lost_connection_kills_the_group_on_the_host(ssh, manage, tmp_path):
+    # No pty, so no SIGHUP: the wrapper on the host sees its channel's stdin end, and kills.
+    ssh.add(SSH_IPS[0])
+    job = dispatch(manage, "echo started; " + _grandchild(tmp_path, "lost.pid"), SSH_IPS[0])
+    wait_for(lambda: (tmp_path / "lost.pid").exists() and (tmp_path / "lost.pid").read_text(),
+             20, "the grandchild's pid")  # fmt: skip
+    pid = int((tmp_path / "lost.pid").read_text())
+    connection = _sshd_of(pid)
+    assert "@" in " ".join(connection.cmdline()), connection.cmdline()  # "sshd: root@notty"
+    connection.kill()  # the connection drops (as when the gateway or the network dies)
+    wait_for(lambda: _gone(pid), 10, f"grandchild {pid} to be killed on the host")
+    task = _one(wait_job(manage, job)[0])
+    assert task["state"] != State.OK, task
+
+
 def test_a_changed_host_key_is_refused_unreachable(ssh, manage, sshd):
     ssh.add(SSH_IPS[1])
     Host.objects.filter(ip=SSH_IPS[1]).update(ssh_host_key=sshd.other_host_key_line)
