@@ -10,6 +10,7 @@ exactly that key as the host's known key, so a host presenting another is refuse
 import asyncio
 import concurrent.futures
 import contextlib
+import hashlib
 import math
 import posixpath
 import secrets
@@ -39,6 +40,10 @@ E_CANCELLED = "cancelled by operator; killed the process group {pgid} on the hos
 E_OUTPUT_LIMIT = "output exceeded {limit} bytes; killed the process group {pgid} on the host"
 E_SIGNALLED = "terminated by signal {name}"
 E_HOST_MISMATCH = "sha256 on the host is {got!r}, not {sha}: not put in place (old file kept)"
+E_FETCH_MISMATCH = (
+    "the copy of {path} has sha256 {got}, the host says {there!r}: changed "
+    "while it was read? Not sent"
+)
 DETAIL_SKIPPED = "already equal"
 DETAIL_VERIFIED = "sha256 verified on the host"
 E_NO_SETSID = "the host ran the command without a process group of its own (no `setsid` there?)"
@@ -336,6 +341,31 @@ class Engine:
                 await conn.run(f"rm -f -- {q(temp)}", stdin=asyncssh.DEVNULL)
                 return "failed", f"could not put {dest} in place: {(placed.stderr or '').strip()}"
             return "verified", DETAIL_VERIFIED
+
+    async def fetch_file(self, target: Target, path: str, local: str,
+                         max_bytes: float) -> str | None:  # fmt: skip
+        """Copy the host's regular file ``path`` over SFTP to ``local``, its sha256 computed on
+        the host and compared with the copy's; why not, or None."""
+        if not path.startswith("/"):
+            return f"{path!r} is not an absolute path"
+        async with self._using(target) as conn:
+            try:
+                async with conn.start_sftp_client() as sftp:
+                    attrs = await sftp.stat(path)  # links followed, as the agent's fetch
+                    if attrs.type != asyncssh.FILEXFER_TYPE_REGULAR:
+                        return f"{path} is not a regular file"
+                    if attrs.size is not None and attrs.size > max_bytes:
+                        return f"{path} is {attrs.size} bytes, more than the {max_bytes:g} allowed"
+                    await sftp.get(path, local)
+            except (OSError, asyncssh.Error) as exc:
+                return f"could not read {path} over SFTP: {exc}"
+            said = await conn.run(f"sha256sum -- {shlex.quote(path)}", stdin=asyncssh.DEVNULL)
+        there = (said.stdout or "").split(" ")[:1]
+        with open(local, "rb") as f:
+            here = hashlib.file_digest(f, "sha256").hexdigest()
+        if there != [here]:
+            return E_FETCH_MISMATCH.format(path=path, got=here, there=there[0] if there else "")
+        return None
 
 
 def _closed(conn) -> bool:

@@ -294,3 +294,26 @@ def test_push_over_sftp_is_verified_then_skipped(ssh, manage, tmp_path):
     assert sorted(p.name for p in dest.parent.iterdir()) == ["app.conf"]  # no temp file left
     task = _push(manage, src, dest, SSH_IPS[0])
     assert task["state"] == State.OK and task["stdout"]["head"].startswith("skipped"), task
+
+
+def test_fetch_over_sftp_is_verified_and_stored_as_an_agents(ssh, manage, tmp_path):
+    import hashlib
+
+    ssh.add(SSH_IPS[0])
+    src = tmp_path / "app.log"
+    src.write_bytes(b"log over ssh \xff\n" * 1000)
+    to = tmp_path / "fetched"
+    out = manage("fetch", str(src), "--hosts", SSH_IPS[0], "--to", str(to))
+    assert out.returncode == 0, out.stderr
+    doc, code = wait_job(manage, ID_LINE.search(out.stdout).group(1))
+    task = _one(doc)
+    assert code == 0 and task["state"] == State.OK, task
+    assert task["stdout"]["head"].startswith("fetched 15000 bytes, sha256 "), task
+    assert (to / SSH_IPS[0] / "app.log").read_bytes() == src.read_bytes()
+    fetched = HostTask.objects.get(job_id=doc["id"]).fetched
+    assert fetched["sha256"] == hashlib.sha256(src.read_bytes()).hexdigest()
+    assert fetched["size"] == 15000
+    # A missing file or a folder: an error that says which, as the agent's.
+    out = manage("fetch", str(tmp_path), "--hosts", SSH_IPS[0])
+    task = _one(wait_job(manage, ID_LINE.search(out.stdout).group(1))[0])
+    assert task["state"] == State.ERROR and "not a regular file" in task["error"], task
