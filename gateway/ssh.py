@@ -10,6 +10,8 @@ exactly that key as the host's known key, so a host presenting another is refuse
 import asyncio
 import concurrent.futures
 import contextlib
+import hashlib
+import math
 import posixpath
 import secrets
 import shlex
@@ -38,15 +40,42 @@ E_CANCELLED = "cancelled by operator; killed the process group {pgid} on the hos
 E_OUTPUT_LIMIT = "output exceeded {limit} bytes; killed the process group {pgid} on the host"
 E_SIGNALLED = "terminated by signal {name}"
 E_HOST_MISMATCH = "sha256 on the host is {got!r}, not {sha}: not put in place (old file kept)"
+E_FETCH_MISMATCH = (
+    "the copy of {path} has sha256 {got}, the host says {there!r}: changed "
+    "while it was read? Not sent"
+)
 DETAIL_SKIPPED = "already equal"
 DETAIL_VERIFIED = "sha256 verified on the host"
-E_NO_SETSID = "the host ran the command without a process group of its own (no `setsid -w`?)"
+E_NO_SETSID = "the host ran the command without a process group of its own (no `setsid` there?)"
 
-#: The command runs in a session (and process group) of its own, whose id it prints first, so
+#: The command runs in a session (and process group) of its own, whose id it prints first
+#: after a marker of this task's (a line the user's .bashrc prints is not taken for it), so
 #: that a timeout or a cancel can kill all of it, grandchildren included, and nothing else.
-#: ``setsid -w`` waits for it, so the channel's exit status is the command's.
-WRAPPER = "exec setsid -w /bin/sh -c {inner} cmdb-run {command}"
-INNER = 'echo "$$"; exec /bin/sh -c "$1"'
+#: Without a pty nothing sends SIGHUP when the connection goes, so the host sees to it too: a
+#: watchdog kills the group past the timeout (and a grace), and a watcher of the channel's
+#: stdin (which the gateway never closes) kills it at EOF, when the connection or the gateway
+#: is gone. A child of a shell without job control is no group leader: `setsid` execs in it,
+#: so $! is the new group's id. The command's stdin is /dev/null.
+OUTER = r"""n=$1; limit=$2; cmd=$3
+exec 3<&0
+setsid /bin/sh -c 'echo "CMDB-PGID-$1 $$"; exec /bin/sh -c "$2"' cmdb-run "$n" "$cmd" </dev/null &
+p=$!
+exec </dev/null >/dev/null 2>&1
+setsid /bin/sh -c 'sleep "$1"; kill -s KILL -- -"$2"' cmdb-dog "$limit" "$p" &
+d=$!
+setsid /bin/sh -c 'cat; kill -s KILL -- -"$1"' cmdb-eof "$p" <&3 &
+w=$!
+exec 3<&-
+wait "$p"; c=$?
+kill -s KILL -- -"$d" -"$w" 2>/dev/null
+exit "$c"
+"""
+WRAPPER = "exec /bin/sh -c {outer} cmdb-wrap {nonce} {limit} {command}"
+MARKER = b"CMDB-PGID-%s "
+#: Seconds past the timeout after which the host's watchdog kills the group by itself.
+WATCHDOG_GRACE = 15
+#: Output read looking for the marker before giving up on it (the host's shell chatter).
+MARKER_SEARCH = 1 << 16
 KILL = "kill -TERM -- -{pgid} 2>/dev/null; sleep 1; kill -KILL -- -{pgid} 2>/dev/null; true"
 #: Seconds a connection no task uses is kept open for the next.
 KEEP = 30.0
@@ -193,21 +222,28 @@ class Engine:
         ``max_output`` bytes of output."""
         started_at, start = time.time(), time.monotonic()
         out, err = Capture(head, tail), Capture(head, tail)
-        wrapped = WRAPPER.format(inner=shlex.quote(INNER), command=shlex.quote(command))
+        nonce = secrets.token_hex(8)
+        limit = math.ceil(timeout) + WATCHDOG_GRACE
+        wrapped = WRAPPER.format(outer=shlex.quote(OUTER), nonce=nonce, limit=limit,
+                                 command=shlex.quote(command))  # fmt: skip
+        marker = MARKER % nonce.encode()
         pgid: int | None = None
         async with self._using(target) as conn:
             try:
-                proc = await conn.create_process(wrapped, encoding=None, stdin=asyncssh.DEVNULL)
+                # stdin stays open (never written, never closed): its EOF on the host means
+                # the connection is gone, and the host kills the group.
+                proc = await conn.create_process(wrapped, encoding=None)
             except (OSError, asyncssh.Error) as exc:
                 raise Unreachable(E_CONNECT.format(ip=target.ip, port=target.port,
                                                    reason=str(exc))) from None  # fmt: skip
 
             async def first_line() -> None:
                 nonlocal pgid
-                line = await proc.stdout.readline()
-                try:
-                    pgid = int(line.strip())
-                except ValueError:
+                while out.total < MARKER_SEARCH and (line := await proc.stdout.readline()):
+                    rest = line.rstrip(b"\n")
+                    if rest.startswith(marker) and rest[len(marker) :].isdigit():
+                        pgid = int(rest[len(marker) :])
+                        return
                     out.add(line)  # not ours: the host's shell said something else first
 
             async def pump(stream, capture: Capture) -> None:
@@ -305,6 +341,31 @@ class Engine:
                 await conn.run(f"rm -f -- {q(temp)}", stdin=asyncssh.DEVNULL)
                 return "failed", f"could not put {dest} in place: {(placed.stderr or '').strip()}"
             return "verified", DETAIL_VERIFIED
+
+    async def fetch_file(self, target: Target, path: str, local: str,
+                         max_bytes: float) -> str | None:  # fmt: skip
+        """Copy the host's regular file ``path`` over SFTP to ``local``, its sha256 computed on
+        the host and compared with the copy's; why not, or None."""
+        if not path.startswith("/"):
+            return f"{path!r} is not an absolute path"
+        async with self._using(target) as conn:
+            try:
+                async with conn.start_sftp_client() as sftp:
+                    attrs = await sftp.stat(path)  # links followed, as the agent's fetch
+                    if attrs.type != asyncssh.FILEXFER_TYPE_REGULAR:
+                        return f"{path} is not a regular file"
+                    if attrs.size is not None and attrs.size > max_bytes:
+                        return f"{path} is {attrs.size} bytes, more than the {max_bytes:g} allowed"
+                    await sftp.get(path, local)
+            except (OSError, asyncssh.Error) as exc:
+                return f"could not read {path} over SFTP: {exc}"
+            said = await conn.run(f"sha256sum -- {shlex.quote(path)}", stdin=asyncssh.DEVNULL)
+        there = (said.stdout or "").split(" ")[:1]
+        with open(local, "rb") as f:
+            here = hashlib.file_digest(f, "sha256").hexdigest()
+        if there != [here]:
+            return E_FETCH_MISMATCH.format(path=path, got=here, there=there[0] if there else "")
+        return None
 
 
 def _closed(conn) -> bool:

@@ -11,6 +11,7 @@ that holds every SSH connection (gateway.ssh).
 import concurrent.futures
 import itertools
 import logging
+import math
 import os
 import secrets
 import tempfile
@@ -46,6 +47,7 @@ from workers import claims, guard
 from workers.agent import Agent
 from workers.alive import SignedHeartbeat
 from workers.config import AgentSettings
+from workers.placing import DETAIL_SENT
 
 logger = logging.getLogger(__name__)
 
@@ -307,14 +309,45 @@ def _push(gw: Gateway, spec, cancelled) -> Report:
     return _transferred(moved, started, clock)
 
 
-def _transferred(outcome: dict, started: float, clock: float) -> Report:
+def _fetch(gw, spec, cancelled) -> Report:
+    """As the agent's fetch (workers.placing.send_file): the file, verified, as a blob."""
+    started, clock = time.time(), time.monotonic()
+    target = gw.target(spec.host)
+    if target is None:
+        return Report.refusal(Outcome.ERROR, E_NOT_SSH.format(ip=spec.host))
+    engine = gw.engine()
+    try:
+        engine.call(engine.connect(target), timeout=engine.connect_timeout * 2 + 5)
+    except Unreachable as exc:
+        return Report.refusal(Outcome.UNREACHABLE, str(exc))
+    max_bytes = spec.max_bytes or math.inf
+    try:
+        with tempfile.NamedTemporaryFile(dir=gw.settings.state_dir, prefix="fetch-") as local:
+            why = engine.call(engine.fetch_file(target, spec.path, local.name, max_bytes),
+                              timeout=spec.timeout)  # fmt: skip
+            if why is None:
+                with open(local.name, "rb") as f:
+                    namespace = names.fetch_namespace(spec.job, spec.host)
+                    manifest = blobs.put_blob(gw.redis(), f, namespace=namespace,
+                                              max_bytes=max_bytes)  # fmt: skip
+    except (blobs.TransferError, OSError, asyncssh.Error) as exc:
+        why = str(exc)
+    except concurrent.futures.TimeoutError:
+        why = f"timed out after {spec.timeout} s"
+    if why is not None:
+        return _transferred({"outcome": "failed", "detail": why}, started, clock)
+    sent = {"outcome": "sent", "manifest": manifest, "detail": DETAIL_SENT.format(**manifest)}
+    return _transferred(sent, started, clock, fetch_manifest=manifest)
+
+
+def _transferred(outcome: dict, started: float, clock: float, **fields) -> Report:
     ok = TransferOutcome(outcome["outcome"]).ok
     detail = outcome.get("detail", "")
     return Report(
         task_id="", outcome=Outcome.OK if ok else Outcome.ERROR, exit_code=0 if ok else None,
         stdout=Stream.text(f"{outcome['outcome']}: {detail}\n"), stderr=Stream.text(""),
         started_at=started, finished_at=time.time(), duration=time.monotonic() - clock,
-        error="" if ok else detail or "failed", transfer=outcome,
+        error="" if ok else detail or "failed", transfer=outcome, **fields,
     )  # fmt: skip
 
 
@@ -358,7 +391,7 @@ def push_files(self, spec: dict) -> dict:
 
 @app.task(name=names.FETCH_FILE, bind=True, ignore_result=True, acks_late=False)
 def fetch_file(self, spec: dict) -> dict:
-    return _host_task(self, spec, _not_yet("fetch"))
+    return _host_task(self, spec, _fetch)
 
 
 def worker_argv(queues: list[str], concurrency: int, loglevel: str, node: str) -> list[str]:

@@ -15,6 +15,8 @@ class AuditActionChoices(models.TextChoices):
     KEY_ACCEPT = "key.accept", "key accepted"
     KEY_REJECT = "key.reject", "key rejected"
     KEY_DELETE = "key.delete", "key deleted"
+    KEY_TRUST = "key.trust", "SSH host key trusted"
+    KEY_MODE = "key.mode", "host mode changed"
     GRANT_ADD = "grant.add", "grant added"
     GRANT_CHANGE = "grant.change", "grant changed"
     GRANT_REMOVE = "grant.remove", "grant removed"

@@ -180,7 +180,7 @@ CANDIDATE_VERBS = {
 }  # fmt: skip
 
 
-def _may_manage(actor, verb: str, ips: list[str]) -> None:
+def may_manage(actor, verb: str, ips: list[str]) -> None:
     """NotPermitted (and a refused entry in the audit trail) unless the acting user may manage
     keys (hosts.manage_keys) and has a keys grant on every one of these hosts."""
     user, problems = actor.user, {}
@@ -201,7 +201,7 @@ def _decide(verb: str, ips: list[str]) -> list[str]:
     past, fields = VERBS[verb]
     actor = current_actor()
     if actor.user is not None:
-        _may_manage(actor, verb, ips)
+        may_manage(actor, verb, ips)
     hosts = Host.objects.filter(ip__in=ips).exclude(agent_key="")
     with transaction.atomic():
         changed = set()

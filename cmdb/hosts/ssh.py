@@ -6,6 +6,7 @@ connects only to a host whose key `hosts trust` recorded (trust on first use, by
 
 import asyncio
 import os
+import secrets
 import stat
 from pathlib import Path
 
@@ -19,6 +20,10 @@ E_SSH_KEY_MISSING = (
     "-f {path}` (only the default path is made without asking)"
 )
 E_SSH_KEY_OPEN = "the SSH key {path} is readable by others (mode {mode:o}): chmod 600 it"
+E_SSH_KEY_OWNER = (
+    "the SSH key {path} is not a file of this user's (owner uid {uid}): "
+    "a key someone else can write is not this server's"
+)
 E_REFUSED = "connection refused ({ip}:{port})"
 E_TIMEOUT = "timed out connecting to {ip}:{port} after {timeout:g} s"
 E_CONNECT = "could not connect to {ip}:{port}: {reason}"
@@ -42,18 +47,23 @@ def client_key() -> asyncssh.SSHKey:
         _create(path)
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     with os.fdopen(fd, "rb") as f:
-        mode = os.fstat(f.fileno()).st_mode
-        if mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise SSHKeyError(E_SSH_KEY_OPEN.format(path=path, mode=stat.S_IMODE(mode)))
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
+            # Someone else's file is someone else's key: they could log in as the gateway.
+            raise SSHKeyError(E_SSH_KEY_OWNER.format(path=path, uid=st.st_uid))
+        if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise SSHKeyError(E_SSH_KEY_OPEN.format(path=path, mode=stat.S_IMODE(st.st_mode)))
         return asyncssh.import_private_key(f.read())
 
 
 def _create(path: Path) -> None:
     # Written aside and linked into place: several processes starting at once make one key.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    # The folder private to us when we make it; a random name, made new (O_EXCL), so that
+    # nobody's file or link planted under a name we would pick is written through.
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
     key = asyncssh.generate_private_key("ssh-ed25519", comment="fleet-cmdb gateway")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(key.export_private_key())
     try:

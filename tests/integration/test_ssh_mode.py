@@ -164,6 +164,33 @@ def test_cancel_kills_the_process_group(ssh, manage, tmp_path):
              5, f"grandchild {pid} to be gone")  # fmt: skip
 
 
+def _sshd_of(pid: int) -> psutil.Process:
+    """The sshd process serving the connection ``pid`` runs under (its nearest sshd ancestor)."""
+    for parent in psutil.Process(pid).parents():
+        if parent.name().startswith("sshd"):
+            return parent
+    raise AssertionError(f"no sshd above {pid}")
+
+
+def _gone(pid: int) -> bool:
+    return not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie"
+
+
+def test_a_lost_connection_kills_the_group_on_the_host(ssh, manage, tmp_path):
+    # No pty, so no SIGHUP: the wrapper on the host sees its channel's stdin end, and kills.
+    ssh.add(SSH_IPS[0])
+    job = dispatch(manage, "echo started; " + _grandchild(tmp_path, "lost.pid"), SSH_IPS[0])
+    wait_for(lambda: (tmp_path / "lost.pid").exists() and (tmp_path / "lost.pid").read_text(),
+             20, "the grandchild's pid")  # fmt: skip
+    pid = int((tmp_path / "lost.pid").read_text())
+    connection = _sshd_of(pid)
+    assert "@" in " ".join(connection.cmdline()), connection.cmdline()  # "sshd: root@notty"
+    connection.kill()  # the connection drops (as when the gateway or the network dies)
+    wait_for(lambda: _gone(pid), 10, f"grandchild {pid} to be killed on the host")
+    task = _one(wait_job(manage, job)[0])
+    assert task["state"] != State.OK, task
+
+
 def test_a_changed_host_key_is_refused_unreachable(ssh, manage, sshd):
     ssh.add(SSH_IPS[1])
     Host.objects.filter(ip=SSH_IPS[1]).update(ssh_host_key=sshd.other_host_key_line)
@@ -267,3 +294,26 @@ def test_push_over_sftp_is_verified_then_skipped(ssh, manage, tmp_path):
     assert sorted(p.name for p in dest.parent.iterdir()) == ["app.conf"]  # no temp file left
     task = _push(manage, src, dest, SSH_IPS[0])
     assert task["state"] == State.OK and task["stdout"]["head"].startswith("skipped"), task
+
+
+def test_fetch_over_sftp_is_verified_and_stored_as_an_agents(ssh, manage, tmp_path):
+    import hashlib
+
+    ssh.add(SSH_IPS[0])
+    src = tmp_path / "app.log"
+    src.write_bytes(b"log over ssh \xff\n" * 1000)
+    to = tmp_path / "fetched"
+    out = manage("fetch", str(src), "--hosts", SSH_IPS[0], "--to", str(to))
+    assert out.returncode == 0, out.stderr
+    doc, code = wait_job(manage, ID_LINE.search(out.stdout).group(1))
+    task = _one(doc)
+    assert code == 0 and task["state"] == State.OK, task
+    assert task["stdout"]["head"].startswith("fetched 15000 bytes, sha256 "), task
+    assert (to / SSH_IPS[0] / "app.log").read_bytes() == src.read_bytes()
+    fetched = HostTask.objects.get(job_id=doc["id"]).fetched
+    assert fetched["sha256"] == hashlib.sha256(src.read_bytes()).hexdigest()
+    assert fetched["size"] == 15000
+    # A missing file or a folder: an error that says which, as the agent's.
+    out = manage("fetch", str(tmp_path), "--hosts", SSH_IPS[0])
+    task = _one(wait_job(manage, ID_LINE.search(out.stdout).group(1))[0])
+    assert task["state"] == State.ERROR and "not a regular file" in task["error"], task

@@ -1,4 +1,4 @@
-"""`manage.py hosts [list|add|remove|trust|salt-minions]`: the inventory of managed hosts."""
+"""`manage.py hosts [list|add|remove|trust|mode|salt-minions]`: the inventory of managed hosts."""
 
 import ipaddress
 
@@ -10,16 +10,23 @@ from cmdb.access import grants
 from cmdb.access.models import Action
 from cmdb.audit.choices import AuditActionChoices
 from cmdb.audit.context import current_actor
-from cmdb.hosts import ssh
+from cmdb.hosts import keys, ssh
 from cmdb.hosts.choices import KeyStateChoices, ModeChoices
 from cmdb.hosts.models import Host
 from cmdb.jobs.cli import FleetCommand
 from cmdb.jobs.report import printable
 from wire.names import MINION_ID
 
+E_KNOWN = (
+    "already known: {ips}; nothing added. Changing a host's mode replaces its key: "
+    "`hosts mode {first} --mode ssh --ssh-user USER` (needs hosts.manage_keys and a "
+    "keys grant)"
+)
+
 
 class Command(FleetCommand):
     help = "List, add or remove managed hosts."
+    refused = "nothing changed"
 
     def add_arguments(self, parser):
         sub = parser.add_subparsers(dest="action")
@@ -45,6 +52,11 @@ class Command(FleetCommand):
             action="store_true",
             help="record the key a host presents now even if it changed",
         )
+        mode = sub.add_parser("mode", help="change how known hosts are reached (key management)")
+        mode.add_argument("ips", nargs="+")
+        mode.add_argument("--mode", choices=[ModeChoices.AGENT, ModeChoices.SSH], required=True)
+        mode.add_argument("--ssh-user", default="", help="the user the gateway logs in as")
+        mode.add_argument("--ssh-port", type=int, default=22)
         remove = sub.add_parser("remove", help="remove hosts by IP (their job history stays)")
         remove.add_argument("ips", nargs="+")
 
@@ -94,32 +106,64 @@ class Command(FleetCommand):
                 raise CommandError(f"could not add {ip}: {exc}") from None
             self.stdout.write(f"{'added' if created else 'already known'}: {ip}")
 
-    def _add_ssh(self, ips: list[str], opts) -> None:
+    def _ssh_fields(self, opts) -> dict:
+        """What makes a host ssh-mode: the gateway's key is its key, accepted (the operator who
+        adds the host, or changes its mode, is the one who decides here, not a registration)."""
         user = opts["ssh_user"]
         if not user or not user.replace("-", "").replace("_", "").replace(".", "").isalnum():
             raise CommandError("--mode ssh needs --ssh-user USER (a plain user name)",
                                returncode=2)  # fmt: skip
         if not 0 < opts["ssh_port"] < 65536:
             raise CommandError(f"--ssh-port {opts['ssh_port']}: not a port", returncode=2)
-        # The gateway speaks for ssh-mode hosts: its key is theirs, accepted as it is added
-        # (the operator who adds the host is the one who decides here, not a registration).
-        pem, fingerprint = ssh.gateway_pem(), ssh.gateway_fingerprint()
-        fields = {"mode": ModeChoices.SSH, "ssh_user": user, "ssh_port": opts["ssh_port"],
-                  "agent_key": pem, "key_state": KeyStateChoices.ACCEPTED,
-                  "key_fingerprint": fingerprint, "candidate_key": "",
-                  "candidate_fingerprint": ""}  # fmt: skip
+        return {"mode": ModeChoices.SSH, "ssh_user": user, "ssh_port": opts["ssh_port"],
+                "agent_key": ssh.gateway_pem(), "key_state": KeyStateChoices.ACCEPTED,
+                "key_fingerprint": ssh.gateway_fingerprint(), "candidate_key": "",
+                "candidate_fingerprint": "", "key_changed_at": None}  # fmt: skip
+
+    def _add_ssh(self, ips: list[str], opts) -> None:
+        fields = self._ssh_fields(opts)
+        # Only new hosts: making a known host ssh-mode replaces its accepted key, which is key
+        # management (hosts.manage_keys and a keys grant), done by `hosts mode`.
+        if known := sorted(Host.objects.filter(ip__in=ips).values_list("ip", flat=True)):
+            raise CommandError(E_KNOWN.format(ips=", ".join(known), first=known[0]),
+                               returncode=2)  # fmt: skip
         for ip in ips:
-            host, created = Host.objects.get_or_create(
-                ip=ip, defaults={"hostname": opts["hostname"], **fields}
-            )
-            if not created:
-                if host.mode != ModeChoices.SSH:
-                    fields["ssh_host_key"] = ""  # an agent host becoming ssh: trust it anew
-                Host.objects.filter(pk=host.pk).update(**fields)
-            self.stdout.write(
-                f"{'added' if created else 'now'} ssh {user}@{ip}:{opts['ssh_port']}"
-                f"{'' if host.ssh_host_key and not created else ' (run hosts trust)'}"
-            )
+            try:
+                Host.objects.create(ip=ip, hostname=opts["hostname"], **fields)
+            except IntegrityError:  # added meanwhile by someone else: theirs, not changed
+                raise CommandError(E_KNOWN.format(ips=ip, first=ip), returncode=2) from None
+            self.stdout.write(f"added ssh {fields['ssh_user']}@{ip}:{fields['ssh_port']} "
+                              "(run hosts trust)")  # fmt: skip
+
+    def _mode(self, opts):
+        ips = self._ips(opts["ips"])
+        hosts = Host.objects.filter(ip__in=ips)
+        unknown = sorted(set(ips) - set(hosts.values_list("ip", flat=True)))
+        if unknown:
+            raise CommandError(f"unknown host(s): {', '.join(unknown)}; nothing changed",
+                               returncode=2)  # fmt: skip
+        keys.may_manage(current_actor(), "mode", ips)
+        if opts["mode"] == ModeChoices.SSH:
+            fields = self._ssh_fields(opts)
+            # A host that was not ssh-mode (or was on another port) is trusted anew.
+            for host in hosts:
+                changed = host.mode != ModeChoices.SSH or host.ssh_port != fields["ssh_port"]
+                extra = {"ssh_host_key": ""} if changed else {}
+                Host.objects.filter(pk=host.pk).update(**fields, **extra)
+        else:
+            # Back to its agent: no key until the agent registers (pending, as a new key).
+            fields = {"mode": ModeChoices.AGENT, "ssh_user": "", "ssh_host_key": "",
+                      "agent_key": "", "key_fingerprint": "", "key_state": KeyStateChoices.NONE,
+                      "candidate_key": "", "candidate_fingerprint": "",
+                      "key_changed_at": None}  # fmt: skip
+            hosts.update(**fields)
+        detail = {"mode": opts["mode"]}
+        if opts["mode"] == ModeChoices.SSH:
+            detail.update(ssh_user=fields["ssh_user"], ssh_port=fields["ssh_port"])
+        audit.record(current_actor(), "key.mode", targets_resolved=sorted(ips), detail=detail)
+        for ip in ips:
+            hint = " (run hosts trust)" if opts["mode"] == ModeChoices.SSH else ""
+            self.stdout.write(f"{ip}: now {opts['mode']} mode{hint}")
 
     def _add_salt(self, ips: list[str], opts) -> None:
         minion = opts["minion"]
@@ -137,6 +181,8 @@ class Command(FleetCommand):
             ip=ip, defaults={"hostname": opts["hostname"] or minion, "mode": ModeChoices.SALT,
                              "salt_minion": minion})  # fmt: skip
         if not created and (host.mode, host.salt_minion) != (ModeChoices.SALT, minion):
+            # Who answers for a known host changes: key management, as `hosts mode` is.
+            keys.may_manage(current_actor(), "mode", [ip])
             Host.objects.filter(pk=host.pk).update(mode=ModeChoices.SALT, salt_minion=minion)
             # update() sends no signal: the change of who runs its tasks is recorded here (an
             # addition is, by the post_save signal).
@@ -159,10 +205,11 @@ class Command(FleetCommand):
         self.stdout.write(",".join(f"{h.ip}={h.salt_minion}" for h in hosts))
 
     def _trust(self, opts):
-        self.require("hosts.manage_keys", "record hosts' keys")
         ips = self._ips(opts["ips"])
-        hosts = {h.ip: h for h in grants.hosts_for(self.user, Action.VIEW,
-                                                   Host.objects.filter(ip__in=ips))}  # fmt: skip
+        # Recording a host key is key management, as `keys accept` is: the permission and a
+        # keys grant on every host (a refusal is audited). VIEW would let --replace be a MITM.
+        keys.may_manage(current_actor(), "trust", ips)
+        hosts = {h.ip: h for h in Host.objects.filter(ip__in=ips)}
         problems = 0
         for ip in ips:
             host = hosts.get(ip)
@@ -194,6 +241,8 @@ class Command(FleetCommand):
             else:
                 self.stdout.write(f"{ip}: trusted {new}")
             Host.objects.filter(pk=host.pk).update(ssh_host_key=key)
+            detail = {"fingerprint": new, "replaced": bool(host.ssh_host_key)}
+            audit.record(current_actor(), "key.trust", targets_resolved=[ip], detail=detail)
         if problems:
             raise CommandError(f"{problems} host(s) not trusted", returncode=2)
 
