@@ -184,6 +184,8 @@ def may_manage(actor, verb: str, ips: list[str]) -> None:
     """NotPermitted (and a refused entry in the audit trail) unless the acting user may manage
     keys (hosts.manage_keys) and has a keys grant on every one of these hosts."""
     user, problems = actor.user, {}
+    if user is None:
+        return  # the server itself (no user acts): its own code decides, as _decide's callers
     if not user.has_perm("hosts.manage_keys"):
         problems["ips"] = [grants.E_NO_PERMISSION.format(
             user=user.get_username(), action="manage keys", perm="hosts.manage_keys")]  # fmt: skip
