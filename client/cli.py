@@ -301,11 +301,12 @@ def cmd_hosts(args, api: Client) -> int:
         if not hosts:
             out("no hosts yet: start an agent, or `cmdb hosts add IP`")
             return EXIT_OK
-        out(f"{'IP':<16} {'HOSTNAME':<24} {'AGENT':<8} LAST SEEN")
+        out(f"{'IP':<16} {'HOSTNAME':<24} {'MODE':<6} {'AGENT':<8} LAST SEEN")
         for h in hosts:
             seen = (h.get("last_seen") or "")[:19].replace("T", " ") or "never"
             name = printable(h.get("hostname") or "")
-            out(f"{h['ip']:<16} {name:<24} {h.get('agent_status', ''):<8} {seen}")
+            mode = h.get("mode") or "agent"
+            out(f"{h['ip']:<16} {name:<24} {mode:<6} {h.get('agent_status', ''):<8} {seen}")
         return EXIT_OK
     if action == "add":
         if args.hostname and len(args.ips) > 1:

@@ -14,10 +14,10 @@ import time
 from django.db import connections
 from rich.console import Console
 
-from client.live import Follow
 from cmdb.access import visible
 from cmdb.jobs import live, services
 from cmdb.jobs.models import HostTask
+from cmdb.jobs.render import Follow
 
 EXIT_OK, EXIT_NOT_OK, EXIT_UNFINISHED = 0, 1, 3
 #: How long one read of the stream waits for an event before the stored state is read again.

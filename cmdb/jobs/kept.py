@@ -14,12 +14,12 @@ from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 
-from client.live import printable
 from cmdb.access import visible
 from cmdb.audit.choices import AuditActionChoices
 from cmdb.audit.trail import record
 from cmdb.jobs.choices import JobKindChoices
 from cmdb.jobs.models import HostTask, Job
+from cmdb.jobs.render import printable
 from cmdb.jobs.report import ip_order
 
 logger = logging.getLogger(__name__)

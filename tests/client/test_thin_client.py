@@ -135,18 +135,18 @@ def test_refusals_are_manage_pys_and_exit_2(logged_in, agents, manage):
 
 def test_hosts_are_listed_added_and_removed_as_manage_py_does(logged_in, agents, manage):
     cmdb = logged_in
-    added = cmdb("hosts", "add", "10.99.0.1", "--hostname", "db1")
-    assert (added.returncode, added.stdout) == (0, "added: 10.99.0.1\n")
-    assert cmdb("hosts", "add", "10.99.0.1").stdout == "already known: 10.99.0.1\n"
-    assert Host.objects.get(ip="10.99.0.1").hostname == "db1"
+    added = cmdb("hosts", "add", "127.99.0.1", "--hostname", "db1")
+    assert (added.returncode, added.stdout) == (0, "added: 127.99.0.1\n")
+    assert cmdb("hosts", "add", "127.99.0.1").stdout == "already known: 127.99.0.1\n"
+    assert Host.objects.get(ip="127.99.0.1").hostname == "db1"
     assert cmdb("hosts").stdout == manage("hosts", "list").stdout
-    bad = cmdb("hosts", "add", "10.99.0.300")
+    bad = cmdb("hosts", "add", "127.99.0.300")
     assert bad.returncode == 2 and "ip" in bad.stderr
-    missing = cmdb("hosts", "remove", "10.99.0.1", "10.99.0.2")
-    assert missing.returncode == 2 and "10.99.0.2" in missing.stderr
-    assert Host.objects.filter(ip="10.99.0.1").exists()  # nothing removed
-    assert cmdb("hosts", "remove", "10.99.0.1").stdout == "removed 1 host(s)\n"
-    assert not Host.objects.filter(ip="10.99.0.1").exists()
+    missing = cmdb("hosts", "remove", "127.99.0.1", "127.99.0.2")
+    assert missing.returncode == 2 and "127.99.0.2" in missing.stderr
+    assert Host.objects.filter(ip="127.99.0.1").exists()  # nothing removed
+    assert cmdb("hosts", "remove", "127.99.0.1").stdout == "removed 1 host(s)\n"
+    assert not Host.objects.filter(ip="127.99.0.1").exists()
 
 
 def test_login_with_a_password_keeps_the_token_readable_by_its_owner_alone(cmdb, server, home):

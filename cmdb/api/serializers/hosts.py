@@ -88,6 +88,7 @@ class HostSerializer(serializers.ModelSerializer):
             "url",
             "ip",
             "hostname",
+            "mode",
             "agent_status",
             "agent_name",
             "agent_pid",

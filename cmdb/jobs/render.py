@@ -10,6 +10,7 @@ chunks showed is not shown again from its result: only what they had not shown y
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 from rich.console import Console
@@ -171,8 +172,6 @@ class Follow:
     def live(self):
         """The progress line kept at the bottom of a terminal while the job runs (a context
         manager); nothing on anything else."""
-        import contextlib
-
         if not self.console.is_terminal:
             return contextlib.nullcontext()
         self.status = self.console.status(self.progress_line())

@@ -1,10 +1,10 @@
-"""Following a job on a terminal (client.live): each line once, from chunks or the result."""
+"""Following a job on a terminal (cmdb.jobs.render): each line once, from chunks or the result."""
 
 import io
 
 from rich.console import Console
 
-from client.live import Follow
+from cmdb.jobs.render import Follow
 
 
 def follow():
@@ -69,7 +69,7 @@ def test_a_host_label_cannot_drive_the_terminal():
 
 
 def test_a_line_without_end_is_shown_in_pieces_not_held_whole():
-    from client import live
+    from cmdb.jobs import render as live
 
     view, out = follow()
     for i in range(100):  # 100 chunks of 1 KiB, no newline: 400 KiB held before
