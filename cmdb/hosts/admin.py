@@ -2,10 +2,15 @@
 
 from django.contrib import admin, messages
 
-from cmdb.access import visible
+from cmdb.access import grants, visible
 from cmdb.access.admin import ViewableMixin, ViewableValuesFilter
+from cmdb.access.models import Action
 from cmdb.assets.admin import AssetInline, ChangeInline
+from cmdb.audit.choices import AuditActionChoices
+from cmdb.audit.context import current_actor
+from cmdb.audit.trail import record
 from cmdb.hosts import keys
+from cmdb.hosts.inventory import FORGOTTEN_KEYS
 from cmdb.hosts.models import Host, HostGroup
 from cmdb.jobs.exceptions import Refused
 from cmdb.web import actions
@@ -39,8 +44,11 @@ class HostAdmin(ViewableMixin, admin.ModelAdmin):
     search_fields = ("ip", "hostname", "agent_name")
     list_select_related = ("facts",)
     # Written by agents' registrations, heartbeats and collections, not by people.
+    # How the host is reached, and its SSH host key: key management (`hosts mode`, `hosts
+    # trust`), not a form's fields.
     readonly_fields = ("agent_status", "agent_name", "agent_pid", "last_seen", "created",
-                       "agent_key", "key_state", "key_fingerprint", "key_changed_at")  # fmt: skip
+                       "agent_key", "key_state", "key_fingerprint", "key_changed_at", "mode",
+                       "ssh_user", "ssh_port", "ssh_host_key", "salt_minion")  # fmt: skip
     inlines = [AssetInline, ChangeInline]
     actions = [actions.run_command, actions.collect_facts, actions.push_file, actions.fetch_file,
                _key_action("accept", "Accept the agents' keys of selected hosts"),
@@ -49,10 +57,25 @@ class HostAdmin(ViewableMixin, admin.ModelAdmin):
 
     def get_readonly_fields(self, request, obj=None):
         # The IP is the host's queue: moving it redirects every command sent to the host.
+        # Its key goes with it, so it is as strong as managing the key: the keys action too.
         fields = super().get_readonly_fields(request, obj)
-        if obj is not None and not request.user.has_perm("hosts.change_host_ip"):
+        if obj is not None and (not request.user.has_perm("hosts.change_host_ip")
+                                or grants.refusals(request.user, Action.KEYS, [obj])):  # fmt: skip
             fields = (*fields, "ip")
         return fields
+
+    def save_model(self, request, obj, form, change):
+        if change and "ip" in form.changed_data:
+            # A key accepted for the old address is no proof of whoever is at the new one
+            # (as the API's change does, cmdb.hosts.inventory).
+            old = form.initial.get("ip")
+            if obj.agent_key or obj.candidate_key or obj.ssh_host_key:
+                record(current_actor(), AuditActionChoices.KEY_DELETE,
+                       targets_resolved=[old, obj.ip],
+                       detail={"host": obj.pk, "reason": "IP changed"})  # fmt: skip
+            for field, value in FORGOTTEN_KEYS.items():
+                setattr(obj, field, value)
+        super().save_model(request, obj, form, change)
 
     def has_manage_keys_permission(self, request):
         return request.user.has_perm("hosts.manage_keys")

@@ -82,6 +82,7 @@ def test_a_hosts_ip_needs_its_own_permission_in_the_admin(groups):
     host.refresh_from_db()
     assert host.ip == WEB
 
+    Host.objects.filter(pk=host.pk).update(agent_key="an accepted key", key_state="accepted")
     mover = _admin_client("hosts.change_host_ip")
     assert 'name="ip"' in mover.get(url).content.decode()
     moved = mover.post(url, {"ip": "127.0.2.49", "hostname": "", "description": "",
@@ -89,8 +90,23 @@ def test_a_hosts_ip_needs_its_own_permission_in_the_admin(groups):
     assert moved.status_code == 302, moved.content.decode()[-3000:]
     host.refresh_from_db()
     assert host.ip == "127.0.2.49"
+    # The key accepted for the old address proves nothing of the new one's agent.
+    assert (host.agent_key, host.key_state) == ("", "pending")
+    assert AuditEntry.objects.get(action="key.delete").detail["reason"] == "IP changed"
     entry = AuditEntry.objects.get(action="host.change")
     assert entry.via == "admin" and entry.detail["ip"] == {"from": WEB, "to": "127.0.2.49"}
+
+
+def test_a_hosts_ip_is_not_movable_in_the_admin_without_the_keys_action(groups):
+    host = Host.objects.get(ip=WEB)
+    user = make_user("hosts.view_host", "hosts.change_host", "hosts.change_host_ip",
+                     everywhere=False)  # fmt: skip
+    Grant.objects.create(actions=["view"], all_hosts=True).users.add(user)
+    user.is_staff = True
+    user.save()
+    client = Client()
+    client.force_login(user)
+    assert 'name="ip"' not in client.get(f"/admin/hosts/host/{host.pk}/change/").content.decode()
 
 
 def test_a_groups_members_need_their_own_permission_in_the_admin(groups):
