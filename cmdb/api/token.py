@@ -31,8 +31,9 @@ class CredentialsSerializer(serializers.Serializer):
 TokenSerializer = inline_serializer(
     "Token", {"token": serializers.CharField(), "username": serializers.CharField()}
 )
-#: {field: [reasons]}, as every validation error of the API.
-FIELD_ERRORS = {"type": "object",
+#: {field: [reasons]}, as every validation error of the API; a body that is not JSON at all is
+#: DRF's {"detail": reason}.
+FIELD_ERRORS = {"type": "object", "properties": {"detail": {"type": "string"}},
                 "additionalProperties": {"type": "array", "items": {"type": "string"}}}  # fmt: skip
 WhoSerializer = inline_serializer("TokenOwner", {"username": serializers.CharField()})
 
