@@ -14,17 +14,27 @@ from cmdb.api.permissions import ModelPermissions
 from cmdb.hosts.models import HostGroup
 
 
+class NameField(serializers.SlugRelatedField):
+    """A row by its name; a name no row can have (not text, a NUL, too long) is the usual "does
+    not exist" without a query: PostgreSQL refuses a NUL in text with an error of its own."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str) or "\x00" in data or len(data) > 150:
+            self.fail("does_not_exist", slug_name=self.slug_field, value=str(data)[:150])
+        return super().to_internal_value(data)
+
+
 class GrantSerializer(serializers.ModelSerializer):
-    users = serializers.SlugRelatedField(
+    users = NameField(
         many=True, slug_field="username", required=False,
         queryset=get_user_model().objects.all(),
         help_text="usernames the grant is for",
     )  # fmt: skip
-    groups = serializers.SlugRelatedField(
+    groups = NameField(
         many=True, slug_field="name", required=False, queryset=Group.objects.all(),
         help_text="Django groups of users the grant is for",
     )  # fmt: skip
-    host_groups = serializers.SlugRelatedField(
+    host_groups = NameField(
         many=True, slug_field="name", required=False, queryset=HostGroup.objects.all(),
         help_text="host groups the grant covers (or all_hosts)",
     )  # fmt: skip

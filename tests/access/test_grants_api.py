@@ -53,6 +53,18 @@ def test_a_grant_as_given_is_refused_whole_with_every_reason(groups):
     assert not Grant.objects.exists()
 
 
+def test_a_name_no_row_can_have_is_unknown_not_a_database_error(groups):
+    # PostgreSQL refuses a NUL in text with an error of its own: a 500 if it reached a query.
+    admin = token_client(make_user("access.add_grant", everywhere=False))
+    for name in ("a\x00b", 7, "x" * 200):
+        refused = admin.post("/api/grants/", {"users": [name], "actions": ["run"],
+                                              "groups": [name], "host_groups": [name]},
+                             "json")  # fmt: skip
+        assert refused.status_code == 400, refused.content
+        assert set(refused.json()) >= {"users", "groups", "host_groups"}
+    assert not Grant.objects.exists()
+
+
 def test_grants_need_the_access_permissions(groups):
     viewer = token_client(make_user("access.view_grant", everywhere=False))
     assert viewer.get("/api/grants/").status_code == 200
