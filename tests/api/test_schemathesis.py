@@ -11,8 +11,6 @@ import json
 import os
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 from collections import Counter
 from pathlib import Path
 
@@ -21,11 +19,11 @@ import schemathesis
 from rest_framework.authtoken.models import Token
 
 from cmdb.hosts.models import Host
-from deploy.local import Fleet
 from tests.api.test_schema import OPERATIONS
 from tests.support.api import make_asset, make_change, make_facts, make_group, make_job, make_user
 from tests.support.factories import make_host
-from tests.support.fleet import ROOT, free_port, wait_for
+from tests.support.fleet import ROOT
+from tests.support.web import served
 
 pytestmark = [pytest.mark.fleet, pytest.mark.django_db(transaction=True)]
 
@@ -62,38 +60,11 @@ SUMMARY = ROOT / "test-output" / "schemathesis-summary.txt"
 @pytest.fixture
 def api_server(fleet, process_env, tmp_path):
     """gunicorn serving the project on 127.0.0.1:<free port>, as `make up` does."""
-    port = free_port()
     # A job's events stream for their whole span on an unfinished job: short, or every fuzzed
     # request on one waits out the request timeout.
-    web = Fleet(tmp_path / "web", {**process_env, "CMDB_EVENTS_STREAM_SECONDS": "2"})
-    proc = web.start_web(port, workers=3)
-    url = f"http://127.0.0.1:{port}"
-
-    def answering() -> bool:
-        if proc.poll() is not None:
-            raise RuntimeError((web.logs / "web.log").read_text())
-        try:
-            urllib.request.urlopen(f"{url}/api/", timeout=2)
-        except urllib.error.HTTPError:
-            return True  # 401: the app answers
-        except OSError:
-            return False
-        return True
-
-    wait_for(answering, 60, "gunicorn to answer", interval=0.2)
-    yield url
-    web.stop_all()
-    server_log = (web.logs / "web.log").read_text()
-    assert "Traceback" not in server_log, errors_only(server_log)
-
-
-#: The lines of a request that went as the schema says it may: thousands per run, no finding.
-ROUTINE = ("Bad Request: ", "Method Not Allowed: ", "Not Found: ", "Unauthorized: ")
-
-
-def errors_only(log: str) -> str:
-    """The server log without the thousands of routine 4xx lines, so a 5xx's traceback shows."""
-    return "\n".join(line for line in log.splitlines() if not line.startswith(ROUTINE))
+    env = {**process_env, "CMDB_EVENTS_STREAM_SECONDS": "2"}
+    with served(env, tmp_path / "web", workers=3) as url:
+        yield url
 
 
 def findings(stdout: str) -> str:
