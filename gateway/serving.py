@@ -139,7 +139,8 @@ class GatewayHeartbeat(SignedHeartbeat):
 
 
 class NewHosts(bootsteps.StartStopStep):
-    """Consume the queue of each host added in the gateway's mode since it started."""
+    """Consume the queue of each host added in the gateway's mode since it started, and stop
+    consuming those that left it."""
 
     requires = ("celery.worker.consumer.tasks:Tasks",)
     gateway: Gateway = None  # set by serve()
@@ -159,15 +160,21 @@ class NewHosts(bootsteps.StartStopStep):
     def refresh(self, c) -> None:
         gw = self.gateway
         try:
-            new = sorted(set(gw.hosts()) - gw.identity)
+            now = set(gw.hosts())
         except Exception:
             logger.warning("could not look for new %s-mode hosts", gw.mode, exc_info=True)
             return
-        for ip in new:
+        for ip in sorted(now - gw.identity):
             # Only the inventory widens what the gateway answers for (guard checks identity).
             gw.identity = gw.identity | {ip}
             c.add_task_queue(ip)
             logger.info("now serving %s %s", ip, gw.over)
+        for ip in sorted(gw.identity - now):
+            # Removed, or reached another way now: its queue is its agent's (or another
+            # gateway's) again, and a message still taken from it is refused unsigned.
+            gw.identity = gw.identity - {ip}
+            c.cancel_task_queue(ip)
+            logger.info("no longer serving %s %s", ip, gw.over)
 
 
 def serve(app: Celery, gw: Gateway) -> None:
