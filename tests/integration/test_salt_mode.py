@@ -15,12 +15,13 @@ from cmdb.hosts.models import Host
 from cmdb.jobs.models import HostTask
 from tests.support import salt
 from tests.support.cli import ID_LINE, wait_job
+from tests.support.factories import make_host
 from tests.support.fleet import wait_for
 from workers.saltapi import local
 
 pytestmark = [pytest.mark.fleet, pytest.mark.django_db(transaction=True)]
 
-WEB01, WEB02, NO_SUCH, BAD_AUTH = "127.0.1.90", "127.0.1.91", "127.0.1.93", "127.0.1.92"
+WEB01, WEB02, BAD_AUTH, NO_SUCH, MOVED = (f"127.0.1.{n}" for n in range(90, 95))
 GOOD, BAD = "salt-gateway@salt-tests", "salt-gateway-bad@salt-tests"
 
 
@@ -197,6 +198,21 @@ def test_a_minion_the_master_does_not_know_is_unreachable_with_the_reason(manage
     assert task["error"] == ("unreachable: the salt master knows no minion 'nosuch' (not "
                              "accepted, or down)")  # fmt: skip
     assert task["exit_code"] is None, task
+
+
+def test_a_host_moved_to_agent_mode_is_let_go(manage, add, gateway, salt_env):
+    add(MOVED, "web01")
+    out = manage("hosts", "mode", MOVED, "--mode", "agent", env=salt_env)
+    assert out.returncode == 0, out.stderr
+    wait_for(lambda: not _served(_log(gateway), MOVED), 30, f"the gateway to let {MOVED} go")
+    make_host(MOVED, with_agent=False)  # its agent's key accepted; no agent runs here
+    out = manage("run", "true", "--hosts", MOVED, "--reach-timeout", "3")
+    assert out.returncode == 0, out.stderr
+    data, _ = wait_job(manage, ID_LINE.search(out.stdout).group(1), timeout=60)
+    # Never taken from its queue by the gateway: provably undelivered, not run through salt.
+    [task] = data["tasks"]
+    assert task["state"] == "unreachable", task
+    assert f"is the agent for {MOVED} running?" in task["error"]
 
 
 def test_a_minion_that_is_down_is_unreachable_with_the_reason(manage, hosts, stack):
