@@ -11,6 +11,8 @@ host's output is printed (the command has exited), median of 7 rounds, interleav
   venv; left out, with the reason, when it cannot be prepared).
 
 Goal: ours at least 10x faster than Ansible and 3x faster than Salt's CLI at each N.
+BENCH_LOOP_BEFORE=<another checkout> times that checkout's thin client too ("cmdb_before", the
+same server): a change to the client measured before and after in one run.
 Writes bench/out/loop.json; prints markdown.
 """
 
@@ -34,6 +36,7 @@ SIZES = [int(n) for n in os.environ.get("BENCH_LOOP_SIZES", "1,10").split(",")]
 ROUNDS = int(os.environ.get("BENCH_LOOP_ROUNDS", "7"))
 GOALS = {"ansible": 10.0, "salt": 3.0}
 IPS = host_ips("11", max(SIZES))
+BEFORE = os.environ.get("BENCH_LOOP_BEFORE")
 
 
 def timed(argv: list[str], env: dict, expect: list[str], cwd: Path = ROOT) -> float:
@@ -73,10 +76,14 @@ def rounds(run_dir: Path, url: str, token: str, server_env: dict, sshd, user: st
     report = {}
     for size in SIZES:
         ips = IPS[:size]
-        times: dict[str, list[float]] = {"cmdb": [], "manage": [], "ansible": [], "salt": []}
+        times: dict[str, list[float]] = {"cmdb": [], "cmdb_before": [], "manage": [],
+                                         "ansible": [], "salt": []}  # fmt: skip
         for _ in range(ROUNDS):  # interleaved: the machine's drift is shared by all
             hosts = ["--hosts", *ips, "--wait"]
             times["cmdb"].append(timed([*cmdb, *hosts], laptop, [ok_line(size)]))
+            if BEFORE:
+                times["cmdb_before"].append(timed([*cmdb, *hosts], {**laptop, "PYTHONPATH": BEFORE},
+                                                  [ok_line(size)]))  # fmt: skip
             times["manage"].append(timed([*manage, *hosts], server_env, [*ips]))
             if os.access(ssh.ANSIBLE, os.X_OK):
                 times["ansible"].append(ssh.ansible(run_dir, sshd, ips, user))
@@ -117,6 +124,12 @@ def markdown(report: dict) -> str:
         ratios = " | ".join(_ratio(r, ours, rival) for ours in ("cmdb", "manage")
                             for rival in ("ansible", "salt"))  # fmt: skip
         lines.append(f"| {size} | {seconds} | {ratios} |")
+    for size in SIZES:
+        r = report["sizes"][str(size)]
+        if "cmdb_before" in r:
+            lines.append(f"\n`cmdb run --wait` at {size} host(s), BENCH_LOOP_BEFORE's client: "
+                         f"{r['cmdb_before']['median']:.3f} s, this one's {r['cmdb']['median']:.3f}"
+                         " s")  # fmt: skip
     for rival, why in report["left_out"].items():
         lines.append(f"\n{rival} left out: {why}")
     return "\n".join(lines)
