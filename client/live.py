@@ -141,6 +141,13 @@ def wait_pushed(api: Client, job_id: str, pending: dict[str, str], reread, limit
         if shown is not None:
             shown.ended(host, task)
 
+    def read_again() -> None:
+        rows = {row.get("task_id"): row for row in reread()}
+        for task_id in [t for t in pending if t in rows and rows[t].get("state") in TERMINAL]:
+            end(task_id, rows[task_id])
+        for task_id in [t for t in pending if t not in rows]:
+            pending.pop(task_id)  # not ours to view (any more): nothing will say it ended
+
     while pending and (deadline is None or clock() < deadline):
         try:
             for kind, ident, event in answer_events(api, job_id, cursor):
@@ -152,11 +159,12 @@ def wait_pushed(api: Client, job_id: str, pending: dict[str, str], reread, limit
                 elif kind == "task" and task in pending and event.get("state") in TERMINAL:
                     end(task, event)
                 elif kind == "idle":
-                    for row in reread():
-                        if row.get("task_id") in pending and row.get("state") in TERMINAL:
-                            end(row["task_id"], row)
+                    read_again()
                 if not pending or (deadline is not None and clock() >= deadline):
                     return
+            # The server ended its answer: its time was up, or it saw every task it waits
+            # for stored. What is stored now decides (never a loop of empty answers).
+            read_again()
         except APIError as exc:
             if exc.status in (404, 429):
                 raise NotPushed(str(exc)) from None
