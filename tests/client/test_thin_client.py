@@ -1,7 +1,9 @@
 """The thin client (`cmdb`, client/) against a real gunicorn, a real broker and real agents:
 what it prints and its exit codes are manage.py's; its config keeps the token to its owner."""
 
+import contextlib
 import os
+import pty
 import stat
 import subprocess
 import sys
@@ -240,6 +242,22 @@ class Streamed:
         return next(at for at, line in self.lines if text in line)
 
 
+def on_a_terminal(home, env: dict, *args: str) -> tuple[int, str]:
+    """`cmdb ...` with its stdout a terminal (a pty): its exit code and what it showed."""
+    base = {"PATH": os.environ["PATH"], "HOME": str(home), "PYTHONPATH": str(ROOT)}
+    main, sub = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "client", *args], cwd=home,
+                            env={**base, **env}, stdin=subprocess.DEVNULL, stdout=sub,
+                            stderr=subprocess.DEVNULL)  # fmt: skip
+    os.close(sub)
+    shown = b""
+    with contextlib.suppress(OSError):  # EIO once the process has closed the terminal
+        while chunk := os.read(main, 65536):
+            shown += chunk
+    os.close(main)
+    return proc.wait(60), shown.decode().replace("\r\n", "\n")
+
+
 def laptop_env(url: str, user) -> dict:
     return {"CMDB_URL": url, "CMDB_TOKEN": Token.objects.get_or_create(user=user)[0].key}
 
@@ -275,6 +293,13 @@ def test_run_wait_streams_each_hosts_output_as_it_comes_then_prints_check(
     assert follow.wait() == 0, follow.stderr
     assert "| line 1\n" in follow.stdout and follow.stdout.endswith(
         logged_in("check", job_id(later), env=env).stdout)  # fmt: skip
+
+    # On a terminal, streamed without being asked: how the host ended, then check's text.
+    code, shown = on_a_terminal(home, env, "run", "echo hi; exit 3", "--hosts", ip, "--wait")
+    assert code == 1, shown
+    ran = shown.splitlines()[0].removeprefix("task id: ")
+    assert f"\n{ip} failed, exit 3, " in shown, shown
+    assert shown.endswith(logged_in("check", ran, env=env).stdout), shown
 
     # Not streamed (a pipe, no --stream): the results alone, as `cmdb check` prints them.
     quiet = logged_in("run", "echo out; exit 4", "--hosts", ip, "--wait", env=env)
