@@ -1,24 +1,39 @@
 """The API's live parts: a job's events as Server-Sent Events, a host task's kept output."""
 
 import json
+import logging
 import time
 
 from django.conf import settings
 from django.http import FileResponse, StreamingHttpResponse
-from rest_framework.exceptions import NotFound, Throttled
+from rest_framework.exceptions import APIException, NotFound, Throttled
 
 from cmdb.jobs import kept, live
 from cmdb.jobs.choices import HostTaskStateChoices as State
 
+logger = logging.getLogger(__name__)
 TERMINAL = {str(s) for s in State.terminal()}
 
 E_NOT_KEPT = "this host task's output was not kept (run with --keep-output, or CMDB_KEEP_OUTPUT)"
+
+
 BLOCK_MS = 1000
 E_TOO_MANY = ("you have {most} event streams open already (CMDB_EVENTS_STREAMS_PER_USER): "
               "close one, or read the job's host tasks instead")  # fmt: skip
 #: The event types the stream has (cmdb.jobs.live); anything else is not passed on.
 KINDS = {"output", "task", "truncated"}
 CURSOR_CHARS = set("0123456789-")
+
+
+class KeptUnsafe(APIException):
+    """The kept output's folder or file is not the server's alone (cmdb.jobs.kept._ours): it
+    is not served, whatever it holds. Which path and owner is for the server's log only."""
+
+    status_code = 503
+    default_detail = ("this host task's kept output is not served: its folder on the server is "
+                      "not the server's alone (the server's log says which; an operator must "
+                      "fix the ownership of CMDB_OUTPUT_DIR)")  # fmt: skip
+    default_code = "kept_output_unsafe"
 
 
 def cursor_of(request) -> str:
@@ -85,6 +100,9 @@ def output_response(task, stream: str, actor):
         f = kept.open_kept(task, stream)
     except FileNotFoundError:
         raise NotFound(E_NOT_KEPT) from None
+    except PermissionError as exc:
+        logger.error("kept output of %s not served: %s", task.task_id, exc)
+        raise KeptUnsafe() from None
     kept.record_read(actor, task.job, [task], [stream])
     return FileResponse(f, content_type="application/octet-stream")
 
