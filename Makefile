@@ -55,6 +55,7 @@ bench: venv
 	$(PY) -m bench.push
 	$(PY) -m bench.signing
 	$(PY) -m bench.audit
+	$(PY) -m bench.loop  # the whole loop against Ansible and Salt's CLI (issue 18)
 
 # The fault-injection suite (issue 14): its own fleet, every scenario; FAULTS_ARGS=--short etc.
 faults: venv

@@ -155,8 +155,10 @@ def shown_of(at: int, part: bytes) -> tuple[int, str]:
 
 
 def publish_stored(tasks) -> None:
-    """One "stored" event per host task whose state changed (after the commit)."""
-    publish([(t.job_id, {"type": "task", "task": t.task_id, "host": t.ip, "state": t.state})
+    """One "stored" event per host task whose state changed (after the commit), with its exit
+    code and duration: a follower can say how a host ended without reading it again."""
+    publish([(t.job_id, {"type": "task", "task": t.task_id, "host": t.ip, "state": t.state,
+                         "exit_code": t.exit_code, "duration": t.duration})
              for t in tasks])  # fmt: skip
 
 
