@@ -63,7 +63,8 @@ class TokenView(APIView):
         name = given.validated_data["username"]
         address = request.META.get("REMOTE_ADDR", "") or ""
         try:
-            wait = attempts.blocked(address, name)
+            # Counted before the password is checked: parallel attempts count each other.
+            wait = attempts.begin(address, name)
             if wait:
                 return Response({"detail": E_TOO_MANY.format(wait=wait)},
                                 status=status.HTTP_429_TOO_MANY_REQUESTS,
@@ -71,9 +72,9 @@ class TokenView(APIView):
             user = authenticate(request._request, username=name,
                                 password=given.validated_data["password"])  # fmt: skip
             if user is None or not user.is_active:
-                attempts.failed(address, name)
                 return Response({"non_field_errors": [E_WRONG]},
                                 status=status.HTTP_400_BAD_REQUEST)  # fmt: skip
+            attempts.succeeded(address, name)
         except attempts.Unavailable:
             return Response({"detail": E_UNCOUNTED}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
         token, _ = Token.objects.get_or_create(user=user)  # a new one is audited (signals)
