@@ -25,6 +25,9 @@ PER_USERNAME = 10
 WINDOW = 60
 PREFIX = "cmdb:login-failed:"
 
+E_TOO_MANY = "too many failed logins from this address or for this username: try again in {wait} s"
+E_UNCOUNTED = "login attempts cannot be counted now (the broker is down): try again later"
+
 #: KEYS: the counts; ARGV: the window, then each count's limit. Counts one attempt on each
 #: (the window starts at its first: SET NX EX, any Redis); if that takes one past its limit,
 #: the attempt is not made and not counted: the seconds until the window ends are returned.

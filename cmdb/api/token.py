@@ -18,8 +18,8 @@ from cmdb.access import attempts
 from cmdb.api.serializers import DetailSerializer
 
 E_WRONG = "wrong username or password (or the user is inactive)"
-E_TOO_MANY = "too many failed logins from this address or for this username: try again in {wait} s"
-E_UNCOUNTED = "login attempts cannot be counted now (the broker is down): try again later"
+E_TOO_MANY = attempts.E_TOO_MANY
+E_UNCOUNTED = attempts.E_UNCOUNTED
 
 
 class CredentialsSerializer(serializers.Serializer):

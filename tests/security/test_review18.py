@@ -53,3 +53,26 @@ def test_parallel_guesses_do_not_pass_the_limit(login_counts, monkeypatch):
     login_counts.flushdb()
     for _ in range(attempts.PER_USERNAME + 2):
         assert login(anonymous, "alice", "pw").status_code == 200
+
+
+def test_the_admins_login_page_is_limited_as_the_token_endpoint(login_counts):
+    """The same passwords log into /admin/ (and the web console): guessing them there must
+    not be unlimited while the token endpoint is limited."""
+    from django.test import Client
+
+    make_user(username="root", superuser=True)
+    browser = Client()
+
+    def admin_login(password, address="127.0.0.1"):
+        return browser.post("/admin/login/", {"username": "root", "password": password},
+                            REMOTE_ADDR=address)  # fmt: skip
+
+    pages = [admin_login(f"guess{i}") for i in range(attempts.PER_ADDRESS + 1)]
+    assert all(p.status_code == 200 for p in pages)  # the form again, with its error
+    assert all(b"too many failed logins" not in p.content for p in pages[:-1])
+    assert b"too many failed logins" in pages[-1].content
+    # The right password waits too, from this address and (per username) from any other.
+    assert b"too many failed logins" in admin_login("pw").content
+    assert admin_login("pw", address="127.0.7.1").status_code == 200
+    login_counts.flushdb()
+    assert admin_login("pw").status_code == 302  # logged in
