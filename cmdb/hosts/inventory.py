@@ -73,11 +73,51 @@ def _require_keys(actor: Actor, host: Host, field: str, what: str, action: str) 
     raise NotAllowed(field, reason)
 
 
+E_IP_GRANTS = (
+    "{user} may not move {ip} to {new}: the grants that cover it at one address and not at "
+    "the other give {actions}, and they do not hold {missing} on {ip}"
+)
+
+
+class _Undone(Exception):
+    pass
+
+
+def ip_refusals(actor: Actor, host: Host, new_ip: str) -> list[str]:
+    """Why ``actor`` may not move ``host`` to ``new_ip``: a grant may narrow by ip, so a new
+    address can put the host into a grant (or take it out) as a group's members do; the
+    actor must hold on it every action those grants give (member_refusals' rule)."""
+    user = actor.user
+    if user is None or user.is_superuser:
+        return []
+    before = grants.covering(host)
+    try:
+        with transaction.atomic():  # what covers it at the new address, then undone
+            Host.objects.filter(pk=host.pk).update(ip=new_ip)
+            after = grants.covering(host)
+            raise _Undone
+    except _Undone:
+        pass
+    actions = sorted({a for grant in before ^ after for a in grant.actions})
+    missing = [a for a in actions if grants.refusals(user, a, [host])]
+    if not missing:
+        return []
+    return [E_IP_GRANTS.format(user=actor.username, ip=host.ip, new=new_ip,
+                               actions=", ".join(actions), missing=", ".join(missing))]  # fmt: skip
+
+
 def change_host(actor: Actor, host: Host, ip: str | None = None,
                 hostname: str | None = None) -> Host:  # fmt: skip
     if ip is not None and ip != host.ip:
         _require(actor, IP_PERMISSION, "ip", "change a host's IP address")
         _require_keys(actor, host, "ip", "change the IP address of", AuditActionChoices.HOST_CHANGE)
+        refused = ip_refusals(actor, host, ip)
+        if refused:
+            record(actor, AuditActionChoices.HOST_CHANGE, outcome=AuditOutcomeChoices.REFUSED,
+                   targets_resolved=[host.ip, ip],
+                   detail={"host": host.pk, "ip": {"from": host.ip, "to": ip},
+                           "reason": refused})  # fmt: skip
+            raise NotAllowed("ip", "; ".join(refused))
     return _change_host(actor, host, ip, hostname)
 
 

@@ -76,3 +76,41 @@ def test_the_admins_login_page_is_limited_as_the_token_endpoint(login_counts):
     assert admin_login("pw", address="127.0.7.1").status_code == 200
     login_counts.flushdb()
     assert admin_login("pw").status_code == 302  # logged in
+
+
+def test_a_new_ip_cannot_move_a_host_into_a_grant_giving_more_than_one_holds():
+    """A grant may narrow by ip (all hosts where ip~10.9.8.): changing a host's IP moves it
+    into (or out of) such a grant as adding it to a group does, so the same rule holds: the
+    actor must hold on the host every action that the move gives or takes."""
+    from cmdb.access.models import Action, Grant
+    from cmdb.audit.models import AuditEntry
+    from cmdb.hosts.models import Host
+    from tests.support.api import make_group, token_client
+    from tests.support.factories import make_host
+
+    host = make_host("10.9.7.1")
+    web = make_group("web", host)
+    perms = ("hosts.view_host", "hosts.change_host", "hosts.change_host_ip")
+    alice = make_user(*perms, username="alice", everywhere=False)
+    bob = make_user(username="bob", everywhere=False)
+    mine = Grant.objects.create(actions=[Action.VIEW, Action.KEYS, Action.RUN])
+    mine.host_groups.add(web)
+    mine.users.add(alice)
+    pushers = Grant.objects.create(actions=[Action.VIEW, Action.PUSH], all_hosts=True,
+                                   where=["ip~10.9.8."])  # fmt: skip
+    pushers.users.add(bob)
+    api = token_client(alice)
+
+    moved = api.patch(f"/api/hosts/{host.pk}/", {"ip": "10.9.8.5"}, format="json")
+    assert moved.status_code == 403, moved.content
+    assert "push" in moved.json()["ip"][0] and "10.9.8.5" in moved.json()["ip"][0]
+    assert Host.objects.get(pk=host.pk).ip == "10.9.7.1"
+    refused = AuditEntry.objects.filter(outcome="refused", username="alice")
+    assert refused.count() == 1 and "10.9.8.5" in str(refused[0].detail)
+    # Where no grant changes, or one holds what they give, the move is made.
+    assert api.patch(f"/api/hosts/{host.pk}/", {"ip": "10.9.7.2"},
+                     format="json").status_code == 200  # fmt: skip
+    mine.actions = [*mine.actions, Action.PUSH]
+    mine.save()
+    assert api.patch(f"/api/hosts/{host.pk}/", {"ip": "10.9.8.5"},
+                     format="json").status_code == 200  # fmt: skip
