@@ -85,6 +85,9 @@ def events_response(job, task_ips: dict[str, str], unfinished: set[str], output:
                         waiting.discard(task)
                     if task in task_ips:
                         event["host"] = task_ips[task]
+                    elif kind == "truncated":  # the job's: not a host one may not view
+                        event.pop("task", None)
+                        event.pop("host", None)
                     yield f"id: {cursor}\nevent: {kind}\ndata: {json.dumps(event)}\n\n"
 
     response = StreamingHttpResponse(_Slotted(events(), slot), content_type="text/event-stream")

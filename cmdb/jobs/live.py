@@ -249,6 +249,14 @@ def take_slot(user_id, most: int, ttl: int) -> str | None:
     return key
 
 
+#: A DECR of a count gone (expired while a slow answer was still sent, or never taken with
+#: the broker down) would make one of -1 without expiry: a stream more for ever.
+_GIVE_BACK = """
+if tonumber(redis.call('GET', KEYS[1]) or '0') > 0 then redis.call('DECR', KEYS[1]) end
+return 0
+"""
+
+
 def give_back(key: str) -> None:
     with contextlib.suppress(*BROKER_ERRORS), redis_client(cmdb_app) as client:
-        client.decr(key)
+        client.eval(_GIVE_BACK, 1, key)

@@ -114,3 +114,50 @@ def test_a_new_ip_cannot_move_a_host_into_a_grant_giving_more_than_one_holds():
     mine.save()
     assert api.patch(f"/api/hosts/{host.pk}/", {"ip": "10.9.8.5"},
                      format="json").status_code == 200  # fmt: skip
+
+
+def _events(job_id, task_ips, output=True, after="0-0"):
+    from types import SimpleNamespace
+
+    from cmdb.api import live as api_live
+
+    answer = api_live.events_response(SimpleNamespace(pk=job_id), task_ips, set(), output, after)
+    return b"".join(answer.streaming_content).decode()
+
+
+@pytest.mark.usefixtures("redis_url")
+def test_the_truncated_event_names_no_task_of_a_host_one_may_not_view():
+    """The job's one "truncated" event names the task whose chunk crossed the budget: that
+    may be a host the reader may not view, whose task id is not theirs to know."""
+    import uuid
+
+    from cmdb.jobs import live
+
+    job = uuid.uuid4().hex
+    live.publish([(job, {"type": "truncated", "task": "hidden-task", "budget": 100})])
+    body = _events(job, {"t0": "10.0.0.9"})
+    assert "event: truncated" in body and '"budget": 100' in body
+    assert "hidden-task" not in body, body
+    live.publish([(job, {"type": "truncated", "task": "t0", "budget": 100})])
+    assert '"host": "10.0.0.9"' in _events(job, {"t0": "10.0.0.9"})
+
+
+@pytest.mark.usefixtures("redis_url")
+def test_a_stream_slot_given_back_after_its_count_expired_gives_no_slot_more():
+    """A slot's count expires (a web worker killed mid-answer must not lock its user out for
+    ever); an answer that ends after that (a slow reader) must not make the count -1 with no
+    expiry: one stream more for its user, for ever, and one more each time."""
+    from cmdb.celery import app
+    from cmdb.jobs import live
+    from cmdb.jobs.broker import redis_client
+
+    user = f"review18-{id(object())}"
+    first = live.take_slot(user, 1, 60)
+    assert first is not None and live.take_slot(user, 1, 60) is None
+    with redis_client(app) as client:
+        client.delete(first)  # its ttl passed while the answer was still being sent
+    live.give_back(first)
+    assert live.take_slot(user, 1, 60) is not None
+    assert live.take_slot(user, 1, 60) is None  # still one at most
+    with redis_client(app) as client:
+        client.delete(first)
