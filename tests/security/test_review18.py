@@ -161,3 +161,22 @@ def test_a_stream_slot_given_back_after_its_count_expired_gives_no_slot_more():
     assert live.take_slot(user, 1, 60) is None  # still one at most
     with redis_client(app) as client:
         client.delete(first)
+
+
+@pytest.mark.usefixtures("redis_url")
+@pytest.mark.parametrize("after", ["1-2-3", "-", "--", "-1", "1-", "99999999999999999999999-0"])
+def test_a_malformed_cursor_reads_from_the_start_not_a_broken_stream(after):
+    """`after` (or Last-Event-ID) is the client's: one Redis refuses as a stream ID made the
+    answer break after its 200, with a traceback in the server's log, for each request."""
+    import uuid
+
+    from django.test import RequestFactory
+
+    from cmdb.api.live import cursor_of
+    from cmdb.jobs import live
+
+    job = uuid.uuid4().hex
+    live.publish([(job, {"type": "task", "task": "t0", "state": "ok"})])
+    for request in (RequestFactory().get("/", {"after": after}),
+                    RequestFactory().get("/", HTTP_LAST_EVENT_ID=after)):  # fmt: skip
+        assert "event: task" in _events(job, {"t0": "10.0.0.9"}, after=cursor_of(request))
