@@ -180,3 +180,59 @@ def test_a_malformed_cursor_reads_from_the_start_not_a_broken_stream(after):
     for request in (RequestFactory().get("/", {"after": after}),
                     RequestFactory().get("/", HTTP_LAST_EVENT_ID=after)):  # fmt: skip
         assert "event: task" in _events(job, {"t0": "10.0.0.9"}, after=cursor_of(request))
+
+
+def test_cancelling_a_job_by_the_api_names_no_host_one_may_not_view(monkeypatch):
+    """POST /api/jobs/{id}/cancel/ takes the job's host tasks one may view (its prefetch is
+    narrowed): a refusal must not name the others, nor their tasks be stopped (a guard)."""
+    import uuid
+
+    from cmdb.access.models import Action, Grant
+    from cmdb.jobs import dispatch
+    from cmdb.jobs.choices import HostTaskStateChoices as State
+    from cmdb.jobs.choices import JobKindChoices
+    from cmdb.jobs.models import HostTask, Job
+    from tests.support.api import make_group, token_client
+    from tests.support.factories import make_host
+
+    seen, hidden = make_host("10.9.9.1"), make_host("10.9.9.2")
+    job = Job.objects.create(kind=JobKindChoices.COMMAND, command="sleep 60", timeout=90,
+                             reach_timeout=30)  # fmt: skip
+    for host in (seen, hidden):
+        HostTask.objects.create(job=job, ip=host.ip, host=host, task_id=str(uuid.uuid4()),
+                                state=State.RUNNING)  # fmt: skip
+    carol = make_user("jobs.view_job", "jobs.view_hosttask", "jobs.cancel_job",
+                      username="carol", everywhere=False)  # fmt: skip
+    grant = Grant.objects.create(actions=[Action.VIEW, Action.CANCEL])
+    grant.host_groups.add(make_group("mine", seen))
+    grant.users.add(carol)
+    asked = []
+    monkeypatch.setattr(dispatch, "cancel", lambda tasks, app, actor: asked.extend(tasks) or 1)
+    answer = token_client(carol).post(f"/api/jobs/{job.pk}/cancel/")
+    assert "10.9.9.2" not in answer.content.decode(), answer.content
+    assert answer.status_code == 202, answer.content
+    assert [t.ip for t in asked] == ["10.9.9.1"]
+
+
+def test_a_hosts_read_only_fields_are_not_written_by_post_nor_patch():
+    """Mass assignment (a guard): keys, status, mode, agent fields and groups are read-only;
+    a group is joined by the group's endpoint only (the members' rule)."""
+    from cmdb.hosts.models import Host
+    from tests.support.api import make_group, token_client
+    from tests.support.factories import make_host
+
+    make_group("prod", make_host("10.9.10.9"))
+    api = token_client(make_user("hosts.view_host", "hosts.add_host", "hosts.change_host",
+                                 "hosts.change_host_ip"))  # fmt: skip
+    forged = {"key_state": "accepted", "agent_key": "x" * 44, "key_fingerprint": "SHA256:x",
+              "agent_status": "online", "mode": "ssh", "ssh_user": "root", "ssh_port": 2222,
+              "salt_minion": "evil", "groups": ["prod"], "agent_name": "a", "id": 999}  # fmt: skip
+    made = api.post("/api/hosts/", {"ip": "10.9.10.1", **forged}, format="json")
+    assert made.status_code == 201, made.content
+    host = Host.objects.get(ip="10.9.10.1")
+    changed = api.patch(f"/api/hosts/{host.pk}/", forged, format="json")
+    assert changed.status_code == 200, changed.content
+    host.refresh_from_db()
+    assert (host.key_state, host.agent_key, host.agent_status, host.mode, host.agent_name) == (
+        "none", "", "unknown", "agent", "")  # fmt: skip
+    assert host.pk != 999 and not host.groups.exists()
