@@ -241,6 +241,36 @@ def _change_group(actor: Actor, group: HostGroup, name, description, hosts) -> H
     return group
 
 
-@transaction.atomic
+#: Not how many: a group shows no count of the members one may not view.
+E_HIDDEN_MEMBERS = (
+    "{user} may not remove from {group} its members they may not view: the grants on {group} "
+    "give {actions}"
+)
+
+
 def remove_group(actor: Actor, group: HostGroup) -> None:
+    """Removing a group takes every member out of it: what emptying it takes (member_refusals,
+    on every member; those the actor may not view neither named nor counted), refused and audited
+    outside the removal's transaction."""
+    user = actor.user
+    if user is not None and not user.is_superuser and group_actions(group):
+        members = list(Host.objects.filter(groups=group))
+        seen = set(visible.viewable_hosts(user, Host.objects.filter(groups=group)))
+        refused = member_refusals(actor, group, [], [h for h in members if h in seen])
+        actions = sorted(group_actions(group))
+        hidden = [h for h in members if h not in seen
+                  and any(grants.refusals(user, a, [h]) for a in actions)]  # fmt: skip
+        if hidden:
+            refused.append(E_HIDDEN_MEMBERS.format(user=actor.username, group=group.name,
+                                                   actions=", ".join(actions)))  # fmt: skip
+        if refused:
+            record(actor, AuditActionChoices.GROUP_CHANGE, outcome=AuditOutcomeChoices.REFUSED,
+                   targets_resolved=sorted(h.ip for h in members if h in seen),
+                   detail={"group": group.name, "deleted": True, "reason": refused})  # fmt: skip
+            raise NotAllowed("hosts", "; ".join(refused))
+    _remove_group(actor, group)
+
+
+@transaction.atomic
+def _remove_group(actor: Actor, group: HostGroup) -> None:
     group.delete()  # audited by its pre_delete signal, with its members

@@ -236,3 +236,45 @@ def test_a_hosts_read_only_fields_are_not_written_by_post_nor_patch():
     assert (host.key_state, host.agent_key, host.agent_status, host.mode, host.agent_name) == (
         "none", "", "unknown", "agent", "")  # fmt: skip
     assert host.pk != 999 and not host.groups.exists()
+
+
+def test_deleting_a_group_takes_what_emptying_it_takes():
+    """PATCH hosts=[] is refused to one who does not hold the group's grants' actions on its
+    members (it takes them away from the grantees); DELETE took them away as well, unchecked."""
+    from cmdb.access.models import Action, Grant
+    from cmdb.audit.models import AuditEntry
+    from cmdb.hosts.models import HostGroup
+    from tests.support.api import make_group, token_client
+    from tests.support.factories import make_host
+
+    seen, hidden = make_host("10.9.11.1"), make_host("10.9.11.2")
+    prod = make_group("prod", seen, hidden)
+    perms = ("hosts.view_host", "hosts.view_hostgroup", "hosts.change_hostgroup_members",
+             "hosts.delete_hostgroup")  # fmt: skip
+    dave = make_user(*perms, username="dave", everywhere=False)
+    bob = make_user(username="bob", everywhere=False)
+    Grant.objects.create(actions=[Action.VIEW, Action.RUN]).host_groups.add(prod)
+    Grant.objects.get().users.add(bob)
+    mine = Grant.objects.create(actions=[Action.VIEW])
+    mine.host_groups.add(make_group("mine", seen))
+    mine.users.add(dave)
+    api = token_client(dave)
+    assert api.patch(f"/api/host-groups/{prod.pk}/", {"hosts": []},
+                     format="json").status_code == 403  # fmt: skip
+    gone = api.delete(f"/api/host-groups/{prod.pk}/")
+    assert gone.status_code == 403, gone.content
+    text = gone.content.decode()
+    assert "dave may not remove 10.9.11.1 from prod" in text and "10.9.11.2" not in text
+    assert "members they may not view" in text  # neither named nor counted
+    assert HostGroup.objects.filter(pk=prod.pk).exists()
+    assert AuditEntry.objects.filter(outcome="refused", username="dave").count() == 2
+    # Holding them on every member is enough.
+    mine.host_groups.add(make_group("theirs", hidden))
+    mine.actions = [Action.VIEW, Action.RUN]
+    mine.save()
+    assert api.delete(f"/api/host-groups/{prod.pk}/").status_code == 204
+    # A group no grant refers to is removed by whoever may delete groups.
+    empty = make_group("empty", seen, hidden)
+    assert token_client(make_user("hosts.view_hostgroup", "hosts.delete_hostgroup",
+                                  everywhere=False)).delete(
+        f"/api/host-groups/{empty.pk}/").status_code == 204  # fmt: skip
