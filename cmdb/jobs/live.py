@@ -16,6 +16,8 @@ import binascii
 import contextlib
 import json
 import logging
+import time
+import uuid
 from datetime import timedelta
 
 from django.conf import settings
@@ -231,32 +233,36 @@ def read(client, job_id, after: str = "0-0", block_ms: int | None = None, count:
 
 
 SLOTS_KEY = "cmdb:events-answers:{user}"
-
-
-def take_slot(user_id, most: int, ttl: int) -> str | None:
-    """One of ``most`` concurrent event answers of a user: its key (for ``give_back``), or None
-    when all are taken. The count expires after ``ttl``: a web worker killed mid-answer does not
-    lock the user out for ever. A broker down takes nothing (the answer will fail by itself)."""
-    key = SLOTS_KEY.format(user=user_id)
-    try:
-        with redis_client(cmdb_app) as client, client.pipeline() as pipe:
-            taken, _ = pipe.incr(key).expire(key, ttl).execute()
-            if taken > most:
-                client.decr(key)
-                return None
-    except BROKER_ERRORS:
-        logger.warning("could not count event answers of user %s", user_id, exc_info=True)
-    return key
-
-
-#: A DECR of a count gone (expired while a slow answer was still sent, or never taken with
-#: the broker down) would make one of -1 without expiry: a stream more for ever.
-_GIVE_BACK = """
-if tonumber(redis.call('GET', KEYS[1]) or '0') > 0 then redis.call('DECR', KEYS[1]) end
-return 0
+#: A user's answers, one member each (a sorted set, scored by when each expires by itself):
+#: KEYS[1]; ARGV: now, the most at once, seconds a slot lasts, the new member. 1: taken.
+_TAKE = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
+redis.call('ZADD', KEYS[1], tonumber(ARGV[1]) + tonumber(ARGV[3]), ARGV[4])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return 1
 """
 
 
-def give_back(key: str) -> None:
+def take_slot(user_id, most: int, ttl: int) -> str | None:
+    """One of ``most`` concurrent event answers of a user: its token (for ``give_back``), or
+    None when all are taken. Each slot expires by itself after ``ttl``: one a web worker
+    killed mid-answer never gave back goes then, however many answers the user opens
+    meanwhile (one count, renewed by each, never expired while a job page stayed open). A
+    broker down takes nothing (the answer will fail by itself)."""
+    key = SLOTS_KEY.format(user=user_id)
+    member = uuid.uuid4().hex
+    try:
+        with redis_client(cmdb_app) as client:
+            if not client.eval(_TAKE, 1, key, time.time(), most, ttl, member):
+                return None
+    except BROKER_ERRORS:
+        logger.warning("could not count event answers of user %s", user_id, exc_info=True)
+    return f"{key} {member}"
+
+
+def give_back(slot: str) -> None:
+    """The slot is free again; one that expired (or was never taken) gives nothing more."""
+    key, _, member = slot.rpartition(" ")
     with contextlib.suppress(*BROKER_ERRORS), redis_client(cmdb_app) as client:
-        client.eval(_GIVE_BACK, 1, key)
+        client.zrem(key, member)

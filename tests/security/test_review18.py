@@ -155,12 +155,12 @@ def test_a_stream_slot_given_back_after_its_count_expired_gives_no_slot_more():
     first = live.take_slot(user, 1, 60)
     assert first is not None and live.take_slot(user, 1, 60) is None
     with redis_client(app) as client:
-        client.delete(first)  # its ttl passed while the answer was still being sent
+        client.delete(live.SLOTS_KEY.format(user=user))  # expired while still being sent
     live.give_back(first)
     assert live.take_slot(user, 1, 60) is not None
     assert live.take_slot(user, 1, 60) is None  # still one at most
     with redis_client(app) as client:
-        client.delete(first)
+        client.delete(live.SLOTS_KEY.format(user=user))
 
 
 @pytest.mark.usefixtures("redis_url")
@@ -278,3 +278,27 @@ def test_deleting_a_group_takes_what_emptying_it_takes():
     assert token_client(make_user("hosts.view_hostgroup", "hosts.delete_hostgroup",
                                   everywhere=False)).delete(
         f"/api/host-groups/{empty.pk}/").status_code == 204  # fmt: skip
+
+
+@pytest.mark.usefixtures("redis_url")
+def test_a_leaked_stream_slot_expires_even_while_its_user_keeps_streaming():
+    """A slot is leaked when its web worker dies mid-answer (a restart): it must expire by
+    itself. One count per user, its expiry renewed by each new stream, never expired while the
+    job page (EventSource reconnecting every answer) stayed open: a few restarts and the user
+    had no live output at all."""
+    import time
+
+    from cmdb.jobs import live
+
+    user = f"review18-leak-{time.time_ns()}"
+    assert live.take_slot(user, 2, 1) is not None  # leaked: never given back
+    end = time.monotonic() + 2.5
+    while time.monotonic() < end:  # the page's streams, one after another
+        slot = live.take_slot(user, 2, 60)
+        assert slot is not None
+        live.give_back(slot)
+        time.sleep(0.2)
+    taken = [live.take_slot(user, 2, 60) for _ in range(3)]
+    assert taken[0] is not None and taken[1] is not None and taken[2] is None
+    for slot in taken[:2]:
+        live.give_back(slot)
