@@ -83,10 +83,8 @@ def relay(items: list[dict]) -> int:
             what = item.get("task_id") if isinstance(item, dict) else ""
             dropped.add(Output.WHAT, trust.R_UNKNOWN_TASK, what)
             continue
-        host = task.host
-        why = trust.from_host(Output, item, task.ip, host.agent_key if host else "",
-                              host.key_state if host else "",
-                              candidate=bool(host and host.candidate_key))  # fmt: skip
+        pem, key_state, candidate = trust.speaker(task)
+        why = trust.from_host(Output, item, task.ip, pem, key_state, candidate=candidate)
         if why:
             dropped.add(Output.WHAT, why, task.task_id, item.get("agent"))
             continue

@@ -302,3 +302,46 @@ def test_a_leaked_stream_slot_expires_even_while_its_user_keeps_streaming():
     assert taken[0] is not None and taken[1] is not None and taken[2] is None
     for slot in taken[:2]:
         live.give_back(slot)
+
+
+def test_the_key_accepted_at_a_hosts_new_ip_does_not_speak_for_tasks_sent_to_the_old_one(
+    redis_url,
+):
+    """A host's tasks keep the IP they were sent to (their queue). After the host moved (its
+    keys forgotten) and the agent at the new address was accepted, that other machine's key
+    must not end, nor add output to, the tasks still waiting at the old address."""
+    import time
+    import uuid
+
+    from cryptography.hazmat.primitives import serialization
+
+    from cmdb.hosts.models import Host
+    from cmdb.jobs import live, results
+    from cmdb.jobs.choices import HostTaskStateChoices as State
+    from cmdb.jobs.choices import JobKindChoices
+    from cmdb.jobs.models import HostTask, Job
+    from tests.support.factories import from_host, host_private_key, make_host
+    from wire.messages import Outcome, Output, Report
+
+    old, new = "127.0.1.97", "127.0.1.98"
+    host = make_host(old, with_agent=False)
+    job = Job.objects.create(kind=JobKindChoices.COMMAND, command="x", timeout=30,
+                             reach_timeout=30)  # fmt: skip
+    task = HostTask.objects.create(job=job, host=host, ip=old, task_id=str(uuid.uuid4()),
+                                   state=State.RUNNING)  # fmt: skip
+    make_host(new, with_agent=False).delete()  # a key of its own for the new address
+    other = host_private_key(new)
+    pem = other.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    # Moved (as PATCH ip does), then the agent at the new address registered and was accepted.
+    Host.objects.filter(pk=host.pk).update(ip=new, agent_key=pem.decode(), key_state="accepted")
+    now = time.time()
+    report = Report(task_id=task.task_id, outcome=Outcome.OK, exit_code=0, started_at=now,
+                    finished_at=now, duration=0.0)  # fmt: skip
+    assert results.store_batch([], [from_host(task, report, key=other)]) == 0
+    task.refresh_from_db()
+    assert task.state == State.RUNNING
+    chunk = Output(task_id=task.task_id, seq=1, elapsed=0.1, stdout="aGk=", stdout_at=0,
+                   stderr="", stderr_at=0)  # fmt: skip
+    assert live.relay([from_host(task, chunk, key=other)]) == 0
