@@ -2,6 +2,7 @@
 
 import json
 import logging
+import re
 import time
 
 from django.conf import settings
@@ -22,7 +23,6 @@ E_TOO_MANY = ("you have {most} event streams open already (CMDB_EVENTS_STREAMS_P
               "close one, or read the job's host tasks instead")  # fmt: skip
 #: The event types the stream has (cmdb.jobs.live); anything else is not passed on.
 KINDS = {"output", "task", "truncated"}
-CURSOR_CHARS = set("0123456789-")
 
 
 class KeptUnsafe(APIException):
@@ -36,9 +36,13 @@ class KeptUnsafe(APIException):
     default_code = "kept_output_unsafe"
 
 
+#: A stream ID Redis takes: MS or MS-SEQ, each below 2**64 (19 digits are).
+CURSOR = re.compile(r"\d{1,19}(-\d{1,19})?")
+
+
 def cursor_of(request) -> str:
     given = request.GET.get("after") or request.headers.get("Last-Event-ID") or "0-0"
-    if not given or set(given) - CURSOR_CHARS or len(given) > 40:
+    if not CURSOR.fullmatch(given):
         return "0-0"
     return given
 
@@ -85,6 +89,9 @@ def events_response(job, task_ips: dict[str, str], unfinished: set[str], output:
                         waiting.discard(task)
                     if task in task_ips:
                         event["host"] = task_ips[task]
+                    elif kind == "truncated":  # the job's: not a host one may not view
+                        event.pop("task", None)
+                        event.pop("host", None)
                     yield f"id: {cursor}\nevent: {kind}\ndata: {json.dumps(event)}\n\n"
 
     response = StreamingHttpResponse(_Slotted(events(), slot), content_type="text/event-stream")
