@@ -14,7 +14,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from client.export import FORMATS, export
-from client.grouping import STATES, group, ip_order
+from client.grouping import STATES, group
 from cmdb.access import visible
 from cmdb.access.actor import actor_of
 from cmdb.jobs import documents, report, rollout, services
@@ -76,12 +76,11 @@ def job_detail(request, job_id):
         more_groups = max(len(groups) - GROUPS_SHOWN, 0)
         groups = groups[:GROUPS_SHOWN]
     else:
-        # Numeric order whatever the database: the page's ids in address order, then the rows.
-        order = sorted(chosen.values_list("ip", "pk"), key=lambda r: ip_order(r[0]))
-        page = Paginator(order, HOSTS_PER_PAGE).get_page(request.GET.get("page"))
-        by_pk = HostTask.objects.in_bulk([pk for _, pk in page.object_list])
-        for _, pk in page.object_list:
-            t = by_pk[pk]
+        # Numeric order (ip_key) by the database, a page of rows read through the index on
+        # the job and the address.
+        by_ip = chosen.order_by("ip_key")
+        page = Paginator(by_ip, HOSTS_PER_PAGE).get_page(request.GET.get("page"))
+        for t in page.object_list:
             rows.append(
                 {
                     "task": t,
