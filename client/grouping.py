@@ -17,9 +17,18 @@ STATES = ("pending", "running", "storing", "ok", "failed", "timeout", "cancelled
 HOST_MARK = "<host>"
 
 
+#: A dotted IPv4 address as ipaddress takes it (0-255, no leading zeros), its four octets.
+_OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_DOTTED = re.compile(r"\.".join([_OCTET] * 4))
+
+
 def ip_order(ip: str) -> tuple:
     """Sort key for addresses in numeric order (127.0.2.2 before 127.0.2.10, not as text):
     IPv4, then IPv6, then names."""
+    # IPv4 without ipaddress' object: a job of 10,000 hosts sorts by this 40,000 times.
+    if dotted := _DOTTED.fullmatch(ip):
+        a, b, c, d = map(int, dotted.groups())
+        return (4, a << 24 | b << 16 | c << 8 | d, "")
     try:
         address = ipaddress.ip_address(ip)
     except ValueError:

@@ -211,6 +211,8 @@ class HostTask(models.Model):
             # A job's hosts by IP, a page at a time (the API, the admin, the job page): read
             # in index order up to the page, not all 10,000 sorted first.
             models.Index(fields=["job", "ip_key"], name="hosttask_job_ip"),
+            # A job's tally per state (of the hosts one may view), from the index alone.
+            models.Index(fields=["job", "state", "host"], name="hosttask_job_state"),
         ]
 
     def __str__(self):
