@@ -101,7 +101,8 @@ def group(rows: Iterable[Mapping]) -> list[Group]:
         found.setdefault(key, []).append((ip, text))
     groups = []
     for (state, exit_code, shared), members in found.items():
-        members.sort(key=lambda m: ip_order(m[0]))
+        if len(members) > 1:  # most groups of a job whose hosts all differ are of one
+            members.sort(key=lambda m: ip_order(m[0]))
         # One host: its own words, address and all.
         output = members[0][1] if len(members) == 1 else shared
         groups.append(Group(state, exit_code, output, tuple(ip for ip, _ in members)))

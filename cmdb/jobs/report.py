@@ -11,8 +11,8 @@ from client.text import stream_text as _text
 from cmdb.jobs import rollout
 from cmdb.jobs.models import HostTask, Job
 
-__all__ = ["format_job", "format_task", "ip_order", "printable", "row", "row_of", "rows",
-           "summary", "summary_of"]  # fmt: skip
+__all__ = ["format_job", "format_task", "group_rows", "ip_order", "printable", "row", "row_of",
+           "rows", "summary", "summary_of"]  # fmt: skip
 
 E_OUTPUT_HIDDEN = shown.E_OUTPUT_HIDDEN
 
@@ -43,6 +43,26 @@ def rows(tasks, output: bool = True) -> list[dict]:
     model instances were a third of a job page's time."""
     fields = ROW_FIELDS + (STREAM_FIELDS if output else ())
     return [row_of(values, output) for values in tasks.values(*fields)]
+
+
+#: What client.grouping.group() reads of a row (no times: 20,000 of them to convert).
+GROUP_FIELDS = ("ip", "state", "exit_code", "error", "late_state", "late_at")
+
+
+def group_rows(tasks, output: bool = True) -> list[dict]:
+    """Of each of ``tasks`` (a HostTask queryset), what grouping them by outcome reads."""
+    fields = GROUP_FIELDS + (STREAM_FIELDS if output else ())
+    found = []
+    for values in tasks.values(*fields):
+        late = values["late_state"]
+        found.append({
+            "ip": values["ip"], "state": values["state"], "exit_code": values["exit_code"],
+            "error": values["error"],
+            "late": {"state": late, "received_at": _time(values["late_at"])} if late else None,
+            "stdout": _stream(values, "stdout") if output else None,
+            "stderr": _stream(values, "stderr") if output else None,
+        })  # fmt: skip
+    return found
 
 
 def _stream(values, name: str) -> dict:

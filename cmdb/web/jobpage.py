@@ -54,7 +54,7 @@ def _state_table(counts: dict, chosen: str) -> list[dict]:
 def _groups(tasks, output: bool) -> tuple[list[dict], int]:
     """The first GROUPS_SHOWN groups of ``tasks`` (a queryset), and how many more there are:
     labelled (their address ranges) only those shown."""
-    found = group(report.rows(tasks, output))
+    found = group(report.group_rows(tasks, output))
     shown = [{"group": g, "label": g.label, "bad": g.state in FAILED}
              for g in found[:GROUPS_SHOWN]]  # fmt: skip
     return shown, max(len(found) - GROUPS_SHOWN, 0)
