@@ -9,7 +9,8 @@ a user granted one group of 2,000 hosts, with the SQL queries each makes.
 
 ``measure_pages()`` is for a caller that has set Django up (the main bench, on its database);
 run as a module, it makes a throwaway SQLite database under bench/out/pages/ and writes
-bench/out/pages.json.
+bench/out/pages.json (or, given BENCH_PAGES_DATABASE_URL, an empty database to fill, such as
+PostgreSQL's: bench/out/pages-postgresql.json).
 """
 
 import contextlib
@@ -330,9 +331,12 @@ def main() -> None:
     run_dir = OUT / "pages"
     shutil.rmtree(run_dir, ignore_errors=True)
     (run_dir / "static").mkdir(parents=True)
-    # Before Django reads its settings: a throwaway database of this run's own.
+    # Before Django reads its settings: a throwaway database of this run's own, or the empty
+    # one BENCH_PAGES_DATABASE_URL names (PostgreSQL: `python -m tests.support.postgres sh -c
+    # 'BENCH_PAGES_DATABASE_URL=${DATABASE_URL%/cmdb}/postgres python -m bench.pages'`).
     os.environ["CMDB_RUN_DIR"] = str(run_dir)
-    os.environ["DATABASE_URL"] = f"sqlite:///{run_dir / 'pages.sqlite3'}"
+    given = os.environ.get("BENCH_PAGES_DATABASE_URL")
+    os.environ["DATABASE_URL"] = given or f"sqlite:///{run_dir / 'pages.sqlite3'}"
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "cmdb.settings")
     import django
 
@@ -341,10 +345,14 @@ def main() -> None:
 
     call_command("migrate", verbosity=0)
     report = measure_pages()
-    report["cpus"] = os.cpu_count()
-    (OUT / "pages.json").write_text(json.dumps(report, indent=2))
+    from django.db import connection
+
+    report["cpus"], report["database"] = os.cpu_count(), connection.vendor
+    written = OUT / ("pages.json" if connection.vendor == "sqlite" else
+                     f"pages-{connection.vendor}.json")  # fmt: skip
+    written.write_text(json.dumps(report, indent=2))
     print(markdown(report))
-    print(f"written: {OUT / 'pages.json'}")
+    print(f"written: {written}")
 
 
 if __name__ == "__main__":

@@ -17,9 +17,18 @@ STATES = ("pending", "running", "storing", "ok", "failed", "timeout", "cancelled
 HOST_MARK = "<host>"
 
 
+#: A dotted IPv4 address as ipaddress takes it (0-255, no leading zeros), its four octets.
+_OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_DOTTED = re.compile(r"\.".join([_OCTET] * 4))
+
+
 def ip_order(ip: str) -> tuple:
     """Sort key for addresses in numeric order (127.0.2.2 before 127.0.2.10, not as text):
     IPv4, then IPv6, then names."""
+    # IPv4 without ipaddress' object: a job of 10,000 hosts sorts by this 40,000 times.
+    if dotted := _DOTTED.fullmatch(ip):
+        a, b, c, d = map(int, dotted.groups())
+        return (4, a << 24 | b << 16 | c << 8 | d, "")
     try:
         address = ipaddress.ip_address(ip)
     except ValueError:
@@ -93,7 +102,8 @@ def group(rows: Iterable[Mapping]) -> list[Group]:
         found.setdefault(key, []).append((ip, text))
     groups = []
     for (state, exit_code, shared), members in found.items():
-        members.sort(key=lambda m: ip_order(m[0]))
+        if len(members) > 1:  # most groups of a job whose hosts all differ are of one
+            members.sort(key=lambda m: ip_order(m[0]))
         # One host: its own words, address and all.
         output = members[0][1] if len(members) == 1 else shared
         groups.append(Group(state, exit_code, output, tuple(ip for ip, _ in members)))

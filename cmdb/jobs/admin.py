@@ -1,7 +1,7 @@
 """Admin for jobs: read-only records of what was run where, on the hosts the user may view."""
 
 from django.contrib import admin
-from django.db.models import Count, Q
+from django.contrib.admin.views.main import ChangeList
 from django.forms.models import BaseInlineFormSet
 from django.urls import reverse
 from django.utils.html import format_html
@@ -12,7 +12,6 @@ from client.grouping import summary_line
 from cmdb.access import visible
 from cmdb.access.admin import ViewableMixin
 from cmdb.jobs import documents
-from cmdb.jobs.choices import HostTaskStateChoices as State
 from cmdb.jobs.models import HostTask, Job
 
 
@@ -65,7 +64,10 @@ class FirstTasksFormSet(BaseInlineFormSet):
 
     def get_queryset(self):
         if not hasattr(self, "_first_tasks"):
-            self._first_tasks = super().get_queryset()[:INLINE_TASKS]
+            # By IP alone: they are all of one job, and the model's ("job", "ip_key") would
+            # join the job to sort by its creation time (the index on job and IP is used).
+            tasks = super().get_queryset().order_by("ip_key")
+            self._first_tasks = tasks[:INLINE_TASKS]
         return self._first_tasks
 
 
@@ -89,6 +91,21 @@ class HostTaskInline(ViewableMixin, RecordMixin, admin.TabularInline):
     readonly_fields = fields
 
 
+class OutcomeChangeList(ChangeList):
+    """The job list, with the outcome column's counts: per state, the host tasks of the page's
+    jobs the viewer may see, in one grouped query. Not annotations on the list's own query:
+    joined to 10,000 host tasks, that made SQLite compute the hidden_hosts subquery once per
+    joined row (a job page of 10,000 hosts took 150 s for a restricted user)."""
+
+    def get_results(self, request):
+        super().get_results(request)
+        jobs = list(self.result_list)
+        counts = visible.task_counts(request.user, jobs)
+        for job in jobs:
+            job.outcome_counts = counts[job.pk]
+        self.result_list = jobs
+
+
 @admin.register(Job)
 class JobAdmin(ViewableMixin, RecordMixin, admin.ModelAdmin):
     list_display = ("id", "kind", "command", "requested_by", "created", "outcome", "results",
@@ -97,6 +114,7 @@ class JobAdmin(ViewableMixin, RecordMixin, admin.ModelAdmin):
     #: Annotated with hidden_hosts: the inline shows only the host tasks the user may view.
     viewable = staticmethod(visible.viewable_jobs)
     readonly_fields = ("hidden_hosts", "host_tasks_listed")
+    show_full_result_count = False
 
     @admin.display(description="hosts not shown")
     def hidden_hosts(self, job):
@@ -112,17 +130,12 @@ class JobAdmin(ViewableMixin, RecordMixin, admin.ModelAdmin):
         return format_html('{}: the first {} by IP below, <a href="{}">all of them as a list</a>',
                            f"{shown:,}", INLINE_TASKS, listed)  # fmt: skip
 
-    def get_queryset(self, request):
-        # The outcome column: per state, the host tasks the viewer may see, counted in the
-        # list's own query (one conditional count per state, no query per row).
-        seen = visible.host_q(request.user, "host_tasks__host")
-        counts = {f"n_{state}": Count("host_tasks", filter=Q(host_tasks__state=state) & seen)
-                  for state in State.values}  # fmt: skip
-        return super().get_queryset(request).annotate(**counts)
+    def get_changelist(self, request, **kwargs):
+        return OutcomeChangeList
 
     @admin.display(description="outcome")
     def outcome(self, job):
-        counts = {state: getattr(job, f"n_{state}", 0) for state in State.values}
+        counts = getattr(job, "outcome_counts", {})
         verdict = documents.progress_of(counts)
         color = ("#777" if not verdict.done else "#1a7f37" if verdict.ok
                  else "#cf222e")  # fmt: skip
@@ -148,6 +161,8 @@ class HostTaskAdmin(ViewableMixin, RecordMixin, admin.ModelAdmin):
     list_filter = ("state",)
     search_fields = ("task_id", "ip", "job__id")
     list_select_related = ("job",)
+    #: A filtered list says "N of M" without counting M (a second count of 10,000 rows).
+    show_full_result_count = False
 
 
 class OutputTaskResultAdmin(ViewableMixin, TaskResultAdmin):

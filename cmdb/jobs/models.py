@@ -206,7 +206,14 @@ class HostTask(models.Model):
         # Output and fetched files are what the hosts hold (a shadow file, keys, logs): reading
         # them takes more than seeing that a job ran where.
         permissions = [("view_output", "Can read host tasks' output and fetched files")]
-        indexes = [models.Index(fields=["state", "reach_deadline"], name="hosttask_sweep")]
+        indexes = [
+            models.Index(fields=["state", "reach_deadline"], name="hosttask_sweep"),
+            # A job's hosts by IP, a page at a time (the API, the admin, the job page): read
+            # in index order up to the page, not all 10,000 sorted first.
+            models.Index(fields=["job", "ip_key"], name="hosttask_job_ip"),
+            # A job's tally per state (of the hosts one may view), from the index alone.
+            models.Index(fields=["job", "state", "host"], name="hosttask_job_state"),
+        ]
 
     def __str__(self):
         return f"{self.ip} {self.state}"

@@ -11,31 +11,80 @@ from client.text import stream_text as _text
 from cmdb.jobs import rollout
 from cmdb.jobs.models import HostTask, Job
 
-__all__ = ["format_job", "format_task", "ip_order", "printable", "row", "summary",
-           "summary_of"]  # fmt: skip
+__all__ = ["format_job", "format_task", "group_rows", "ip_order", "printable", "row", "row_of",
+           "rows", "summary", "summary_of"]  # fmt: skip
 
 E_OUTPUT_HIDDEN = shown.E_OUTPUT_HIDDEN
 
 
 def _time(value) -> str | None:
-    return None if value is None else f"{value:%Y-%m-%d %H:%M:%S} UTC"
+    # As f"{value:%Y-%m-%d %H:%M:%S} UTC" writes it, at a fifth of strftime's cost.
+    return None if value is None else value.isoformat(" ", "seconds")[:19] + " UTC"
+
+
+#: What a row is made of: a host task's fields, as its instance or .values() has them.
+ROW_FIELDS = ("ip", "task_id", "state", "exit_code", "duration", "started_at", "finished_at",
+              "error", "late_state", "late_at")  # fmt: skip
+STREAM_FIELDS = tuple(f"{name}_{part}" for name in ("stdout", "stderr")
+                      for part in ("head", "tail", "bytes", "truncated"))  # fmt: skip
+_ALL_FIELDS = frozenset(ROW_FIELDS + STREAM_FIELDS)
 
 
 def row(task: HostTask, output: bool = True) -> dict:
     """A host task as client.report and client.export take it (the API's keys)."""
-    late = {"state": task.late_state, "received_at": _time(task.late_at)}
+    values = vars(task)
+    if not values.keys() >= _ALL_FIELDS:  # some deferred: loaded as the instance loads them
+        values = {name: getattr(task, name) for name in _ALL_FIELDS}
+    return row_of(values, output)
+
+
+def rows(tasks, output: bool = True) -> list[dict]:
+    """row() of each of ``tasks`` (a HostTask queryset, in its order), read as values: 10,000
+    model instances were a third of a job page's time."""
+    fields = ROW_FIELDS + (STREAM_FIELDS if output else ())
+    return [row_of(values, output) for values in tasks.values(*fields)]
+
+
+#: What client.grouping.group() reads of a row (no times: 20,000 of them to convert).
+GROUP_FIELDS = ("ip", "state", "exit_code", "error", "late_state", "late_at")
+
+
+def group_rows(tasks, output: bool = True) -> list[dict]:
+    """Of each of ``tasks`` (a HostTask queryset), what grouping them by outcome reads."""
+    fields = GROUP_FIELDS + (STREAM_FIELDS if output else ())
+    found = []
+    for values in tasks.values(*fields):
+        late = values["late_state"]
+        found.append({
+            "ip": values["ip"], "state": values["state"], "exit_code": values["exit_code"],
+            "error": values["error"],
+            "late": {"state": late, "received_at": _time(values["late_at"])} if late else None,
+            "stdout": _stream(values, "stdout") if output else None,
+            "stderr": _stream(values, "stderr") if output else None,
+        })  # fmt: skip
+    return found
+
+
+def _stream(values, name: str) -> dict:
+    return {"head": values[f"{name}_head"], "tail": values[f"{name}_tail"],
+            "bytes": values[f"{name}_bytes"], "truncated": values[f"{name}_truncated"]}  # fmt: skip
+
+
+def row_of(values, output: bool = True) -> dict:
+    """row() from a mapping of ROW_FIELDS (and STREAM_FIELDS with ``output``)."""
+    late = values["late_state"]
     return {
-        "ip": task.ip,
-        "task_id": task.task_id,
-        "state": task.state,
-        "exit_code": task.exit_code,
-        "duration": task.duration,
-        "started_at": _time(task.started_at),
-        "finished_at": _time(task.finished_at),
-        "error": task.error,
-        "late": late if task.late_state else None,
-        "stdout": task.stream("stdout") if output else None,
-        "stderr": task.stream("stderr") if output else None,
+        "ip": values["ip"],
+        "task_id": values["task_id"],
+        "state": values["state"],
+        "exit_code": values["exit_code"],
+        "duration": values["duration"],
+        "started_at": _time(values["started_at"]),
+        "finished_at": _time(values["finished_at"]),
+        "error": values["error"],
+        "late": {"state": late, "received_at": _time(values["late_at"])} if late else None,
+        "stdout": _stream(values, "stdout") if output else None,
+        "stderr": _stream(values, "stderr") if output else None,
     }
 
 

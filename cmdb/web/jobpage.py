@@ -16,7 +16,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from client.export import FORMATS, export
-from client.grouping import STATES, group, ip_order
+from client.grouping import STATES, group
 from cmdb.access import visible
 from cmdb.access.actor import actor_of
 from cmdb.jobs import documents, report, rollout, services
@@ -53,9 +53,13 @@ def _state_table(counts: dict, chosen: str) -> list[dict]:
             for s in order if counts.get(s)]  # fmt: skip
 
 
-def _groups(tasks: list[HostTask], output: bool) -> list[dict]:
-    found = group(report.row(t, output) for t in tasks)
-    return [{"group": g, "label": g.label, "bad": g.state in FAILED} for g in found]
+def _groups(tasks, output: bool) -> tuple[list[dict], int]:
+    """The first GROUPS_SHOWN groups of ``tasks`` (a queryset), and how many more there are:
+    labelled (their address ranges) only those shown."""
+    found = group(report.group_rows(tasks, output))
+    shown = [{"group": g, "label": g.label, "bad": g.state in FAILED}
+             for g in found[:GROUPS_SHOWN]]  # fmt: skip
+    return shown, max(len(found) - GROUPS_SHOWN, 0)
 
 
 @staff_member_required
@@ -63,7 +67,8 @@ def _groups(tasks: list[HostTask], output: bool) -> list[dict]:
 def job_detail(request, job_id):
     job = _job(request, job_id)
     user = request.user
-    everything = visible.viewable_tasks(user, HostTask.objects.filter(job=job))
+    # By IP alone (one job's): the model's ("job", "ip_key") would join the job to sort.
+    everything = visible.viewable_tasks(user, HostTask.objects.filter(job=job).order_by("ip_key"))
     counts = visible.task_counts(user, [job])[job.pk]
     done = documents.progress_of(counts).done
     state = request.GET.get("state", "")
@@ -74,16 +79,12 @@ def job_detail(request, job_id):
     output = visible.reads_output(user)
     page, rows, groups, more_groups = None, [], [], 0
     if view == "groups":
-        groups = _groups(list(chosen), output)
-        more_groups = max(len(groups) - GROUPS_SHOWN, 0)
-        groups = groups[:GROUPS_SHOWN]
+        groups, more_groups = _groups(chosen, output)
     else:
-        # Numeric order whatever the database: the page's ids in address order, then the rows.
-        order = sorted(chosen.values_list("ip", "pk"), key=lambda r: ip_order(r[0]))
-        page = Paginator(order, HOSTS_PER_PAGE).get_page(request.GET.get("page"))
-        by_pk = HostTask.objects.in_bulk([pk for _, pk in page.object_list])
-        for _, pk in page.object_list:
-            t = by_pk[pk]
+        # Numeric order (ip_key) by the database, a page of rows read through the index on
+        # the job and the address.
+        page = Paginator(chosen, HOSTS_PER_PAGE).get_page(request.GET.get("page"))
+        for t in page.object_list:
             rows.append(
                 {
                     "task": t,
@@ -119,11 +120,13 @@ def job_export(request, job_id, fmt):
     if fmt not in FORMATS:
         raise Http404(f"no export as {fmt!r}: {', '.join(FORMATS)}")
     job = _job(request, job_id)
-    tasks = visible.viewable_tasks(request.user, HostTask.objects.filter(job=job))
+    tasks = visible.viewable_tasks(
+        request.user, HostTask.objects.filter(job=job).order_by("ip_key")
+    )
     if request.GET.get("state"):
         tasks = tasks.filter(state=request.GET["state"])
     output = visible.reads_output(request.user)
-    body = export([report.row(t, output) for t in tasks], fmt)
+    body = export(report.rows(tasks, output), fmt)
     kind = "text/csv" if fmt == "csv" else "application/x-ndjson"
     response = HttpResponse(body, content_type=f"{kind}; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="job-{job.pk}.{fmt}"'

@@ -1,5 +1,7 @@
 """Grouping a job's hosts as they are read at scale: pure functions on the API's dicts."""
 
+import ipaddress
+
 from client import grouping
 from client.grouping import Group, group, ip_order, ip_ranges, summary_line
 from client.report import not_answering_lines
@@ -117,3 +119,21 @@ def test_dispatch_warns_of_the_targets_that_will_not_answer_by_kind():
     skipped = not_answering_lines({"skipped": ["127.0.1.5"], "offline": [], "never_seen": []})
     assert skipped == ["skipped 1 target(s) not online (--online-only): 127.0.1.5"]
     assert not_answering_lines({"skipped": [], "offline": [], "never_seen": []}) == []
+
+
+def test_dotted_addresses_sort_as_ipaddress_reads_them_and_the_rest_as_before():
+    # The fast path for dotted IPv4 must agree with ipaddress on every string, the ones it
+    # refuses (leading zeros, 256, a trailing newline, other digits) included.
+    def reference(ip):
+        try:
+            address = ipaddress.ip_address(ip)
+        except ValueError:
+            return (9, 0, ip)
+        return (address.version, int(address), "")
+
+    odd = ["0.0.0.0", "255.255.255.255", "256.1.1.1", "01.2.3.4", "1.2.3.04", "1.2.3",
+           "1.2.3.4.5", "1.2.3.4\n", " 1.2.3.4", "\u0661.2.3.4", "::1", "::ffff:1.2.3.4", "",
+           "node01"]  # fmt: skip
+    every_octet = [f"{n}.{n}.{n}.{n}" for n in range(300)] + [f"10.0.{n:02d}.1" for n in range(10)]
+    for ip in odd + every_octet:
+        assert ip_order(ip) == reference(ip), ip

@@ -12,7 +12,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from cmdb.hosts.models import Host
-from cmdb.jobs import listing
+from cmdb.jobs import listing, report
 from cmdb.jobs.choices import HostTaskStateChoices as State
 from cmdb.jobs.models import HostTask
 from tests.support.api import VIEW_ALL, make_job, make_user, token_client
@@ -189,3 +189,21 @@ def test_the_admins_job_list_has_an_outcome_column(job, client):
     assert "5 ok, 3 failed, 292 unreachable" in text and "#cf222e" in text
     hosts = client.get("/admin/hosts/host/?o=1").content.decode()  # by address, as numbers
     assert hosts.index(">127.0.2.9<") < hosts.index(">127.0.2.10<") < hosts.index(">127.0.2.100<")
+
+
+def test_rows_read_as_values_are_the_rows_of_the_instances(job):
+    # The job page and its export read rows as values (report.rows, report.group_rows); they
+    # must say what row() of each model instance says, output, late results and times too.
+    tasks = HostTask.objects.filter(job=job).order_by("ip_key")
+    tasks.filter(ip="127.0.2.7").update(late_state=State.OK, late_at="2026-01-02T03:04:05Z",
+                                        started_at="2026-01-02T03:00:00.5Z")  # fmt: skip
+    for output in (True, False):
+        whole = [report.row(t, output) for t in tasks]
+        assert report.rows(tasks, output) == whole
+        assert report.group_rows(tasks, output) == [
+            {k: r[k] for k in ("ip", "state", "exit_code", "error", "late", "stdout", "stderr")}
+            for r in whole
+        ]
+    late = next(r for r in whole if r["ip"] == "127.0.2.7")
+    assert late["late"] == {"state": "ok", "received_at": "2026-01-02 03:04:05 UTC"}
+    assert late["started_at"] == "2026-01-02 03:00:00 UTC"
