@@ -1,11 +1,13 @@
 """The SSH mode through everything real: Debian's sshd on loopback addresses, the gateway
 process, Redis, the central worker and an agent; driven by manage.py as a user does."""
 
+import json
 import re
 import time
 
 import psutil
 import pytest
+from django_celery_results.models import TaskResult
 
 from cmdb.celery import app
 from cmdb.hosts.models import Host
@@ -317,3 +319,48 @@ def test_fetch_over_sftp_is_verified_and_stored_as_an_agents(ssh, manage, tmp_pa
     out = manage("fetch", str(tmp_path), "--hosts", SSH_IPS[0])
     task = _one(wait_job(manage, ID_LINE.search(out.stdout).group(1))[0])
     assert task["state"] == State.ERROR and "not a regular file" in task["error"], task
+
+
+def _tree(folder, files: dict) -> None:
+    for rel, body in files.items():
+        path = folder / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(body)
+
+
+def _listing(folder) -> dict:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_a_folder_push_over_ssh_is_verified_skipped_then_replaced(ssh, manage, tmp_path):
+    ssh.add(SSH_IPS[0])
+    src, dest = tmp_path / "release", tmp_path / "srv" / "site"
+    _tree(src, {"index.html": b"<h1>v1</h1>\n", "bin/run": b"#!/bin/sh\necho run\n",
+                "conf/app.conf": b"key = \xff\n"})  # fmt: skip
+    (src / "bin" / "run").chmod(0o4755)  # set-user-ID: dropped, as tarfile's data filter does
+    (src / "current").symlink_to("index.html")
+    dest.parent.mkdir()
+    _tree(dest, {"old.txt": b"from before\n"})
+    task = _push(manage, src, dest, SSH_IPS[0])
+    assert task["state"] == State.OK, task
+    assert task["stdout"]["head"].startswith("verified: sha256 verified on the host"), task
+    assert _listing(dest) == _listing(src)  # the old folder replaced whole: old.txt is gone
+    assert (dest / "bin" / "run").stat().st_mode & 0o7777 == 0o755
+    assert (dest / "conf" / "app.conf").stat().st_mode & 0o777 == 0o644
+    assert (dest / "current").is_symlink() and (dest / "current").read_text() == "<h1>v1</h1>\n"
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["site"]  # no temp, no old copy
+    # The agent's payload: check_task, the API and the admin show the same thing.
+    moved = json.loads(TaskResult.objects.get(task_id=task["task_id"]).result)["transfer"]
+    assert moved["outcome"] == "verified" and moved["bytes"] > 0 and len(moved["sha256"]) == 64
+
+    task = _push(manage, src, dest, SSH_IPS[0])
+    assert task["state"] == State.OK and task["stdout"]["head"].startswith("skipped"), task
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["site"]
+
+    (src / "conf" / "app.conf").write_bytes(b"key = v2\n")
+    inode = dest.stat().st_ino
+    task = _push(manage, src, dest, SSH_IPS[0])
+    assert task["state"] == State.OK and task["stdout"]["head"].startswith("verified"), task
+    assert (dest / "conf" / "app.conf").read_bytes() == b"key = v2\n"
+    assert dest.stat().st_ino != inode  # a new folder renamed in, not files written into it
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["site"]
