@@ -118,12 +118,12 @@ look() {
             (
                 cd -P -- "$name" && [ "$(pwd -P)" = "$here/$name" ] || exit 0
                 # Anything another user owns or can write, and any file with another name, is
-                # not kept: a new copy (workers.placing._tree_kept_if_equal).
-                set -- \( ! -user 0 ! -user "$me" \) -o \( ! -type l -perm -0002 \) \
-                    -o \( ! -type l -perm -0020 ! -group 0 ! -group "$mygid" \) \
-                    -o \( -type f -links +1 \)
-                if [ -n "$au" ]; then set -- "$@" -o ! -user "$au"; fi
+                # not kept: a new copy (workers.placing._tree_kept_if_equal). With an owner
+                # asked for, anything that is not theirs yet, so nothing is chowned in place.
+                if [ -n "$au" ]; then set -- ! -user "$au"; else set -- ! -user 0 ! -user "$me"; fi
                 if [ -n "$ag" ]; then set -- "$@" -o ! -group "$ag"; fi
+                set -- \( "$@" \) -o \( ! -type l -perm -0002 \) -o \( -type f -links +1 \) \
+                    -o \( ! -type l -perm -0020 ! -group 0 ! -group "$mygid" ! -group "${ag:-0}" \)
                 printf 'X\t%s\n' "$(find . -mindepth 1 \( "$@" \) -print | wc -l)"
                 find . -type f -exec sha256sum -- {} + | sed 's/^/M\t/'
             )

@@ -116,7 +116,7 @@ async def push(conn, local: str, dest: str, *, tree: bool, sha: str, size: int,
         if tree:
             check_archive(local)
         args = _Args(kind, dest, allow_unsafe, owner or "", sha, size)
-        look = _look(await _phase(conn, args, "look"))
+        look = _look(await _phase(conn, args, "look", owner=args.owner))
         args.temp = look.temp
         try:
             if _equal(look, kind, sha, size, mode, files):
