@@ -15,9 +15,10 @@ SCRIPT = r"""
 #
 # $1 phase (look, keep, place, drop)  $2 kind (file, tree)  $3 target (absolute, normalised)
 # $4 1: a folder others can change is allowed  $5 owner ("" none)  $6 temp folder's name
-# $7 sha256 of the payload  $8 its size  $9 mode (octal, "" none)
+# $7 sha256 of the payload  $8 its size  $9 mode (octal, "" none)  $10 owner of the new file or
+# top folder alone (what it inherits from the old one; "" none)
 set -u
-phase=$1 kind=$2 dest=$3 unsafe_ok=$4 owner=$5 tmp=$6 sha=$7 size=$8 mode=$9
+phase=$1 kind=$2 dest=$3 unsafe_ok=$4 owner=$5 tmp=$6 sha=$7 size=$8 mode=$9 top_owner=${10}
 me=$(id -u) mygid=$(id -g)
 parent=${dest%/*} name=${dest##*/}
 umask 077
@@ -157,6 +158,9 @@ prepared() {
     fi
     if [ -n "$owner" ]; then
         err=$(chown -R -h -- "$owner" "$made" 2>&1) || fail CHOWN "$owner" "$me" "$err"
+    fi
+    if [ -n "$top_owner" ]; then
+        err=$(chown -h -- "$top_owner" "$made" 2>&1) || fail CHOWN "$top_owner" "$me" "$err"
     fi
     if [ -n "$mode" ]; then chmod -- "$mode" "$made" || fail MODE "$mode"; fi
     stat -c %i "$made"

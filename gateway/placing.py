@@ -123,13 +123,16 @@ async def push(conn, local: str, dest: str, *, tree: bool, sha: str, size: int,
                 _done(await _phase(conn, args, "keep", owner=owner or "", mode=mode), "K")
                 return "skipped", DETAIL_SKIPPED
             await _upload(conn, local, posixpath.join(look.parent, look.temp, "payload"))
-            new_mode, new_owner = _inherited(look, kind, mode, owner)
-            _done(await _phase(conn, args, "place", owner=new_owner, mode=new_mode), "V")
+            new_mode, top_owner = _inherited(look, kind, mode, owner)
+            placed = await _phase(conn, args, "place", owner=owner or "", mode=new_mode,
+                                  top_owner=top_owner)  # fmt: skip
+            _done(placed, "V")
             return "verified", DETAIL_VERIFIED
         except Refused:
             # The phases remove the private folder themselves; an upload that failed did not.
-            with contextlib.suppress(Refused):
-                await _phase(conn, args, "drop")
+            if args.temp:
+                with contextlib.suppress(Refused):
+                    await _phase(conn, args, "drop")
             raise
     except Refused as exc:
         return "failed", str(exc)
@@ -157,9 +160,10 @@ class _Args:
     temp: str = ""
 
 
-async def _phase(conn, args: _Args, phase: str, owner: str = "", mode: int | None = None):
+async def _phase(conn, args: _Args, phase: str, owner: str = "", mode: int | None = None,
+                 top_owner: str = ""):  # fmt: skip
     argv = [phase, args.kind, args.dest, "1" if args.allow_unsafe else "0", owner, args.temp,
-            args.sha, str(args.size), "" if mode is None else f"{mode:o}"]  # fmt: skip
+            args.sha, str(args.size), "" if mode is None else f"{mode:o}", top_owner]  # fmt: skip
     command = " ".join(["exec /bin/sh -c", shlex.quote(SCRIPT), "cmdb-place",
                         *map(shlex.quote, argv)])  # fmt: skip
     try:
@@ -258,19 +262,19 @@ def _equal(look: Look, kind: str, sha: str, size: int, mode, files: dict | None)
 
 
 def _inherited(look: Look, kind: str, mode: int | None, owner: str | None):
-    """(mode, owner) of the new copy: those asked for, else those of the old one it replaces
-    when it is root's or the ssh user's own with no other name (workers.placing._inherited),
-    else NEW_MODE and the ssh user's."""
+    """(mode, owner of the file or top folder alone) of the new copy: the mode asked for, else
+    those of the old one it replaces when it is root's or the ssh user's own with no other name
+    (workers.placing._inherited: as editing it would have left them), else NEW_MODE and the
+    ssh user's. An owner asked for is the whole copy's, and nothing is inherited then."""
     old = look.old
     usable = old is not None and old.uid in (0, look.me) and (kind == "tree" or old.nlink == 1)
     if usable and kind == "file":
         usable = old.regular
     if not usable:
-        return (NEW_MODE[kind] if mode is None else mode), owner or ""
+        return (NEW_MODE[kind] if mode is None else mode), ""
     kept = old.mode if old.uid == 0 and look.me == 0 else old.mode & 0o777
-    if not owner and look.me == 0:
-        owner = f"{old.uid}:{old.gid}"
-    return (kept if mode is None else mode), owner or ""
+    top_owner = f"{old.uid}:{old.gid}" if not owner and look.me == 0 else ""
+    return (kept if mode is None else mode), top_owner
 
 
 def _done(lines: list[list[str]], code: str) -> None:

@@ -298,12 +298,12 @@ def _push(gw: Gateway, spec, cancelled) -> Report:
                 files=spec.files,
             ))  # fmt: skip
             outcome, detail = future.result(timeout=spec.timeout)
+    except concurrent.futures.TimeoutError:  # first: an OSError too
+        if future is not None:  # cancelled where it is: its private folder may be left
+            future.cancel()
+        outcome, detail, sha, size = "failed", f"timed out after {spec.timeout} s", "", 0
     except (blobs.TransferError, OSError, asyncssh.Error) as exc:
         outcome, detail, sha, size = "failed", str(exc), "", 0
-    except concurrent.futures.TimeoutError:
-        # Cancelled where it is: a private folder it made beside the target may be left.
-        future.cancel()
-        outcome, detail = "failed", f"timed out after {spec.timeout} s"
     moved = {"outcome": outcome, "detail": detail}
     if outcome != "failed":
         moved.update(sha256=sha, bytes=size)
@@ -331,10 +331,10 @@ def _fetch(gw, spec, cancelled) -> Report:
                     namespace = names.fetch_namespace(spec.job, spec.host)
                     manifest = blobs.put_blob(gw.redis(), f, namespace=namespace,
                                               max_bytes=max_bytes)  # fmt: skip
+    except concurrent.futures.TimeoutError:  # first: an OSError too
+        why = f"timed out after {spec.timeout} s"
     except (blobs.TransferError, OSError, asyncssh.Error) as exc:
         why = str(exc)
-    except concurrent.futures.TimeoutError:
-        why = f"timed out after {spec.timeout} s"
     if why is not None:
         return _transferred({"outcome": "failed", "detail": why}, started, clock)
     sent = {"outcome": "sent", "manifest": manifest, "detail": DETAIL_SENT.format(**manifest)}

@@ -14,8 +14,10 @@ from gateway import placing
 from gateway.host_script import SCRIPT
 
 
-def phase(name, kind, dest, *, owner="", temp="", sha="", size=0, mode="", unsafe_ok=False):
-    argv = [name, kind, str(dest), "1" if unsafe_ok else "0", owner, temp, sha, str(size), mode]
+def phase(name, kind, dest, *, owner="", temp="", sha="", size=0, mode="", unsafe_ok=False,
+          top_owner=""):  # fmt: skip
+    argv = [name, kind, str(dest), "1" if unsafe_ok else "0", owner, temp, sha, str(size), mode,
+            top_owner]  # fmt: skip
     proc = subprocess.run(["/bin/sh", "-c", SCRIPT, "cmdb-place", *argv], capture_output=True,
                           text=True, timeout=30)  # fmt: skip
     return proc.returncode, [line.split("\t") for line in proc.stdout.splitlines()]
@@ -99,17 +101,21 @@ def test_something_planted_in_the_private_folder_is_refused(tmp_path):
     assert dest.read_bytes() == b"old\n" and sorted(os.listdir(tmp_path)) == ["app.conf"]
 
 
-def test_a_verified_upload_is_renamed_in_with_the_old_files_mode(tmp_path):
+def test_a_verified_upload_is_renamed_in_with_the_old_files_mode_and_group(tmp_path):
     dest, temp, sha = _prepared(tmp_path, b"new\n")
     dest.chmod(0o640)
+    gid = pwd.getpwnam(sshd_support.bench_user()).pw_gid if os.geteuid() == 0 else os.getegid()
+    os.chown(dest, -1, gid)  # /etc/app.conf root:app 0640: the app must still read the new one
     code, lines = phase("look", "file", dest, sha=sha, size=4)
     look = placing._look(lines)
     os.rmdir(tmp_path / look.temp)
-    mode, _ = placing._inherited(look, "file", None, None)
+    mode, top_owner = placing._inherited(look, "file", None, None)
     assert mode == 0o640
-    code, lines = phase("place", "file", dest, temp=temp, sha=sha, size=4, mode=f"{mode:o}")
+    code, lines = phase("place", "file", dest, temp=temp, sha=sha, size=4, mode=f"{mode:o}",
+                        top_owner=top_owner)  # fmt: skip
     assert code == 0 and ["V"] in lines, lines
     assert dest.read_bytes() == b"new\n" and dest.stat().st_mode & 0o777 == 0o640
+    assert dest.stat().st_gid == gid
     assert sorted(os.listdir(tmp_path)) == ["app.conf"]
 
 
