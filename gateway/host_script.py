@@ -130,7 +130,7 @@ look() {
             )
         fi
     fi
-    t=$(mktemp -d "./.$name.cmdb-XXXXXXXXXX") || fail TEMP "$here" "mktemp -d failed"
+    t=$(mktemp -d "./.$name.cmdb-XXXXXXXXXX" 2>&1) || fail TEMP "${here:-/}" "$t"
     printf 'T\t%s\n' "${t#./}"
 }
 

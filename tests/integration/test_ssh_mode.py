@@ -497,3 +497,19 @@ def test_owner_over_ssh_as_root_gives_the_copy_away(ssh, manage, tmp_path):
     assert dest.stat().st_mode & 0o7777 == 0o750
     task = _push(manage, src, dest, SSH_IPS[0], "--owner", owner, "--mode", "0750")
     assert task["state"] == State.OK and task["stdout"]["head"].startswith("skipped"), task
+
+
+def test_batches_stop_over_ssh_once_too_many_hosts_failed(ssh, manage, tmp_path):
+    ssh.add(*SSH_IPS)
+    src = tmp_path / "release"
+    _tree(src, {"a.txt": b"a\n"})
+    dest = tmp_path / "missing" / "site"  # over SSH no folder is made on the way: it fails
+    out = manage("push", str(src), str(dest), "--hosts", *SSH_IPS, "--batch", "1",
+                 "--max-failures", "0")  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    doc, code = wait_job(manage, ID_LINE.search(out.stdout).group(1))
+    states = sorted((t["state"], t["error"]) for t in doc["tasks"])
+    assert code == 1 and [s for s, _ in states] == [State.CANCELLED, State.ERROR], states
+    assert "1 host(s) failed, more than the 0 allowed" in states[0][1]
+    assert states[1][1].startswith(f"{tmp_path}/missing is missing"), states
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["release"]
