@@ -13,6 +13,7 @@ second walk finds it, so what is put in place is what was pushed, or nothing is.
 covered, unlike the agent's: a copy such a user redirected lands in their folder.
 """
 
+import asyncio
 import contextlib
 import posixpath
 import re
@@ -103,18 +104,17 @@ def check_archive(path: str) -> None:
         raise Refused(E_UNSAFE_MEMBER.format(name=problem[0], reason=problem[1]))
 
 
-async def push(conn, local: str, dest: str, *, tree: bool, sha: str, size: int,
+async def push(conn, fetch, dest: str, *, tree: bool, sha: str, size: int,
                mode: int | None, owner: str | None, allow_unsafe: bool,
                files: dict | None) -> tuple[str, str]:  # fmt: skip
-    """Put the local file (or checked archive, ``tree``) ``local`` at ``dest``:
-    ("skipped" | "verified" | "failed", detail)."""
+    """Put the file (or archive of a folder, ``tree``) that ``fetch()`` brings onto the
+    gateway's disk (its path; called in a thread, only when the host's copy is not already
+    equal) at ``dest``: ("skipped" | "verified" | "failed", detail)."""
     try:
         kind = "tree" if tree else "file"
         dest = _checked_dest(dest)
         if owner and not OWNER.fullmatch(owner):
             raise Refused(E_BAD_OWNER.format(owner=owner))
-        if tree:
-            check_archive(local)
         args = _Args(kind, dest, allow_unsafe, owner or "", sha, size)
         look = _look(await _phase(conn, args, "look", owner=args.owner))
         args.temp = look.temp
@@ -122,14 +122,17 @@ async def push(conn, local: str, dest: str, *, tree: bool, sha: str, size: int,
             if _equal(look, kind, sha, size, mode, files):
                 _done(await _phase(conn, args, "keep", owner=owner or "", mode=mode), "K")
                 return "skipped", DETAIL_SKIPPED
+            local = await asyncio.to_thread(fetch)
+            if tree:
+                check_archive(local)  # before any of it is sent
             await _upload(conn, local, posixpath.join(look.parent, look.temp, "payload"))
             new_mode, top_owner = _inherited(look, kind, mode, owner)
             placed = await _phase(conn, args, "place", owner=owner or "", mode=new_mode,
                                   top_owner=top_owner)  # fmt: skip
             _done(placed, "V")
             return "verified", DETAIL_VERIFIED
-        except Refused:
-            # The phases remove the private folder themselves; an upload that failed did not.
+        except Exception:
+            # The phases remove the private folder themselves; a failed fetch or upload did not.
             if args.temp:
                 with contextlib.suppress(Refused):
                     await _phase(conn, args, "drop")

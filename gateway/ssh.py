@@ -301,11 +301,11 @@ class Engine:
 
     # --- files -----------------------------------------------------------------------------
 
-    async def push(self, target: Target, local: str, dest: str, **how) -> tuple[str, str]:
-        """Put the local file (or checked archive of a folder) at ``dest`` on the host, as
+    async def push(self, target: Target, fetch, dest: str, **how) -> tuple[str, str]:
+        """Put the file (or archive of a folder) ``fetch()`` brings at ``dest`` on the host, as
         gateway.placing does it: ("skipped" | "verified" | "failed", detail)."""
         async with self._using(target) as conn:
-            return await placing.push(conn, local, dest, **how)
+            return await placing.push(conn, fetch, dest, **how)
 
     async def fetch_file(self, target: Target, path: str, local: str,
                          max_bytes: float) -> str | None:  # fmt: skip

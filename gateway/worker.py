@@ -274,9 +274,9 @@ def _collect(gw: Gateway, spec, cancelled) -> Report:
 
 
 def _push(gw: Gateway, spec, cancelled) -> Report:
-    """A file, or a folder as one archive: its blob from the broker onto the gateway's disk
-    (verified chunk by chunk; an archive then checked as the agent checks it), then placed as
-    gateway.placing does it. The same outcome fields as the agent's."""
+    """A file, or a folder as one archive, placed as gateway.placing does it; its blob comes
+    from the broker onto the gateway's disk (verified chunk by chunk) only when the host's
+    copy is not equal already. The same outcome fields as the agent's."""
     started, clock = time.time(), time.monotonic()
     target = gw.target(spec.host)
     if target is None:
@@ -290,10 +290,14 @@ def _push(gw: Gateway, spec, cancelled) -> Report:
     try:
         sha, size, _, _ = blobs.checked(spec.manifest)
         with tempfile.NamedTemporaryFile(dir=gw.settings.state_dir, prefix="push-") as local:
-            blobs.get_blob(gw.redis(), spec.manifest, local)
-            local.flush()
+
+            def fetch() -> str:
+                blobs.get_blob(gw.redis(), spec.manifest, local)
+                local.flush()
+                return local.name
+
             future = engine.submit(engine.push(
-                target, local.name, spec.dest, tree=spec.tree, sha=sha, size=size,
+                target, fetch, spec.dest, tree=spec.tree, sha=sha, size=size,
                 mode=spec.mode, owner=spec.owner, allow_unsafe=spec.allow_unsafe_parents,
                 files=spec.files,
             ))  # fmt: skip
