@@ -18,6 +18,7 @@ import pytest
 from django_celery_results.models import TaskResult
 
 from cmdb.celery import app
+from cmdb.files.uploads import pack_tree
 from cmdb.hosts.models import Host
 from cmdb.jobs.broker import redis_client
 from cmdb.jobs.choices import HostTaskStateChoices as State
@@ -408,6 +409,32 @@ def test_an_unsafe_archive_is_refused_on_the_gateway_before_anything_is_sent(ssh
         assert task.state == State.ERROR, task.error
         assert task.error.startswith(f"unsafe archive member {name!r}: "), task.error
     assert list(tmp_path.iterdir()) == []  # nothing written, no private folder made
+
+
+def test_an_equal_folder_is_skipped_without_its_blob(ssh, manage, tmp_path):
+    """The host is looked at first: a rerun on a fleet that has it all moves no bytes through
+    the broker to the gateway (here the blob is gone, and the push still ends skipped)."""
+    ssh.add(SSH_IPS[0])
+    src, dest = tmp_path / "release", tmp_path / "site"
+    _tree(src, {"a.txt": b"a\n", "sub/b.txt": b"b\n"})
+    assert _push(manage, src, dest, SSH_IPS[0])["state"] == State.OK
+    archive, files = pack_tree(str(src))
+    with archive, redis_client(app) as client:
+        manifest = blobs.put_blob(client, archive)
+        blobs.delete_blob(client, manifest)
+    agent = {"dest": str(dest), "tree": True, "files": files, "manifest": manifest,
+             "mode": None, "owner": None}  # fmt: skip
+    job = dispatch_command(CommandRequest(kind=JobKindChoices.PUSH, targets=[SSH_IPS[0]],
+                                          params={"agent": agent}), app)  # fmt: skip
+    task = wait_state(HostTask.objects.get(job=job).task_id, {State.ERROR, State.OK}, 60)
+    assert task.state == State.OK and task.stdout_head.startswith("skipped"), task.error
+    (dest / "a.txt").write_bytes(b"changed on the host\n")  # not equal: now it needs the blob
+    job = dispatch_command(CommandRequest(kind=JobKindChoices.PUSH, targets=[SSH_IPS[0]],
+                                          params={"agent": agent}), app)  # fmt: skip
+    task = wait_state(HostTask.objects.get(job=job).task_id, {State.ERROR, State.OK}, 60)
+    assert task.state == State.ERROR and "missing" in task.error, task.error
+    assert (dest / "a.txt").read_bytes() == b"changed on the host\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["release", "site"]
 
 
 def test_unsafe_targets_are_refused_with_their_reason(ssh, manage, tmp_path):
