@@ -55,6 +55,10 @@ bench: venv
 	$(PY) -m bench.push
 	$(PY) -m bench.signing
 	$(PY) -m bench.audit
+	$(PY) -m bench.loop  # the whole loop against Ansible and Salt's CLI (issue 18)
+	$(PY) -m bench.ssh  # SSH mode against Ansible ad-hoc, N = 1, 10, 50, 200 (issue 15)
+	$(PY) -m bench.live  # live output's per-task cost on the agent (issue 18)
+	$(PY) -m bench.client  # the thin client's start-up against python -c pass (issue 18)
 
 # The fault-injection suite (issue 14): its own fleet, every scenario; FAULTS_ARGS=--short etc.
 faults: venv

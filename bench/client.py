@@ -9,6 +9,7 @@ its own Redis, SQLite database, central worker, gunicorn and one real agent per 
 Writes bench/out/client.json; prints markdown.
 """
 
+import contextlib
 import json
 import os
 import shutil
@@ -17,6 +18,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 from bench.topology import ROOT, free_port
 from deploy.local import Fleet, interrupt_on_signals, shielded, wait_for
@@ -59,11 +61,11 @@ def api_post(url: str, token: str, body: dict) -> float:
     return time.perf_counter() - started
 
 
-def main() -> None:
-    interrupt_on_signals()
-    run_dir = OUT / "client-run"
-    shutil.rmtree(run_dir, ignore_errors=True)
-    run_dir.mkdir(parents=True)
+@contextlib.contextmanager
+def web_fleet(run_dir: Path, ips: list[str]):
+    """Its own Redis, SQLite database, central worker, one real agent per host (accepted as
+    they come), gunicorn and a superuser's token: yields (the API's URL, the token, the
+    server side's environment, with CMDB_USER)."""
     fleet = Fleet(run_dir, {
         "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
         "DATABASE_URL": f"sqlite:///{run_dir / 'bench.sqlite3'}",
@@ -85,23 +87,39 @@ def main() -> None:
     try:
         fleet.start_redis()
         fleet.start_central()
-        for ip in IPS:
+        for ip in ips:
             fleet.start_agent(ip, 1)
-        wait_for(lambda: len(app.control.ping(timeout=1.0)) >= len(IPS) + 1, 90, "workers")
-        wait_for(lambda: Host.objects.filter(ip__in=IPS, key_state="accepted").count()
-                 == len(IPS), 60, "agents registered")  # fmt: skip
+        wait_for(lambda: len(app.control.ping(timeout=1.0)) >= len(ips) + 1, 90, "workers")
+        wait_for(lambda: Host.objects.filter(ip__in=ips, key_state="accepted").count()
+                 == len(ips), 60, "agents registered")  # fmt: skip
         user = User.objects.create_superuser("bench", "bench@example.invalid", None)
         token = Token.objects.create(user=user).key
         port = free_port()
         fleet.start_web(port, workers=2)
         url = f"http://127.0.0.1:{port}"
         wait_for(lambda: _answers(f"{url}/api/"), 60, "gunicorn", interval=0.2)
-        laptop = {"PATH": os.environ["PATH"], "HOME": str(run_dir), "PYTHONPATH": str(ROOT),
-                  "CMDB_URL": url, "CMDB_TOKEN": token}  # fmt: skip
-        server = {**os.environ, **fleet.env, "CMDB_USER": "bench"}
+        api_post(url, token, {"command": "true", "hosts": ips[:1]})  # what workers load lazily
+        yield url, token, {**os.environ, **fleet.env, "CMDB_USER": "bench"}
+    finally:
+        with shielded():
+            fleet.stop_all()
+
+
+def laptop_env(run_dir: Path, url: str, token: str) -> dict:
+    """What `cmdb` has on a laptop: no Django settings, no database, no broker."""
+    return {"PATH": os.environ["PATH"], "HOME": str(run_dir), "PYTHONPATH": str(ROOT),
+            "CMDB_URL": url, "CMDB_TOKEN": token}  # fmt: skip
+
+
+def main() -> None:
+    interrupt_on_signals()
+    run_dir = OUT / "client-run"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    run_dir.mkdir(parents=True)
+    with web_fleet(run_dir, IPS) as (url, token, server):
+        laptop = laptop_env(run_dir, url, token)
         cmdb = [sys.executable, "-m", "client"]
         body = {"command": "true", "hosts": IPS[:1]}
-        api_post(url, token, body)  # the workers' first request loads what they lazily load
         figures = {
             "python_c_pass": median(lambda: timed([sys.executable, "-c", "pass"], laptop)),
             "cmdb_help": median(lambda: timed([*cmdb, "--help"], laptop)),
@@ -113,9 +131,6 @@ def main() -> None:
                 [*cmdb, "run", "hostname", "--hosts", *IPS, "--wait"], laptop)),
             "manage_run_then_check_wait_2": median(lambda: manage_loop(server, IPS)),
         }  # fmt: skip
-    finally:
-        with shielded():
-            fleet.stop_all()
     floor = figures["python_c_pass"] + figures["api_answer"]
     figures["run_ratio"] = figures["cmdb_run"] / floor
     figures["goal_ratio"] = GOAL

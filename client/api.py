@@ -47,6 +47,19 @@ def problems_of(body) -> list[str]:
     return [] if body is None else [str(body)]
 
 
+class Streamed:
+    """An answer being read line by line, and the connection it came on (closed together)."""
+
+    def __init__(self, connection: http.client.HTTPConnection, answer):
+        self.connection, self.answer = connection, answer
+
+    def readline(self) -> bytes:
+        return self.answer.readline()
+
+    def close(self) -> None:
+        self.connection.close()  # the answer with it
+
+
 class Client:
     def __init__(self, url: str, token: str | None = None, timeout: float = TIMEOUT):
         self.url, self.token, self.timeout = url.rstrip("/"), token, timeout
@@ -123,6 +136,28 @@ class Client:
         if answer.will_close:
             self._close()
         return raw, answer.status
+
+    def stream(self, path: str, headers: dict, timeout: float):
+        """An answer to read as it comes (Server-Sent Events), on a connection of its own: the
+        kept one stays free for the requests made while it streams. APIError for an error
+        answer, Unreachable for none; the caller closes it."""
+        self._connection()  # the URL checked, and its path prefix known
+        parts = urllib.parse.urlsplit(self.url)
+        kind = (http.client.HTTPSConnection if parts.scheme == "https"
+                else http.client.HTTPConnection)  # fmt: skip
+        connection = kind(parts.hostname, parts.port, timeout=timeout)
+        headers = {**headers, **({"Authorization": f"Token {self.token}"} if self.token else {})}
+        try:
+            connection.request("GET", self._target(path), headers=headers)
+            answer = connection.getresponse()
+            if answer.status >= 400:
+                raw = answer.read()
+                connection.close()
+                raise self._error(answer.status, raw)
+        except (OSError, http.client.HTTPException) as exc:
+            connection.close()
+            raise Unreachable(E_UNREACHABLE.format(url=self.url, why=exc)) from None
+        return Streamed(connection, answer)
 
     def _close(self) -> None:
         if self._open is not None:

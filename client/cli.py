@@ -17,7 +17,7 @@ import sys
 import time
 from collections import Counter
 
-from client import config, export, listing
+from client import config, export, listing, live
 from client import report as shown
 from client.api import APIError, Client, Unreachable
 from client.grouping import summary_line
@@ -28,7 +28,7 @@ EXIT_OK, EXIT_NOT_OK, EXIT_INVALID, EXIT_UNAVAILABLE = 0, 1, 2, 3
 EXIT_UNKNOWN, EXIT_UNFINISHED = 2, 3
 STATES = ("pending", "running", "storing", "ok", "failed", "timeout", "cancelled",
           "unreachable", "lost", "error")  # fmt: skip
-#: How often --wait asks (results pushed to the waiting client are the live-output work's).
+#: How often --wait asks a server that does not push a job's events (client/live.py).
 POLL = 0.25
 
 
@@ -140,7 +140,9 @@ def cmd_run(args, api: Client) -> int:
     if not args.wait:
         return EXIT_OK
     sys.stdout.flush()
-    return show(api, job["id"], args, wait=True)
+    # The dispatch answer names every host task: no read of the job before its events.
+    pending = {t["task_id"]: t["host"] for t in job.get("tasks") or []}
+    return show(api, job["id"], args, wait=True, pending=pending)
 
 
 def find(api: Client, ident: str) -> tuple[dict, list[dict], bool]:
@@ -167,7 +169,38 @@ def _done(tasks: list[dict]) -> int:
     return sum(t.get("state") not in ("pending", "running", "storing") for t in tasks)
 
 
-def wait_for(api: Client, ident: str, limit: float | None):
+def wait_for(api: Client, ident: str, limit: float | None, stream: bool = False,
+             pending: dict | None = None):  # fmt: skip
+    """The job once every host has ended (or ``limit`` passed): its events pushed by the
+    server (client/live.py), or polled when it will not push them. Each host's output shown
+    as it comes on a terminal, or with ``stream``. ``pending``: the host tasks to wait for
+    (task id: host), when known without asking."""
+    started = time.monotonic()
+    if pending is None:
+        job, tasks, _ = find(api, ident)
+        pending = {t["task_id"]: t.get("host") or "" for t in tasks
+                   if t.get("state") not in live.TERMINAL}  # fmt: skip
+        job_id = job["id"]
+    else:
+        job_id = ident
+    if pending:
+        streaming = stream or sys.stdout.isatty()
+        shown = live.Shown(_written, list(pending.values())) if streaming else None
+        reread = lambda: find(api, ident)[1]  # noqa: E731
+        try:
+            live.wait_pushed(api, job_id, pending, reread, limit, shown)
+        except live.NotPushed:
+            left = None if limit is None else max(limit - (time.monotonic() - started), 0)
+            return poll_for(api, ident, left)
+    return find(api, ident)
+
+
+def _written(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()  # seen as it comes, on a pipe too (--stream)
+
+
+def poll_for(api: Client, ident: str, limit: float | None):
     deadline = None if limit is None else time.monotonic() + limit
     last = None
     while True:
@@ -224,9 +257,9 @@ def results_text(job: dict, tasks: list[dict], one: bool, args) -> str:
                             grouped=args.group, counts=counts)  # fmt: skip
 
 
-def show(api: Client, ident: str, args, wait: bool) -> int:
+def show(api: Client, ident: str, args, wait: bool, pending: dict | None = None) -> int:
     if wait:
-        job, tasks, one = wait_for(api, ident, args.wait_timeout)
+        job, tasks, one = wait_for(api, ident, args.wait_timeout, args.stream, pending)
     else:
         job, tasks, one = find(api, ident)
     if getattr(args, "json", False):
@@ -282,13 +315,9 @@ def cmd_cancel(args, api: Client) -> int:
 # --- jobs, hosts -------------------------------------------------------------------------------
 def cmd_jobs(args, api: Client) -> int:
     limit = max(args.limit, 1)
-    states = chosen_states(args)
-    # The API's list has no state filter: with one, a larger page is read and filtered here.
-    params = {"limit": limit if not states else max(limit * 10, 200), "kind": args.kind,
-              "since": args.since, "requested_by": args.user}  # fmt: skip
+    params = {"limit": limit, "kind": args.kind, "since": args.since,
+              "requested_by": args.user, "state": chosen_states(args)}  # fmt: skip
     jobs = api.get("/api/jobs/", **params).get("results", [])
-    if states:
-        jobs = [j for j in jobs if any((j.get("summary") or {}).get(s) for s in states)]
     for line in listing.table(jobs[:limit]):
         out(line)
     return EXIT_OK
@@ -423,6 +452,8 @@ def _result_arguments(p) -> None:
     )
     p.add_argument("--wait-timeout", type=float, default=None,
                    help="give up waiting after this many seconds (exit 3)")  # fmt: skip
+    p.add_argument("--stream", action="store_true",
+                   help="with --wait: each host's output as it comes, on a pipe too")  # fmt: skip
 
 
 def _target_arguments(p) -> None:

@@ -298,6 +298,20 @@ CMDB = {
     "SSH_CONNECT_TIMEOUT": float(os.environ.get("CMDB_SSH_CONNECT_TIMEOUT") or 10),
     #: SSH connections the gateway runs at once (its thread pool).
     "SSH_CONCURRENCY": int(os.environ.get("CMDB_SSH_CONCURRENCY") or 256),
+    #: Salt mode: the salt gateway (`python -m gateway --salt`) reaches salt-mode hosts through
+    #: this salt-api (rest_cherrypy; https, or http on loopback only). Unset: no salt gateway
+    #: (`make up` starts one when it is set).
+    "SALT_API_URL": (os.environ.get("CMDB_SALT_API_URL") or "").rstrip("/"),
+    #: The eauth user the salt gateway acts as, and its backend (pam, ldap, sharedsecret...).
+    "SALT_API_USER": os.environ.get("CMDB_SALT_API_USER") or "",
+    "SALT_API_EAUTH": os.environ.get("CMDB_SALT_API_EAUTH") or "pam",
+    #: A file (0600, the gateway user's own) holding that user's password: never in the
+    #: environment, the database or a log.
+    "SALT_API_PASSWORD_FILE": os.environ.get("CMDB_SALT_API_PASSWORD_FILE") or "",
+    #: Seconds the master waits for a minion's answer before the task is unreachable.
+    "SALT_REPLY_TIMEOUT": float(os.environ.get("CMDB_SALT_REPLY_TIMEOUT") or 5),
+    #: salt-api calls the salt gateway makes at once (its thread pool; each waits for a command).
+    "SALT_CONCURRENCY": int(os.environ.get("CMDB_SALT_CONCURRENCY") or 32),
     #: The queues of the central worker (see above), for the code that names them.
     "CENTRAL_QUEUE": CENTRAL_QUEUE,
     "RESULTS_QUEUE": RESULTS_QUEUE,

@@ -25,8 +25,7 @@ import psutil
 import redis
 from django.conf import ENVIRONMENT_VARIABLE, settings
 
-from wire import names, signing
-from workers.config import SaltSettings
+from wire import names, signing, transport
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_HOSTS = ["127.0.1.1", "127.0.1.2", "127.0.1.3"]
@@ -252,15 +251,12 @@ class Fleet:
              **(extra_env or {})},
         )  # fmt: skip
 
-    def start_salt_gateway(self, extra_env: dict | None = None) -> subprocess.Popen:
-        """The salt gateway (workers.salt_gateway) for the hosts in CMDB_SALT_MINIONS."""
-        return self.spawn(
-            "salt-gateway",
-            [sys.executable, "-m", "workers.salt_gateway"],
-            {"CMDB_AGENT_PUBKEY": self.agent_pubkey(),
-             "CMDB_AGENT_STATE_DIR": str(self.run_dir / "agent-state" / "salt-gateway"),
-             **(extra_env or {})},
-        )  # fmt: skip
+    def start_salt_gateway(self, node: str = "salt-gateway@%h", extra_env: dict | None = None):
+        """The salt gateway (gateway/salt.py): serves the queues of salt-mode hosts through
+        CMDB_SALT_API_URL."""
+        node = node.replace("%h", socket.gethostname())
+        return self.spawn("salt-gateway", [sys.executable, "-m", "gateway", "--salt", "--node",
+                                           node], extra_env)  # fmt: skip
 
     def stop(self, name: str, sig: int = signal.SIGTERM, timeout: float = 15.0) -> None:
         pidfile = self.pids / f"{name}.pid"
@@ -410,9 +406,11 @@ def up(fleet: Fleet, hosts: list[str]) -> None:
     for ip in hosts:
         print(f"starting agent on {ip}")
         start_demo_agent(fleet, ip)
-    if SaltSettings.from_environ().minions:
-        # Salt-mode hosts (CMDB_SALT_MINIONS): their keys wait for `keys accept` like any.
-        print("starting the salt gateway for", ", ".join(SaltSettings.from_environ().minions))
+    if settings.CMDB["SALT_API_URL"]:
+        # Salt mode is on where there is a salt-api to talk to; its hosts come from the
+        # inventory (`hosts add IP --mode salt --minion ID`), added later ones too.
+        print("starting the salt gateway for the salt-api at",
+              transport.redacted(settings.CMDB["SALT_API_URL"]))  # fmt: skip
         fleet.start_salt_gateway()
     wait_for_agents(hosts)
     print(

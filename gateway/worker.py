@@ -9,7 +9,6 @@ that holds every SSH connection (gateway.ssh).
 """
 
 import concurrent.futures
-import itertools
 import logging
 import math
 import os
@@ -17,91 +16,39 @@ import secrets
 import tempfile
 import threading
 import time
-import traceback
 
 import asyncssh
-import redis
-from celery import Celery, bootsteps
-from celery.app import trace
 from celery.signals import worker_init
-from celery.worker import control as panel
 from django.conf import settings
 from django.db import close_old_connections
 
 from cmdb.hosts import ssh as keys
 from cmdb.hosts.choices import ModeChoices
 from cmdb.hosts.models import Host
-from cmdb.jobs import signer
 from collectors import remote
+from gateway import serving
 from gateway.ssh import Engine, Target, Unreachable
-from wire import blobs, control, names, signing
-from wire.messages import (
-    MAX_CAPTURE_BYTES,
-    Heartbeat,
-    Outcome,
-    Report,
-    Stream,
-    TransferOutcome,
-)
-from workers import claims, guard
-from workers.agent import Agent
-from workers.alive import SignedHeartbeat
-from workers.config import AgentSettings
+from wire import blobs, names, signing
+from wire.messages import MAX_CAPTURE_BYTES, Outcome, Report, Stream, TransferOutcome
 from workers.placing import DETAIL_SENT
 
 logger = logging.getLogger(__name__)
 
 E_NOT_SSH = "{ip} is not an ssh-mode host (any more); refused"
-E_INTERNAL = "gateway error: {exc!r}"
 E_ALL_PLUGINS_FAILED = "every collector plugin failed"
 E_SCRIPT = "the facts script did not run to its end: {outcome}, {error}"
 #: The most output the facts script may print (a host with thousands of CPUs, disks, links).
 SCRIPT_MAX = 32 << 20
-#: A heartbeat speaks for at most this many hosts (cmdb.jobs.monitor.MAX_HOSTS_PER_AGENT).
-BEAT_HOSTS = 64
-#: Seconds between looks for hosts added in ssh mode since the gateway started.
-REFRESH_EVERY = 5.0
-#: A placeholder queue when there is no ssh-mode host yet (a worker needs one).
-IDLE_QUEUE = "cmdb.gateway.idle"
 
 
-def gateway_settings() -> AgentSettings:
-    c = settings.CMDB
-    return AgentSettings(
-        redis_url=settings.BROKER_URL, central_queue=c["CENTRAL_QUEUE"],
-        results_queue=c["RESULTS_QUEUE"], broker_timeout=4.0, pubkey=None, ip=None,
-        concurrency=c["SSH_CONCURRENCY"], loglevel="info",
-        state_dir=settings.RUN_DIR / "gateway", root=None, spool_dir=None, heartbeat=2.0,
-        broker_master_name=settings.BROKER_MASTER_NAME,
-    )  # fmt: skip
+class Gateway(serving.Gateway):
+    """The gateway of ssh-mode hosts: one asyncio loop (gateway.ssh) holds their connections."""
 
+    mode, over = ModeChoices.SSH, "over SSH"
 
-class Gateway(Agent):
-    """An agent for many hosts: the server's key checked as an agent checks it, the gateway's
-    own key for what it signs, a thread-safe Redis client (many tasks at once)."""
-
-    def __init__(self, app, settings_: AgentSettings):
+    def __init__(self, app, settings_):
         super().__init__(app, settings_)
         self._engine = None
-        self._redis = None
-        self._lock = threading.Lock()
-
-    def server_key(self):
-        if self._public_key is None:
-            self._public_key = signer.private_key().public_key()
-        return self._public_key
-
-    def own_key(self):
-        if self._own_key is None:
-            self._own_key = keys.gateway_key()
-        return self._own_key
-
-    def redis(self):
-        with self._lock:
-            if self._redis is None:
-                self._redis = redis.Redis.from_url(self.settings.redis_url,
-                                                   socket_timeout=10)  # fmt: skip
-            return self._redis
 
     def engine(self) -> Engine:
         with self._lock:
@@ -118,89 +65,18 @@ class Gateway(Agent):
         return Target(ip, *row) if row else None
 
 
-def ssh_hosts() -> list[str]:
-    close_old_connections()
-    return list(Host.objects.filter(mode=ModeChoices.SSH).values_list("ip", flat=True))
-
-
-app = Celery("gateway", fixups=[])
-app.config_from_object(gateway_settings().celery_config())
-app.conf.update(result_backend=None, task_ignore_result=True, worker_send_task_events=False,
-                worker_disable_rate_limits=True, worker_prefetch_multiplier=4,
-                task_publish_retry_policy={"max_retries": 40, "interval_start": 0,
-                                           "interval_step": 1, "interval_max": 5})  # fmt: skip
-gateway = Gateway(app, gateway_settings())
-
-
-class GatewayHeartbeat(SignedHeartbeat):
-    """The agents' signed heartbeat, for every host the gateway serves, 64 hosts a message."""
-
-    agent = gateway
-    boot = SignedHeartbeat.boot
-    counter = itertools.count(1)
-
-    def send(self, c, offline: bool = False) -> None:
-        dispatcher = self.dispatcher
-        hosts = sorted(self.agent.identity)
-        if dispatcher is None or not hosts:
-            return
-        for i in range(0, len(hosts), BEAT_HOSTS):
-            beat = Heartbeat(hosts=hosts[i : i + BEAT_HOSTS], agent=c.hostname,
-                             agent_pid=self.agent.pid, at=time.time(), boot=self.boot,
-                             seq=next(self.counter), offline=offline)  # fmt: skip
-            try:
-                dispatcher.send(names.HEARTBEAT_EVENT, retry=not offline,
-                                heartbeat=beat.signed(self.agent.own_key()).to_wire())  # fmt: skip
-            except Exception:
-                logger.warning("could not send a heartbeat", exc_info=True)
-                return
-
-
-class NewHosts(bootsteps.StartStopStep):
-    """Consume the queue of each host added in ssh mode since the gateway started."""
-
-    requires = ("celery.worker.consumer.tasks:Tasks",)
-
-    def __init__(self, c, **kwargs):
-        self.tref = None
-        super().__init__(c, **kwargs)
-
-    def start(self, c):
-        self.tref = c.timer.call_repeatedly(REFRESH_EVERY, self.refresh, (c,))
-
-    def stop(self, c):
-        if self.tref is not None:
-            c.timer.cancel(self.tref)
-            self.tref = None
-
-    def refresh(self, c) -> None:
-        try:
-            new = sorted(set(ssh_hosts()) - gateway.identity)
-        except Exception:
-            logger.warning("could not look for new ssh-mode hosts", exc_info=True)
-            return
-        for ip in new:
-            gateway.identity = gateway.identity | {ip}
-            c.add_task_queue(ip)
-            logger.info("now serving %s over SSH", ip)
-
-
-app.steps["consumer"].add(GatewayHeartbeat)
-app.steps["consumer"].add(NewHosts)
+_settings = serving.gateway_settings(settings.CMDB["SSH_CONCURRENCY"], "gateway")
+app = serving.gateway_app("gateway", _settings)
+gateway = Gateway(app, _settings)
+serving.serve(app, gateway)
 
 
 @worker_init.connect
 def _started(sender=None, **_):
     if getattr(getattr(sender, "app", None), "main", None) != app.main:
         return
-    queues = sender.app.amqp.queues.consume_from or {}
-    gateway.started_worker([q for q in queues if q != IDLE_QUEUE])
-    control.obey_only_harmless(panel.Panel.data, logger)
-    trace.LOG_SUCCESS = "Task %(name)s[%(id)s] succeeded in %(runtime)ss"
     try:
-        gateway.settings.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        gateway.server_key()
-        gateway.own_key()
+        gateway.started(sender)
         gateway.engine()
     except (signing.SigningKeyError, keys.SSHKeyError, OSError) as exc:
         raise SystemExit(f"gateway: {exc}") from None
@@ -357,19 +233,7 @@ def _transferred(outcome: dict, started: float, clock: float, **fields) -> Repor
 
 
 def _host_task(task, spec, body, announce_late: bool = False) -> dict:
-    """As workers.tasks._host_task: whatever happens, a report for the server."""
-    queue = (task.request.delivery_info or {}).get("routing_key") or ""
-    sender = {"task_id": task.request.id, "host": queue, "agent": task.request.hostname or ""}
-    try:
-        report = guard.guarded(gateway, task, spec, queue, body, claims.KEEP, announce_late)
-    except guard.Unauthentic as refused:
-        return refused.report.with_sender(**sender, agent_pid=gateway.pid).to_wire()
-    except Exception as exc:
-        logger.exception("%s %s failed inside the gateway", task.name, task.request.id)
-        report = Report.refusal(Outcome.ERROR, E_INTERNAL.format(exc=exc),
-                                traceback=traceback.format_exc(limit=20))  # fmt: skip
-    signed = report.with_sender(**sender, agent_pid=gateway.pid).signed(gateway.own_key())
-    return signed.to_wire()
+    return serving.host_task(gateway, task, spec, body, announce_late)
 
 
 @app.task(name=names.RUN_COMMAND, bind=True, ignore_result=True, acks_late=False)
@@ -392,12 +256,6 @@ def fetch_file(self, spec: dict) -> dict:
     return _host_task(self, spec, _fetch)
 
 
-def worker_argv(queues: list[str], concurrency: int, loglevel: str, node: str) -> list[str]:
-    return ["worker", "--queues", ",".join(queues) or IDLE_QUEUE, "--hostname", node,
-            "--pool", "threads", "--concurrency", str(concurrency), "--loglevel", loglevel,
-            "--without-gossip", "--without-mingle", "--without-heartbeat"]  # fmt: skip
-
-
 def main(node: str = "", loglevel: str = "info") -> None:
     node = node or f"gateway@{os.uname().nodename}"
-    app.worker_main(worker_argv(ssh_hosts(), settings.CMDB["SSH_CONCURRENCY"], loglevel, node))
+    app.worker_main(gateway.argv(loglevel, node))

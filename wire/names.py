@@ -75,6 +75,6 @@ def fetch_namespace(job_id, host: str) -> str:
     return f"fetch-{job_id}-{host}"
 
 
-#: A Salt minion id as the CMDB takes it (`hosts add --minion`, CMDB_SALT_MINIONS): no glob,
+#: A Salt minion id as the CMDB takes it (`hosts add --minion`, the salt gateway): no glob,
 #: regex or list characters, so that a target is exactly one minion.
 MINION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")

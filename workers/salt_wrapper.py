@@ -4,14 +4,13 @@ the host beyond the minion's own).
 Salt trims any return over its event bus's max_event_size (1 MiB by default) to the string
 "VALUE_TRIMMED", and its cmd.run_all timeout kills only the shell it started. So the host does
 what the agent's runner does: the command runs under setsid in a process group of its own,
-each stream is spooled to a private folder (/tmp/cmdb-salt.<uid>/<task id>.XXXXXX, under a
-root only we may write to), a watchdog kills the whole group at the deadline, a cancel
-(KILL_SCRIPT) kills it on demand, and only head and tail travel back, base64 so that bytes
-that are not UTF-8 survive.
+each stream is spooled to a folder of its own, a watchdog kills the whole group at the
+deadline, a cancel (KILL_SCRIPT) kills it on demand, and only head and tail travel back,
+base64 so that bytes that are not UTF-8 survive.
 
 Answer: a line "R" (ran), "T" (timed out) or "C" (cancelled); then per stream a line
 "<name> <total bytes>" and one of base64 (whole) or two (head, tail); the exit status is the
-command's. 125: no spool folder on the host, nothing ran.
+command's. Exit 125 with a line "N <why>": no spool folder on the host, nothing ran.
 """
 
 from __future__ import annotations
@@ -28,21 +27,18 @@ MAX_PART = 128 << 10
 NO_SPOOL = 125
 _TAG = re.compile(r"[A-Za-z0-9-]{1,64}")
 
-#: The root of every spool folder: one per uid, 0700, ours, not a symlink. /tmp is shared, so
-#: another local user could plant /tmp/cmdb-salt-* folders (a pgid of their choosing, a symlinked
-#: mark) for root's cancel to kill and touch; inside a folder only we may write, nobody can.
-SPOOL = "/tmp/cmdb-salt.$(id -u)"
+#: Where each command's spool folder is made, by `mktemp -d` (0700, a fresh random name):
+#: /tmp is shared, and a fixed name there (a per-user root, say) is one that another local
+#: user can take first, to refuse us every command or to plant what a cancel acts on.
+SPOOL = "/tmp"
+#: The answer's first line when the wrapper could not make its folder.
+NO_SPOOL_LINE = "N "
 
-#: Shell that leaves "$b" the spool root, checked (or fails with {fail}).
-_ROOT = """b={spool}
-mkdir -m 0700 "$b" 2>/dev/null
-if [ -L "$b" ] || [ ! -d "$b" ] || [ ! -O "$b" ]; then {fail}; fi
-chmod 0700 "$b" || {fail}"""
-
-WRAPPER = (
-    _ROOT
-    + """
-d=$(mktemp -d "$b/{tag}.XXXXXX") || exit 125
+WRAPPER = """d=$(mktemp -d {spool}/cmdb-salt.{tag}.XXXXXX 2>/dev/null) || {{
+  echo "N mktemp -d in "{spool}" failed"; exit 125; }}
+if [ -L "$d" ] || [ ! -d "$d" ] || [ ! -O "$d" ] || ! chmod 0700 "$d"; then
+  echo "N $d is not a folder of ours with mode 0700"; exit 125
+fi
 trap 'rm -rf "$d"' EXIT
 setsid /bin/sh -c {command} >"$d/o" 2>"$d/e" </dev/null &
 p=$!
@@ -63,21 +59,17 @@ for s in o e; do
   echo
 done
 exit $rc"""
-)
 
-#: Ends a wrapped command's whole process group, and says so in its folder first. Only folders
-#: in our own spool root, owned by us, with a pgid that is a number above 1; the mark is made
-#: with mkdir, which never follows a symlink.
-KILL_SCRIPT = (
-    _ROOT
-    + """
-for d in "$b"/{tag}.*; do
+#: Ends a wrapped command's whole process group, and says so in its folder first. Only the
+#: task's folders that are ours (so made by a wrapper of ours, 0700: nobody else wrote in
+#: them), not symlinks, with a pgid that is a number above 1; the mark is made with mkdir,
+#: which never follows a symlink.
+KILL_SCRIPT = """for d in {spool}/cmdb-salt.{tag}.*; do
   [ -d "$d" ] && [ ! -L "$d" ] && [ -O "$d" ] && [ -f "$d/pgid" ] && [ ! -L "$d/pgid" ] || continue
   g=$(head -c 20 "$d/pgid")
   case "$g" in ''|*[!0-9]*|0*|1) continue;; esac
   mkdir "$d/cancelled" 2>/dev/null; kill -s KILL -- -"$g" && echo killed
 done"""
-)
 
 
 def _tag(task_id: str) -> str:
@@ -88,14 +80,22 @@ def _tag(task_id: str) -> str:
 
 def wrapped(command: str, task_id: str, seconds: int, head: int, tail: int,
             spool: str = SPOOL) -> str:  # fmt: skip
+    """``spool``: tests only (the folder spool folders are made in)."""
     return WRAPPER.format(command=shlex.quote(command), tag=_tag(task_id), seconds=int(seconds),
-                          whole=head + tail, head=head, tail=tail, spool=spool,
-                          fail="exit 125")  # fmt: skip
+                          whole=head + tail, head=head, tail=tail,
+                          spool=shlex.quote(spool))  # fmt: skip
 
 
 def kill_script(task_id: str, spool: str = SPOOL) -> str:
-    """``spool``: tests only (the shell word of the spool root)."""
-    return KILL_SCRIPT.format(tag=_tag(task_id), spool=spool, fail="exit 0")
+    """``spool``: tests only, as for wrapped()."""
+    return KILL_SCRIPT.format(tag=_tag(task_id), spool=shlex.quote(spool))
+
+
+def no_spool(stdout: str) -> str | None:
+    """Why the wrapper could not make its spool folder (and ran nothing), or None."""
+    if not stdout.startswith(NO_SPOOL_LINE):
+        return None
+    return stdout[len(NO_SPOOL_LINE) :].split("\n", 1)[0].strip()[:300]
 
 
 def unwrap(stdout: str) -> tuple[str, Stream, Stream]:

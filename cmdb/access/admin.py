@@ -2,14 +2,40 @@
 
 from django import forms
 from django.contrib import admin
+from django.contrib.admin.forms import AdminAuthenticationForm
+from django.core.exceptions import ValidationError
 from rest_framework.authtoken.admin import TokenAdmin as DRFTokenAdmin
 from rest_framework.authtoken.models import TokenProxy
 
 from cmdb import audit
-from cmdb.access import grants, visible
+from cmdb.access import attempts, grants, visible
 from cmdb.access.actor import actor_of
 from cmdb.access.models import Action, Grant
 from cmdb.audit.choices import AuditActionChoices
+
+
+class LimitedLoginForm(AdminAuthenticationForm):
+    """The admin's (and the web console's) login, limited as the token endpoint's
+    (cmdb.access.attempts, the same counts): the same passwords, guessed here, would be
+    unlimited otherwise."""
+
+    def clean(self):
+        username, password = self.cleaned_data.get("username"), self.cleaned_data.get("password")
+        if username is None or not password:
+            return super().clean()
+        address = (self.request.META.get("REMOTE_ADDR", "") if self.request else "") or ""
+        try:
+            wait = attempts.begin(address, username)
+        except attempts.Unavailable:
+            raise ValidationError(attempts.E_UNCOUNTED, code="uncounted") from None
+        if wait:
+            raise ValidationError(attempts.E_TOO_MANY.format(wait=wait), code="too_many")
+        cleaned = super().clean()  # wrong, inactive or not staff: stays counted
+        attempts.succeeded(address, username)
+        return cleaned
+
+
+admin.site.login_form = LimitedLoginForm
 
 
 class ViewableMixin:

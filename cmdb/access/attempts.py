@@ -6,6 +6,11 @@ which the client writes) and per username tried (casefolded, so "Alice" and "ali
 one), which no number of addresses gets around. Only failures count: a user who logs in is
 not slowed by their own successes. When Redis cannot be reached the login is refused (fail
 closed): an uncounted login would be an unlimited one.
+
+An attempt is counted before its password is checked (``begin``, one Lua script: atomic), and
+given back when it succeeds (``succeeded``): checking a password takes a hash's time, and a
+count read first and written after would let every attempt sent in parallel through, however
+many (the limit is on attempts in flight too, not only on those that ended).
 """
 
 import hashlib
@@ -20,6 +25,36 @@ PER_USERNAME = 10
 WINDOW = 60
 PREFIX = "cmdb:login-failed:"
 
+E_TOO_MANY = "too many failed logins from this address or for this username: try again in {wait} s"
+E_UNCOUNTED = "login attempts cannot be counted now (the broker is down): try again later"
+
+#: KEYS: the counts; ARGV: the window, then each count's limit. Counts one attempt on each
+#: (the window starts at its first: SET NX EX, any Redis); if that takes one past its limit,
+#: the attempt is not made and not counted: the seconds until the window ends are returned.
+_BEGIN = """
+local wait = 0
+for i, key in ipairs(KEYS) do
+  redis.call('SET', key, 0, 'EX', ARGV[1], 'NX')
+  if redis.call('INCR', key) > tonumber(ARGV[i + 1]) then
+    local ttl = redis.call('TTL', key)
+    if ttl < 1 then ttl = 1 end
+    if ttl > wait then wait = ttl end
+  end
+end
+if wait > 0 then
+  for _, key in ipairs(KEYS) do redis.call('DECR', key) end
+end
+return wait
+"""
+#: Gives an attempt back, never below 0 nor into a window that already ended (a DECR of a
+#: key gone would make one of -1 without expiry: an attempt more, for ever).
+_GIVE_BACK = """
+for _, key in ipairs(KEYS) do
+  if tonumber(redis.call('GET', key) or '0') > 0 then redis.call('DECR', key) end
+end
+return 0
+"""
+
 
 class Unavailable(Exception):
     """The counts cannot be read or written (Redis down)."""
@@ -31,34 +66,20 @@ def _keys(address: str, username: str) -> list[str]:
     return [f"{PREFIX}addr:{address}", f"{PREFIX}user:{name}"]
 
 
-def blocked(address: str, username: str) -> int:
-    """Seconds until another attempt is allowed for this address and username (0: now)."""
-    keys = _keys(address, username)
+def _run(script: str, keys: list[str], *args) -> int:
     try:
-        with redis_client(cmdb_app) as client, client.pipeline(transaction=False) as pipe:
-            for key in keys:
-                pipe.get(key)
-                pipe.ttl(key)
-            got = pipe.execute()
+        with redis_client(cmdb_app) as client:
+            return int(client.eval(script, len(keys), *keys, *args))
     except BROKER_ERRORS as exc:
         raise Unavailable(str(exc)) from None
-    waits = []
-    for (count, ttl), limit in zip(zip(got[::2], got[1::2], strict=True),
-                                   (PER_ADDRESS, PER_USERNAME), strict=True):  # fmt: skip
-        if count is not None and int(count) >= limit:
-            waits.append(max(ttl, 1))  # a key without its expiry yet: one second
-    return max(waits, default=0)
 
 
-def failed(address: str, username: str) -> None:
-    """Count one failed attempt for this address and username."""
-    try:
-        with redis_client(cmdb_app) as client, client.pipeline(transaction=False) as pipe:
-            for key in _keys(address, username):
-                # The window starts at its first failure (SET NX: any Redis, not only 7's
-                # EXPIRE NX).
-                pipe.set(key, 0, ex=WINDOW, nx=True)
-                pipe.incr(key)
-            pipe.execute()
-    except BROKER_ERRORS as exc:
-        raise Unavailable(str(exc)) from None
+def begin(address: str, username: str) -> int:
+    """Count an attempt for this address and username, as a failure until ``succeeded`` says
+    otherwise; or, past a limit, seconds until another is allowed (not counted then)."""
+    return _run(_BEGIN, _keys(address, username), WINDOW, PER_ADDRESS, PER_USERNAME)
+
+
+def succeeded(address: str, username: str) -> None:
+    """The attempt ``begin`` counted was not a failure: give it back."""
+    _run(_GIVE_BACK, _keys(address, username))

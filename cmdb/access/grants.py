@@ -75,6 +75,16 @@ def _covered(grant: Grant) -> Q | None:
     return Q(pk__in=Host.objects.filter(part).values("pk"))
 
 
+def covering(host: Host) -> set[Grant]:
+    """Every grant (anyone's) that covers ``host`` as it is stored now."""
+    found = set()
+    for grant in Grant.objects.prefetch_related("host_groups"):
+        covered = _covered(grant)
+        if covered is not None and Host.objects.filter(pk=host.pk).filter(covered).exists():
+            found.add(grant)
+    return found
+
+
 def host_filter(user, action: str) -> Q | None:
     """The hosts ``user`` may ``action`` on, as a filter on Host; None: all of them."""
     if user is None or not user.is_active:

@@ -9,6 +9,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from drf_spectacular.utils import extend_schema_field
 
+from cmdb.access import visible
 from cmdb.assets.choices import AssetKindChoices, ChangeActionChoices
 from cmdb.assets.management.commands.changes import parse_since
 from cmdb.assets.models import Asset, Change
@@ -193,10 +194,23 @@ class JobFilterSet(filters.FilterSet):
     requested_by = filters.CharFilter(label="who asked (a username, cli:USER, agent start ...)")
     since = MomentFilter(field_name="created", lookup_expr="gte", label="created at or after")
     until = MomentFilter(field_name="created", lookup_expr="lt", label="created before")
+    state = filters.MultipleChoiceFilter(
+        choices=HostTaskStateChoices.choices, method="with_a_host_in",
+        label="only jobs with a host task (of those you may view) in this state (repeatable)",
+    )  # fmt: skip
 
     class Meta:
         model = Job
         fields: list[str] = []
+
+    def with_a_host_in(self, queryset, name, value):
+        # As `manage.py jobs --state` (cmdb.jobs.listing.recent): a host one may not view
+        # does not make its job match, nor show that it is in that state.
+        if not value:
+            return queryset
+        tasks = HostTask.objects.filter(state__in=list(value))
+        shown = visible.viewable_tasks(self.request.user, tasks)
+        return queryset.filter(pk__in=shown.values("job_id"))
 
 
 class HostTaskFilterSet(filters.FilterSet):

@@ -1,29 +1,48 @@
 """The API's live parts: a job's events as Server-Sent Events, a host task's kept output."""
 
 import json
+import logging
+import re
 import time
 
 from django.conf import settings
 from django.http import FileResponse, StreamingHttpResponse
-from rest_framework.exceptions import NotFound, Throttled
+from rest_framework.exceptions import APIException, NotFound, Throttled
 
 from cmdb.jobs import kept, live
 from cmdb.jobs.choices import HostTaskStateChoices as State
 
+logger = logging.getLogger(__name__)
 TERMINAL = {str(s) for s in State.terminal()}
 
 E_NOT_KEPT = "this host task's output was not kept (run with --keep-output, or CMDB_KEEP_OUTPUT)"
+
+
 BLOCK_MS = 1000
 E_TOO_MANY = ("you have {most} event streams open already (CMDB_EVENTS_STREAMS_PER_USER): "
               "close one, or read the job's host tasks instead")  # fmt: skip
 #: The event types the stream has (cmdb.jobs.live); anything else is not passed on.
 KINDS = {"output", "task", "truncated"}
-CURSOR_CHARS = set("0123456789-")
+
+
+class KeptUnsafe(APIException):
+    """The kept output's folder or file is not the server's alone (cmdb.jobs.kept._ours): it
+    is not served, whatever it holds. Which path and owner is for the server's log only."""
+
+    status_code = 503
+    default_detail = ("this host task's kept output is not served: its folder on the server is "
+                      "not the server's alone (the server's log says which; an operator must "
+                      "fix the ownership of CMDB_OUTPUT_DIR)")  # fmt: skip
+    default_code = "kept_output_unsafe"
+
+
+#: A stream ID Redis takes: MS or MS-SEQ, each below 2**64 (19 digits are).
+CURSOR = re.compile(r"\d{1,19}(-\d{1,19})?")
 
 
 def cursor_of(request) -> str:
     given = request.GET.get("after") or request.headers.get("Last-Event-ID") or "0-0"
-    if not given or set(given) - CURSOR_CHARS or len(given) > 40:
+    if not CURSOR.fullmatch(given):
         return "0-0"
     return given
 
@@ -70,6 +89,9 @@ def events_response(job, task_ips: dict[str, str], unfinished: set[str], output:
                         waiting.discard(task)
                     if task in task_ips:
                         event["host"] = task_ips[task]
+                    elif kind == "truncated":  # the job's: not a host one may not view
+                        event.pop("task", None)
+                        event.pop("host", None)
                     yield f"id: {cursor}\nevent: {kind}\ndata: {json.dumps(event)}\n\n"
 
     response = StreamingHttpResponse(_Slotted(events(), slot), content_type="text/event-stream")
@@ -85,6 +107,9 @@ def output_response(task, stream: str, actor):
         f = kept.open_kept(task, stream)
     except FileNotFoundError:
         raise NotFound(E_NOT_KEPT) from None
+    except PermissionError as exc:
+        logger.error("kept output of %s not served: %s", task.task_id, exc)
+        raise KeptUnsafe() from None
     kept.record_read(actor, task.job, [task], [stream])
     return FileResponse(f, content_type="application/octet-stream")
 

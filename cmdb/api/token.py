@@ -18,8 +18,8 @@ from cmdb.access import attempts
 from cmdb.api.serializers import DetailSerializer
 
 E_WRONG = "wrong username or password (or the user is inactive)"
-E_TOO_MANY = "too many failed logins from this address or for this username: try again in {wait} s"
-E_UNCOUNTED = "login attempts cannot be counted now (the broker is down): try again later"
+E_TOO_MANY = attempts.E_TOO_MANY
+E_UNCOUNTED = attempts.E_UNCOUNTED
 
 
 class CredentialsSerializer(serializers.Serializer):
@@ -63,7 +63,8 @@ class TokenView(APIView):
         name = given.validated_data["username"]
         address = request.META.get("REMOTE_ADDR", "") or ""
         try:
-            wait = attempts.blocked(address, name)
+            # Counted before the password is checked: parallel attempts count each other.
+            wait = attempts.begin(address, name)
             if wait:
                 return Response({"detail": E_TOO_MANY.format(wait=wait)},
                                 status=status.HTTP_429_TOO_MANY_REQUESTS,
@@ -71,9 +72,9 @@ class TokenView(APIView):
             user = authenticate(request._request, username=name,
                                 password=given.validated_data["password"])  # fmt: skip
             if user is None or not user.is_active:
-                attempts.failed(address, name)
                 return Response({"non_field_errors": [E_WRONG]},
                                 status=status.HTTP_400_BAD_REQUEST)  # fmt: skip
+            attempts.succeeded(address, name)
         except attempts.Unavailable:
             return Response({"detail": E_UNCOUNTED}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
         token, _ = Token.objects.get_or_create(user=user)  # a new one is audited (signals)

@@ -509,7 +509,10 @@ class JobViewSet(CancelMixin, mixins.CreateModelMixin, ReadOnlyViewSet):
         "`after` (or Last-Event-ID) set to the last id read. A user has at most "
         "CMDB_EVENTS_STREAMS_PER_USER answers streaming at once (429 past it).",
         parameters=[OpenApiParameter("after", str, description="the last event id read")],
-        responses={(200, "text/event-stream"): OpenApiResponse(OpenApiTypes.STR)},
+        responses={
+            (200, "text/event-stream"): OpenApiResponse(OpenApiTypes.STR),
+            429: OpenApiResponse(serializers.DetailSerializer, "All the user's streams taken."),
+        },
     )
     @action(detail=True, methods=["get"], filter_backends=[], pagination_class=None,
             renderer_classes=[EventStreamRenderer, JSONRenderer])  # fmt: skip
@@ -647,6 +650,9 @@ class HostTaskViewSet(CancelMixin, ReadOnlyViewSet):
         responses={
             (200, "application/octet-stream"): OpenApiResponse(OpenApiTypes.BINARY),
             404: OpenApiResponse(serializers.DetailSerializer, "Output not kept."),
+            503: OpenApiResponse(
+                serializers.DetailSerializer, "The kept output's folder is not the server's alone."
+            ),
         },
     )
     @action(detail=True, methods=["get"], renderer_classes=[JSONRenderer, BinaryRenderer])

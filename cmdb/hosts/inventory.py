@@ -73,11 +73,51 @@ def _require_keys(actor: Actor, host: Host, field: str, what: str, action: str) 
     raise NotAllowed(field, reason)
 
 
+E_IP_GRANTS = (
+    "{user} may not move {ip} to {new}: the grants that cover it at one address and not at "
+    "the other give {actions}, and they do not hold {missing} on {ip}"
+)
+
+
+class _Undone(Exception):
+    pass
+
+
+def ip_refusals(actor: Actor, host: Host, new_ip: str) -> list[str]:
+    """Why ``actor`` may not move ``host`` to ``new_ip``: a grant may narrow by ip, so a new
+    address can put the host into a grant (or take it out) as a group's members do; the
+    actor must hold on it every action those grants give (member_refusals' rule)."""
+    user = actor.user
+    if user is None or user.is_superuser:
+        return []
+    before = grants.covering(host)
+    try:
+        with transaction.atomic():  # what covers it at the new address, then undone
+            Host.objects.filter(pk=host.pk).update(ip=new_ip)
+            after = grants.covering(host)
+            raise _Undone
+    except _Undone:
+        pass
+    actions = sorted({a for grant in before ^ after for a in grant.actions})
+    missing = [a for a in actions if grants.refusals(user, a, [host])]
+    if not missing:
+        return []
+    return [E_IP_GRANTS.format(user=actor.username, ip=host.ip, new=new_ip,
+                               actions=", ".join(actions), missing=", ".join(missing))]  # fmt: skip
+
+
 def change_host(actor: Actor, host: Host, ip: str | None = None,
                 hostname: str | None = None) -> Host:  # fmt: skip
     if ip is not None and ip != host.ip:
         _require(actor, IP_PERMISSION, "ip", "change a host's IP address")
         _require_keys(actor, host, "ip", "change the IP address of", AuditActionChoices.HOST_CHANGE)
+        refused = ip_refusals(actor, host, ip)
+        if refused:
+            record(actor, AuditActionChoices.HOST_CHANGE, outcome=AuditOutcomeChoices.REFUSED,
+                   targets_resolved=[host.ip, ip],
+                   detail={"host": host.pk, "ip": {"from": host.ip, "to": ip},
+                           "reason": refused})  # fmt: skip
+            raise NotAllowed("ip", "; ".join(refused))
     return _change_host(actor, host, ip, hostname)
 
 
@@ -201,6 +241,36 @@ def _change_group(actor: Actor, group: HostGroup, name, description, hosts) -> H
     return group
 
 
-@transaction.atomic
+#: Not how many: a group shows no count of the members one may not view.
+E_HIDDEN_MEMBERS = (
+    "{user} may not remove from {group} its members they may not view: the grants on {group} "
+    "give {actions}"
+)
+
+
 def remove_group(actor: Actor, group: HostGroup) -> None:
+    """Removing a group takes every member out of it: what emptying it takes (member_refusals,
+    on every member; those the actor may not view neither named nor counted), refused and audited
+    outside the removal's transaction."""
+    user = actor.user
+    if user is not None and not user.is_superuser and group_actions(group):
+        members = list(Host.objects.filter(groups=group))
+        seen = set(visible.viewable_hosts(user, Host.objects.filter(groups=group)))
+        refused = member_refusals(actor, group, [], [h for h in members if h in seen])
+        actions = sorted(group_actions(group))
+        hidden = [h for h in members if h not in seen
+                  and any(grants.refusals(user, a, [h]) for a in actions)]  # fmt: skip
+        if hidden:
+            refused.append(E_HIDDEN_MEMBERS.format(user=actor.username, group=group.name,
+                                                   actions=", ".join(actions)))  # fmt: skip
+        if refused:
+            record(actor, AuditActionChoices.GROUP_CHANGE, outcome=AuditOutcomeChoices.REFUSED,
+                   targets_resolved=sorted(h.ip for h in members if h in seen),
+                   detail={"group": group.name, "deleted": True, "reason": refused})  # fmt: skip
+            raise NotAllowed("hosts", "; ".join(refused))
+    _remove_group(actor, group)
+
+
+@transaction.atomic
+def _remove_group(actor: Actor, group: HostGroup) -> None:
     group.delete()  # audited by its pre_delete signal, with its members

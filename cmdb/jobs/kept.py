@@ -208,11 +208,14 @@ def write_full(stdout, found, user=None, actor=None) -> int:
     record_read(actor, tasks[0].job, tasks, STREAMS)
     out = _binary(stdout)
     single = len(tasks) == 1
-    unfinished = False
+    unfinished = refused = False
     for task in tasks:
         give_up = time.monotonic() + SETTLE
-        while task.is_terminal and not kept_complete(task) and time.monotonic() < give_up:
-            time.sleep(0.1)
+        try:
+            while task.is_terminal and not kept_complete(task) and time.monotonic() < give_up:
+                time.sleep(0.1)
+        except PermissionError:
+            pass  # said below, per stream
         unfinished |= not task.is_terminal
         for stream in STREAMS:
             dest = out if stream == "stdout" or not single else _binary(sys.stderr)
@@ -220,11 +223,17 @@ def write_full(stdout, found, user=None, actor=None) -> int:
                 f = open_kept(task, stream)
             except FileNotFoundError:
                 continue
+            except PermissionError as exc:  # not ours alone (_ours): not shown, and said
+                sys.stderr.write(f"{task.ip} {stream}: {exc}\n")
+                refused = True
+                continue
             with f:
                 if not single:
                     dest.write(f"--- {task.ip} {stream} ({task.state}) ---\n".encode())
                 copy(f, dest)
             dest.flush()
+    if refused:
+        return EXIT_NONE
     return EXIT_UNFINISHED if unfinished else EXIT_OK
 
 

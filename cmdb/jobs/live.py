@@ -16,6 +16,8 @@ import binascii
 import contextlib
 import json
 import logging
+import time
+import uuid
 from datetime import timedelta
 
 from django.conf import settings
@@ -81,10 +83,8 @@ def relay(items: list[dict]) -> int:
             what = item.get("task_id") if isinstance(item, dict) else ""
             dropped.add(Output.WHAT, trust.R_UNKNOWN_TASK, what)
             continue
-        host = task.host
-        why = trust.from_host(Output, item, task.ip, host.agent_key if host else "",
-                              host.key_state if host else "",
-                              candidate=bool(host and host.candidate_key))  # fmt: skip
+        pem, key_state, candidate = trust.speaker(task)
+        why = trust.from_host(Output, item, task.ip, pem, key_state, candidate=candidate)
         if why:
             dropped.add(Output.WHAT, why, task.task_id, item.get("agent"))
             continue
@@ -155,8 +155,10 @@ def shown_of(at: int, part: bytes) -> tuple[int, str]:
 
 
 def publish_stored(tasks) -> None:
-    """One "stored" event per host task whose state changed (after the commit)."""
-    publish([(t.job_id, {"type": "task", "task": t.task_id, "host": t.ip, "state": t.state})
+    """One "stored" event per host task whose state changed (after the commit), with its exit
+    code and duration: a follower can say how a host ended without reading it again."""
+    publish([(t.job_id, {"type": "task", "task": t.task_id, "host": t.ip, "state": t.state,
+                         "exit_code": t.exit_code, "duration": t.duration})
              for t in tasks])  # fmt: skip
 
 
@@ -231,24 +233,36 @@ def read(client, job_id, after: str = "0-0", block_ms: int | None = None, count:
 
 
 SLOTS_KEY = "cmdb:events-answers:{user}"
+#: A user's answers, one member each (a sorted set, scored by when each expires by itself):
+#: KEYS[1]; ARGV: now, the most at once, seconds a slot lasts, the new member. 1: taken.
+_TAKE = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
+redis.call('ZADD', KEYS[1], tonumber(ARGV[1]) + tonumber(ARGV[3]), ARGV[4])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
 
 
 def take_slot(user_id, most: int, ttl: int) -> str | None:
-    """One of ``most`` concurrent event answers of a user: its key (for ``give_back``), or None
-    when all are taken. The count expires after ``ttl``: a web worker killed mid-answer does not
-    lock the user out for ever. A broker down takes nothing (the answer will fail by itself)."""
+    """One of ``most`` concurrent event answers of a user: its token (for ``give_back``), or
+    None when all are taken. Each slot expires by itself after ``ttl``: one a web worker
+    killed mid-answer never gave back goes then, however many answers the user opens
+    meanwhile (one count, renewed by each, never expired while a job page stayed open). A
+    broker down takes nothing (the answer will fail by itself)."""
     key = SLOTS_KEY.format(user=user_id)
+    member = uuid.uuid4().hex
     try:
-        with redis_client(cmdb_app) as client, client.pipeline() as pipe:
-            taken, _ = pipe.incr(key).expire(key, ttl).execute()
-            if taken > most:
-                client.decr(key)
+        with redis_client(cmdb_app) as client:
+            if not client.eval(_TAKE, 1, key, time.time(), most, ttl, member):
                 return None
     except BROKER_ERRORS:
         logger.warning("could not count event answers of user %s", user_id, exc_info=True)
-    return key
+    return f"{key} {member}"
 
 
-def give_back(key: str) -> None:
+def give_back(slot: str) -> None:
+    """The slot is free again; one that expired (or was never taken) gives nothing more."""
+    key, _, member = slot.rpartition(" ")
     with contextlib.suppress(*BROKER_ERRORS), redis_client(cmdb_app) as client:
-        client.decr(key)
+        client.zrem(key, member)

@@ -110,10 +110,8 @@ def _believed(items, message, tasks: dict, kinds: dict, dropped: trust.Dropped,
             why = trust.R_MALFORMED if not isinstance(item, dict) else trust.R_UNKNOWN_TASK
             dropped.add(message.WHAT, why, task_id, agent)
             continue
-        host = task.host
-        why = trust.from_host(message, item, task.ip, host.agent_key if host else "",
-                              host.key_state if host else "",
-                              candidate=bool(host and host.candidate_key))  # fmt: skip
+        pem, key_state, candidate = trust.speaker(task)
+        why = trust.from_host(message, item, task.ip, pem, key_state, candidate=candidate)
         if why:
             dropped.add(message.WHAT, why, task_id, agent)
             continue

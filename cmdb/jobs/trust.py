@@ -56,6 +56,16 @@ def signed_by(message, raw: dict, pem: str) -> str | None:
     return None
 
 
+def speaker(task) -> tuple[str, str, bool]:
+    """(key, key state, candidate) of who may speak for ``task``: its host's, while the host is
+    at the address the task was sent to. A host moved since (PATCH ip) forgot its keys; the
+    key accepted at its new address is another machine's, which never had the task."""
+    host = task.host
+    if host is None or host.ip != task.ip:
+        return "", "", False
+    return host.agent_key, host.key_state, bool(host.candidate_key)
+
+
 def from_host(message, raw: dict, ip: str, pem: str, key_state: str,
               candidate: bool = False) -> str | None:  # fmt: skip
     """Why ``raw`` is not a ``message`` from the host ``ip`` (its accepted key ``pem``), or None.

@@ -1,7 +1,9 @@
 """The job page: a table of states (each a filter), the hosts' output grouped by outcome (or
 host by host), elapsed time, Cancel and "Re-run on failed hosts" (through the service layer,
 which checks the grants), export as CSV or JSON lines, and a refresh every 2 s (htmx) while
-any host has not finished. Of the hosts the user may view (cmdb.access.visible)."""
+any host has not finished; meanwhile each host's output streams in as it is produced (the job's
+Server-Sent Events, static/web/joblive.js), and a host that ends refreshes the page at once.
+Of the hosts the user may view (cmdb.access.visible)."""
 
 from django.contrib import messages
 from django.contrib.admin.views.decorators import staff_member_required

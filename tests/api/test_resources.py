@@ -399,6 +399,28 @@ def test_a_jobs_host_tasks_are_only_those_one_may_view(fleet_rows):
     assert client.get(f"/api/jobs/{other.pk}/tasks/").status_code == 404
 
 
+def test_jobs_filtered_by_state_match_only_by_host_tasks_one_may_view(fleet_rows):
+    failed_on_web = make_job("10.0.0.1", state=State.FAILED)
+    failed_on_db = make_job("10.0.0.1", command="true")  # ok where webops may look ...
+    HostTask = failed_on_db.host_tasks.model
+    HostTask.objects.create(job=failed_on_db, host=Host.objects.get(ip="10.0.0.3"),
+                            ip="10.0.0.3", task_id="db-failed", state=State.FAILED)  # fmt: skip
+    ok = make_job("10.0.0.1", "10.0.0.2")
+    client = token_client(make_user("jobs.view_job", username="webops", everywhere=False))
+    grant_services.add("webops", ["view"], ["web"])
+
+    def listed(**query):
+        answer = client.get("/api/jobs/", query)
+        assert answer.status_code == 200, answer.content
+        return {row["id"] for row in answer.json()["results"]}
+
+    # ... failed only on a host webops may not view: not "failed" for them.
+    assert listed(state="failed") == {str(failed_on_web.pk)}
+    assert listed(state=["failed", "ok"]) == {str(failed_on_web.pk), str(failed_on_db.pk),
+                                              str(ok.pk)}  # fmt: skip
+    assert client.get("/api/jobs/", {"state": "exploded"}).status_code == 400
+
+
 def test_a_job_shown_by_its_first_host_tasks_is_still_cancelled_whole(viewer, monkeypatch):
     monkeypatch.setattr(JobViewSet, "tasks_shown", 1)
     for ip in ("10.0.6.1", "10.0.6.2", "10.0.6.3"):

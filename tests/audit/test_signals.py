@@ -17,6 +17,7 @@ def entries(action: str) -> list[AuditEntry]:
     return list(AuditEntry.objects.filter(action=action).order_by("seq"))
 
 
+@pytest.mark.usefixtures("redis_url")  # where login attempts are counted (fail closed)
 def test_a_failed_admin_login_is_recorded_with_the_name_tried_and_the_address(client):
     User.objects.create_user("alice", password="right")
 
@@ -30,10 +31,14 @@ def test_a_failed_admin_login_is_recorded_with_the_name_tried_and_the_address(cl
     assert "wrong" not in str(entry.detail)
 
 
+@pytest.mark.usefixtures("redis_url")
 def test_a_successful_login_records_nothing(client):
     User.objects.create_user("alice", password="right", is_staff=True)
 
-    client.post("/admin/login/?next=/admin/", {"username": "alice", "password": "right"})
+    page = client.post("/admin/login/?next=/admin/", {"username": "alice", "password": "right"},
+                       REMOTE_ADDR="198.51.100.5")  # fmt: skip
+
+    assert page.status_code == 302  # logged in
 
     assert not entries("login.failed")
 

@@ -1,10 +1,14 @@
 """The thin client (`cmdb`, client/) against a real gunicorn, a real broker and real agents:
 what it prints and its exit codes are manage.py's; its config keeps the token to its owner."""
 
+import contextlib
 import os
+import pty
 import stat
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 from rest_framework.authtoken.models import Token
@@ -200,3 +204,132 @@ def test_completion_scripts_load_in_their_shells(cmdb):
                             text=True, timeout=30)  # fmt: skip
     assert loaded.returncode == 0 and "_cmdb" in loaded.stdout, loaded.stderr
     assert cmdb("completion", "zsh").stdout.startswith("#compdef cmdb")
+
+
+# --- --wait: the job's events pushed (Server-Sent Events), not polled -------------------------
+SLOW = "for i in 1 2 3 4 5; do echo line $i; sleep 1; done"
+
+
+class Streamed:
+    """A `cmdb` process whose stdout lines are read as they come, with when each came."""
+
+    def __init__(self, home, env: dict, *args: str):
+        base = {"PATH": os.environ["PATH"], "HOME": str(home), "PYTHONPATH": str(ROOT)}
+        self.proc = subprocess.Popen([sys.executable, "-m", "client", *args], cwd=home,
+                                     env={**base, **env}, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True)  # fmt: skip
+        self.lines: list[tuple[float, str]] = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.lines.append((time.monotonic(), line))
+
+    def wait(self, timeout: float = 90) -> int:
+        code = self.proc.wait(timeout)
+        self.reader.join(5)
+        self.ended = time.monotonic()
+        self.stderr = self.proc.stderr.read()
+        return code
+
+    @property
+    def stdout(self) -> str:
+        return "".join(line for _, line in self.lines)
+
+    def first(self, text: str) -> float:
+        return next(at for at, line in self.lines if text in line)
+
+
+def on_a_terminal(home, env: dict, *args: str) -> tuple[int, str]:
+    """`cmdb ...` with its stdout a terminal (a pty): its exit code and what it showed."""
+    base = {"PATH": os.environ["PATH"], "HOME": str(home), "PYTHONPATH": str(ROOT)}
+    main, sub = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "client", *args], cwd=home,
+                            env={**base, **env}, stdin=subprocess.DEVNULL, stdout=sub,
+                            stderr=subprocess.DEVNULL)  # fmt: skip
+    os.close(sub)
+    shown = b""
+    with contextlib.suppress(OSError):  # EIO once the process has closed the terminal
+        while chunk := os.read(main, 65536):
+            shown += chunk
+    os.close(main)
+    return proc.wait(60), shown.decode().replace("\r\n", "\n")
+
+
+def laptop_env(url: str, user) -> dict:
+    return {"CMDB_URL": url, "CMDB_TOKEN": Token.objects.get_or_create(user=user)[0].key}
+
+
+def assert_streamed_then_checked(run: Streamed, ip: str, cmdb, env: dict) -> str:
+    """Each line once, prefixed by its host, seen seconds before the end; then exactly what
+    `cmdb check` prints. The job's id."""
+    text = run.stdout
+    ident = text.splitlines()[0].removeprefix("task id: ")
+    for i in range(1, 6):
+        shown = [line for _, line in run.lines if line.endswith(f"| line {i}\n")]
+        assert len(shown) == 1 and shown[0].startswith(f"{ip} "), text
+    assert run.ended - run.first("| line 1") > 2.5, text  # pushed while the command ran
+    assert f"{ip} ok, exit 0, " in text, text
+    check = cmdb("check", ident, env=env)
+    assert check.returncode == 0, check.stderr
+    assert text.endswith(check.stdout), text
+    return ident
+
+
+def test_run_wait_streams_each_hosts_output_as_it_comes_then_prints_check(
+    logged_in, agents, server, cli_user, home
+):
+    ip = AGENT_IPS[0]
+    env = laptop_env(server, cli_user)
+    run = Streamed(home, env, "run", SLOW, "--hosts", ip, "--wait", "--stream")
+    assert run.wait() == 0, run.stderr
+    ident = assert_streamed_then_checked(run, ip, logged_in, env)
+
+    # check --wait on a job still running: the same pushed lines, then check's text.
+    later = logged_in("run", SLOW, "--hosts", ip, env=env)
+    follow = Streamed(home, env, "check", job_id(later), "--wait", "--stream")
+    assert follow.wait() == 0, follow.stderr
+    assert "| line 1\n" in follow.stdout and follow.stdout.endswith(
+        logged_in("check", job_id(later), env=env).stdout)  # fmt: skip
+
+    # On a terminal, streamed without being asked: how the host ended, then check's text.
+    code, shown = on_a_terminal(home, env, "run", "echo hi; exit 3", "--hosts", ip, "--wait")
+    assert code == 1, shown
+    ran = shown.splitlines()[0].removeprefix("task id: ")
+    assert f"\n{ip} failed, exit 3, " in shown, shown
+    assert shown.endswith(logged_in("check", ran, env=env).stdout), shown
+
+    # Not streamed (a pipe, no --stream): the results alone, as `cmdb check` prints them.
+    quiet = logged_in("run", "echo out; exit 4", "--hosts", ip, "--wait", env=env)
+    assert quiet.returncode == 1, quiet.stderr
+    assert quiet.stdout == f"task id: {job_id(quiet)}\n" + logged_in(
+        "check", job_id(quiet), env=env).stdout  # fmt: skip
+    # Given up waiting: exit 3, and what check prints of the job as it stands.
+    short = logged_in("check", ident, "--wait", "--wait-timeout", "0", env=env)
+    assert short.returncode == 0  # that one had ended: nothing to wait for
+    slow = logged_in("run", SLOW, "--hosts", ip, "--wait", "--wait-timeout", "1", env=env)
+    assert slow.returncode == 3, slow.stdout + slow.stderr
+    assert "1 running" in slow.stdout or "1 pending" in slow.stdout, slow.stdout
+
+
+@pytest.mark.parametrize("server_env", [
+    # Each answer ends after a second: the client asks again from the last event id read.
+    {"CMDB_EVENTS_STREAM_SECONDS": "1"},
+    # No stream may be opened (429): the client polls, and prints the same.
+    {"CMDB_EVENTS_STREAMS_PER_USER": "0"},
+])  # fmt: skip
+def test_run_wait_reconnects_or_polls_and_misses_nothing(
+    fleet, agents, process_env, tmp_path, cli_user, home, cmdb, server_env
+):
+    with served({**process_env, **server_env}, tmp_path / "web-limited") as url:
+        env = laptop_env(url, cli_user)
+        run = Streamed(home, env, "run", SLOW, "--hosts", AGENT_IPS[1], "--wait", "--stream")
+        assert run.wait() == 0, run.stderr
+        if "CMDB_EVENTS_STREAM_SECONDS" in server_env:
+            assert_streamed_then_checked(run, AGENT_IPS[1], cmdb, env)
+        else:  # polled: nothing streamed, the results as check prints them
+            ident = job_id(run)
+            assert "| line" not in run.stdout
+            assert run.stdout == f"task id: {ident}\n" + cmdb("check", ident, env=env).stdout

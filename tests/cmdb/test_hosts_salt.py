@@ -3,10 +3,17 @@
 import pytest
 from django.core.management import CommandError, call_command
 
+from cmdb.hosts import ssh
 from cmdb.hosts.choices import KeyStateChoices, ModeChoices
 from cmdb.hosts.models import Host
+from tests.support.factories import make_host
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("cli_user")]
+
+
+@pytest.fixture(autouse=True)
+def gateway_key(settings, tmp_path):
+    settings.CMDB = {**settings.CMDB, "GATEWAY_KEY": str(tmp_path / "gateway_key")}
 
 
 def test_add_a_salt_host_and_list_the_gateways_minions(capsys):
@@ -14,20 +21,24 @@ def test_add_a_salt_host_and_list_the_gateways_minions(capsys):
     call_command("hosts", "add", "10.0.8.6", "--mode", "salt", "--minion", "db01.example")
     host = Host.objects.get(ip="10.0.8.5")
     assert (host.mode, host.salt_minion, host.hostname) == (ModeChoices.SALT, "web01", "web01")
-    # Nothing is sent to it until the salt gateway's key for it is accepted.
-    assert host.key_state != KeyStateChoices.ACCEPTED
+    # Served at once: the gateways' key is its key, accepted (no registration to wait for).
+    assert host.key_state == KeyStateChoices.ACCEPTED
+    assert host.agent_key == ssh.gateway_pem()
     out = capsys.readouterr().out
-    assert "added salt 10.0.8.5 (minion web01)" in out and "keys accept 10.0.8.5" in out
+    assert "added salt 10.0.8.5 (minion web01); the salt gateway serves it" in out
 
     call_command("hosts", "salt-minions")
     assert capsys.readouterr().out.strip() == "10.0.8.5=web01,10.0.8.6=db01.example"
 
 
-def test_an_agent_host_moved_to_salt_mode():
-    call_command("hosts", "add", "10.0.8.7")
+def test_an_agent_host_moved_to_salt_mode_takes_the_gateways_key():
+    make_host("10.0.8.7")  # its agent's key accepted
     call_command("hosts", "add", "10.0.8.7", "--mode", "salt", "--minion", "app7")
     host = Host.objects.get(ip="10.0.8.7")
     assert (host.mode, host.salt_minion) == (ModeChoices.SALT, "app7")
+    # Its agent's key no longer speaks for it: what the salt gateway signs does.
+    assert (host.agent_key, host.key_state) == (ssh.gateway_pem(), KeyStateChoices.ACCEPTED)
+    assert host.key_fingerprint == ssh.gateway_fingerprint()
 
 
 @pytest.mark.parametrize("args", [
@@ -55,7 +66,6 @@ def test_push_and_fetch_to_a_salt_host_are_refused_at_dispatch(tmp_path):
     from cmdb.jobs import services
     from cmdb.jobs.exceptions import Refused
     from cmdb.jobs.models import Job
-    from tests.support.factories import make_host
 
     make_host("10.0.8.5")
     make_host("10.0.8.6")

@@ -152,3 +152,25 @@ def test_kept_output_is_written_only_in_folders_and_files_ours_alone(out_dir, tm
     os.chmod(out_dir, 0o700)
     with kept.open_kept(task) as f:
         assert f.read() == b"one\n"
+
+
+def test_a_kept_folder_another_may_write_is_not_served_and_says_why(out_dir, capsys):
+    from tests.support.api import make_user, token_client
+
+    task = kept_task()
+    HostTask.objects.filter(pk=task.pk).update(host=make_host(IP))
+    kept.keep(task, "stdout", 0, b"secret-free output\n")
+    job_dir = out_dir / str(task.job_id)
+    reader = token_client(make_user("jobs.view_job", "jobs.view_hosttask", "jobs.view_output"))
+    url = f"/api/host-tasks/{task.task_id}/output/"
+    assert b"".join(reader.get(url).streaming_content) == b"secret-free output\n"
+
+    job_dir.chmod(0o777)  # as if another user could have swapped what is in it
+    answer = reader.get(url)
+    assert answer.status_code == 503, answer.content
+    assert "not the server's alone" in answer.json()["detail"]
+    assert str(out_dir) not in answer.json()["detail"]  # which path: the server's log only
+
+    found = services.find(str(task.job_id), None)
+    assert kept.write_full(io.StringIO(), found) == kept.EXIT_NONE
+    assert "not ours alone" in capsys.readouterr().err

@@ -1,28 +1,28 @@
 """Salt mode through a real salt-master, salt-minions and salt-api on loopback
-(tests/support/salt.py) and the salt gateway worker (workers.salt_gateway): the same jobs,
-states, results and stored facts as through an agent."""
+(tests/support/salt.py) and the salt gateway (`python -m gateway --salt`): hosts added with
+`hosts add --mode salt --minion ID` while it runs are served, with the same jobs, states,
+results and stored facts as through an agent."""
 
 import os
 import sys
 import time
-from pathlib import Path
 
+import psutil
 import pytest
 
 from cmdb.assets.models import Asset, HostFacts
-from cmdb.hosts.choices import ModeChoices
 from cmdb.hosts.models import Host
 from cmdb.jobs.models import HostTask
 from tests.support import salt
 from tests.support.cli import ID_LINE, wait_job
 from tests.support.factories import make_host
-from tests.support.fleet import AGENT_KEYS, wait_for
+from tests.support.fleet import wait_for
 from workers.saltapi import local
 
 pytestmark = [pytest.mark.fleet, pytest.mark.django_db(transaction=True)]
 
-#: In the suite's auto-accepted range (tests.support.fleet.AUTO_ACCEPTED).
-WEB01, WEB02, BAD_AUTH = "127.0.1.90", "127.0.1.91", "127.0.1.92"
+WEB01, WEB02, BAD_AUTH, NO_SUCH, MOVED = (f"127.0.1.{n}" for n in range(90, 95))
+GOOD, BAD = "salt-gateway@salt-tests", "salt-gateway-bad@salt-tests"
 
 
 @pytest.fixture(scope="module")
@@ -36,47 +36,56 @@ def stack(tmp_path_factory):
     stack.stop_all()
 
 
-def _start_gateway(fleet, name: str, minions: str, password_file: Path, stack) -> Path:
-    state = fleet.run_dir / "agent-state" / name
-    fleet.spawn(name, [sys.executable, "-m", "workers.salt_gateway", "--concurrency", "2"], {
-        "CMDB_AGENT_STATE_DIR": str(state),
-        "CMDB_SALT_API_URL": stack.api_url,
-        "CMDB_SALT_API_USER": salt.EAUTH_USER,
-        "CMDB_SALT_API_EAUTH": "sharedsecret",
-        "CMDB_SALT_API_PASSWORD_FILE": str(password_file),
-        "CMDB_SALT_MINIONS": minions,
-        "CMDB_SALT_REPLY_TIMEOUT": "3",
-    })  # fmt: skip
-    pub = wait_for(lambda: (state / "agent_key.pub").exists() and state / "agent_key.pub", 60,
-                   f"{name} to make its key")  # fmt: skip
-    return pub
+@pytest.fixture(scope="module")
+def salt_env(stack, tmp_path_factory) -> dict:
+    """The gateway's and manage.py's: one gateways' key (what `hosts add` accepts for a salt
+    host is what the gateway signs with), salt-api and its credentials."""
+    keys = tmp_path_factory.mktemp("gateway-keys")
+    return {"CMDB_GATEWAY_KEY": str(keys / "gateway_key"), "CMDB_SALT_API_URL": stack.api_url,
+            "CMDB_SALT_API_USER": salt.EAUTH_USER, "CMDB_SALT_API_EAUTH": "sharedsecret",
+            "CMDB_SALT_API_PASSWORD_FILE": str(stack.password_file()),
+            "CMDB_SALT_REPLY_TIMEOUT": "3", "CMDB_SALT_CONCURRENCY": "4"}  # fmt: skip
+
+
+def _log(fleet, name: str = "salt-gateway") -> str:
+    path = fleet.logs / f"{name}.log"
+    return path.read_text(errors="replace") if path.exists() else ""
 
 
 @pytest.fixture(scope="module")
-def gateway(fleet, stack, tmp_path_factory):
-    pub = _start_gateway(fleet, "salt-gateway", f"{WEB01}=web01,{WEB02}=web02",
-                         stack.password_file(), stack)  # fmt: skip
-    wrong = tmp_path_factory.mktemp("wrong") / "secret"
-    fd = os.open(wrong, os.O_WRONLY | os.O_CREAT, 0o600)
-    os.write(fd, b"not-the-secret\n")
-    os.close(fd)
-    bad_pub = _start_gateway(fleet, "salt-gateway-bad", f"{BAD_AUTH}=web01", wrong, stack)
-    AGENT_KEYS.update({WEB01: pub.read_text(), WEB02: pub.read_text(),
-                       BAD_AUTH: bad_pub.read_text()})  # fmt: skip
-    yield
+def gateway(fleet, salt_env):
+    # No salt-mode host yet: it starts on its idle queue and must pick hosts up as they come.
+    fleet.start_salt_gateway(GOOD, salt_env)
+    wait_for(lambda: "ready." in _log(fleet), 60, "the salt gateway to start")
+    yield fleet
     fleet.stop("salt-gateway")
-    fleet.stop("salt-gateway-bad")
 
 
-MINIONS = {WEB01: "web01", WEB02: "web02", BAD_AUTH: "web01"}
+def _served(log: str, ip: str) -> bool:
+    # Each test's database starts empty: the gateway may have let the host go in between.
+    return log.rfind(f"now serving {ip} through salt") > log.rfind(f"no longer serving {ip} ")
 
 
 @pytest.fixture
-def hosts(gateway):
-    made = {ip: make_host(ip) for ip in MINIONS}
-    for ip, minion in MINIONS.items():  # as `hosts add IP --mode salt --minion ID` records them
-        Host.objects.filter(ip=ip).update(mode=ModeChoices.SALT, salt_minion=minion)
-    return made
+def add(manage, gateway, salt_env):
+    """`hosts add IP --mode salt --minion ID`, as an operator does it, and wait until the
+    running gateway serves the host's queue (it reads the inventory every few seconds)."""
+
+    def run(ip: str, minion: str, log: str = "salt-gateway"):
+        out = manage("hosts", "add", ip, "--mode", "salt", "--minion", minion, env=salt_env)
+        assert out.returncode == 0, out.stderr
+        wait_for(lambda: _served(_log(gateway, log), ip), 30,
+                 f"the salt gateway to serve {ip}")  # fmt: skip
+        return out
+
+    return run
+
+
+@pytest.fixture
+def hosts(add):
+    add(WEB01, "web01")
+    add(WEB02, "web02")
+    return {ip: Host.objects.get(ip=ip) for ip in (WEB01, WEB02)}
 
 
 def job(manage, *args) -> dict:
@@ -86,13 +95,41 @@ def job(manage, *args) -> dict:
     return data
 
 
-def test_a_command_through_salt(manage, hosts):
+def test_a_host_added_while_the_gateway_runs_gets_its_command_run(manage, add):
+    out = add(WEB01, "web01")
+    assert "added salt 127.0.1.90 (minion web01); the salt gateway serves it" in out.stdout
     data = job(manage, "run", "echo hello from $(hostname); echo to-stderr >&2", "--hosts", WEB01)
     task = data["tasks"][0]
     assert task["state"] == "ok", task
-    assert task["exit_code"] == 0
+    assert task["exit_code"] == 0 and task["agent"] == GOOD
     assert task["stdout"]["head"].startswith("hello from ")
     assert task["stderr"]["head"] == "to-stderr\n"
+
+
+#: Prints the pid of every process above the command, to its first one: which minion ran it.
+ANCESTORS = ("p=$$; while [ \"$p\" -gt 1 ]; do echo $p; "
+             "p=$(sed 's/.*) //' /proc/$p/stat | cut -d' ' -f2); done")  # fmt: skip
+
+
+def _minion_of(stack, stdout: str) -> set[str]:
+    ancestors = {int(line) for line in stdout.split()}
+    found = set()
+    for mid in ("web01", "web02"):
+        main = psutil.Process(stack.procs[f"minion-{mid}"].pid)
+        if ancestors & {main.pid, *(c.pid for c in main.children(recursive=True))}:
+            found.add(mid)
+    return found
+
+
+def test_each_task_runs_on_the_minion_recorded_for_its_host_when_it_runs(manage, hosts, add,
+                                                                         stack):  # fmt: skip
+    data = job(manage, "run", ANCESTORS, "--hosts", WEB01, WEB02)
+    ran = {t["host"]: _minion_of(stack, t["stdout"]["head"]) for t in data["tasks"]}
+    assert ran == {WEB01: {"web01"}, WEB02: {"web02"}}, data["tasks"]
+    # The operator records another minion for a host: the running gateway uses that one.
+    add(WEB02, "web01")
+    [task] = job(manage, "run", ANCESTORS, "--hosts", WEB02)["tasks"]
+    assert _minion_of(stack, task["stdout"]["head"]) == {"web01"}, task
 
 
 def test_a_failing_command_and_bounded_output(manage, hosts):
@@ -145,11 +182,37 @@ def test_a_collection_is_stored_as_facts(manage, hosts):
     assert task["state"] == "ok", task
     assert task["stdout"]["head"].startswith("collected cpu, disks, hardware, memory")
     host = hosts[WEB01]
+    assert "(salt minion web01)" in task["stdout"]["head"]
     kinds = set(Asset.objects.filter(host=host).values_list("kind", flat=True))
     assert {"system", "cpu", "memory", "mount", "nic", "disk", "hardware"} <= kinds
     facts = HostFacts.objects.get(host=host)
     assert facts.os == "debian" or facts.os  # this machine's os-release id, through Salt
     assert facts.cpu_threads == os.cpu_count()
+
+
+def test_a_minion_the_master_does_not_know_is_unreachable_with_the_reason(manage, add):
+    add(NO_SUCH, "nosuch")
+    data = job(manage, "run", "true", "--hosts", NO_SUCH)
+    task = data["tasks"][0]
+    assert task["state"] == "unreachable", task
+    assert task["error"] == ("unreachable: the salt master knows no minion 'nosuch' (not "
+                             "accepted, or down)")  # fmt: skip
+    assert task["exit_code"] is None, task
+
+
+def test_a_host_moved_to_agent_mode_is_let_go(manage, add, gateway, salt_env):
+    add(MOVED, "web01")
+    out = manage("hosts", "mode", MOVED, "--mode", "agent", env=salt_env)
+    assert out.returncode == 0, out.stderr
+    wait_for(lambda: not _served(_log(gateway), MOVED), 30, f"the gateway to let {MOVED} go")
+    make_host(MOVED, with_agent=False)  # its agent's key accepted; no agent runs here
+    out = manage("run", "true", "--hosts", MOVED, "--reach-timeout", "3")
+    assert out.returncode == 0, out.stderr
+    data, _ = wait_job(manage, ID_LINE.search(out.stdout).group(1), timeout=60)
+    # Never taken from its queue by the gateway: provably undelivered, not run through salt.
+    [task] = data["tasks"]
+    assert task["state"] == "unreachable", task
+    assert f"is the agent for {MOVED} running?" in task["error"]
 
 
 def test_a_minion_that_is_down_is_unreachable_with_the_reason(manage, hosts, stack):
@@ -158,14 +221,6 @@ def test_a_minion_that_is_down_is_unreachable_with_the_reason(manage, hosts, sta
     task = data["tasks"][0]
     assert task["state"] == "unreachable", task
     assert "salt minion 'web02' did not answer" in task["error"]
-
-
-def test_wrong_eauth_is_a_clear_error(manage, hosts):
-    data = job(manage, "run", "true", "--hosts", BAD_AUTH)
-    task = data["tasks"][0]
-    assert task["state"] == "error", task
-    assert "salt-api refused the credentials of user 'ops' (eauth sharedsecret)" in task["error"]
-    assert "not-the-secret" not in str(data)
 
 
 def test_a_minion_id_with_glob_characters_targets_no_minion_but_itself(stack):
@@ -184,3 +239,29 @@ def test_push_is_refused_in_salt_mode(manage, hosts, tmp_path):
     # At dispatch, nothing recorded (the gateway would refuse each task too).
     assert out.returncode != 0
     assert f"push is not supported in salt mode: {WEB01} (minion web01)" in out.stderr
+
+
+@pytest.fixture
+def bad_gateway(gateway, salt_env, tmp_path):
+    """In the good one's place (each serves every salt-mode host): a gateway whose salt-api
+    password is wrong."""
+    wrong = tmp_path / "secret"
+    fd = os.open(wrong, os.O_WRONLY | os.O_CREAT, 0o600)
+    os.write(fd, b"not-the-secret\n")
+    os.close(fd)
+    gateway.stop("salt-gateway")
+    gateway.spawn("salt-gateway-bad", [sys.executable, "-m", "gateway", "--salt", "--node", BAD],
+                  {**salt_env, "CMDB_SALT_API_PASSWORD_FILE": str(wrong)})  # fmt: skip
+    wait_for(lambda: "ready." in _log(gateway, "salt-gateway-bad"), 60, "the bad one to start")
+    yield "salt-gateway-bad"
+    gateway.stop("salt-gateway-bad")
+    gateway.start_salt_gateway(GOOD, salt_env)
+
+
+def test_wrong_eauth_is_a_clear_error(manage, add, bad_gateway):
+    add(BAD_AUTH, "web01", log=bad_gateway)
+    data = job(manage, "run", "true", "--hosts", BAD_AUTH)
+    task = data["tasks"][0]
+    assert task["state"] == "error" and task["agent"] == BAD, task
+    assert "salt-api refused the credentials of user 'ops' (eauth sharedsecret)" in task["error"]
+    assert "not-the-secret" not in str(data)

@@ -146,3 +146,42 @@ def test_run_a_command_from_the_admin_and_see_both_hosts(web, admin_user, browse
     assert page.locator("#user-tools", has_text="Dashboard").is_visible()
     assert "run_command" not in page.content()  # a page for people, not a debug dump
     page.screenshot(path=str(OUTPUT / "dashboard.png"), full_page=True)
+
+
+SLOW = "for i in 1 2 3 4 5; do echo line $i; sleep 1; done"
+
+
+def test_the_job_page_streams_output_while_the_command_runs(web, admin_user, browser):
+    ip = AGENT_IPS[0]
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(f"{web}/admin/login/")
+    page.fill("#id_username", "ops")
+    page.fill("#id_password", "s3cret-for-tests")
+    page.click("input[type=submit]")
+    page.goto(f"{web}/admin/hosts/host/")
+    page.locator("tr", has_text=ip).locator("input.action-select").check()
+    page.select_option("select[name=action]", "run_command")
+    page.click("button[name=index]")
+    page.fill("#id_command", SLOW)
+    page.click("#runcommand-submit")
+
+    # Line 2 is printed about 1 s in, the command ends about 4 s later: seen while it runs,
+    # from the stream (the host's result is stored only at its end).
+    page.wait_for_function(
+        "document.getElementById('job-stream').textContent.includes('| line 2')",
+        timeout=30_000,
+    )
+    assert page.locator('#job-summary[data-done="false"]').count() == 1
+    assert page.locator(f'.host-result[data-host="{ip}"] pre.stdout').inner_text() == ""
+    page.wait_for_selector('#job-summary[data-done="true"]', timeout=60_000)
+    page.wait_for_function(
+        "document.getElementById('job-stream-state').textContent.includes('ended')",
+        timeout=10_000,
+    )
+    streamed = page.locator("#job-stream").inner_text().splitlines()
+    for i in range(1, 6):
+        shown = [line for line in streamed if line.endswith(f"| line {i}")]
+        assert len(shown) == 1 and shown[0].startswith(ip), streamed
+    stored = page.locator(f'.host-result[data-host="{ip}"] pre.stdout').inner_text()
+    assert stored.splitlines() == [f"line {i}" for i in range(1, 6)]
+    page.screenshot(path=str(OUTPUT / "job-live.png"), full_page=True)

@@ -1,16 +1,14 @@
-"""The salt gateway's own pieces: the host-side wrapper that bounds output (run by a real
-/bin/sh here, as a minion runs it), the password file's checks, the settings."""
+"""The salt gateway's pieces in workers/: the host-side wrapper that bounds output (run by a
+real /bin/sh here, as a minion runs it), the salt-api client and its password file's checks."""
 
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from workers.config import SaltSettings
-from workers.salt_wrapper import kill_script, unwrap, wrapped
+from workers.salt_wrapper import NO_SPOOL, kill_script, no_spool, unwrap, wrapped
 from workers.saltapi import SaltApi, SaltApiError, SaltAuthError, check_url, local, read_password
 
 
@@ -69,7 +67,7 @@ def test_cancel_kills_the_whole_group(tmp_path):
     assert unwrap(out)[0] == "C"
     time.sleep(2.5)
     assert not mark.exists()
-    assert not list(Path(f"/tmp/cmdb-salt.{os.getuid()}").glob("t-3.*"))
+    assert not list(Path("/tmp").glob("cmdb-salt.t-3.*"))
 
 
 def _victim():
@@ -78,79 +76,92 @@ def _victim():
     return proc
 
 
-def test_cancel_ignores_a_folder_another_user_planted_in_tmp(tmp_path):
-    # The old layout, /tmp/cmdb-salt-<task>.*, writable by anyone: never looked at.
-    victim = _victim()
-    planted = Path(f"/tmp/cmdb-salt-t-4.{os.getpid()}")
-    planted.mkdir()
-    try:
-        (planted / "pgid").write_text(f"{victim.pid}\n")
+def _shared_tmp(tmp_path) -> Path:
+    """A folder like /tmp: anyone may make things in it (sticky)."""
+    shared = tmp_path / "tmp"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    return shared
+
+
+def _sh(script: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["/bin/sh", "-c", script], capture_output=True, text=True, timeout=20)
+
+
+def test_folders_another_user_made_first_neither_stop_nor_steer_the_wrapper(tmp_path):
+    shared = _shared_tmp(tmp_path)
+    # What the old fixed spool root was, taken by another user: a folder, and a symlink to
+    # a folder of theirs. Neither is used: each command makes its own folder (mktemp -d).
+    theirs = shared / "theirs"
+    theirs.mkdir(mode=0o777)
+    for planted in (shared / f"cmdb-salt.{os.getuid()}", shared / "cmdb-salt.t-7"):
+        planted.mkdir()
         os.chown(planted, 65534, 65534)
-        killed = subprocess.run(["/bin/sh", "-c", kill_script("t-4")], capture_output=True,
-                                text=True, timeout=10)  # fmt: skip
-        assert killed.stdout.strip() == "" and victim.poll() is None
-        assert not (planted / "cancelled").exists()
-    finally:
-        victim.kill()
-        subprocess.run(["rm", "-rf", str(planted)], check=True)
+    (shared / "cmdb-salt.t-7.link").symlink_to(theirs)
+    script = wrapped("echo hi", "t-7", 5, 16, 8, spool=str(shared))
+    done = _sh(script)
+    assert done.returncode == 0, done.stdout + done.stderr
+    how, out, _ = unwrap(done.stdout)
+    assert (how, out.head) == ("R", "hi\n")
+    assert not list(theirs.iterdir())  # nothing was spooled through their link
 
 
-def test_cancel_ignores_a_spool_root_or_folder_not_ours_and_a_bad_pgid(tmp_path):
+def test_the_spool_folder_is_ours_0700_and_gone_after(tmp_path):
+    shared = _shared_tmp(tmp_path)
+    # The command looks at every folder of its task there: the wrapper's own, while it runs.
+    script = wrapped(f'stat -c "%u %a %F" {shared}/cmdb-salt.t-8.*', "t-8", 5, 64, 0,
+                     spool=str(shared))  # fmt: skip
+    done = _sh(script)
+    how, out, _ = unwrap(done.stdout)
+    assert how == "R" and f"{os.getuid()} 700 directory" in out.head, out.head
+    assert not list(shared.iterdir())
+
+
+def test_no_folder_is_a_clear_refusal_and_nothing_runs(tmp_path):
+    mark = tmp_path / "ran"
+    closed = tmp_path / "closed"
+    closed.mkdir(mode=0o500)
+    done = _sh(wrapped(f"touch {mark}", "t-9", 5, 16, 8, spool=str(closed / "absent")))
+    assert done.returncode == NO_SPOOL and not mark.exists()
+    assert no_spool(done.stdout) == f"mktemp -d in {closed / 'absent'} failed"
+    # A command of its own that exits 125 is not mistaken for that.
+    done = _sh(wrapped("echo R; exit 125", "t-9", 5, 16, 8))
+    assert done.returncode == NO_SPOOL and no_spool(done.stdout) is None
+    assert unwrap(done.stdout)[1].head == "R\n"
+
+
+def test_cancel_ignores_folders_not_ours_and_a_bad_pgid(tmp_path):
+    shared = _shared_tmp(tmp_path)
     victim = _victim()
     try:
-        # A spool root owned by another uid: neither the wrapper nor a cancel uses it.
-        theirs = tmp_path / "theirs"
-        (theirs / "t-5.x").mkdir(parents=True)
-        (theirs / "t-5.x" / "pgid").write_text(f"{victim.pid}\n")
-        os.chown(theirs, 65534, 65534)
-        done = subprocess.run(["/bin/sh", "-c", wrapped("echo hi", "t-5", 5, 16, 8,
-                                                        spool=str(theirs))],
-                              capture_output=True, text=True, timeout=10)  # fmt: skip
-        assert done.returncode == 125 and done.stdout == ""
-        killed = subprocess.run(["/bin/sh", "-c", kill_script("t-5", spool=str(theirs))],
-                                capture_output=True, text=True, timeout=10)  # fmt: skip
-        assert killed.stdout == "" and victim.poll() is None
-        # A symlinked root: refused, even to a folder of ours.
-        link = tmp_path / "link"
-        link.symlink_to(tmp_path / "ours")
-        (tmp_path / "ours").mkdir(mode=0o700)
-        done = subprocess.run(["/bin/sh", "-c", wrapped("echo hi", "t-5", 5, 16, 8,
-                                                        spool=str(link))],
-                              capture_output=True, text=True, timeout=10)  # fmt: skip
-        assert done.returncode == 125
-        # In our own root: a folder of another uid, pgid 1, 0 or not a number, a symlinked
-        # folder, and a symlinked mark are all left alone.
-        root = tmp_path / "root"
-        root.mkdir(mode=0o700)
-        foreign = root / "t-5.foreign"
+        # A task's folder name, made by another uid, with a pgid to kill: left alone.
+        foreign = shared / "cmdb-salt.t-5.foreign"
         foreign.mkdir()
         (foreign / "pgid").write_text(f"{victim.pid}\n")
         os.chown(foreign, 65534, 65534)
+        # Ours, but pgid 1, 0 or not a number, and a symlink to the foreign one: left alone.
         for name, pgid in (("one", "1"), ("zero", "0"), ("word", "-1"), ("dash", "1 2")):
-            (root / f"t-5.{name}").mkdir()
-            (root / f"t-5.{name}" / "pgid").write_text(pgid + "\n")
-        (root / "t-5.link").symlink_to(foreign)
-        killed = subprocess.run(["/bin/sh", "-c", kill_script("t-5", spool=str(root))],
-                                capture_output=True, text=True, timeout=10)  # fmt: skip
+            (shared / f"cmdb-salt.t-5.{name}").mkdir(mode=0o700)
+            (shared / f"cmdb-salt.t-5.{name}" / "pgid").write_text(pgid + "\n")
+        (shared / "cmdb-salt.t-5.link").symlink_to(foreign)
+        killed = _sh(kill_script("t-5", spool=str(shared)))
         assert killed.stdout == "" and victim.poll() is None
         assert not (foreign / "cancelled").exists()
         # A mark that is a symlink is never followed (mkdir, not touch).
         ours = _victim()
         target = tmp_path / "touched"
-        marked = root / "t-6.marked"
-        marked.mkdir()
+        marked = shared / "cmdb-salt.t-6.marked"
+        marked.mkdir(mode=0o700)
         (marked / "pgid").write_text(f"{ours.pid}\n")
         (marked / "cancelled").symlink_to(target)
-        killed = subprocess.run(["/bin/sh", "-c", kill_script("t-6", spool=str(root))],
-                                capture_output=True, text=True, timeout=10)  # fmt: skip
+        killed = _sh(kill_script("t-6", spool=str(shared)))
         assert killed.stdout.strip() == "killed" and ours.wait(timeout=5) == -9
         assert not target.exists() and (marked / "cancelled").is_symlink()
-        # ... while the real thing in that root is still cancelled.
-        script = wrapped("sleep 30", "t-5", 60, 16, 8, spool=str(root))
+        # ... while the real thing beside them is still cancelled.
+        script = wrapped("sleep 30", "t-5", 60, 16, 8, spool=str(shared))
         proc = subprocess.Popen(["/bin/sh", "-c", script], stdout=subprocess.PIPE, text=True)
         time.sleep(0.5)
-        killed = subprocess.run(["/bin/sh", "-c", kill_script("t-5", spool=str(root))],
-                                capture_output=True, text=True, timeout=10)  # fmt: skip
+        killed = _sh(kill_script("t-5", spool=str(shared)))
         assert killed.stdout.strip() == "killed" and victim.poll() is None
         assert unwrap(proc.communicate(timeout=10)[0])[0] == "C"
     finally:
@@ -231,28 +242,3 @@ def test_the_client_never_shows_its_password():
         api.run({"client": "local", "tgt": "x", "fun": "test.ping"}, timeout=2)
     assert not isinstance(caught.value, SaltAuthError)
     assert "could not be reached" in str(caught.value) and "s3cret" not in str(caught.value)
-
-
-def test_settings():
-    s = SaltSettings.from_environ({"CMDB_SALT_API_URL": "http://127.0.0.1:8000/",
-                                   "CMDB_SALT_MINIONS": "10.0.8.5=web01, 10.0.8.6=db01",
-                                   "CMDB_SALT_API_USER": "ops"})  # fmt: skip
-    assert s.api_url == "http://127.0.0.1:8000"
-    assert s.minions == {"10.0.8.5": "web01", "10.0.8.6": "db01"}
-    assert (s.user, s.eauth, s.password_file, s.reply_timeout) == ("ops", "pam", None, 5.0)
-
-
-@pytest.mark.parametrize("mid", ["web*", "web0[1-2]", "web?1", "L@web01", "web 01", ""])
-def test_a_minion_id_that_could_match_many_is_a_problem(mid):
-    s = SaltSettings.from_environ({"CMDB_SALT_MINIONS": f"10.0.8.5=web01,10.0.8.6={mid}"})
-    assert s.problems() == [f"CMDB_SALT_MINIONS: 10.0.8.6={mid!r}: not a minion id (letters, "
-                            "digits, '.', '-', '_'; no glob characters)"]  # fmt: skip
-    assert SaltSettings.from_environ({"CMDB_SALT_MINIONS": "10.0.8.5=web01.x_y-z"}).problems() == []
-
-
-def test_the_gateway_does_not_start_with_such_a_minion_id():
-    env = {**os.environ, "CMDB_SALT_MINIONS": "127.0.1.90=web*"}
-    argv = [sys.executable, "-m", "workers.salt_gateway", "--pubkey", "/nonexistent"]
-    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
-    assert done.returncode == 2
-    assert "CMDB_SALT_MINIONS: 127.0.1.90='web*': not a minion id" in done.stderr

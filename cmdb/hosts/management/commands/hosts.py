@@ -44,7 +44,7 @@ class Command(FleetCommand):
         add.add_argument("--minion", default="", help="--mode salt: the host's minion id")
         add.add_argument("--ssh-user", default="", help="the user the gateway logs in as")
         add.add_argument("--ssh-port", type=int, default=22)
-        sub.add_parser("salt-minions", help="print IP=minion,... (CMDB_SALT_MINIONS)")
+        sub.add_parser("salt-minions", help="print the salt-mode hosts: IP=minion,...")
         trust = sub.add_parser("trust", help="record ssh-mode hosts' keys (shows fingerprints)")
         trust.add_argument("ips", nargs="+")
         trust.add_argument(
@@ -106,9 +106,17 @@ class Command(FleetCommand):
                 raise CommandError(f"could not add {ip}: {exc}") from None
             self.stdout.write(f"{'added' if created else 'already known'}: {ip}")
 
+    @staticmethod
+    def _gateway_key() -> dict:
+        """The gateways' key as the host's, accepted: the SSH and salt gateways sign what they
+        send for their hosts with it (the operator who adds the host, or changes its mode, is
+        the one who decides here, not a registration)."""
+        return {"agent_key": ssh.gateway_pem(), "key_state": KeyStateChoices.ACCEPTED,
+                "key_fingerprint": ssh.gateway_fingerprint(), "candidate_key": "",
+                "candidate_fingerprint": "", "key_changed_at": None}  # fmt: skip
+
     def _ssh_fields(self, opts) -> dict:
-        """What makes a host ssh-mode: the gateway's key is its key, accepted (the operator who
-        adds the host, or changes its mode, is the one who decides here, not a registration)."""
+        """What makes a host ssh-mode, its key the gateway's."""
         user = opts["ssh_user"]
         if not user or not user.replace("-", "").replace("_", "").replace(".", "").isalnum():
             raise CommandError("--mode ssh needs --ssh-user USER (a plain user name)",
@@ -116,9 +124,7 @@ class Command(FleetCommand):
         if not 0 < opts["ssh_port"] < 65536:
             raise CommandError(f"--ssh-port {opts['ssh_port']}: not a port", returncode=2)
         return {"mode": ModeChoices.SSH, "ssh_user": user, "ssh_port": opts["ssh_port"],
-                "agent_key": ssh.gateway_pem(), "key_state": KeyStateChoices.ACCEPTED,
-                "key_fingerprint": ssh.gateway_fingerprint(), "candidate_key": "",
-                "candidate_fingerprint": "", "key_changed_at": None}  # fmt: skip
+                **self._gateway_key()}  # fmt: skip
 
     def _add_ssh(self, ips: list[str], opts) -> None:
         fields = self._ssh_fields(opts)
@@ -175,26 +181,27 @@ class Command(FleetCommand):
             raise CommandError(f"--minion {minion!r}: not a minion id (letters, digits, '.', "
                                "'-', '_'; no glob characters)", returncode=2)  # fmt: skip
         ip = ips[0]
-        # Its key is the salt gateway's, accepted with `keys accept` once the gateway (started
-        # with this host in CMDB_SALT_MINIONS, see `hosts salt-minions`) has registered it.
+        # Served by the salt gateway (`python -m gateway --salt`) as soon as it is recorded:
+        # the gateway's key is its key, accepted, as for an ssh-mode host.
+        fields = {"mode": ModeChoices.SALT, "salt_minion": minion, **self._gateway_key()}
         host, created = Host.objects.get_or_create(
-            ip=ip, defaults={"hostname": opts["hostname"] or minion, "mode": ModeChoices.SALT,
-                             "salt_minion": minion})  # fmt: skip
-        if not created and (host.mode, host.salt_minion) != (ModeChoices.SALT, minion):
+            ip=ip, defaults={"hostname": opts["hostname"] or minion, **fields})  # fmt: skip
+        now = (host.mode, host.salt_minion, host.agent_key, host.key_state)
+        if not created and now != tuple(fields[f] for f in ("mode", "salt_minion", "agent_key",
+                                                            "key_state")):  # fmt: skip
             # Who answers for a known host changes: key management, as `hosts mode` is.
             keys.may_manage(current_actor(), "mode", [ip])
-            Host.objects.filter(pk=host.pk).update(mode=ModeChoices.SALT, salt_minion=minion)
+            Host.objects.filter(pk=host.pk).update(**fields)
             # update() sends no signal: the change of who runs its tasks is recorded here (an
             # addition is, by the post_save signal).
             audit.record(current_actor(), AuditActionChoices.HOST_CHANGE, targets_resolved=[ip],
                          detail={"host": host.pk,
                                  "mode": {"from": host.mode, "to": ModeChoices.SALT},
-                                 "salt_minion": {"from": host.salt_minion,
-                                                 "to": minion}})  # fmt: skip
-        self.stdout.write(
-            f"{'added' if created else 'now'} salt {ip} (minion {minion}); the "
-            f"salt gateway serves it once its key is accepted (keys accept {ip})"
-        )
+                                 "salt_minion": {"from": host.salt_minion, "to": minion},
+                                 "key": {"from": host.key_fingerprint,
+                                         "to": fields["key_fingerprint"]}})  # fmt: skip
+        self.stdout.write(f"{'added' if created else 'now'} salt {ip} (minion {minion}); the "
+                          "salt gateway serves it (python -m gateway --salt)")  # fmt: skip
 
     def _salt_minions(self, opts):
         hosts = grants.hosts_for(
