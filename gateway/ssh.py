@@ -12,7 +12,6 @@ import concurrent.futures
 import contextlib
 import hashlib
 import math
-import posixpath
 import secrets
 import shlex
 import threading
@@ -21,6 +20,7 @@ from dataclasses import dataclass
 
 import asyncssh
 
+from gateway import placing
 from gateway.capture import Capture
 from wire.messages import Outcome
 
@@ -39,13 +39,10 @@ E_TIMEOUT = "timed out after {timeout:g} s; killed the process group {pgid} on t
 E_CANCELLED = "cancelled by operator; killed the process group {pgid} on the host"
 E_OUTPUT_LIMIT = "output exceeded {limit} bytes; killed the process group {pgid} on the host"
 E_SIGNALLED = "terminated by signal {name}"
-E_HOST_MISMATCH = "sha256 on the host is {got!r}, not {sha}: not put in place (old file kept)"
 E_FETCH_MISMATCH = (
     "the copy of {path} has sha256 {got}, the host says {there!r}: changed "
     "while it was read? Not sent"
 )
-DETAIL_SKIPPED = "already equal"
-DETAIL_VERIFIED = "sha256 verified on the host"
 E_NO_SETSID = "the host ran the command without a process group of its own (no `setsid` there?)"
 
 #: The command runs in a session (and process group) of its own, whose id it prints first
@@ -304,43 +301,11 @@ class Engine:
 
     # --- files -----------------------------------------------------------------------------
 
-    async def push_file(self, target: Target, local: str, dest: str, sha: str,
-                        mode: int | None) -> tuple[str, str]:  # fmt: skip
-        """Put the local file ``local`` (sha256 ``sha``) at ``dest`` on the host: skipped when
-        the host's copy is equal; else over SFTP to a temp file beside ``dest``, its sha256
-        computed on the host and compared before the rename (so a failed or corrupted transfer
-        leaves the old file). ("skipped" | "verified" | "failed", detail)."""
-        folder, name = posixpath.split(dest)
-        if not dest.startswith("/") or not name:
-            return "failed", f"target path {dest!r} is not an absolute file path"
-        temp = posixpath.join(folder, f".{name}.cmdb-{secrets.token_hex(8)}.tmp")
-        q = shlex.quote
+    async def push(self, target: Target, fetch, dest: str, **how) -> tuple[str, str]:
+        """Put the file (or archive of a folder) ``fetch()`` brings at ``dest`` on the host, as
+        gateway.placing does it: ("skipped" | "verified" | "failed", detail)."""
         async with self._using(target) as conn:
-            now = await conn.run(f"sha256sum -- {q(dest)} 2>/dev/null", stdin=asyncssh.DEVNULL)
-            if (now.stdout or "").split(" ")[:1] == [sha]:
-                if mode is not None:
-                    await conn.run(f"chmod {mode:o} -- {q(dest)}", stdin=asyncssh.DEVNULL)
-                return "skipped", DETAIL_SKIPPED
-            try:
-                async with conn.start_sftp_client() as sftp:
-                    await sftp.put(local, temp)
-            except (OSError, asyncssh.Error) as exc:
-                await conn.run(f"rm -f -- {q(temp)}", stdin=asyncssh.DEVNULL)
-                return "failed", f"could not write {temp} over SFTP: {exc}"
-            chmod = f"chmod {mode:o} -- {q(temp)} && " if mode is not None else ""
-            placed = await conn.run(
-                f"got=$(sha256sum -- {q(temp)} | cut -d' ' -f1); "
-                f'if [ "$got" != {sha} ]; then rm -f -- {q(temp)}; echo "$got"; exit 3; fi; '
-                f"{chmod}mv -f -- {q(temp)} {q(dest)}",
-                stdin=asyncssh.DEVNULL,
-            )  # fmt: skip
-            if placed.exit_status == 3:
-                got = (placed.stdout or "").strip()
-                return "failed", E_HOST_MISMATCH.format(sha=sha, got=got)
-            if placed.exit_status != 0:
-                await conn.run(f"rm -f -- {q(temp)}", stdin=asyncssh.DEVNULL)
-                return "failed", f"could not put {dest} in place: {(placed.stderr or '').strip()}"
-            return "verified", DETAIL_VERIFIED
+            return await placing.push(conn, fetch, dest, **how)
 
     async def fetch_file(self, target: Target, path: str, local: str,
                          max_bytes: float) -> str | None:  # fmt: skip

@@ -35,7 +35,6 @@ from workers.placing import DETAIL_SENT
 logger = logging.getLogger(__name__)
 
 E_NOT_SSH = "{ip} is not an ssh-mode host (any more); refused"
-E_NOT_YET = "{what} is not supported in ssh mode yet"
 E_ALL_PLUGINS_FAILED = "every collector plugin failed"
 E_SCRIPT = "the facts script did not run to its end: {outcome}, {error}"
 #: The most output the facts script may print (a host with thousands of CPUs, disks, links).
@@ -151,13 +150,10 @@ def _collect(gw: Gateway, spec, cancelled) -> Report:
 
 
 def _push(gw: Gateway, spec, cancelled) -> Report:
-    """One file: its blob from the broker onto the gateway's disk (verified chunk by chunk),
-    then over SFTP beside the target, verified on the host before the rename."""
+    """A file, or a folder as one archive, placed as gateway.placing does it; its blob comes
+    from the broker onto the gateway's disk (verified chunk by chunk) only when the host's
+    copy is not equal already. The same outcome fields as the agent's."""
     started, clock = time.time(), time.monotonic()
-    if spec.tree or spec.owner:
-        what = "a folder push" if spec.tree else "--owner"
-        return _transferred({"outcome": "failed", "detail": E_NOT_YET.format(what=what)},
-                            started, clock)  # fmt: skip
     target = gw.target(spec.host)
     if target is None:
         return Report.refusal(Outcome.ERROR, E_NOT_SSH.format(ip=spec.host))
@@ -166,19 +162,28 @@ def _push(gw: Gateway, spec, cancelled) -> Report:
         engine.call(engine.connect(target), timeout=engine.connect_timeout * 2 + 5)
     except Unreachable as exc:
         return Report.refusal(Outcome.UNREACHABLE, str(exc))
+    future = None
     try:
         sha, size, _, _ = blobs.checked(spec.manifest)
         with tempfile.NamedTemporaryFile(dir=gw.settings.state_dir, prefix="push-") as local:
-            blobs.get_blob(gw.redis(), spec.manifest, local)
-            local.flush()
-            outcome, detail = engine.call(
-                engine.push_file(target, local.name, spec.dest, sha, spec.mode),
-                timeout=spec.timeout,
-            )
+
+            def fetch() -> str:
+                blobs.get_blob(gw.redis(), spec.manifest, local)
+                local.flush()
+                return local.name
+
+            future = engine.submit(engine.push(
+                target, fetch, spec.dest, tree=spec.tree, sha=sha, size=size,
+                mode=spec.mode, owner=spec.owner, allow_unsafe=spec.allow_unsafe_parents,
+                files=spec.files,
+            ))  # fmt: skip
+            outcome, detail = future.result(timeout=spec.timeout)
+    except concurrent.futures.TimeoutError:  # first: an OSError too
+        if future is not None:  # cancelled where it is: its private folder may be left
+            future.cancel()
+        outcome, detail, sha, size = "failed", f"timed out after {spec.timeout} s", "", 0
     except (blobs.TransferError, OSError, asyncssh.Error) as exc:
         outcome, detail, sha, size = "failed", str(exc), "", 0
-    except concurrent.futures.TimeoutError:
-        outcome, detail = "failed", f"timed out after {spec.timeout} s"
     moved = {"outcome": outcome, "detail": detail}
     if outcome != "failed":
         moved.update(sha256=sha, bytes=size)
@@ -206,10 +211,10 @@ def _fetch(gw, spec, cancelled) -> Report:
                     namespace = names.fetch_namespace(spec.job, spec.host)
                     manifest = blobs.put_blob(gw.redis(), f, namespace=namespace,
                                               max_bytes=max_bytes)  # fmt: skip
+    except concurrent.futures.TimeoutError:  # first: an OSError too
+        why = f"timed out after {spec.timeout} s"
     except (blobs.TransferError, OSError, asyncssh.Error) as exc:
         why = str(exc)
-    except concurrent.futures.TimeoutError:
-        why = f"timed out after {spec.timeout} s"
     if why is not None:
         return _transferred({"outcome": "failed", "detail": why}, started, clock)
     sent = {"outcome": "sent", "manifest": manifest, "detail": DETAIL_SENT.format(**manifest)}
@@ -225,13 +230,6 @@ def _transferred(outcome: dict, started: float, clock: float, **fields) -> Repor
         started_at=started, finished_at=time.time(), duration=time.monotonic() - clock,
         error="" if ok else detail or "failed", transfer=outcome, **fields,
     )  # fmt: skip
-
-
-def _not_yet(what: str):
-    def body(gw, spec, cancelled) -> Report:
-        return Report.refusal(Outcome.ERROR, E_NOT_YET.format(what=what))
-
-    return body
 
 
 def _host_task(task, spec, body, announce_late: bool = False) -> dict:

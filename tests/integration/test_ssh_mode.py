@@ -1,20 +1,35 @@
 """The SSH mode through everything real: Debian's sshd on loopback addresses, the gateway
 process, Redis, the central worker and an agent; driven by manage.py as a user does."""
 
+import grp
+import io
+import json
+import os
+import pwd
 import re
+import shutil
+import tarfile
+import tempfile
 import time
+from pathlib import Path
 
 import psutil
 import pytest
+from django_celery_results.models import TaskResult
 
 from cmdb.celery import app
+from cmdb.files.uploads import pack_tree
 from cmdb.hosts.models import Host
+from cmdb.jobs.broker import redis_client
 from cmdb.jobs.choices import HostTaskStateChoices as State
+from cmdb.jobs.choices import JobKindChoices
+from cmdb.jobs.dispatch import CommandRequest, dispatch_command
 from cmdb.jobs.models import HostTask
 from deploy import sshd as sshd_support
 from tests.support.cli import ID_LINE, dispatch, wait_job, wait_state
 from tests.support.factories import make_host
 from tests.support.fleet import AGENT_IPS, free_port, ping_nodes, wait_for
+from wire import blobs
 
 pytestmark = [
     pytest.mark.fleet,
@@ -29,9 +44,15 @@ GATEWAY_NODE = "gateway@ssh-tests"
 
 
 @pytest.fixture(scope="module")
-def sshd(tmp_path_factory):
-    with sshd_support.sshd(tmp_path_factory.mktemp("sshd"), SSH_IPS, free_port()) as server:
-        yield server
+def sshd():
+    # Not under pytest's base folder (root's, 0700): sshd reads authorized_keys as the login
+    # user, and one test logs in as a user of its own.
+    folder = Path(tempfile.mkdtemp(dir="/var/tmp", prefix="cmdb-sshd-"))
+    try:
+        with sshd_support.sshd(folder, SSH_IPS, free_port()) as server:
+            yield server
+    finally:
+        shutil.rmtree(folder)
 
 
 @pytest.fixture(scope="module")
@@ -275,8 +296,8 @@ def test_a_collection_over_ssh_is_stored_and_diffed_as_an_agents(ssh, manage):
     assert "discovered" in manage("changes", SSH_IPS[0], "--since", "1h").stdout
 
 
-def _push(manage, src, dest, ip) -> dict:
-    out = manage("push", str(src), str(dest), "--hosts", ip)
+def _push(manage, src, dest, ip, *extra) -> dict:
+    out = manage("push", str(src), str(dest), "--hosts", ip, *extra)
     assert out.returncode == 0, out.stderr
     return _one(wait_job(manage, ID_LINE.search(out.stdout).group(1))[0])
 
@@ -317,3 +338,205 @@ def test_fetch_over_sftp_is_verified_and_stored_as_an_agents(ssh, manage, tmp_pa
     out = manage("fetch", str(tmp_path), "--hosts", SSH_IPS[0])
     task = _one(wait_job(manage, ID_LINE.search(out.stdout).group(1))[0])
     assert task["state"] == State.ERROR and "not a regular file" in task["error"], task
+
+
+def _tree(folder, files: dict) -> None:
+    for rel, body in files.items():
+        path = folder / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(body)
+
+
+def _listing(folder) -> dict:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_a_folder_push_over_ssh_is_verified_skipped_then_replaced(ssh, manage, tmp_path):
+    ssh.add(SSH_IPS[0])
+    src, dest = tmp_path / "release", tmp_path / "srv" / "site"
+    _tree(src, {"index.html": b"<h1>v1</h1>\n", "bin/run": b"#!/bin/sh\necho run\n",
+                "conf/app.conf": b"key = \xff\n"})  # fmt: skip
+    (src / "bin" / "run").chmod(0o4755)  # set-user-ID: dropped, as tarfile's data filter does
+    (src / "current").symlink_to("index.html")
+    dest.parent.mkdir()
+    _tree(dest, {"old.txt": b"from before\n"})
+    task = _push(manage, src, dest, SSH_IPS[0])
+    assert task["state"] == State.OK, task
+    assert task["stdout"]["head"].startswith("verified: sha256 verified on the host"), task
+    assert _listing(dest) == _listing(src)  # the old folder replaced whole: old.txt is gone
+    assert (dest / "bin" / "run").stat().st_mode & 0o7777 == 0o755
+    assert (dest / "conf" / "app.conf").stat().st_mode & 0o777 == 0o644
+    assert (dest / "current").is_symlink() and (dest / "current").read_text() == "<h1>v1</h1>\n"
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["site"]  # no temp, no old copy
+    # The agent's payload: check_task, the API and the admin show the same thing.
+    moved = json.loads(TaskResult.objects.get(task_id=task["task_id"]).result)["transfer"]
+    assert moved["outcome"] == "verified" and moved["bytes"] > 0 and len(moved["sha256"]) == 64
+
+    task = _push(manage, src, dest, SSH_IPS[0])
+    assert task["state"] == State.OK and task["stdout"]["head"].startswith("skipped"), task
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["site"]
+
+    (src / "conf" / "app.conf").write_bytes(b"key = v2\n")
+    inode = dest.stat().st_ino
+    task = _push(manage, src, dest, SSH_IPS[0])
+    assert task["state"] == State.OK and task["stdout"]["head"].startswith("verified"), task
+    assert (dest / "conf" / "app.conf").read_bytes() == b"key = v2\n"
+    assert dest.stat().st_ino != inode  # a new folder renamed in, not files written into it
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["site"]
+
+
+def test_an_unsafe_archive_is_refused_on_the_gateway_before_anything_is_sent(ssh, tmp_path):
+    ssh.add(SSH_IPS[0])
+    dest = tmp_path / "site"
+    for name, linkname in (("../escaped.txt", None), ("out", "../../etc")):
+        archive = io.BytesIO()
+        with tarfile.open(fileobj=archive, mode="w") as tar:
+            info = tarfile.TarInfo(name)
+            if linkname:
+                info.type, info.linkname = tarfile.SYMTYPE, linkname
+                tar.addfile(info)
+            else:
+                info.size = 5
+                tar.addfile(info, io.BytesIO(b"evil\n"))
+        archive.seek(0)
+        with redis_client(app) as client:
+            manifest = blobs.put_blob(client, archive)
+        agent = {"dest": str(dest), "tree": True, "files": {}, "manifest": manifest,
+                 "mode": None, "owner": None}  # fmt: skip
+        job = dispatch_command(CommandRequest(kind=JobKindChoices.PUSH, targets=[SSH_IPS[0]],
+                                              params={"agent": agent}), app)  # fmt: skip
+        task = wait_state(HostTask.objects.get(job=job).task_id, {State.ERROR, State.OK}, 60)
+        assert task.state == State.ERROR, task.error
+        assert task.error.startswith(f"unsafe archive member {name!r}: "), task.error
+    assert list(tmp_path.iterdir()) == []  # nothing written, no private folder made
+
+
+def test_an_equal_folder_is_skipped_without_its_blob(ssh, manage, tmp_path):
+    """The host is looked at first: a rerun on a fleet that has it all moves no bytes through
+    the broker to the gateway (here the blob is gone, and the push still ends skipped)."""
+    ssh.add(SSH_IPS[0])
+    src, dest = tmp_path / "release", tmp_path / "site"
+    _tree(src, {"a.txt": b"a\n", "sub/b.txt": b"b\n"})
+    assert _push(manage, src, dest, SSH_IPS[0])["state"] == State.OK
+    archive, files = pack_tree(str(src))
+    with archive, redis_client(app) as client:
+        manifest = blobs.put_blob(client, archive)
+        blobs.delete_blob(client, manifest)
+    agent = {"dest": str(dest), "tree": True, "files": files, "manifest": manifest,
+             "mode": None, "owner": None}  # fmt: skip
+    job = dispatch_command(CommandRequest(kind=JobKindChoices.PUSH, targets=[SSH_IPS[0]],
+                                          params={"agent": agent}), app)  # fmt: skip
+    task = wait_state(HostTask.objects.get(job=job).task_id, {State.ERROR, State.OK}, 60)
+    assert task.state == State.OK and task.stdout_head.startswith("skipped"), task.error
+    (dest / "a.txt").write_bytes(b"changed on the host\n")  # not equal: now it needs the blob
+    job = dispatch_command(CommandRequest(kind=JobKindChoices.PUSH, targets=[SSH_IPS[0]],
+                                          params={"agent": agent}), app)  # fmt: skip
+    task = wait_state(HostTask.objects.get(job=job).task_id, {State.ERROR, State.OK}, 60)
+    assert task.state == State.ERROR and "missing" in task.error, task.error
+    assert (dest / "a.txt").read_bytes() == b"changed on the host\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["release", "site"]
+
+
+def test_unsafe_targets_are_refused_with_their_reason(ssh, manage, tmp_path):
+    ssh.add(SSH_IPS[0])
+    other = pwd.getpwnam(sshd_support.bench_user())
+    src = tmp_path / "app.conf"
+    src.write_text("new\n")
+    real = tmp_path / "real"
+    real.mkdir()
+    (real / "app.conf").write_text("old\n")
+    # A link another user owns, as one may plant it: never followed.
+    (tmp_path / "planted").symlink_to(real)
+    os.lchown(tmp_path / "planted", other.pw_uid, other.pw_gid)
+    # A folder every user can change (no sticky bit): refused, as the agent refuses it.
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    # The target itself a link (to a file of root's elsewhere).
+    (real / "link.conf").symlink_to(real / "app.conf")
+    cases = {
+        tmp_path / "planted" / "app.conf": (
+            f"refused: {tmp_path}/planted is a symbolic link owned by user {other.pw_name}"),
+        shared / "app.conf": f"refused: the folder {shared} can be changed by every user",
+        real / "link.conf": f"refused: {real}/link.conf is a symbolic link",
+        tmp_path / "missing" / "app.conf": f"{tmp_path}/missing is missing",
+    }  # fmt: skip
+    for dest, reason in cases.items():
+        task = _push(manage, src, dest, SSH_IPS[0])
+        assert task["state"] == State.ERROR and task["error"].startswith(reason), (dest, task)
+    assert (real / "app.conf").read_text() == "old\n"
+    assert sorted(p.name for p in real.iterdir()) == ["app.conf", "link.conf"]
+    assert list(shared.iterdir()) == []
+    # A root-owned link in folders only root can change is followed, as the agent follows
+    # /lib -> usr/lib.
+    (tmp_path / "trusted").symlink_to(real)
+    task = _push(manage, src, tmp_path / "trusted" / "app.conf", SSH_IPS[0])
+    assert task["state"] == State.OK, task
+    assert (real / "app.conf").read_text() == "new\n"
+
+
+@pytest.fixture
+def user_folder():
+    """A folder of the non-root login user's, reachable by it (tmp_path is root's, 0700)."""
+    user = pwd.getpwnam(sshd_support.bench_user())
+    folder = Path(tempfile.mkdtemp(dir="/var/tmp", prefix="cmdb-ssh-"))
+    os.chown(folder, user.pw_uid, user.pw_gid)
+    yield user, folder
+    shutil.rmtree(folder)
+
+
+def test_owner_over_ssh_as_a_non_root_user(ssh, manage, tmp_path, user_folder):
+    user, folder = user_folder
+    ssh.add(SSH_IPS[1], user=user.pw_name)
+    src = tmp_path / "release"
+    _tree(src, {"a.txt": b"a\n", "sub/b.txt": b"b\n"})
+    dest = folder / "site"
+    task = _push(manage, src, dest, SSH_IPS[1], "--owner", user.pw_name)
+    assert task["state"] == State.OK and task["stdout"]["head"].startswith("verified"), task
+    assert {(p.stat().st_uid, p.stat().st_gid) for p in [dest, *dest.rglob("*")]} == {
+        (user.pw_uid, user.pw_gid)
+    }
+    # root's: only root could give it that, and the push says so, the old folder kept.
+    (src / "a.txt").write_bytes(b"a2\n")
+    for dest_, kind in ((dest, "folder"), (folder / "one.conf", "file")):
+        what = src if kind == "folder" else src / "a.txt"
+        task = _push(manage, what, dest_, SSH_IPS[1], "--owner", "root")
+        assert task["state"] == State.ERROR, task
+        assert task["error"].startswith(
+            f"owner 'root' not set: the ssh user (uid {user.pw_uid}) is not root, and chown "
+        ), task["error"]
+        assert task["error"].endswith("nothing was changed on the host"), task["error"]
+    assert (dest / "a.txt").read_bytes() == b"a\n"
+    assert sorted(p.name for p in folder.iterdir()) == ["site"]  # no temp left, no one.conf
+
+
+def test_owner_over_ssh_as_root_gives_the_copy_away(ssh, manage, tmp_path):
+    ssh.add(SSH_IPS[0])
+    user = pwd.getpwnam(sshd_support.bench_user())
+    src, dest = tmp_path / "release", tmp_path / "site"
+    _tree(src, {"a.txt": b"a\n", "sub/b.txt": b"b\n"})
+    owner = f"{user.pw_name}:{grp.getgrgid(user.pw_gid).gr_name}"
+    task = _push(manage, src, dest, SSH_IPS[0], "--owner", owner, "--mode", "0750")
+    assert task["state"] == State.OK, task
+    assert {(p.stat().st_uid, p.stat().st_gid) for p in [dest, *dest.rglob("*")]} == {
+        (user.pw_uid, user.pw_gid)
+    }
+    assert dest.stat().st_mode & 0o7777 == 0o750
+    task = _push(manage, src, dest, SSH_IPS[0], "--owner", owner, "--mode", "0750")
+    assert task["state"] == State.OK and task["stdout"]["head"].startswith("skipped"), task
+
+
+def test_batches_stop_over_ssh_once_too_many_hosts_failed(ssh, manage, tmp_path):
+    ssh.add(*SSH_IPS)
+    src = tmp_path / "release"
+    _tree(src, {"a.txt": b"a\n"})
+    dest = tmp_path / "missing" / "site"  # over SSH no folder is made on the way: it fails
+    out = manage("push", str(src), str(dest), "--hosts", *SSH_IPS, "--batch", "1",
+                 "--max-failures", "0")  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    doc, code = wait_job(manage, ID_LINE.search(out.stdout).group(1))
+    states = sorted((t["state"], t["error"]) for t in doc["tasks"])
+    assert code == 1 and [s for s, _ in states] == [State.CANCELLED, State.ERROR], states
+    assert "1 host(s) failed, more than the 0 allowed" in states[0][1]
+    assert states[1][1].startswith(f"{tmp_path}/missing is missing"), states
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["release"]

@@ -1,0 +1,138 @@
+"""The placing script of the SSH mode, run by the real /bin/sh on this machine as the gateway
+runs it on a host (no sshd needed here: test_ssh_mode covers the way there), and the decisions
+gateway.placing makes from what it says."""
+
+import hashlib
+import os
+import pwd
+import subprocess
+
+import pytest
+
+from deploy import sshd as sshd_support
+from gateway import placing
+from gateway.host_script import SCRIPT
+
+
+def phase(name, kind, dest, *, owner="", temp="", sha="", size=0, mode="", unsafe_ok=False,
+          top_owner=""):  # fmt: skip
+    argv = [name, kind, str(dest), "1" if unsafe_ok else "0", owner, temp, sha, str(size), mode,
+            top_owner]  # fmt: skip
+    proc = subprocess.run(["/bin/sh", "-c", SCRIPT, "cmdb-place", *argv], capture_output=True,
+                          text=True, timeout=30)  # fmt: skip
+    return proc.returncode, [line.split("\t") for line in proc.stdout.splitlines()]
+
+
+def refusal(lines) -> str:
+    [fields] = [f for f in lines if f[0] == "E"]
+    return placing._worded(fields[1:], placing._Args("file", "", False, "", "f" * 64, 0))
+
+
+def test_a_folder_a_group_can_change_is_refused_naming_the_group(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("needs root: a folder of another group")
+    other = pwd.getpwnam(sshd_support.bench_user())
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chown(shared, 0, other.pw_gid)
+    shared.chmod(0o775)
+    code, lines = phase("look", "file", shared / "app.conf")
+    assert code == 2
+    assert refusal(lines).startswith(
+        f"refused: the folder {shared} can be changed by the members of group "
+        f"{other.pw_name} (gid {other.pw_gid}), as it is group-writable"
+    )
+    assert list(shared.iterdir()) == []
+    # Allowed by the operator: looked at, a private folder made; an equal copy never kept.
+    code, lines = phase("look", "file", shared / "app.conf", unsafe_ok=True)
+    assert code == 0 and ["P", str(shared), "0", "0", "", "", "1"] in lines
+    assert placing._look(lines).below_unsafe
+
+
+def test_a_link_loop_on_the_way_is_refused(tmp_path):
+    (tmp_path / "a").symlink_to("b")
+    (tmp_path / "b").symlink_to("a")
+    code, lines = phase("look", "file", tmp_path / "a" / "x")
+    assert code == 2 and refusal(lines).startswith("refused: more than 40 symbolic links")
+
+
+def test_a_sticky_folder_is_fine_and_the_private_folder_is_0700(tmp_path):
+    sticky = tmp_path / "sticky"
+    sticky.mkdir()
+    sticky.chmod(0o1777)
+    code, lines = phase("look", "tree", sticky / "site")
+    assert code == 0, lines
+    look = placing._look(lines)
+    made = sticky / look.temp
+    assert look.temp.startswith(".site.cmdb-") and made.is_dir()
+    assert made.stat().st_mode & 0o7777 == 0o700 and made.stat().st_uid == os.geteuid()
+
+
+def _prepared(folder, body: bytes):
+    """A file at folder/app.conf ("old"), looked at, with ``body`` uploaded as SFTP would."""
+    dest = folder / "app.conf"
+    dest.write_bytes(b"old\n")
+    sha = hashlib.sha256(b"new\n").hexdigest()
+    code, lines = phase("look", "file", dest, sha=sha, size=4)
+    assert code == 0, lines
+    temp = placing._look(lines).temp
+    (folder / temp / "payload").write_bytes(body)
+    return dest, temp, sha
+
+
+def test_a_corrupted_upload_is_not_put_in_place_and_the_temp_goes(tmp_path):
+    dest, temp, sha = _prepared(tmp_path, b"nex\n")
+    code, lines = phase("place", "file", dest, temp=temp, sha=sha, size=4)
+    got = hashlib.sha256(b"nex\n").hexdigest()
+    assert code == 2
+    assert refusal(lines) == (
+        f"sha256 on the host is {got!r}, not {'f' * 64}: not put in place (old one kept)"
+    )
+    assert dest.read_bytes() == b"old\n" and sorted(os.listdir(tmp_path)) == ["app.conf"]
+
+
+def test_something_planted_in_the_private_folder_is_refused(tmp_path):
+    dest, temp, sha = _prepared(tmp_path, b"new\n")
+    (tmp_path / temp / "extra").write_bytes(b"planted\n")
+    code, lines = phase("place", "file", dest, temp=temp, sha=sha, size=4)
+    assert code == 2 and refusal(lines).startswith(
+        f"refused: the new folder {tmp_path}/{temp} was swapped for another"
+    )
+    assert dest.read_bytes() == b"old\n" and sorted(os.listdir(tmp_path)) == ["app.conf"]
+
+
+def test_a_verified_upload_is_renamed_in_with_the_old_files_mode_and_group(tmp_path):
+    dest, temp, sha = _prepared(tmp_path, b"new\n")
+    dest.chmod(0o640)
+    gid = pwd.getpwnam(sshd_support.bench_user()).pw_gid if os.geteuid() == 0 else os.getegid()
+    os.chown(dest, -1, gid)  # /etc/app.conf root:app 0640: the app must still read the new one
+    code, lines = phase("look", "file", dest, sha=sha, size=4)
+    look = placing._look(lines)
+    os.rmdir(tmp_path / look.temp)
+    mode, top_owner = placing._inherited(look, "file", None, None)
+    assert mode == 0o640
+    code, lines = phase("place", "file", dest, temp=temp, sha=sha, size=4, mode=f"{mode:o}",
+                        top_owner=top_owner)  # fmt: skip
+    assert code == 0 and ["V"] in lines, lines
+    assert dest.read_bytes() == b"new\n" and dest.stat().st_mode & 0o777 == 0o640
+    assert dest.stat().st_gid == gid
+    assert sorted(os.listdir(tmp_path)) == ["app.conf"]
+
+
+def test_an_equal_file_with_another_name_is_not_kept(tmp_path):
+    dest = tmp_path / "app.conf"
+    dest.write_bytes(b"same\n")
+    sha = hashlib.sha256(b"same\n").hexdigest()
+    _, lines = phase("look", "file", dest, sha=sha, size=5)
+    look = placing._look(lines)
+    assert placing._equal(look, "file", sha, 5, None, None)
+    os.link(dest, tmp_path / "elsewhere")  # a hard link: a new copy, as the agent makes one
+    _, lines = phase("look", "file", dest, sha=sha, size=5)
+    assert not placing._equal(placing._look(lines), "file", sha, 5, None, None)
+    os.unlink(tmp_path / "elsewhere")
+    # Others can write it now, and would lose that with 0644 (they might hold it open to
+    # write later): a new copy too; kept when they keep it.
+    dest.chmod(0o666)
+    _, lines = phase("look", "file", dest, sha=sha, size=5)
+    assert not placing._equal(placing._look(lines), "file", sha, 5, 0o644, None)
+    assert placing._equal(placing._look(lines), "file", sha, 5, None, None)
