@@ -32,14 +32,16 @@ def test_a_jobs_output_events_stop_at_its_budget_and_task_events_go_on(settings)
     # Four hosts' intakes, in batches, much more than the budget.
     for batch in range(20):
         live.publish([output(job, f"t{h}", batch) for h in range(4)])
-    live.publish_stored([type("T", (), {"job_id": job, "task_id": "t0", "ip": "10.0.0.1",
-                                        "state": "ok"})()])  # fmt: skip
+    stored = {"job_id": job, "task_id": "t0", "ip": "10.0.0.1", "state": "ok", "exit_code": 0,
+              "duration": 0.1}  # fmt: skip
+    live.publish_stored([type("T", (), stored)()])
 
     got = events_of(job)
     shown = sum(len(live.encode(e).encode()) for e in got if e["type"] == "output")
     assert 0 < shown <= 64 << 10
     assert [e["type"] for e in got].count("truncated") == 1
-    assert got[-1] == {"type": "task", "task": "t0", "host": "10.0.0.1", "state": "ok"}
+    assert got[-1] == {"type": "task", "task": "t0", "host": "10.0.0.1", "state": "ok",
+                       "exit_code": 0, "duration": 0.1}  # fmt: skip
     assert stream_bytes(job) < 200 << 10  # about the budget, not the 80 batches' 960 KB
 
 
