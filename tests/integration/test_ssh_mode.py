@@ -256,6 +256,10 @@ def test_one_job_mixing_an_agent_host_and_an_ssh_host(ssh, manage):
     assert by_host[AGENT_IPS[0]]["agent"] == f"agent@{AGENT_IPS[0]}"
     text = manage("check_task", job, "--no-group")
     assert text.returncode == 0 and f"from host {SSH_IPS[0]}" in text.stdout, text.stdout
+    # Kept for the record (the closing note of the SSH mode shows it).
+    record = Path(__file__).resolve().parents[2] / "test-output" / "mixed-mode-job.txt"
+    record.parent.mkdir(exist_ok=True)
+    record.write_text(out.stdout + text.stdout)
 
 
 def test_connections_are_reused_within_a_job(ssh, manage, sshd):
