@@ -69,15 +69,20 @@ def admin_user(fleet):
     return User.objects.create_superuser("ops", "ops@example.invalid", "s3cret-for-tests")
 
 
-def test_run_a_command_from_the_admin_and_see_both_hosts(web, admin_user, browser, tmp_path):
-    # Both session agents write to this one machine without a root folder: a fresh target.
-    pushed_to = tmp_path / "pushed"
-    OUTPUT.mkdir(exist_ok=True)
+def logged_in(browser, web):
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     page.goto(f"{web}/admin/login/")
     page.fill("#id_username", "ops")
     page.fill("#id_password", "s3cret-for-tests")
     page.click("input[type=submit]")
+    return page
+
+
+def test_run_a_command_from_the_admin_and_see_both_hosts(web, admin_user, browser, tmp_path):
+    # Both session agents write to this one machine without a root folder: a fresh target.
+    pushed_to = tmp_path / "pushed"
+    OUTPUT.mkdir(exist_ok=True)
+    page = logged_in(browser, web)
     page.goto(f"{web}/admin/hosts/host/")
     for ip in AGENT_IPS:
         page.locator("tr", has_text=ip).locator("input.action-select").check()
@@ -153,11 +158,7 @@ SLOW = "for i in 1 2 3 4 5; do echo line $i; sleep 1; done"
 
 def test_the_job_page_streams_output_while_the_command_runs(web, admin_user, browser):
     ip = AGENT_IPS[0]
-    page = browser.new_page(viewport={"width": 1280, "height": 900})
-    page.goto(f"{web}/admin/login/")
-    page.fill("#id_username", "ops")
-    page.fill("#id_password", "s3cret-for-tests")
-    page.click("input[type=submit]")
+    page = logged_in(browser, web)
     page.goto(f"{web}/admin/hosts/host/")
     page.locator("tr", has_text=ip).locator("input.action-select").check()
     page.select_option("select[name=action]", "run_command")
