@@ -134,11 +134,18 @@ look() {
     printf 'T\t%s\n' "${t#./}"
 }
 
-# Into the private folder: what was uploaded, checked; then the new file or folder made there.
+# Into the private folder, for good: from there the target is "../$name". Only root or the ssh
+# user can move a folder of theirs to another parent (that writes its ".."), so whoever renames
+# entries beside it can swap its name, never what ".." is, nor what "payload", "new" and "old"
+# are inside it: what is renamed in is what was checked, and the old folder goes nowhere else.
+enter() {
+    cd -P -- "$tmp" 2>/dev/null && [ "$(pwd -P)" = "$here/$tmp" ] &&
+        [ "$(stat -c '%u %a' .)" = "$me 700" ]
+}
+
+# What was uploaded, checked; then the new file or folder made there.
 prepared() {
-    cd -P -- "$tmp" 2>/dev/null && [ "$(pwd -P)" = "$here/$tmp" ] || fail TEMPSWAP "$here/$tmp"
-    [ "$(stat -c '%u %a' .)" = "$me 700" ] && [ "$(ls -A)" = payload ] &&
-        [ -f payload ] && [ ! -L payload ] || fail TEMPSWAP "$here/$tmp"
+    [ "$(ls -A)" = payload ] && [ -f payload ] && [ ! -L payload ] || fail TEMPSWAP "$here/$tmp"
     got=$(sha256sum <payload | cut -d' ' -f1)
     [ "$got" = "$sha" ] || fail SHA "$got"
     if [ "$kind" = tree ]; then
@@ -171,23 +178,24 @@ prepared() {
 # back if the second fails), the old one then removed with the private folder.
 place() {
     if [ -L "$name" ]; then fail TARGETLINK "$here/$name"; fi
+    enter || fail TEMPSWAP "$here/$tmp"
     inode=$( prepared ) || { printf '%s\n' "$inode"; exit 2; }
+    to="../$name"
     if [ "$kind" = file ]; then
-        [ ! -d "$name" ] || fail ISDIR "$here/$name"
-        mv -f -T -- "$tmp/payload" "$name" || fail MOVE "$here/$name"
-    elif [ -e "$name" ]; then
-        [ -d "$name" ] || fail NOTDIR "$here/$name"
-        mv -T -- "$name" "$tmp/old" || fail MOVE "$here/$name"
-        if ! mv -T -- "$tmp/new" "$name"; then
-            mv -T -- "$tmp/old" "$name"
+        [ ! -d "$to" ] || fail ISDIR "$here/$name"
+        mv -f -T -- payload "$to" || fail MOVE "$here/$name"
+    elif [ -e "$to" ] || [ -L "$to" ]; then
+        [ -d "$to" ] && [ ! -L "$to" ] || fail NOTDIR "$here/$name"
+        mv -T -- "$to" old || fail MOVE "$here/$name"
+        if ! mv -T -- new "$to"; then
+            mv -T -- old "$to"
             fail MOVE "$here/$name"
         fi
     else
-        mv -T -- "$tmp/new" "$name" || fail MOVE "$here/$name"
+        mv -T -- new "$to" || fail MOVE "$here/$name"
     fi
-    drop
     # Only where others may change the folder (allowed): it was not swapped on the way.
-    [ "$(stat -c %i -- "$name")" = "$inode" ] || fail SWAPPED "$here/$name"
+    [ "$(stat -c %i -- "$to")" = "$inode" ] || fail SWAPPED "$here/$name"
     printf 'V\n'
 }
 
@@ -202,8 +210,12 @@ keep() {
     printf 'K\n'
 }
 
+# What is in the private folder removed from inside it (wherever its name went), then the name.
 drop() {
-    case $tmp in ."$name".cmdb-*) rm -rf --one-file-system -- "$tmp" ;; esac
+    case $tmp in ."$name".cmdb-*)
+        (enter && rm -rf --one-file-system -- old new payload)
+        rm -rf --one-file-system -- "$tmp" ;;
+    esac
 }
 
 walk
@@ -214,10 +226,12 @@ place)
     # Whatever fails from here removes the private folder, old tree included if moved there.
     (place) || {
         rc=$?
-        [ -e "$name" ] || [ ! -e "$tmp/old" ] || mv -T -- "$tmp/old" "$name"
+        (enter && { [ -e "../$name" ] || [ -L "../$name" ] || [ ! -e old ] ||
+            mv -T -- old "../$name"; })
         drop
         exit $rc
     }
+    drop
     ;;
 drop) drop ;;
 esac

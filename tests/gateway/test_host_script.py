@@ -3,9 +3,11 @@ runs it on a host (no sshd needed here: test_ssh_mode covers the way there), and
 gateway.placing makes from what it says."""
 
 import hashlib
+import io
 import os
 import pwd
 import subprocess
+import tarfile
 
 import pytest
 
@@ -15,11 +17,11 @@ from gateway.host_script import SCRIPT
 
 
 def phase(name, kind, dest, *, owner="", temp="", sha="", size=0, mode="", unsafe_ok=False,
-          top_owner=""):  # fmt: skip
+          top_owner="", env=None):  # fmt: skip
     argv = [name, kind, str(dest), "1" if unsafe_ok else "0", owner, temp, sha, str(size), mode,
             top_owner]  # fmt: skip
     proc = subprocess.run(["/bin/sh", "-c", SCRIPT, "cmdb-place", *argv], capture_output=True,
-                          text=True, timeout=30)  # fmt: skip
+                          text=True, timeout=30, env=env)  # fmt: skip
     return proc.returncode, [line.split("\t") for line in proc.stdout.splitlines()]
 
 
@@ -68,12 +70,12 @@ def test_a_sticky_folder_is_fine_and_the_private_folder_is_0700(tmp_path):
     assert made.stat().st_mode & 0o7777 == 0o700 and made.stat().st_uid == os.geteuid()
 
 
-def _prepared(folder, body: bytes):
+def _prepared(folder, body: bytes, unsafe_ok=False):
     """A file at folder/app.conf ("old"), looked at, with ``body`` uploaded as SFTP would."""
     dest = folder / "app.conf"
     dest.write_bytes(b"old\n")
     sha = hashlib.sha256(b"new\n").hexdigest()
-    code, lines = phase("look", "file", dest, sha=sha, size=4)
+    code, lines = phase("look", "file", dest, sha=sha, size=4, unsafe_ok=unsafe_ok)
     assert code == 0, lines
     temp = placing._look(lines).temp
     (folder / temp / "payload").write_bytes(body)
@@ -136,3 +138,61 @@ def test_an_equal_file_with_another_name_is_not_kept(tmp_path):
     _, lines = phase("look", "file", dest, sha=sha, size=5)
     assert not placing._equal(placing._look(lines), "file", sha, 5, 0o644, None)
     assert placing._equal(placing._look(lines), "file", sha, 5, None, None)
+
+
+def _swapping_sha256sum(tmp_path, folder, temp, elsewhere):
+    """A PATH with a sha256sum that does what a user who can change ``folder`` may do right
+    after the upload was checked: the private folder renamed away, a link to theirs put at its
+    name (then the real sha256sum)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "sha256sum").write_text(
+        "#!/bin/sh\n"
+        f"if [ ! -e '{folder}/moved' ]; then mv '{folder}/{temp}' '{folder}/moved' &&"
+        f" ln -s '{elsewhere}' '{folder}/{temp}'; fi\n"
+        'exec /usr/bin/sha256sum "$@"\n'
+    )
+    (bin_dir / "sha256sum").chmod(0o755)
+    return {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+
+
+def test_a_private_folder_swapped_after_the_check_does_not_redirect_the_rename(tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)  # allowed below: others can rename what is in it
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "payload").write_bytes(b"evil\n")
+    dest, temp, sha = _prepared(shared, b"new\n", unsafe_ok=True)
+    env = _swapping_sha256sum(tmp_path, shared, temp, elsewhere)
+    phase("place", "file", dest, temp=temp, sha=sha, size=4, unsafe_ok=True, env=env)
+    assert dest.read_bytes() == b"new\n"  # what was checked, never what is at the name later
+    assert (elsewhere / "payload").read_bytes() == b"evil\n"
+
+
+def test_a_private_folder_swapped_after_the_check_gets_no_old_tree(tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    site = shared / "site"
+    site.mkdir()
+    (site / "secret.conf").write_bytes(b"old secret\n")
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "new").mkdir(parents=True)
+    (elsewhere / "new" / "index.html").write_bytes(b"evil\n")
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        info = tarfile.TarInfo("index.html")
+        info.size = 4
+        tar.addfile(info, io.BytesIO(b"new\n"))
+    body = buf.getvalue()
+    sha = hashlib.sha256(body).hexdigest()
+    code, lines = phase("look", "tree", site, sha=sha, size=len(body), unsafe_ok=True)
+    assert code == 0, lines
+    temp = placing._look(lines).temp
+    (shared / temp / "payload").write_bytes(body)
+    env = _swapping_sha256sum(tmp_path, shared, temp, elsewhere)
+    phase("place", "tree", site, temp=temp, sha=sha, size=len(body), unsafe_ok=True, env=env)
+    assert not (elsewhere / "old").exists()  # root's old tree never moved into their folder
+    assert (elsewhere / "new" / "index.html").read_bytes() == b"evil\n"
+    assert (site / "index.html").read_bytes() == b"new\n"
