@@ -10,8 +10,8 @@ SCRIPT = r"""
 # the target could swap a name for a link between two steps (to /etc/shadow, /etc/cron.d). As
 # workers/fdpath.py does with open folders, the shell descends one name at a time with `cd -P`
 # and from then on names entries relative to its working folder, which stays the folder it
-# checked whatever is renamed meanwhile. Each phase walks again: the SFTP upload between them
-# is a path (see gateway/placing.py).
+# checked whatever is renamed meanwhile. Each phase walks again; the upload comes on the place
+# phase's stdin, into the private folder that phase holds.
 #
 # $1 phase (look, keep, place, drop)  $2 kind (file, tree)  $3 target (absolute, normalised)
 # $4 1: a folder others can change is allowed  $5 owner ("" none)  $6 temp folder's name
@@ -178,7 +178,9 @@ prepared() {
 # back if the second fails), the old one then removed with the private folder.
 place() {
     if [ -L "$name" ]; then fail TARGETLINK "$here/$name"; fi
-    enter || fail TEMPSWAP "$here/$tmp"
+    enter && [ -z "$(ls -A)" ] || fail TEMPSWAP "$here/$tmp"
+    # The upload, on stdin: written where this shell is, never by a path from "/".
+    (set -C && cat >payload) || fail UPLOAD "$here/$tmp/payload"
     inode=$( prepared ) || { printf '%s\n' "$inode"; exit 2; }
     to="../$name"
     if [ "$kind" = file ]; then

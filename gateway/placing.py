@@ -6,15 +6,15 @@ Each step is a phase of one POSIX sh script (gateway.host_script) that walks to 
 folder with the agent's rules for who may change the folders on the way; the decisions that
 need no shell (is it equal, may it stay, what does a new copy inherit) are made here.
 
-The upload itself is SFTP, by path, between two walks: a user who can change a folder on the
-way (only where the push allows that) could redirect it. It goes into the private folder, is
-created exclusively (never through a link planted at its name) and is checked where the
-second walk finds it, so what is put in place is what was pushed, or nothing is. What is not
-covered, unlike the agent's: a copy such a user redirected lands in their folder.
+The upload is the place phase's stdin, written by the script from inside the private folder
+it walked to and holds (never by a path from "/", which a user who can change a folder on the
+way, where the push allows that, could redirect), and checked there before anything is renamed
+in: what is put in place is what was pushed, or nothing is.
 """
 
 import asyncio
 import contextlib
+import os
 import posixpath
 import re
 import shlex
@@ -42,7 +42,7 @@ E_TARGET_LINK = (
 E_TEMP = "could not make a private folder beside {path} on the host: {reason}"
 E_TEMP_WHAT = "not the ssh user's own 0700 folder with only the upload in it"
 E_HOST_MISMATCH = "sha256 on the host is {got!r}, not {sha}: not put in place (old one kept)"
-E_UPLOAD = "could not write {path} over SFTP: {reason}"
+E_UPLOAD = "could not write the upload to {path} on the host"
 E_TAR = "the host's tar could not unpack the archive (old folder kept): {reason}"
 E_CHOWN_NOT_ROOT = (
     "owner {owner!r} not set: the ssh user (uid {uid}) is not root, and chown said: {reason}; "
@@ -56,8 +56,6 @@ DETAIL_SKIPPED = agent.DETAIL_SKIPPED
 DETAIL_VERIFIED = "sha256 verified on the host"
 
 OWNER = re.compile(r"(?=.)([A-Za-z0-9_][A-Za-z0-9_.-]*)?(:[A-Za-z0-9_][A-Za-z0-9_.-]*)?")
-#: Bytes sent at a time over SFTP.
-CHUNK = 1 << 18
 #: Mode of a new file or folder when neither the push nor an old one says (as the agent's).
 NEW_MODE = {"file": agent.NEW_FILE_MODE, "tree": fdpath.NEW_DIR_MODE}
 
@@ -125,14 +123,13 @@ async def push(conn, fetch, dest: str, *, tree: bool, sha: str, size: int,
             local = await asyncio.to_thread(fetch)
             if tree:
                 check_archive(local)  # before any of it is sent
-            await _upload(conn, local, posixpath.join(look.parent, look.temp, "payload"))
             new_mode, top_owner = _inherited(look, kind, mode, owner)
             placed = await _phase(conn, args, "place", owner=owner or "", mode=new_mode,
-                                  top_owner=top_owner)  # fmt: skip
+                                  top_owner=top_owner, stdin=local)  # fmt: skip
             _done(placed, "V")
             return "verified", DETAIL_VERIFIED
         except Exception:
-            # The phases remove the private folder themselves; a failed fetch or upload did not.
+            # The phases remove the private folder themselves; a failed fetch did not.
             if args.temp:
                 with contextlib.suppress(Refused):
                     await _phase(conn, args, "drop")
@@ -164,21 +161,24 @@ class _Args:
 
 
 async def _phase(conn, args: _Args, phase: str, owner: str = "", mode: int | None = None,
-                 top_owner: str = ""):  # fmt: skip
+                 top_owner: str = "", stdin: str | None = None):  # fmt: skip
     argv = [phase, args.kind, args.dest, "1" if args.allow_unsafe else "0", owner, args.temp,
             args.sha, str(args.size), "" if mode is None else f"{mode:o}", top_owner]  # fmt: skip
     command = " ".join(["exec /bin/sh -c", shlex.quote(SCRIPT), "cmdb-place",
                         *map(shlex.quote, argv)])  # fmt: skip
     try:
-        ran = await conn.run(command, stdin=asyncssh.DEVNULL)
+        # Bytes both ways: the upload is binary (and what comes back is decoded here).
+        ran = await conn.run(command, stdin=asyncssh.DEVNULL if stdin is None else stdin,
+                             encoding=None)  # fmt: skip
     except (OSError, asyncssh.Error) as exc:
         raise Refused(f"the SSH session for {phase} failed: {exc}") from None
-    lines = [line.split("\t") for line in (ran.stdout or "").splitlines()]
+    stdout, stderr = (os.fsdecode(out or b"") for out in (ran.stdout, ran.stderr))
+    lines = [line.split("\t") for line in stdout.splitlines()]
     for fields in lines:
         if fields[0] == "E":
             raise Refused(_worded(fields[1:], args))
     if ran.exit_status != 0:
-        raise Refused(E_SCRIPT.format(out=(ran.stderr or ran.stdout or "")[-500:],
+        raise Refused(E_SCRIPT.format(out=(stderr or stdout)[-500:],
                                       code=ran.exit_status))  # fmt: skip
     return lines
 
@@ -201,6 +201,7 @@ def _worded(fields: list[str], args: _Args) -> str:
         "NOTDIR": lambda: agent.E_NOT_DIR.format(path=path),
         "TEMP": lambda: E_TEMP.format(path=path, reason=rest[1]),
         "TEMPSWAP": lambda: fdpath.E_TEMP_SWAPPED.format(path=path, what=E_TEMP_WHAT),
+        "UPLOAD": lambda: E_UPLOAD.format(path=path),
         "SHA": lambda: E_HOST_MISMATCH.format(got=path, sha=args.sha),
         "TAR": lambda: E_TAR.format(reason=path.strip()),
         "CHOWN": lambda: (E_CHOWN if rest[1] == "0" else E_CHOWN_NOT_ROOT).format(
@@ -283,17 +284,3 @@ def _inherited(look: Look, kind: str, mode: int | None, owner: str | None):
 def _done(lines: list[list[str]], code: str) -> None:
     if not any(fields[0] == code for fields in lines):
         raise Refused(E_SCRIPT.format(out=lines, code=0))
-
-
-async def _upload(conn, local: str, remote: str) -> None:
-    """Over SFTP into the private folder: created exclusively, 0600 (a link planted at the
-    name is never followed)."""
-    try:
-        async with conn.start_sftp_client() as sftp:
-            attrs = asyncssh.SFTPAttrs(permissions=0o600)
-            async with sftp.open(remote, "xb", attrs) as out:
-                with open(local, "rb") as f:
-                    while chunk := f.read(CHUNK):
-                        await out.write(chunk)
-    except (OSError, asyncssh.Error) as exc:
-        raise Refused(E_UPLOAD.format(path=remote, reason=exc)) from None

@@ -2,12 +2,15 @@
 runs it on a host (no sshd needed here: test_ssh_mode covers the way there), and the decisions
 gateway.placing makes from what it says."""
 
+import asyncio
+import contextlib
 import hashlib
 import io
 import os
 import pwd
 import subprocess
 import tarfile
+import types
 
 import pytest
 
@@ -17,12 +20,12 @@ from gateway.host_script import SCRIPT
 
 
 def phase(name, kind, dest, *, owner="", temp="", sha="", size=0, mode="", unsafe_ok=False,
-          top_owner="", env=None):  # fmt: skip
+          top_owner="", env=None, upload=b""):  # fmt: skip
     argv = [name, kind, str(dest), "1" if unsafe_ok else "0", owner, temp, sha, str(size), mode,
             top_owner]  # fmt: skip
     proc = subprocess.run(["/bin/sh", "-c", SCRIPT, "cmdb-place", *argv], capture_output=True,
-                          text=True, timeout=30, env=env)  # fmt: skip
-    return proc.returncode, [line.split("\t") for line in proc.stdout.splitlines()]
+                          input=upload, timeout=30, env=env)  # fmt: skip
+    return proc.returncode, [line.split("\t") for line in proc.stdout.decode().splitlines()]
 
 
 def refusal(lines) -> str:
@@ -71,20 +74,20 @@ def test_a_sticky_folder_is_fine_and_the_private_folder_is_0700(tmp_path):
 
 
 def _prepared(folder, body: bytes, unsafe_ok=False):
-    """A file at folder/app.conf ("old"), looked at, with ``body`` uploaded as SFTP would."""
+    """A file at folder/app.conf ("old"), looked at (``body`` is then the place phase's
+    stdin)."""
     dest = folder / "app.conf"
     dest.write_bytes(b"old\n")
     sha = hashlib.sha256(b"new\n").hexdigest()
     code, lines = phase("look", "file", dest, sha=sha, size=4, unsafe_ok=unsafe_ok)
     assert code == 0, lines
     temp = placing._look(lines).temp
-    (folder / temp / "payload").write_bytes(body)
     return dest, temp, sha
 
 
 def test_a_corrupted_upload_is_not_put_in_place_and_the_temp_goes(tmp_path):
     dest, temp, sha = _prepared(tmp_path, b"nex\n")
-    code, lines = phase("place", "file", dest, temp=temp, sha=sha, size=4)
+    code, lines = phase("place", "file", dest, temp=temp, sha=sha, size=4, upload=b"nex\n")
     got = hashlib.sha256(b"nex\n").hexdigest()
     assert code == 2
     assert refusal(lines) == (
@@ -114,7 +117,7 @@ def test_a_verified_upload_is_renamed_in_with_the_old_files_mode_and_group(tmp_p
     mode, top_owner = placing._inherited(look, "file", None, None)
     assert mode == 0o640
     code, lines = phase("place", "file", dest, temp=temp, sha=sha, size=4, mode=f"{mode:o}",
-                        top_owner=top_owner)  # fmt: skip
+                        top_owner=top_owner, upload=b"new\n")  # fmt: skip
     assert code == 0 and ["V"] in lines, lines
     assert dest.read_bytes() == b"new\n" and dest.stat().st_mode & 0o777 == 0o640
     assert dest.stat().st_gid == gid
@@ -165,7 +168,8 @@ def test_a_private_folder_swapped_after_the_check_does_not_redirect_the_rename(t
     (elsewhere / "payload").write_bytes(b"evil\n")
     dest, temp, sha = _prepared(shared, b"new\n", unsafe_ok=True)
     env = _swapping_sha256sum(tmp_path, shared, temp, elsewhere)
-    phase("place", "file", dest, temp=temp, sha=sha, size=4, unsafe_ok=True, env=env)
+    phase("place", "file", dest, temp=temp, sha=sha, size=4, unsafe_ok=True, env=env,
+          upload=b"new\n")  # fmt: skip
     assert dest.read_bytes() == b"new\n"  # what was checked, never what is at the name later
     assert (elsewhere / "payload").read_bytes() == b"evil\n"
 
@@ -190,9 +194,69 @@ def test_a_private_folder_swapped_after_the_check_gets_no_old_tree(tmp_path):
     code, lines = phase("look", "tree", site, sha=sha, size=len(body), unsafe_ok=True)
     assert code == 0, lines
     temp = placing._look(lines).temp
-    (shared / temp / "payload").write_bytes(body)
     env = _swapping_sha256sum(tmp_path, shared, temp, elsewhere)
-    phase("place", "tree", site, temp=temp, sha=sha, size=len(body), unsafe_ok=True, env=env)
+    phase("place", "tree", site, temp=temp, sha=sha, size=len(body), unsafe_ok=True, env=env,
+          upload=body)  # fmt: skip
     assert not (elsewhere / "old").exists()  # root's old tree never moved into their folder
     assert (elsewhere / "new" / "index.html").read_bytes() == b"evil\n"
     assert (site / "index.html").read_bytes() == b"new\n"
+
+
+class _LocalConn:
+    """Enough of an asyncssh connection to run gateway.placing.push against this machine: the
+    commands by the real /bin/sh, and SFTP by path as OpenSSH's sftp-server opens files."""
+
+    async def run(self, command, stdin=None, encoding="utf-8"):
+        with open(stdin, "rb") if isinstance(stdin, str) else open(os.devnull, "rb") as f:
+            proc = subprocess.run(["/bin/sh", "-c", command], stdin=f, capture_output=True,
+                                  encoding=encoding, timeout=30)  # fmt: skip
+        return types.SimpleNamespace(stdout=proc.stdout, stderr=proc.stderr,
+                                     exit_status=proc.returncode)  # fmt: skip
+
+    def start_sftp_client(self):
+        @contextlib.asynccontextmanager
+        async def client():
+            class File:
+                def __init__(self, fd):
+                    self.fd = fd
+
+                async def write(self, data):
+                    os.write(self.fd, data)
+
+            @contextlib.asynccontextmanager
+            async def opened(path, flags, attrs):
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, attrs.permissions)
+                try:
+                    yield File(fd)
+                finally:
+                    os.close(fd)
+
+            yield types.SimpleNamespace(open=opened)
+
+        return client()
+
+
+def test_an_upload_is_not_redirected_by_a_swap_of_the_private_folders_name(tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)  # allowed below: others can rename what is in it
+    elsewhere = tmp_path / "elsewhere"  # /etc/cron.d, say
+    elsewhere.mkdir()
+    dest = shared / "app.conf"
+    dest.write_bytes(b"old\n")
+    local = tmp_path / "blob"
+    local.write_bytes(b"new\n")
+
+    def fetch():  # between the look and the upload, what a user who can change shared may do
+        [temp] = [n for n in os.listdir(shared) if n.startswith(".app.conf.cmdb-")]
+        os.rename(shared / temp, shared / "moved")
+        os.symlink(elsewhere, shared / temp)
+        return str(local)
+
+    sha = hashlib.sha256(b"new\n").hexdigest()
+    pushed = placing.push(_LocalConn(), fetch, str(dest), tree=False, sha=sha, size=4, mode=None,
+                          owner=None, allow_unsafe=True, files=None)  # fmt: skip
+    got = asyncio.run(pushed)
+    assert os.listdir(elsewhere) == []  # nothing written through the link
+    assert got[0] == "failed" and "was swapped for another" in got[1], got
+    assert dest.read_bytes() == b"old\n"
