@@ -260,3 +260,18 @@ def test_an_upload_is_not_redirected_by_a_swap_of_the_private_folders_name(tmp_p
     assert os.listdir(elsewhere) == []  # nothing written through the link
     assert got[0] == "failed" and "was swapped for another" in got[1], got
     assert dest.read_bytes() == b"old\n"
+
+
+def test_an_old_folder_others_can_change_is_not_read(tmp_path):
+    # Anything in it may be swapped for a FIFO or a link to /dev/zero between find and
+    # sha256sum (the push would hang): it is replaced anyway, so nothing of it is read.
+    site = tmp_path / "site"
+    (site / "uploads").mkdir(parents=True)
+    (site / "uploads").chmod(0o777)
+    (site / "index.html").write_bytes(b"same\n")
+    code, lines = phase("look", "tree", site)
+    assert code == 0, lines
+    look = placing._look(lines)
+    assert look.not_keepable == 1
+    assert [f for f in lines if f[0] == "M"] == []
+    assert not placing._equal(look, "tree", "", 0, None, {"index.html": "x"})
