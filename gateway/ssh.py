@@ -39,6 +39,9 @@ E_TIMEOUT = "timed out after {timeout:g} s; killed the process group {pgid} on t
 E_CANCELLED = "cancelled by operator; killed the process group {pgid} on the host"
 E_OUTPUT_LIMIT = "output exceeded {limit} bytes; killed the process group {pgid} on the host"
 E_SIGNALLED = "terminated by signal {name}"
+E_FETCH_TOO_BIG = "{path} sent more than the {max_bytes:g} bytes allowed: not kept"
+#: Bytes read at a time over SFTP.
+CHUNK = 1 << 18
 E_FETCH_MISMATCH = (
     "the copy of {path} has sha256 {got}, the host says {there!r}: changed "
     "while it was read? Not sent"
@@ -321,7 +324,19 @@ class Engine:
                         return f"{path} is not a regular file"
                     if attrs.size is not None and attrs.size > max_bytes:
                         return f"{path} is {attrs.size} bytes, more than the {max_bytes:g} allowed"
-                    await sftp.get(path, local)
+                    # Read no further than allowed whatever the stat said: the file may grow,
+                    # or be swapped for a link to /dev/zero by a user who can change its folder.
+                    async with sftp.open(path, "rb") as src:
+                        attrs = await src.stat()
+                        if attrs.type != asyncssh.FILEXFER_TYPE_REGULAR:
+                            return f"{path} is not a regular file"
+                        with open(local, "wb") as out:
+                            copied = 0
+                            while chunk := await src.read(CHUNK):
+                                copied += len(chunk)
+                                if copied > max_bytes:
+                                    return E_FETCH_TOO_BIG.format(path=path, max_bytes=max_bytes)
+                                out.write(chunk)
             except (OSError, asyncssh.Error) as exc:
                 return f"could not read {path} over SFTP: {exc}"
             said = await conn.run(f"sha256sum -- {shlex.quote(path)}", stdin=asyncssh.DEVNULL)
