@@ -236,7 +236,7 @@ place)
         drop
         exit $rc
     }
-    drop
+    drop || :  # in place: what is left of the old one is no failure of the push
     ;;
 drop) drop ;;
 esac

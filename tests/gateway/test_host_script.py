@@ -275,3 +275,20 @@ def test_an_old_folder_others_can_change_is_not_read(tmp_path):
     assert look.not_keepable == 1
     assert [f for f in lines if f[0] == "M"] == []
     assert not placing._equal(look, "tree", "", 0, None, {"index.html": "x"})
+
+
+def test_a_placed_copy_is_verified_even_if_the_old_one_cannot_all_be_removed(tmp_path):
+    # rm -rf --one-file-system says 1 for a mount point or an immutable file in the old tree:
+    # the new copy is in place all the same, and the gateway must not say "failed".
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "rm").write_text('#!/bin/sh\n/bin/rm "$@"\nexit 1\n')
+    (bin_dir / "rm").chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    folder = tmp_path / "etc"
+    folder.mkdir()
+    dest, temp, sha = _prepared(folder, b"new\n")
+    code, lines = phase("place", "file", dest, temp=temp, sha=sha, size=4, env=env,
+                        upload=b"new\n")  # fmt: skip
+    assert code == 0 and ["V"] in lines, lines
+    assert dest.read_bytes() == b"new\n"
