@@ -18,6 +18,7 @@ SCRIPT = r"""
 # $7 sha256 of the payload  $8 its size  $9 mode (octal, "" none)  $10 owner of the new file or
 # top folder alone (what it inherits from the old one; "" none)
 set -u
+unset CDPATH
 phase=$1 kind=$2 dest=$3 unsafe_ok=$4 owner=$5 tmp=$6 sha=$7 size=$8 mode=$9 top_owner=${10}
 me=$(id -u) mygid=$(id -g)
 parent=${dest%/*} name=${dest##*/}
@@ -79,7 +80,7 @@ walk() {
             continue
         fi
         [ -d "$c" ] || fail NOFOLDER "$path"
-        cd -P -- "$c" 2>/dev/null || fail NOFOLDER "$path"
+        cd -P "./$c" 2>/dev/null || fail NOFOLDER "$path"  # "./": not CDPATH's, nor "-"
         [ "$(pwd -P)" = "$path" ] || fail CHANGED "$path"
         here=$path
         checked "$path"
@@ -117,7 +118,7 @@ look() {
             printf 'H\t%s\n' "$(sha256sum <"$name" | cut -d' ' -f1)"
         elif [ -z "$below" ] && [ "$kind" = tree ]; then
             (
-                cd -P -- "$name" && [ "$(pwd -P)" = "$here/$name" ] || exit 0
+                cd -P "./$name" && [ "$(pwd -P)" = "$here/$name" ] || exit 0
                 # Anything another user owns or can write, and any file with another name, is
                 # not kept: a new copy (workers.placing._tree_kept_if_equal). With an owner
                 # asked for, anything that is not theirs yet, so nothing is chowned in place.
@@ -142,7 +143,7 @@ look() {
 # entries beside it can swap its name, never what ".." is, nor what "payload", "new" and "old"
 # are inside it: what is renamed in is what was checked, and the old folder goes nowhere else.
 enter() {
-    cd -P -- "$tmp" 2>/dev/null && [ "$(pwd -P)" = "$here/$tmp" ] &&
+    cd -P "./$tmp" 2>/dev/null && [ "$(pwd -P)" = "$here/$tmp" ] &&
         [ "$(stat -c '%u %a' .)" = "$me 700" ]
 }
 

@@ -292,3 +292,12 @@ def test_a_placed_copy_is_verified_even_if_the_old_one_cannot_all_be_removed(tmp
                         upload=b"new\n")  # fmt: skip
     assert code == 0 and ["V"] in lines, lines
     assert dest.read_bytes() == b"new\n"
+
+
+def test_a_folder_named_dash_is_walked_into_and_cdpath_is_not_followed(tmp_path):
+    (tmp_path / "-").mkdir()
+    (tmp_path / "decoy" / "-").mkdir(parents=True)
+    env = {**os.environ, "CDPATH": str(tmp_path / "decoy")}
+    code, lines = phase("look", "file", tmp_path / "-" / "app.conf", env=env)
+    assert code == 0, lines
+    assert placing._look(lines).parent == f"{tmp_path}/-"
