@@ -54,6 +54,7 @@ E_MOVE = "could not rename the new copy to {path} (the old one is kept)"
 E_SCRIPT = "the placing script on the host said nothing it should ({out!r}, exit {code})"
 DETAIL_SKIPPED = agent.DETAIL_SKIPPED
 DETAIL_VERIFIED = "sha256 verified on the host"
+R_TRAILING = "data after the end of the archive (a header tarfile could not read?)"
 
 OWNER = re.compile(r"(?=.)([A-Za-z0-9_][A-Za-z0-9_.-]*)?(:[A-Za-z0-9_][A-Za-z0-9_.-]*)?")
 #: Mode of a new file or folder when neither the push nor an old one says (as the agent's).
@@ -96,8 +97,16 @@ def check_archive(path: str) -> None:
     try:
         with tarfile.open(path, mode="r:") as tar:
             members = tar.getmembers()
+            end = tar.offset
     except tarfile.TarError as exc:
         raise Refused(agent.E_BAD_ARCHIVE.format(reason=exc)) from None
+    # tarfile ends quietly at a header it cannot read, where GNU tar skips to the next one: past
+    # its end only the zeros of the end blocks, or the host's tar unpacks what was not checked.
+    with open(path, "rb") as f:
+        f.seek(end)
+        while block := f.read(1 << 16):
+            if block.strip(b"\0"):
+                raise Refused(agent.E_BAD_ARCHIVE.format(reason=R_TRAILING))
     if problem := unsafe_member(members):
         raise Refused(E_UNSAFE_MEMBER.format(name=problem[0], reason=problem[1]))
 

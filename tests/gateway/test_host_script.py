@@ -301,3 +301,25 @@ def test_a_folder_named_dash_is_walked_into_and_cdpath_is_not_followed(tmp_path)
     code, lines = phase("look", "file", tmp_path / "-" / "app.conf", env=env)
     assert code == 0, lines
     assert placing._look(lines).parent == f"{tmp_path}/-"
+
+
+def test_an_archive_with_members_past_a_header_tarfile_cannot_read_is_refused(tmp_path):
+    # tarfile stops, quietly, at a header with a bad checksum; GNU tar skips it and unpacks what
+    # follows (a device node, a link out): what tar unpacks must be what was checked.
+    def header(name, type, data=b"", **attrs):
+        info = tarfile.TarInfo(name)
+        info.type, info.size = type, len(data)
+        for key, value in attrs.items():
+            setattr(info, key, value)
+        return info.tobuf(format=tarfile.USTAR_FORMAT) + data.ljust(-(-len(data) // 512) * 512,
+                                                                    b"\0")  # fmt: skip
+
+    bad = bytearray(header("junk", tarfile.REGTYPE))
+    bad[148:156] = b"0000000\0"
+    dev = header("dev", tarfile.CHRTYPE, devmajor=1, devminor=5, mode=0o666)
+    archive = tmp_path / "site.tar"
+    archive.write_bytes(header("a", tarfile.REGTYPE, b"x") + bytes(bad) + dev + b"\0" * 1024)
+    with tarfile.open(archive) as tar:
+        assert tar.getnames() == ["a"]
+    with pytest.raises(placing.Refused, match="after the end of the archive"):
+        placing.check_archive(str(archive))
