@@ -208,6 +208,8 @@ place() {
 # An equal copy kept: only the mode asked for (a tree was kept only with the owner already).
 keep() {
     drop
+    # Never below a folder others can change (the gateway keeps nothing there either).
+    [ -z "$below" ] || fail UNSAFE "$below" "$below_who"
     if [ -L "$name" ]; then fail TARGETLINK "$here/$name"; fi
     if [ "$kind" = file ] && [ -n "$owner" ]; then
         err=$(chown -h -- "$owner" "$name" 2>&1) || fail CHOWN "$owner" "$me" "$err"

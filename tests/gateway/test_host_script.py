@@ -323,3 +323,17 @@ def test_an_archive_with_members_past_a_header_tarfile_cannot_read_is_refused(tm
         assert tar.getnames() == ["a"]
     with pytest.raises(placing.Refused, match="after the end of the archive"):
         placing.check_archive(str(archive))
+
+
+def test_keep_below_a_folder_others_can_change_changes_nothing(tmp_path):
+    # The gateway keeps nothing there; the script does not either, whatever it is told (a
+    # chmod by name there may be a chmod of whatever a link swapped in leads to).
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    dest = shared / "app.conf"
+    dest.write_bytes(b"same\n")
+    dest.chmod(0o600)
+    code, lines = phase("keep", "file", dest, mode="644", unsafe_ok=True)
+    assert code == 2 and [f[1] for f in lines if f[0] == "E"] == ["UNSAFE"], lines
+    assert dest.stat().st_mode & 0o777 == 0o600
