@@ -54,6 +54,9 @@ E_MOVE = "could not rename the new copy to {path} (the old one is kept)"
 E_SCRIPT = "the placing script on the host said nothing it should ({out!r}, exit {code})"
 DETAIL_SKIPPED = agent.DETAIL_SKIPPED
 DETAIL_VERIFIED = "sha256 verified on the host"
+E_TOO_MUCH = "the host said more than {limit} bytes in the {phase} phase: not read further"
+#: Bytes of output read from a phase at most (a folder's manifest: about 100 a file).
+MAX_OUTPUT = 256 << 20
 R_TRAILING = "data after the end of the archive (a header tarfile could not read?)"
 
 OWNER = re.compile(r"(?=.)([A-Za-z0-9_][A-Za-z0-9_.-]*)?(:[A-Za-z0-9_][A-Za-z0-9_.-]*)?")
@@ -177,19 +180,37 @@ async def _phase(conn, args: _Args, phase: str, owner: str = "", mode: int | Non
                         *map(shlex.quote, argv)])  # fmt: skip
     try:
         # Bytes both ways: the upload is binary (and what comes back is decoded here).
-        ran = await conn.run(command, stdin=asyncssh.DEVNULL if stdin is None else stdin,
-                             encoding=None)  # fmt: skip
+        async with conn.create_process(command, encoding=None,
+                                       stdin=asyncssh.DEVNULL if stdin is None else stdin
+                                       ) as proc:  # fmt: skip
+            try:
+                said = await asyncio.gather(_capped(proc.stdout, phase),
+                                            _capped(proc.stderr, phase))  # fmt: skip
+                await proc.wait()
+            finally:
+                proc.close()
+            status = proc.exit_status
     except (OSError, asyncssh.Error) as exc:
         raise Refused(f"the SSH session for {phase} failed: {exc}") from None
-    stdout, stderr = (os.fsdecode(out or b"") for out in (ran.stdout, ran.stderr))
+    stdout, stderr = (os.fsdecode(out) for out in said)
     lines = [line.split("\t") for line in stdout.splitlines()]
     for fields in lines:
         if fields[0] == "E":
             raise Refused(_worded(fields[1:], args))
-    if ran.exit_status != 0:
+    if status != 0:
         raise Refused(E_SCRIPT.format(out=(stderr or stdout)[-500:],
-                                      code=ran.exit_status))  # fmt: skip
+                                      code=status))  # fmt: skip
     return lines
+
+
+async def _capped(stream, phase: str) -> bytes:
+    """All of ``stream``, up to MAX_OUTPUT (a host may send without end)."""
+    got = bytearray()
+    while chunk := await stream.read(1 << 16):
+        got += chunk
+        if len(got) > MAX_OUTPUT:
+            raise Refused(E_TOO_MUCH.format(phase=phase, limit=MAX_OUTPUT))
+    return bytes(got)
 
 
 def _worded(fields: list[str], args: _Args) -> str:

@@ -202,38 +202,41 @@ def test_a_private_folder_swapped_after_the_check_gets_no_old_tree(tmp_path):
     assert (site / "index.html").read_bytes() == b"new\n"
 
 
+class _Reader:
+    def __init__(self, data: bytes):
+        self.data = io.BytesIO(data)
+
+    async def read(self, n=-1):
+        return self.data.read(n)
+
+
+class _Endless:
+    async def read(self, n=-1):
+        return b"M\t" + b"0" * (max(n, 3) - 3) + b"\n"
+
+
 class _LocalConn:
-    """Enough of an asyncssh connection to run gateway.placing.push against this machine: the
-    commands by the real /bin/sh, and SFTP by path as OpenSSH's sftp-server opens files."""
+    """Enough of an asyncssh connection to run gateway.placing.push against this machine, the
+    commands by the real /bin/sh."""
 
-    async def run(self, command, stdin=None, encoding="utf-8"):
+    def __init__(self, endless=False):
+        self.endless = endless
+
+    @contextlib.asynccontextmanager
+    async def create_process(self, command, stdin=None, encoding="utf-8"):
+        assert encoding is None
         with open(stdin, "rb") if isinstance(stdin, str) else open(os.devnull, "rb") as f:
-            proc = subprocess.run(["/bin/sh", "-c", command], stdin=f, capture_output=True,
-                                  encoding=encoding, timeout=30)  # fmt: skip
-        return types.SimpleNamespace(stdout=proc.stdout, stderr=proc.stderr,
-                                     exit_status=proc.returncode)  # fmt: skip
+            ran = subprocess.run(["/bin/sh", "-c", command], stdin=f, capture_output=True,
+                                 timeout=30)  # fmt: skip
+        proc = types.SimpleNamespace(stdout=_Endless() if self.endless else _Reader(ran.stdout),
+                                     stderr=_Reader(ran.stderr), exit_status=ran.returncode,
+                                     close=lambda: None)  # fmt: skip
 
-    def start_sftp_client(self):
-        @contextlib.asynccontextmanager
-        async def client():
-            class File:
-                def __init__(self, fd):
-                    self.fd = fd
+        async def wait():
+            return proc
 
-                async def write(self, data):
-                    os.write(self.fd, data)
-
-            @contextlib.asynccontextmanager
-            async def opened(path, flags, attrs):
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, attrs.permissions)
-                try:
-                    yield File(fd)
-                finally:
-                    os.close(fd)
-
-            yield types.SimpleNamespace(open=opened)
-
-        return client()
+        proc.wait = wait
+        yield proc
 
 
 def test_an_upload_is_not_redirected_by_a_swap_of_the_private_folders_name(tmp_path):
@@ -337,3 +340,12 @@ def test_keep_below_a_folder_others_can_change_changes_nothing(tmp_path):
     code, lines = phase("keep", "file", dest, mode="644", unsafe_ok=True)
     assert code == 2 and [f[1] for f in lines if f[0] == "E"] == ["UNSAFE"], lines
     assert dest.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_host_that_says_too_much_is_refused(tmp_path, monkeypatch):
+    # A hostile host streaming lines without end: read up to a limit, not into all memory.
+    monkeypatch.setattr(placing, "MAX_OUTPUT", 1 << 20)
+    got = asyncio.run(placing.push(_LocalConn(endless=True), None, str(tmp_path / "x"),
+                                   tree=False, sha="", size=0, mode=None, owner=None,
+                                   allow_unsafe=False, files=None))  # fmt: skip
+    assert got == ("failed", placing.E_TOO_MUCH.format(phase="look", limit=1 << 20))
