@@ -231,7 +231,10 @@ def _place_file(client, manifest, parent, target, mode, ids, owner, sha, size) -
                 attrs_error = E_ATTRS.format(reason=_reason(exc))
             os.rename(temp, name, src_dir_fd=parent.fd, dst_dir_fd=parent.fd)
             placed = True
-            if not fdpath.holds(parent.fd, name, fd):  # only where a user may change the folder
+            # A swap matters only where a user may change the folder. Where root alone can, the
+            # name is another push's by now (two jobs, or two agents on one disk: the last
+            # rename wins), and this one's copy was placed whole all the same.
+            if parent.who and not fdpath.holds(parent.fd, name, fd):
                 return _failed(E_SWAPPED.format(path=target))
         fdpath.fsync_dir(parent.fd)
     finally:

@@ -365,3 +365,39 @@ def test_two_transfers_making_the_same_parent_folders_at_once_both_succeed(store
     for t in threads:
         t.join()
     assert outcomes == ["verified"] * 8
+
+
+def test_two_pushes_racing_on_one_path_both_place_a_whole_copy(store, tmp_path):
+    """Two jobs (or two agents on one disk) pushing one path at once: each places its copy,
+    the last rename wins; neither is "swapped" where root alone can change the folder. Two
+    processes, as two agents are, each pushing its own content over and over."""
+    import multiprocessing
+
+    contents = [b"first\n" * 100, b"second\n" * 100]
+    manifests = [upload(store, data) for data in contents]
+    dest = str(tmp_path / "new" / "raced.conf")
+    failed = multiprocessing.get_context("fork").Queue()
+
+    def push(manifest):
+        for _ in range(300):
+            outcome = receive_file(store, manifest, dest)
+            if outcome["outcome"] not in ("verified", "skipped"):
+                failed.put(outcome)
+        failed.put(None)
+
+    workers = [multiprocessing.get_context("fork").Process(target=push, args=(m,))
+               for m in manifests]  # fmt: skip
+    for w in workers:
+        w.start()
+    ends, bad = 0, []
+    while ends < len(workers):
+        got = failed.get(timeout=120)
+        ends += got is None
+        if got is not None:
+            bad.append(got)
+    for w in workers:
+        w.join(10)
+
+    assert not bad, bad[:3]
+    assert (tmp_path / "new" / "raced.conf").read_bytes() in contents
+    assert os.listdir(tmp_path / "new") == ["raced.conf"]  # no temp left behind
