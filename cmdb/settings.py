@@ -1,8 +1,10 @@
 """Settings, all from the environment with documented defaults (see README "Settings")."""
 
+import contextlib
 import ipaddress
 import os
 import secrets
+import tempfile
 from pathlib import Path
 
 import dj_database_url
@@ -55,13 +57,22 @@ def _secret_key() -> str:
     if os.environ.get("DJANGO_SECRET_KEY"):
         return os.environ["DJANGO_SECRET_KEY"]
     path = RUN_DIR / "secret_key"
-    try:
-        RUN_DIR.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
+    if path.exists():
         return path.read_text().strip()
-    with os.fdopen(fd, "w") as f:
-        f.write(secrets.token_urlsafe(50))
+    # Written whole to a temp file, then linked in (link fails if the name exists): processes
+    # started at once (gunicorn's workers) never read a key file that is still empty, and all
+    # end up with the one that was linked first.
+    RUN_DIR.mkdir(parents=True, exist_ok=True)
+    fd, temp = tempfile.mkstemp(dir=RUN_DIR, prefix=".secret_key.")  # 0600
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(50))
+            f.flush()
+            os.fsync(f.fileno())
+        with contextlib.suppress(FileExistsError):
+            os.link(temp, path)
+    finally:
+        os.unlink(temp)
     return path.read_text().strip()
 
 
