@@ -208,3 +208,17 @@ def manage(process_env, cli_user):
         return proc
 
     return run
+
+
+@pytest.fixture
+def login_counts(redis_url):
+    """The broker's Redis, where failed logins are counted, without earlier tests' counts."""
+    from cmdb.access import attempts
+
+    client = redis.Redis.from_url(redis_url)
+    for key in client.scan_iter(f"{attempts.PREFIX}*"):
+        client.delete(key)
+    yield client
+    for key in client.scan_iter(f"{attempts.PREFIX}*"):
+        client.delete(key)
+    client.close()

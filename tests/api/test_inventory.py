@@ -4,7 +4,6 @@
 import uuid
 
 import pytest
-import redis
 from rest_framework.test import APIClient
 
 from cmdb.access import attempts
@@ -168,18 +167,6 @@ def test_members_alone_take_the_members_permission_and_a_rename_the_change_one(c
         "/api/host-groups/", {"name": "no spaces here"}, format="json"
     )
     assert bad.status_code == 400 and "name" in bad.json()
-
-
-@pytest.fixture
-def login_counts(redis_url):
-    """The broker's Redis, where failed logins are counted, without earlier tests' counts."""
-    client = redis.Redis.from_url(redis_url)
-    for key in client.scan_iter(f"{attempts.PREFIX}*"):
-        client.delete(key)
-    yield client
-    for key in client.scan_iter(f"{attempts.PREFIX}*"):
-        client.delete(key)
-    client.close()
 
 
 def login(client, username, password, address="127.0.0.1", **headers):

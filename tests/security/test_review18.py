@@ -2,24 +2,12 @@
 that got through, each kept as a test."""
 
 import pytest
-import redis
 from rest_framework.test import APIClient
 
 from cmdb.access import attempts
 from tests.support.api import make_user
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def login_counts(redis_url):
-    client = redis.Redis.from_url(redis_url)
-    for key in client.scan_iter(f"{attempts.PREFIX}*"):
-        client.delete(key)
-    yield client
-    for key in client.scan_iter(f"{attempts.PREFIX}*"):
-        client.delete(key)
-    client.close()
 
 
 def login(client, username, password, address="127.0.0.1"):
